@@ -1,0 +1,371 @@
+// fastmig demo / send / receive.
+#include "libxl-plugin/cli.hpp"
+#include "libxl-plugin/report.hpp"
+
+#include "stream/clock.hpp"
+#include "stream/domain/sim/sim.hpp"
+#include "stream/receiver.hpp"
+#include "stream/sender.hpp"
+#include "stream/transport.hpp"
+
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace fastmig::cli {
+
+namespace {
+
+const std::set<std::string> kPolicyOptions = {"downtime-ms", "max-rounds", "batch-pages", "timeout-ms"};
+
+void apply_policy_options(const Options& o, SendOptions& so)
+{
+    so.policy.downtime_target_ms = o.double_or("downtime-ms", 10.0);
+    so.policy.max_rounds = static_cast<unsigned>(o.uint_or("max-rounds", 30));
+    if (so.policy.max_rounds < 1 || so.policy.max_rounds > 1000)
+        throw UsageError("--max-rounds must be 1..1000");
+    so.batch_pages = static_cast<std::uint32_t>(o.uint_or("batch-pages", 512));
+    if (so.batch_pages < 1 || so.batch_pages > wire::kMaxBatchPages)
+        throw UsageError("--batch-pages must be 1.." + std::to_string(wire::kMaxBatchPages));
+    auto t = o.uint_or("timeout-ms", 30000);
+    if (t < 100)
+        throw UsageError("--timeout-ms must be at least 100");
+    so.io_timeout = std::chrono::milliseconds(t);
+    so.done_timeout = std::chrono::milliseconds(std::max<std::uint64_t>(t, 60000));
+}
+
+// A one-line progress display on a terminal, rewritten in place.
+class ProgressLine {
+public:
+    explicit ProgressLine(bool enabled) : on_(enabled) {}
+    ~ProgressLine() { finish(); }
+    void update(const Progress& p)
+    {
+        if (!on_)
+            return;
+        double pct = p.pages_round ? 100.0 * double(p.pages_done) / double(p.pages_round) : 100.0;
+        double rate = p.elapsed_s > 0 ? double(p.bytes_total) / p.elapsed_s : 0;
+        std::fprintf(stderr, "\r  %s %-3u %5.1f%%  %10s sent  %10s/s  %6.1f s   ", p.stop_copy ? "stop-copy" : "round    ",
+                     p.round, pct, human_bytes(double(p.bytes_total)).c_str(), human_bytes(rate).c_str(), p.elapsed_s);
+        dirty_ = true;
+    }
+    void finish()
+    {
+        if (on_ && dirty_)
+            std::fprintf(stderr, "\r%80s\r", "");
+        dirty_ = false;
+    }
+
+private:
+    bool on_;
+    bool dirty_ = false;
+};
+
+long self_rss_kib()
+{
+    rusage ru{};
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss;
+}
+
+std::string fd_text(int fd)
+{
+    std::string s;
+    char buf[4096];
+    for (;;) {
+        ssize_t n = ::read(fd, buf, sizeof buf);
+        if (n > 0) {
+            s.append(buf, static_cast<std::size_t>(n));
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        break;
+    }
+    return s;
+}
+
+std::map<std::string, std::string> parse_kv(const std::string& text)
+{
+    std::map<std::string, std::string> kv;
+    std::istringstream in(text);
+    std::string line;
+    while (std::getline(in, line)) {
+        auto eq = line.find('=');
+        if (eq != std::string::npos)
+            kv[line.substr(0, eq)] = line.substr(eq + 1);
+    }
+    return kv;
+}
+
+// Runs one receive on an accepted connection and writes key=value results
+// to result_fd (if >= 0).
+int receive_one(int conn, const ReceiveOptions& ro, int result_fd, bool quiet)
+{
+    sim::SimProvider provider;
+    try {
+        ReceiveResult r = receive_domain(conn, provider, ro);
+        if (result_fd >= 0) {
+            std::string kv = "destination=" + r.domain + "\nbytes_received=" + std::to_string(r.bytes_received) +
+                             "\npages_written=" + std::to_string(r.pages_written) + "\nresumed_at_ns=" +
+                             std::to_string(r.resumed_at_ns) + "\nreceive_ms=" + std::to_string(r.receive_ms) +
+                             "\nrestore_ms=" + std::to_string(r.restore_ms) + "\n";
+            write_all(result_fd, {reinterpret_cast<const std::uint8_t*>(kv.data()), kv.size()},
+                      std::chrono::milliseconds(5000));
+        }
+        if (!quiet)
+            std::printf("received %s as %s: %s in %u rounds, running (restore %.2f ms)\n", r.source_name.c_str(),
+                        r.domain.c_str(), human_bytes(double(r.bytes_received)).c_str(), r.rounds, r.restore_ms);
+        return 0;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "fastmig receive: %s\n", e.what());
+        if (result_fd >= 0) {
+            std::string kv = std::string("error=") + e.what() + "\n";
+            (void)!::write(result_fd, kv.data(), kv.size());
+        }
+        return 1;
+    }
+}
+
+} // namespace
+
+int cmd_receive(const std::vector<std::string>& args)
+{
+    Options o(args, {"listen", "listen-fd", "result-fd", "max-memory", "timeout-ms", "accept-timeout-ms"},
+              {"keep-listening", "quiet"});
+    if (!o.positional().empty())
+        throw UsageError("receive takes no positional argument (did you mean --listen " + o.positional()[0] + "?)");
+    ReceiveOptions ro;
+    ro.max_memory_bytes = o.size_or("max-memory", 0);
+    ro.io_timeout = std::chrono::milliseconds(o.uint_or("timeout-ms", 30000));
+    int result_fd = o.get("result-fd") ? static_cast<int>(o.uint_or("result-fd", 0)) : -1;
+    // Inherited descriptors must not leak into the domains this receiver
+    // creates (whoever reads result_fd waits for its EOF).
+    if (result_fd >= 0)
+        ::fcntl(result_fd, F_SETFD, FD_CLOEXEC);
+    bool quiet = o.flag("quiet");
+    auto accept_timeout = std::chrono::milliseconds(o.uint_or("accept-timeout-ms", 24ull * 3600 * 1000));
+
+    Fd listener;
+    if (auto lfd = o.get("listen-fd")) {
+        listener.reset(static_cast<int>(parse_uint(*lfd, "--listen-fd")));
+        ::fcntl(listener.get(), F_SETFD, FD_CLOEXEC);
+    } else if (auto where = o.get("listen")) {
+        listener = tcp_listen(parse_host_port(*where));
+        if (!quiet)
+            std::printf("listening on %s\n", parse_host_port(*where).port ? where->c_str() :
+                        (parse_host_port(*where).host + ":" + std::to_string(bound_port(listener.get()))).c_str());
+        std::fflush(stdout);
+    } else {
+        throw UsageError("receive needs --listen HOST:PORT");
+    }
+    int rc = 0;
+    do {
+        Fd conn = tcp_accept(listener.get(), accept_timeout);
+        rc = receive_one(conn.get(), ro, result_fd, quiet);
+    } while (o.flag("keep-listening"));
+    return rc;
+}
+
+int cmd_send(const std::vector<std::string>& args)
+{
+    auto valued = kPolicyOptions;
+    Options o(args, valued, {"verify", "json", "no-release", "quiet"});
+    if (o.positional().size() != 2)
+        throw UsageError("usage: fastmig send DOMAIN HOST:PORT [--downtime-ms N] [--max-rounds N] [--verify] [--json]");
+    int id = parse_sim_domain(o.positional()[0]);
+    HostPort dest;
+    try {
+        dest = parse_host_port(o.positional()[1]);
+    } catch (const Error& e) {
+        throw UsageError(e.cause());
+    }
+    SendOptions so;
+    apply_policy_options(o, so);
+    so.verify = o.flag("verify");
+    so.release_source = !o.flag("no-release");
+    bool json = o.flag("json");
+    ProgressLine pl(!json && !o.flag("quiet") && isatty(2));
+    so.progress = [&](const Progress& p) { pl.update(p); };
+
+    auto dom = sim::attach(id);
+    Fd conn;
+    try {
+        conn = tcp_connect(dest, so.io_timeout);
+    } catch (const Error& e) {
+        throw Error(dom->name(), Phase::setup, e.cause() + "; the domain keeps running on the source");
+    }
+    MigrationReport rep;
+    rep.memory_bytes = dom->nr_pages() * kPageSize;
+    rep.send = send_domain(*dom, conn.get(), so);
+    pl.finish();
+    rep.sender_rss_kib = self_rss_kib();
+    // Two hosts have two clocks: only the source's upper bound is known here.
+    rep.downtime_ms = -1;
+    if (json)
+        std::printf("%s\n", report_json(rep).c_str());
+    else
+        std::printf("%s", report_table(rep).c_str());
+    return rep.send.verified && !*rep.send.verified ? 1 : 0;
+}
+
+int cmd_demo(const std::vector<std::string>& args)
+{
+    auto valued = kPolicyOptions;
+    valued.insert({"memory", "workload", "seed", "warmup-ms", "rate-scale"});
+    Options o(args, valued, {"json", "keep", "no-verify"});
+    if (!o.positional().empty())
+        throw UsageError("demo takes no positional argument: '" + o.positional()[0] + "'");
+    sim::SimConfig cfg;
+    cfg.memory_bytes = o.size_or("memory", 1ull << 30);
+    cfg.workload = o.get_or("workload", "idle");
+    cfg.seed = o.uint_or("seed", 1);
+    cfg.rate_scale = o.double_or("rate-scale", 1.0);
+    if (cfg.memory_bytes < (1u << 20) || cfg.memory_bytes % kPageSize)
+        throw UsageError("--memory must be at least 1M and a multiple of 4K");
+    bool known = false;
+    for (auto& w : sim::workload_names())
+        known |= w.first == cfg.workload;
+    if (!known) {
+        std::string names;
+        for (auto& w : sim::workload_names())
+            names += (names.empty() ? "" : ", ") + w.first;
+        throw UsageError("unknown workload '" + cfg.workload + "' (one of: " + names + ")");
+    }
+    SendOptions so;
+    apply_policy_options(o, so);
+    so.verify = !o.flag("no-verify");
+    bool json = o.flag("json");
+    auto warmup = std::chrono::milliseconds(o.uint_or("warmup-ms", 500));
+    auto say = [&](const std::string& s) {
+        if (!json) {
+            std::printf("%s\n", s.c_str());
+            std::fflush(stdout);
+        }
+    };
+
+    say("creating a " + human_bytes(double(cfg.memory_bytes)) + " sim domain running '" + cfg.workload + "'...");
+    Stopwatch create_sw;
+    int src_id = sim::create_domain(cfg);
+    say("  sim:" + std::to_string(src_id) + " ready in " + std::to_string(int(create_sw.seconds() * 1000)) + " ms");
+
+    int dest_id = -1;
+    pid_t receiver = -1;
+    int result_pipe[2] = {-1, -1};
+    auto cleanup = [&](bool destroy_dest) {
+        if (receiver > 0) {
+            ::kill(receiver, SIGTERM);
+            ::waitpid(receiver, nullptr, 0);
+            receiver = -1;
+        }
+        // The sender released the source on success; otherwise it still runs
+        // and belongs to this demo.
+        try {
+            sim::destroy_domain(src_id);
+        } catch (...) {
+        }
+        if (destroy_dest && dest_id > 0) {
+            try {
+                sim::destroy_domain(dest_id);
+            } catch (...) {
+            }
+        }
+    };
+
+    try {
+        // The receiver is a separate process, as on a real destination host;
+        // it inherits the listening socket so there is no port race.
+        Fd listener = tcp_listen(parse_host_port("127.0.0.1:0"));
+        std::uint16_t port = bound_port(listener.get());
+        if (::pipe2(result_pipe, O_CLOEXEC) != 0)
+            throw_errno("pipe");
+        std::string bin = sim::fastmig_binary();
+        receiver = ::fork();
+        if (receiver < 0)
+            throw_errno("fork");
+        if (receiver == 0) {
+            // Move both out of the way first: either may already be 3 or 4,
+            // and dup2 onto itself would keep close-on-exec set.
+            int l = ::fcntl(listener.get(), F_DUPFD, 10);
+            int r = ::fcntl(result_pipe[1], F_DUPFD, 10);
+            ::dup2(l, 3);
+            ::dup2(r, 4);
+            std::string to = std::to_string(so.io_timeout.count());
+            const char* argv[] = {bin.c_str(), "receive", "--listen-fd", "3", "--result-fd", "4", "--quiet",
+                                  "--accept-timeout-ms", "60000", "--timeout-ms", to.c_str(), nullptr};
+            ::execv(bin.c_str(), const_cast<char* const*>(argv));
+            std::fprintf(stderr, "fastmig demo: cannot start the receiver %s: %s\n", bin.c_str(), std::strerror(errno));
+            ::_exit(127);
+        }
+        ::close(result_pipe[1]);
+        result_pipe[1] = -1;
+        listener.reset();
+
+        std::this_thread::sleep_for(warmup);
+        auto dom = sim::attach(src_id);
+        say("migrating sim:" + std::to_string(src_id) + " to a receiver on 127.0.0.1:" + std::to_string(port) + " (downtime target " +
+            std::to_string(so.policy.downtime_target_ms).substr(0, 5) + " ms)...");
+        Fd conn = tcp_connect(parse_host_port("127.0.0.1:" + std::to_string(port)), so.io_timeout);
+        ProgressLine pl(!json && isatty(2));
+        so.progress = [&](const Progress& p) { pl.update(p); };
+        MigrationReport rep;
+        rep.workload = cfg.workload;
+        rep.memory_bytes = cfg.memory_bytes;
+        try {
+            rep.send = send_domain(*dom, conn.get(), so);
+        } catch (...) {
+            pl.finish();
+            auto kv = parse_kv(fd_text(result_pipe[0]));
+            if (kv.count("destination"))
+                dest_id = parse_sim_domain(kv["destination"]);
+            throw;
+        }
+        pl.finish();
+        rep.sender_rss_kib = self_rss_kib();
+
+        auto kv = parse_kv(fd_text(result_pipe[0]));
+        ::close(result_pipe[0]);
+        result_pipe[0] = -1;
+        int status = 0;
+        rusage ru{};
+        ::wait4(receiver, &status, 0, &ru);
+        receiver = -1;
+        rep.receiver_rss_kib = ru.ru_maxrss;
+        if (kv.count("error"))
+            throw Error("receiver: " + kv["error"]);
+        if (!kv.count("destination"))
+            throw Error("the receiver exited without a result (status " + std::to_string(status) + ")");
+        rep.destination = kv["destination"];
+        dest_id = parse_sim_domain(rep.destination);
+        // Both sim domains live on this host: one monotonic clock.
+        if (rep.send.paused_at_ns && rep.send.resumed_at_ns >= rep.send.paused_at_ns)
+            rep.downtime_ms = double(rep.send.resumed_at_ns - rep.send.paused_at_ns) / 1e6;
+
+        if (json) {
+            std::printf("%s\n", report_json(rep).c_str());
+        } else {
+            std::printf("%s", report_table(rep).c_str());
+            if (o.flag("keep"))
+                std::printf("the destination domain %s keeps running (fastmig sim destroy %d)\n",
+                            rep.destination.c_str(), dest_id);
+        }
+        cleanup(!o.flag("keep"));
+        return rep.send.verified && !*rep.send.verified ? 1 : 0;
+    } catch (...) {
+        if (result_pipe[0] >= 0)
+            ::close(result_pipe[0]);
+        cleanup(true);
+        throw;
+    }
+}
+
+} // namespace fastmig::cli

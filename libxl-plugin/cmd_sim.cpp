@@ -1,0 +1,78 @@
+// fastmig sim: create, list, inspect and destroy simulated domains.
+#include "libxl-plugin/cli.hpp"
+
+#include "stream/domain/sim/sim.hpp"
+
+#include <cstdio>
+
+namespace fastmig::cli {
+
+namespace {
+
+const char* kSimUsage =
+    "usage: fastmig sim create [--memory SIZE] [--workload NAME] [--seed N] [--rate-scale X]\n"
+    "       fastmig sim list\n"
+    "       fastmig sim info ID\n"
+    "       fastmig sim destroy ID\n"
+    "       fastmig sim workloads\n";
+
+} // namespace
+
+int cmd_sim(const std::vector<std::string>& args, int argc, char** argv)
+{
+    if (args.empty())
+        throw UsageError(std::string("sim needs a subcommand\n") + kSimUsage);
+    const std::string& sub = args[0];
+    std::vector<std::string> rest(args.begin() + 1, args.end());
+
+    if (sub == "serve") // internal: the sim domain process itself
+        return sim::serve_main(argc, argv);
+
+    if (sub == "create") {
+        Options o(rest, {"memory", "workload", "seed", "rate-scale"}, {});
+        if (!o.positional().empty())
+            throw UsageError("sim create takes no positional argument");
+        sim::SimConfig cfg;
+        cfg.memory_bytes = o.size_or("memory", 1ull << 30);
+        cfg.workload = o.get_or("workload", "idle");
+        cfg.seed = o.uint_or("seed", 1);
+        cfg.rate_scale = o.double_or("rate-scale", 1.0);
+        if (cfg.memory_bytes < (1u << 20) || cfg.memory_bytes % kPageSize)
+            throw UsageError("--memory must be at least 1M and a multiple of 4K");
+        int id = sim::create_domain(cfg);
+        std::printf("sim:%d\n", id);
+        return 0;
+    }
+    if (sub == "list") {
+        if (!rest.empty())
+            throw UsageError("sim list takes no argument");
+        auto doms = sim::list_domains();
+        std::printf("%-8s %-8s %-12s %-12s %s\n", "ID", "PID", "MEMORY", "WORKLOAD", "STATE");
+        for (auto& d : doms)
+            std::printf("sim:%-4d %-8d %-12s %-12s %s\n", d.id, int(d.pid), human_bytes(double(d.memory_bytes)).c_str(),
+                        d.workload.empty() ? "-" : d.workload.c_str(), d.state.c_str());
+        return 0;
+    }
+    if (sub == "info" || sub == "destroy") {
+        if (rest.size() != 1)
+            throw UsageError("usage: fastmig sim " + sub + " ID");
+        int id = parse_sim_domain(rest[0]);
+        if (sub == "destroy") {
+            sim::destroy_domain(id);
+            return 0;
+        }
+        auto d = sim::domain_info(id);
+        std::printf("id: sim:%d\npid: %d\nmemory: %s (%llu bytes)\nworkload: %s\nstate: %s\n", d.id, int(d.pid),
+                    human_bytes(double(d.memory_bytes)).c_str(), (unsigned long long)d.memory_bytes,
+                    d.workload.empty() ? "-" : d.workload.c_str(), d.state.c_str());
+        return 0;
+    }
+    if (sub == "workloads") {
+        for (auto& w : sim::workload_names())
+            std::printf("%-12s %s\n", w.first.c_str(), w.second.c_str());
+        return 0;
+    }
+    throw UsageError("unknown sim subcommand '" + sub + "'\n" + kSimUsage);
+}
+
+} // namespace fastmig::cli

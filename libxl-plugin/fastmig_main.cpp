@@ -1,0 +1,72 @@
+// fastmig: the command.  Exit status 0 on success, 1 on failure at run time,
+// 2 on bad usage; every error is one line naming the domain, phase and cause.
+#include "libxl-plugin/cli.hpp"
+
+#include "config.h"
+#include "stream/types.hpp"
+
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+
+const char* kUsage =
+    "usage: fastmig COMMAND [OPTIONS]\n"
+    "\n"
+    "commands:\n"
+    "  demo     create a sim domain, migrate it over loopback to a receiver process,\n"
+    "           verify every page, print the figures\n"
+    "           [--memory SIZE (1G)] [--workload NAME (idle)] [--downtime-ms N (10)]\n"
+    "           [--max-rounds N (30)] [--seed N] [--rate-scale X] [--warmup-ms N (500)]\n"
+    "           [--json] [--keep] [--no-verify]\n"
+    "  send     migrate a domain: fastmig send DOMAIN HOST:PORT\n"
+    "           [--downtime-ms N] [--max-rounds N] [--verify] [--json] [--no-release]\n"
+    "  receive  receive one migration: fastmig receive --listen HOST:PORT\n"
+    "           [--max-memory SIZE] [--timeout-ms N] [--keep-listening]\n"
+    "  sim      simulated domains: create, list, info, destroy, workloads\n"
+    "  version  print the version\n"
+    "\n"
+    "See README.md and docs/ for details.\n";
+
+} // namespace
+
+int main(int argc, char** argv)
+{
+    // A peer that goes away must be an error we report, not a silent death.
+    std::signal(SIGPIPE, SIG_IGN);
+    if (argc < 2) {
+        std::fputs(kUsage, stderr);
+        return 2;
+    }
+    std::string cmd = argv[1];
+    std::vector<std::string> args(argv + 2, argv + argc);
+    try {
+        if (cmd == "demo")
+            return fastmig::cli::cmd_demo(args);
+        if (cmd == "send")
+            return fastmig::cli::cmd_send(args);
+        if (cmd == "receive")
+            return fastmig::cli::cmd_receive(args);
+        if (cmd == "sim")
+            return fastmig::cli::cmd_sim(args, argc, argv);
+        if (cmd == "version" || cmd == "--version") {
+            std::printf("fastmig %s\n", PACKAGE_VERSION);
+            return 0;
+        }
+        if (cmd == "help" || cmd == "--help" || cmd == "-h") {
+            std::fputs(kUsage, stdout);
+            return 0;
+        }
+        std::fprintf(stderr, "fastmig: unknown command '%s' (try 'fastmig help')\n", cmd.c_str());
+        return 2;
+    } catch (const fastmig::cli::UsageError& e) {
+        std::fprintf(stderr, "fastmig %s: %s\n", cmd.c_str(), e.what());
+        return 2;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "fastmig %s: %s\n", cmd.c_str(), e.what());
+        return 1;
+    }
+}

@@ -1,0 +1,139 @@
+#include "libxl-plugin/report.hpp"
+
+#include "libxl-plugin/cli.hpp"
+
+#include <cmath>
+#include <cstdio>
+
+namespace fastmig::cli {
+
+std::string json_escape(const std::string& s)
+{
+    std::string o = "\"";
+    for (unsigned char c : s) {
+        switch (c) {
+        case '"': o += "\\\""; break;
+        case '\\': o += "\\\\"; break;
+        case '\n': o += "\\n"; break;
+        case '\t': o += "\\t"; break;
+        default:
+            if (c < 0x20) {
+                char b[8];
+                std::snprintf(b, sizeof b, "\\u%04x", c);
+                o += b;
+            } else {
+                o += static_cast<char>(c);
+            }
+        }
+    }
+    return o + "\"";
+}
+
+Json& Json::add_raw(const std::string& k, const std::string& json)
+{
+    if (!body_.empty())
+        body_ += ",";
+    body_ += json_escape(k) + ":" + json;
+    return *this;
+}
+
+Json& Json::add(const std::string& k, const std::string& v) { return add_raw(k, json_escape(v)); }
+
+Json& Json::add(const std::string& k, double v)
+{
+    if (!std::isfinite(v))
+        return add_raw(k, "null");
+    char b[64];
+    std::snprintf(b, sizeof b, "%.3f", v);
+    return add_raw(k, b);
+}
+
+Json& Json::add(const std::string& k, std::uint64_t v) { return add_raw(k, std::to_string(v)); }
+
+std::string report_json(const MigrationReport& r)
+{
+    const SendResult& s = r.send;
+    Json j;
+    j.add("workload", r.workload)
+        .add("memory_bytes", r.memory_bytes)
+        .add("source", s.domain)
+        .add("destination", r.destination)
+        .add("total_ms", s.total_ms);
+    if (r.downtime_ms >= 0)
+        j.add("downtime_ms", r.downtime_ms);
+    else
+        j.add_raw("downtime_ms", "null");
+    j.add("source_downtime_ms", s.source_downtime_ms)
+        .add("precopy_ms", s.precopy_ms)
+        .add("stop_copy_ms", s.stop_copy_ms)
+        .add("bytes_sent", s.bytes_sent)
+        .add("pages_total", s.nr_pages)
+        .add("pages_zero", s.pages_zero)
+        .add("pages_sent", s.pages_data)
+        .add("rounds", s.rounds)
+        .add("stop_reason", stop_reason_name(s.stop_reason))
+        .add("stop_why", s.stop_why);
+    if (s.verified)
+        j.add("verified", *s.verified);
+    else
+        j.add_raw("verified", "null");
+    j.add("sender_rss_kib", std::uint64_t(r.sender_rss_kib)).add("receiver_rss_kib", std::uint64_t(r.receiver_rss_kib));
+    std::string rounds = "[";
+    for (std::size_t i = 0; i < s.round_stats.size(); ++i) {
+        const auto& rs = s.round_stats[i];
+        Json rj;
+        rj.add("round", rs.round)
+            .add("stop_copy", rs.stop_copy)
+            .add("pages", rs.pages)
+            .add("zero_pages", rs.zero_pages)
+            .add("bytes", rs.bytes)
+            .add("ms", rs.seconds * 1e3)
+            .add("dirty_after", rs.dirty_after)
+            .add("predicted_downtime_ms", rs.predicted_downtime_ms);
+        rounds += (i ? "," : "") + rj.str();
+    }
+    rounds += "]";
+    j.add_raw("round_stats", rounds);
+    return j.str();
+}
+
+std::string report_table(const MigrationReport& r)
+{
+    const SendResult& s = r.send;
+    std::string out;
+    char b[256];
+    auto line = [&](const char* k, const std::string& v) {
+        std::snprintf(b, sizeof b, "  %-22s %s\n", k, v.c_str());
+        out += b;
+    };
+    auto num = [&](const char* fmt, double v) {
+        std::snprintf(b, sizeof b, fmt, v);
+        return std::string(b);
+    };
+    out += "migration of " + s.domain + (r.destination.empty() ? "" : " -> " + r.destination) + "\n";
+    if (!r.workload.empty())
+        line("workload", r.workload + ", " + human_bytes(double(r.memory_bytes)));
+    line("total", num("%.1f ms", s.total_ms));
+    line("downtime", r.downtime_ms >= 0 ? num("%.2f ms", r.downtime_ms)
+                                        : num("<= %.2f ms (source view)", s.source_downtime_ms));
+    line("precopy / stop-copy", num("%.1f ms", s.precopy_ms) + " / " + num("%.2f ms", s.stop_copy_ms));
+    line("sent", human_bytes(double(s.bytes_sent)) + num(" (%.1f%% of memory)", 100.0 * double(s.bytes_sent) / double(std::max<std::uint64_t>(1, s.nr_pages * kPageSize))));
+    line("pages", std::to_string(s.nr_pages) + " total, " + std::to_string(s.pages_zero) + " zero, " +
+                      std::to_string(s.pages_data) + " with data");
+    line("rounds", std::to_string(s.rounds) + " (" + stop_reason_name(s.stop_reason) + ": " + s.stop_why + ")");
+    line("verified", s.verified ? (*s.verified ? "yes, every page matches" : "NO: memory differs") : "not checked");
+    if (r.sender_rss_kib || r.receiver_rss_kib)
+        line("RSS sender / receiver", num("%.1f MiB", r.sender_rss_kib / 1024.0) + " / " +
+                                          num("%.1f MiB", r.receiver_rss_kib / 1024.0));
+    out += "  round   pages      zero       MiB       ms   dirty-after  predicted-ms\n";
+    for (const auto& rs : s.round_stats) {
+        std::snprintf(b, sizeof b, "  %3u%s %9llu %9llu %9.1f %8.1f %12llu %12.2f\n", rs.round, rs.stop_copy ? "*" : " ",
+                      (unsigned long long)rs.pages, (unsigned long long)rs.zero_pages, double(rs.bytes) / (1 << 20),
+                      rs.seconds * 1e3, (unsigned long long)rs.dirty_after, rs.predicted_downtime_ms);
+        out += b;
+    }
+    out += "  (* = stop-and-copy, guest paused)\n";
+    return out;
+}
+
+} // namespace fastmig::cli

@@ -1,0 +1,121 @@
+// The Domain interface: everything the engine needs from a guest, and nothing
+// from any hypervisor header.  Two backends implement it: the simulated domain
+// (stream/domain/sim/) and real Xen domains (stream/domain/xen/).  The engine
+// cannot tell them apart.
+//
+// The source and destination roles are separate types, so that a domain being
+// built cannot be asked for its dirty log and a running source cannot be
+// written into by mistake.
+#pragma once
+
+#include "stream/dirty_bitmap.hpp"
+#include "stream/types.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace fastmig {
+
+// Platform state (vCPU registers, HVM context, workload state of a sim guest,
+// ...) as the backend produces it.  The engine only carries it: the type
+// number belongs to the backend and the bytes are opaque.
+struct StateBlob {
+    std::uint32_t type = 0;
+    std::vector<std::uint8_t> data;
+};
+
+// Monotonic-clock instants a backend can report, in nanoseconds
+// (CLOCK_MONOTONIC); 0 when unknown.  Used to measure downtime on one host.
+struct DomainClock {
+    std::uint64_t paused_at_ns = 0;   // source: the instant the guest stopped executing
+    std::uint64_t resumed_at_ns = 0;  // destination: the instant it executed again
+};
+
+// The source side: a running domain to be migrated away.
+class Domain {
+public:
+    virtual ~Domain() = default;
+
+    // A short name for logs and errors, e.g. "sim:3" or "xen:7".
+    virtual std::string name() const = 0;
+    virtual std::uint64_t nr_pages() const = 0;
+    // Backend kind written into the stream header, so a destination of the
+    // other kind refuses early (see docs/stream-format.md, domain kinds).
+    virtual std::uint32_t kind() const = 0;
+
+    // Log-dirty mode.  enable_dirty_log() starts with an empty log: the first
+    // fetch returns the pages written since enabling.
+    virtual void enable_dirty_log() = 0;
+    virtual void disable_dirty_log() = 0;
+
+    // Atomically fetch and clear the dirty log (the semantics of Xen's
+    // XEN_DOMCTL_SHADOW_OP_CLEAN): every page written after the previous
+    // fetch is set in `out`, and no write is lost between two fetches.
+    // `out` must have nr_pages() bits.  Returns the number of pages set.
+    virtual std::uint64_t fetch_and_clear_dirty(DirtyBitmap& out) = 0;
+
+    // Copy the given pages into dst (pfns.size() * kPageSize bytes), in order.
+    // Pages of a running guest may be torn; the dirty log makes that harmless.
+    virtual void read_pages(std::span<const Pfn> pfns, std::span<std::uint8_t> dst) = 0;
+
+    // Stop the guest executing, within timeout; returns once it has stopped.
+    virtual void suspend(std::chrono::milliseconds timeout) = 0;
+    // Start it again on this host (the migration failed, or was a check).
+    virtual void resume() = 0;
+    virtual bool running() const = 0;
+
+    // Only valid while suspended.
+    virtual std::vector<StateBlob> save_state() = 0;
+
+    virtual DomainClock clock() const = 0;
+
+    // Release the source after the destination owns the guest (destroy the
+    // sim process; on Xen, libxl destroys the domain itself).
+    virtual void release() = 0;
+};
+
+// The destination side: a domain being built from a stream.
+class IncomingDomain {
+public:
+    virtual ~IncomingDomain() = default;
+
+    virtual std::string name() const = 0;
+    virtual std::uint64_t nr_pages() const = 0;
+
+    // Write pages (pfns.size() * kPageSize bytes from src, in order).
+    virtual void write_pages(std::span<const Pfn> pfns, std::span<const std::uint8_t> src) = 0;
+    // Make a page read as zeros.  A fresh domain's memory is already zero, so
+    // the engine only calls this for pages it wrote before.
+    virtual void zero_page(Pfn pfn) = 0;
+    // Read back a page as it now is in the domain (used by verification).
+    virtual void read_page(Pfn pfn, std::span<std::uint8_t> dst) = 0;
+
+    virtual void restore_state(const std::vector<StateBlob>& state) = 0;
+    // Start the guest; it runs from here on.
+    virtual void unpause() = 0;
+    virtual DomainClock clock() const = 0;
+    // Tear the half-built domain down (the migration failed).
+    virtual void destroy() = 0;
+};
+
+// Creates destination domains.  The receiver learns the size and kind from
+// the stream header and asks the provider for a domain to fill.
+class DomainProvider {
+public:
+    virtual ~DomainProvider() = default;
+    virtual std::unique_ptr<IncomingDomain> create(std::uint64_t nr_pages, std::uint32_t kind,
+                                                   const std::string& source_name) = 0;
+};
+
+// Backend kinds carried in the stream header.
+enum DomainKind : std::uint32_t {
+    kDomainKindSim = 1,
+    kDomainKindXenPv = 2,
+    kDomainKindXenHvm = 3,
+};
+
+} // namespace fastmig

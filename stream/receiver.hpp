@@ -1,0 +1,46 @@
+// The destination side: reads a stream, builds the domain through a
+// DomainProvider, starts it, and answers DONE.  Every byte from the network is
+// checked by the wire decoders; on any failure the half-built domain is
+// destroyed and the source is told why (DONE with an error status).
+#pragma once
+
+#include "stream/domain.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace fastmig {
+
+struct ReceiveOptions {
+    std::chrono::milliseconds io_timeout{30000};
+    // Refuse domains larger than this (0: no limit).  The destination's own
+    // memory check, answered in ACCEPT before any page is sent.
+    std::uint64_t max_memory_bytes = 0;
+    // Destination kinds this receiver can build.
+    std::vector<std::uint32_t> kinds = {kDomainKindSim};
+    std::function<void(const std::string&)> log;
+};
+
+struct ReceiveResult {
+    std::string source_name;       // as the source named itself
+    std::string domain;            // the new domain's name
+    std::uint64_t nr_pages = 0;
+    std::uint64_t bytes_received = 0;
+    std::uint64_t pages_written = 0; // data pages written (all rounds)
+    std::uint64_t pages_zeroed = 0;  // pages re-zeroed after an earlier write
+    unsigned rounds = 0;
+    std::uint64_t resumed_at_ns = 0;
+    std::uint64_t verify_digest = 0;
+    bool verify = false;
+    double receive_ms = 0;           // first byte to END
+    double restore_ms = 0;           // END to running
+};
+
+// Receives one migration on the connected socket `fd`.  Throws Error with
+// domain and phase on failure (the new domain is destroyed by then).
+ReceiveResult receive_domain(int fd, DomainProvider& provider, const ReceiveOptions& opt);
+
+} // namespace fastmig

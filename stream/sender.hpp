@@ -1,0 +1,83 @@
+// The source side of a migration: precopy rounds driven by PrecopyPolicy,
+// stop-and-copy, platform state, END, then the destination's DONE.
+//
+// Whatever fails before the destination reports the domain running, the
+// source domain is left running here (resumed if it had been suspended).
+#pragma once
+
+#include "stream/domain.hpp"
+#include "stream/precopy_policy.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace fastmig {
+
+struct Progress {
+    unsigned round = 0;
+    bool stop_copy = false;
+    std::uint64_t pages_done = 0;   // in this round
+    std::uint64_t pages_round = 0;  // to send in this round
+    std::uint64_t bytes_total = 0;  // sent so far, whole migration
+    double elapsed_s = 0;
+    double bandwidth = 0;           // bytes/s, policy estimate
+};
+
+struct SendOptions {
+    PolicyConfig policy;
+    std::uint32_t batch_pages = 512;
+    bool verify = false; // destination checksums pages; source compares after DONE
+    bool release_source = true; // destroy the source once the destination runs it
+    std::chrono::milliseconds io_timeout{30000};
+    std::chrono::milliseconds suspend_timeout{5000};
+    std::chrono::milliseconds done_timeout{60000};
+    // Called about every 100 ms and at each round boundary.
+    std::function<void(const Progress&)> progress;
+    // Called with one line per policy decision (rounds, why we stopped).
+    std::function<void(const std::string&)> log;
+};
+
+struct RoundStats {
+    unsigned round = 0;
+    bool stop_copy = false;
+    std::uint64_t pages = 0;
+    std::uint64_t zero_pages = 0;
+    std::uint64_t bytes = 0;
+    double seconds = 0;
+    std::uint64_t dirty_after = 0;
+    double predicted_downtime_ms = 0;
+};
+
+struct SendResult {
+    std::string domain;
+    std::uint64_t nr_pages = 0;
+    std::uint64_t bytes_sent = 0;
+    std::uint64_t pages_zero = 0;   // zero descriptors sent (all rounds)
+    std::uint64_t pages_data = 0;   // pages sent with data (all rounds)
+    unsigned rounds = 0;            // precopy rounds + the stop-and-copy round
+    StopReason stop_reason = StopReason::none;
+    std::string stop_why;
+    double total_ms = 0;            // connect to DONE received and source released
+    double precopy_ms = 0;
+    double stop_copy_ms = 0;        // suspend requested to END written
+    double source_downtime_ms = 0;  // source paused to DONE received (upper bound of downtime)
+    std::uint64_t paused_at_ns = 0;
+    std::uint64_t resumed_at_ns = 0; // destination's clock, from DONE
+    std::optional<bool> verified;    // set when verify was asked
+    std::uint64_t source_digest = 0, destination_digest = 0;
+    std::vector<RoundStats> round_stats;
+};
+
+// Migrates `dom` over the connected socket `fd`.  On success the source is
+// released if opt.release_source (after verification, which reads it).  Throws Error (with domain and phase) on failure,
+// after making sure the source domain runs.
+SendResult send_domain(Domain& dom, int fd, const SendOptions& opt);
+
+// Per-page checksums of a suspended domain, for verification.
+std::vector<std::uint64_t> domain_checksums(Domain& dom);
+
+} // namespace fastmig

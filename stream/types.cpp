@@ -1,0 +1,44 @@
+#include "stream/types.hpp"
+
+#include <cerrno>
+#include <cstring>
+
+namespace fastmig {
+
+const char* phase_name(Phase p)
+{
+    switch (p) {
+    case Phase::setup: return "setup";
+    case Phase::negotiate: return "negotiate";
+    case Phase::precopy: return "precopy";
+    case Phase::stop_copy: return "stop-and-copy";
+    case Phase::state: return "platform state";
+    case Phase::finish: return "finish";
+    case Phase::receive: return "receive";
+    case Phase::restore: return "restore";
+    case Phase::resume: return "resume";
+    case Phase::verify: return "verify";
+    }
+    return "unknown";
+}
+
+Error::Error(std::string domain, Phase phase, const std::string& cause)
+    : std::runtime_error(domain + ": " + phase_name(phase) + ": " + cause),
+      cause_(cause), domain_(std::move(domain)), phase_(phase), has_context_(true)
+{
+}
+
+Error Error::with_context(const std::string& domain, Phase phase) const
+{
+    if (has_context_)
+        return *this;
+    return Error(domain, phase, cause_);
+}
+
+void throw_errno(const std::string& what)
+{
+    int e = errno;
+    throw Error(what + ": " + std::strerror(e));
+}
+
+} // namespace fastmig

@@ -1,0 +1,632 @@
+// Stream format v1: see docs/stream-format.md for the rules this file
+// enforces; every check below corresponds to a sentence there.
+#include "stream/wire.hpp"
+
+#include <algorithm>
+#include <bit>
+#include <climits>
+#include <cstdio>
+#include <cstring>
+
+#include <isa-l/crc.h>
+#include <isa-l/crc64.h>
+
+namespace fastmig::wire {
+
+namespace {
+
+// The format is little endian on every host; these are the only places that
+// know how the host lays out integers.  memcpy keeps them free of alignment
+// and aliasing assumptions (record bodies are read in place from a byte
+// buffer) and compiles to a plain load or store on x86.
+std::uint32_t load32(const std::uint8_t* p)
+{
+    std::uint32_t v;
+    std::memcpy(&v, p, sizeof v);
+    if constexpr (std::endian::native == std::endian::big)
+        v = __builtin_bswap32(v);
+    return v;
+}
+
+std::uint64_t load64(const std::uint8_t* p)
+{
+    std::uint64_t v;
+    std::memcpy(&v, p, sizeof v);
+    if constexpr (std::endian::native == std::endian::big)
+        v = __builtin_bswap64(v);
+    return v;
+}
+
+void store32(std::uint8_t* p, std::uint32_t v)
+{
+    if constexpr (std::endian::native == std::endian::big)
+        v = __builtin_bswap32(v);
+    std::memcpy(p, &v, sizeof v);
+}
+
+void store64(std::uint8_t* p, std::uint64_t v)
+{
+    if constexpr (std::endian::native == std::endian::big)
+        v = __builtin_bswap64(v);
+    std::memcpy(p, &v, sizeof v);
+}
+
+void put32(std::vector<std::uint8_t>& out, std::uint32_t v)
+{
+    std::uint8_t b[4];
+    store32(b, v);
+    out.insert(out.end(), b, b + 4);
+}
+
+void put64(std::vector<std::uint8_t>& out, std::uint64_t v)
+{
+    std::uint8_t b[8];
+    store64(b, v);
+    out.insert(out.end(), b, b + 8);
+}
+
+constexpr std::size_t pad_of(std::size_t len) { return (8 - len % 8) % 8; }
+
+// Source of padding bytes for writev: padding is never longer than 7 bytes.
+constexpr std::uint8_t kZeros[8] = {};
+
+constexpr unsigned kPfnBits = 40;
+constexpr unsigned kEncodingShift = 40;
+constexpr unsigned kLengthShift = 44;
+constexpr std::uint64_t kPfnMask = (std::uint64_t{1} << kPfnBits) - 1;
+constexpr std::uint64_t kLengthLimit = std::uint64_t{1} << (64 - kLengthShift);
+static_assert(kMaxPages - 1 <= kPfnMask, "every legal pfn must fit the descriptor");
+static_assert(kPageSize + 64 < kLengthLimit, "every legal page length must fit the descriptor");
+
+// A compressed page may legally be a little larger than the page itself (a
+// deflate stored block, an XBZRLE delta of a scattered change); the slack is
+// what kMaxRecordBody was sized for.
+constexpr std::uint32_t kMaxEncodedPage = kPageSize + 64;
+
+constexpr std::size_t kHeaderFixed = 32;
+constexpr std::size_t kBatchFixed = 16;
+constexpr std::size_t kRoundEndSize = 16;
+constexpr std::size_t kStateFixed = 8;
+constexpr std::size_t kAcceptFixed = 8;
+constexpr std::size_t kDoneFixed = 40;
+
+constexpr std::uint32_t kNoSuchType = 0xffffffffu;
+
+// Largest body a record of this type may have; kNoSuchType for a type that
+// does not exist.  The reader consults it before it grows its buffer, so a
+// lying length field is refused at the cost of 16 bytes.
+std::uint32_t max_body_length(std::uint32_t type)
+{
+    switch (static_cast<RecordType>(type)) {
+    case RecordType::end: return 0;
+    case RecordType::header: return kHeaderFixed + kMaxNameLength;
+    case RecordType::page_batch: return kMaxRecordBody;
+    case RecordType::round_end: return kRoundEndSize;
+    case RecordType::platform_state: return kStateFixed + kMaxStateBlob;
+    case RecordType::accept: return kAcceptFixed + kMaxMessageLength;
+    case RecordType::done: return kDoneFixed + kMaxMessageLength;
+    }
+    return kNoSuchType;
+}
+
+std::string hex(std::uint64_t v)
+{
+    char b[24];
+    std::snprintf(b, sizeof b, "0x%llx", static_cast<unsigned long long>(v));
+    return b;
+}
+
+std::string str(std::uint64_t v) { return std::to_string(v); }
+
+[[noreturn]] void fail(const char* record, const std::string& what)
+{
+    throw StreamError(std::string(record) + ": " + what);
+}
+
+// The record CRC: header with its crc field zeroed, then the body; the
+// un-complemented running value is what crc32_iscsi chains on, the stored
+// value is its complement (standard CRC-32C, see the format document).
+std::uint32_t header_crc_start(const std::uint8_t* header)
+{
+    std::uint8_t h[kRecordHeaderSize];
+    std::memcpy(h, header, sizeof h);
+    store32(h + 8, 0);
+    return crc32c({h, sizeof h});
+}
+
+void fill_record_header(std::uint8_t* h, RecordType type, std::uint32_t length)
+{
+    store32(h, static_cast<std::uint32_t>(type));
+    store32(h + 4, length);
+    store32(h + 8, 0);
+    store32(h + 12, 0);
+}
+
+void check_message(const char* record, std::span<const std::uint8_t> body, std::size_t fixed,
+                   std::string& out)
+{
+    const std::uint32_t len = load32(body.data() + 4);
+    if (len > kMaxMessageLength)
+        fail(record, "message_length " + str(len) + " exceeds " + str(kMaxMessageLength));
+    if (body.size() != fixed + len)
+        fail(record, "body is " + str(body.size()) + " bytes, expected " + str(fixed) +
+                         " + message_length " + str(len));
+    out.assign(reinterpret_cast<const char*>(body.data() + fixed), len);
+}
+
+std::string clip_message(const std::string& m)
+{
+    // Messages are explanations for a human; cutting a long one is better
+    // than failing the migration over it.
+    return m.substr(0, kMaxMessageLength);
+}
+
+} // namespace
+
+const char* record_type_name(std::uint32_t type)
+{
+    switch (static_cast<RecordType>(type)) {
+    case RecordType::end: return "end";
+    case RecordType::header: return "header";
+    case RecordType::page_batch: return "page_batch";
+    case RecordType::round_end: return "round_end";
+    case RecordType::platform_state: return "platform_state";
+    case RecordType::accept: return "accept";
+    case RecordType::done: return "done";
+    }
+    return "unknown";
+}
+
+// ---- encoding -------------------------------------------------------------
+
+std::vector<std::uint8_t> encode_record(RecordType type, std::span<const std::uint8_t> body)
+{
+    const std::uint32_t limit = max_body_length(static_cast<std::uint32_t>(type));
+    // Refusing here, on the sending side, turns a bug into a local error
+    // instead of a "malformed stream" reported by the peer.
+    if (limit == kNoSuchType)
+        throw Error("encode_record: unknown record type " + str(static_cast<std::uint32_t>(type)));
+    if (body.size() > limit)
+        throw Error(std::string("encode_record: ") + record_type_name(static_cast<std::uint32_t>(type)) +
+                    " body of " + str(body.size()) + " bytes exceeds the limit " + str(limit));
+    const auto len = static_cast<std::uint32_t>(body.size());
+    std::vector<std::uint8_t> out(kRecordHeaderSize + len + pad_of(len), 0);
+    fill_record_header(out.data(), type, len);
+    if (len)
+        std::memcpy(out.data() + kRecordHeaderSize, body.data(), len);
+    std::uint32_t crc = crc32c(body, crc32c({out.data(), kRecordHeaderSize}));
+    store32(out.data() + 8, ~crc);
+    return out;
+}
+
+std::vector<std::uint8_t> encode_header(const StreamHeader& h)
+{
+    // The name only labels logs at the destination; a longer one is cut
+    // rather than making the migration fail.
+    const std::size_t name_len = std::min<std::size_t>(h.domain_name.size(), kMaxNameLength);
+    std::vector<std::uint8_t> b;
+    b.reserve(kHeaderFixed + name_len);
+    put32(b, h.version);
+    put32(b, h.page_shift);
+    put64(b, h.nr_pages);
+    put64(b, h.features);
+    put32(b, h.domain_kind);
+    put32(b, static_cast<std::uint32_t>(name_len));
+    b.insert(b.end(), h.domain_name.begin(), h.domain_name.begin() + name_len);
+    return encode_record(RecordType::header, b);
+}
+
+std::vector<std::uint8_t> encode_round_end(const RoundEnd& r)
+{
+    std::vector<std::uint8_t> b;
+    b.reserve(kRoundEndSize);
+    put32(b, r.round);
+    put32(b, 0);
+    put64(b, r.pages);
+    return encode_record(RecordType::round_end, b);
+}
+
+std::vector<std::uint8_t> encode_platform_state(std::uint32_t state_type, std::span<const std::uint8_t> blob)
+{
+    if (blob.size() > kMaxStateBlob)
+        throw Error("platform state blob of type " + str(state_type) + " is " + str(blob.size()) +
+                    " bytes, above the stream limit of " + str(kMaxStateBlob));
+    std::vector<std::uint8_t> b;
+    b.reserve(kStateFixed + blob.size());
+    put32(b, state_type);
+    put32(b, 0);
+    b.insert(b.end(), blob.begin(), blob.end());
+    return encode_record(RecordType::platform_state, b);
+}
+
+std::vector<std::uint8_t> encode_accept(const Accept& a)
+{
+    const std::string m = clip_message(a.message);
+    std::vector<std::uint8_t> b;
+    b.reserve(kAcceptFixed + m.size());
+    put32(b, a.status);
+    put32(b, static_cast<std::uint32_t>(m.size()));
+    b.insert(b.end(), m.begin(), m.end());
+    return encode_record(RecordType::accept, b);
+}
+
+std::vector<std::uint8_t> encode_done(const Done& d)
+{
+    const std::string m = clip_message(d.message);
+    std::vector<std::uint8_t> b;
+    b.reserve(kDoneFixed + m.size());
+    put32(b, d.status);
+    put32(b, static_cast<std::uint32_t>(m.size()));
+    put64(b, d.resumed_at_ns);
+    put64(b, d.pages_written);
+    put64(b, d.bytes_received);
+    put64(b, d.verify_digest);
+    b.insert(b.end(), m.begin(), m.end());
+    return encode_record(RecordType::done, b);
+}
+
+std::vector<std::uint8_t> encode_end() { return encode_record(RecordType::end, {}); }
+
+// ---- BatchEncoder -----------------------------------------------------------
+
+BatchEncoder::BatchEncoder()
+{
+    // Sized once for a full batch so that the hot path never reallocates.
+    descs_.reserve(kMaxBatchPages);
+    data_.reserve(kMaxBatchPages);
+    head_.reserve(kRecordHeaderSize + kBatchFixed + kMaxBatchPages * 8);
+    iov_.reserve(kMaxBatchPages + 2);
+}
+
+void BatchEncoder::begin(std::uint32_t round)
+{
+    round_ = round;
+    descs_.clear();
+    data_.clear();
+    iov_.clear();
+    data_bytes_ = 0;
+    wire_size_ = 0;
+}
+
+void BatchEncoder::add(Pfn pfn, PageEncoding enc, std::span<const std::uint8_t> data)
+{
+    // These are bugs in the caller, not stream errors: a batch this encoder
+    // produced must always pass parse_page_batch.
+    if (full())
+        throw Error("page batch already holds " + str(kMaxBatchPages) + " pages");
+    if (pfn > kPfnMask)
+        throw Error("pfn " + str(pfn) + " does not fit a page descriptor");
+    const std::size_t len = data.size();
+    bool ok = false;
+    switch (enc) {
+    case PageEncoding::zero:
+    case PageEncoding::free: ok = len == 0; break;
+    case PageEncoding::raw: ok = len == kPageSize; break;
+    case PageEncoding::deflate:
+    case PageEncoding::xbzrle: ok = len >= 1 && len <= kMaxEncodedPage; break;
+    }
+    if (!ok)
+        throw Error("page encoding " + str(static_cast<unsigned>(enc)) + " cannot carry " + str(len) +
+                    " bytes (pfn " + str(pfn) + ")");
+    descs_.push_back(pfn | std::uint64_t{static_cast<std::uint8_t>(enc)} << kEncodingShift |
+                     std::uint64_t{len} << kLengthShift);
+    if (len) {
+        // writev takes non-const pointers but only reads through them.
+        data_.push_back({const_cast<std::uint8_t*>(data.data()), len});
+        data_bytes_ += len;
+    }
+}
+
+std::span<const iovec> BatchEncoder::finish()
+{
+    if (descs_.empty())
+        throw Error("an empty page batch cannot be encoded (count must be >= 1)");
+    const std::size_t count = descs_.size();
+    const std::size_t body = kBatchFixed + count * 8 + data_bytes_;
+    // count <= kMaxBatchPages and every page <= kMaxEncodedPage keep this true.
+    if (body > kMaxRecordBody)
+        throw Error("page batch body of " + str(body) + " bytes exceeds " + str(kMaxRecordBody));
+
+    head_.resize(kRecordHeaderSize + kBatchFixed + count * 8);
+    std::uint8_t* h = head_.data();
+    fill_record_header(h, RecordType::page_batch, static_cast<std::uint32_t>(body));
+    store32(h + 16, round_);
+    store32(h + 20, static_cast<std::uint32_t>(count));
+    store64(h + 24, 0);
+    for (std::size_t i = 0; i < count; ++i)
+        store64(h + 32 + i * 8, descs_[i]);
+
+    // The CRC follows the wire order: head (crc field still zero), then each
+    // page's data where it lies, so no page is copied to checksum it.
+    std::uint32_t crc = crc32c(head_);
+    for (const iovec& v : data_)
+        crc = crc32c({static_cast<const std::uint8_t*>(v.iov_base), v.iov_len}, crc);
+    store32(h + 8, ~crc);
+
+    iov_.clear();
+    iov_.push_back({head_.data(), head_.size()});
+    iov_.insert(iov_.end(), data_.begin(), data_.end());
+    const std::size_t pad = pad_of(body);
+    if (pad)
+        iov_.push_back({const_cast<std::uint8_t*>(kZeros), pad});
+    wire_size_ = kRecordHeaderSize + body + pad;
+    return iov_;
+}
+
+// ---- decoding -------------------------------------------------------------
+
+void MemorySource::read_exact(std::span<std::uint8_t> buf)
+{
+    if (buf.size() > remaining())
+        throw StreamError("stream truncated: needed " + str(buf.size()) + " bytes at offset " + str(pos_) +
+                          ", only " + str(remaining()) + " left");
+    if (!buf.empty())
+        std::memcpy(buf.data(), data_.data() + pos_, buf.size());
+    pos_ += buf.size();
+}
+
+void read_magic(ByteSource& src, const std::array<std::uint8_t, 8>& expected)
+{
+    std::array<std::uint8_t, 8> got;
+    src.read_exact(got);
+    if (got == expected)
+        return;
+    std::string shown;
+    for (auto c : got) {
+        char b[4];
+        std::snprintf(b, sizeof b, "%02x", c);
+        if (!shown.empty())
+            shown += ' ';
+        shown += b;
+    }
+    // Name the likely culprits: they are what an operator gets wrong.
+    std::string hint;
+    const auto& other = expected == kSourceMagic ? kReplyMagic : kSourceMagic;
+    if (got == other)
+        hint = " (the peer is fastmig, but the other end of the connection: both sides sending or both receiving?)";
+    else if (std::all_of(got.begin(), got.end(), [](std::uint8_t c) { return c == 0xff; }))
+        hint = " (looks like a libxc/Xen migration stream)";
+    throw StreamError("bad magic: got " + shown + ", expected fastmig " +
+                      (expected == kSourceMagic ? "source" : "destination") + " magic" + hint);
+}
+
+Record RecordReader::read()
+{
+    std::uint8_t h[kRecordHeaderSize];
+    src_.read_exact({h, sizeof h});
+    const std::uint32_t type = load32(h);
+    const std::uint32_t length = load32(h + 4);
+    const std::uint32_t crc = load32(h + 8);
+    const std::uint32_t reserved = load32(h + 12);
+
+    const std::uint32_t limit = max_body_length(type);
+    if (limit == kNoSuchType)
+        throw StreamError("unknown record type " + str(type));
+    const char* name = record_type_name(type);
+    if (reserved != 0)
+        fail(name, "reserved field of the record header is " + hex(reserved) + ", must be 0");
+    if (length > limit)
+        fail(name, "record length " + str(length) + " exceeds the limit of " + str(limit) + " for this type");
+
+    // Body and padding in one read; the buffer only ever grows to the
+    // largest per-type limit (plus 7), whatever the stream claims.
+    const std::size_t padded = std::size_t{length} + pad_of(length);
+    if (buf_.size() < padded)
+        buf_.resize(padded);
+    try {
+        src_.read_exact({buf_.data(), padded});
+    } catch (const StreamError& e) {
+        if (e.has_context())
+            throw;
+        fail(name, "record of " + str(length) + " bytes: " + e.cause());
+    }
+    std::span<const std::uint8_t> body(buf_.data(), length);
+
+    const std::uint32_t want = ~crc32c(body, header_crc_start(h));
+    if (crc != want)
+        fail(name, "CRC mismatch: record says " + hex(crc) + ", computed " + hex(want));
+    for (std::size_t i = length; i < padded; ++i)
+        if (buf_[i] != 0)
+            fail(name, "padding byte " + str(i - length) + " is " + hex(buf_[i]) + ", must be 0");
+
+    bytes_read_ += kRecordHeaderSize + padded;
+    return {static_cast<RecordType>(type), body};
+}
+
+StreamHeader parse_header(std::span<const std::uint8_t> body)
+{
+    // The version first, so that a future layout is reported as such.
+    if (body.size() < 4)
+        fail("header", "body of " + str(body.size()) + " bytes is too short to hold a version");
+    StreamHeader h;
+    h.version = load32(body.data());
+    if (h.version != kVersion)
+        fail("header", "version " + str(h.version) + " is not supported (this reader knows version " +
+                           str(kVersion) + ")");
+    if (body.size() < kHeaderFixed)
+        fail("header", "body of " + str(body.size()) + " bytes is shorter than " + str(kHeaderFixed));
+    const std::uint8_t* p = body.data();
+    h.page_shift = load32(p + 4);
+    h.nr_pages = load64(p + 8);
+    h.features = load64(p + 16);
+    h.domain_kind = load32(p + 24);
+    const std::uint32_t name_len = load32(p + 28);
+    if (h.page_shift != kPageShift)
+        fail("header", "page_shift " + str(h.page_shift) + " is not supported (must be " + str(kPageShift) + ")");
+    if (h.nr_pages == 0)
+        fail("header", "nr_pages is 0");
+    if (h.nr_pages > kMaxPages)
+        fail("header", "nr_pages " + str(h.nr_pages) + " exceeds the maximum " + str(kMaxPages));
+    if (name_len > kMaxNameLength)
+        fail("header", "name_length " + str(name_len) + " exceeds " + str(kMaxNameLength));
+    if (body.size() != kHeaderFixed + name_len)
+        fail("header", "body is " + str(body.size()) + " bytes, expected " + str(kHeaderFixed) +
+                           " + name_length " + str(name_len));
+    h.domain_name.assign(reinterpret_cast<const char*>(p + kHeaderFixed), name_len);
+    return h;
+}
+
+RoundEnd parse_round_end(std::span<const std::uint8_t> body)
+{
+    if (body.size() != kRoundEndSize)
+        fail("round_end", "body is " + str(body.size()) + " bytes, must be " + str(kRoundEndSize));
+    const std::uint32_t reserved = load32(body.data() + 4);
+    if (reserved != 0)
+        fail("round_end", "reserved field is " + hex(reserved) + ", must be 0");
+    return {load32(body.data()), load64(body.data() + 8)};
+}
+
+Accept parse_accept(std::span<const std::uint8_t> body)
+{
+    if (body.size() < kAcceptFixed)
+        fail("accept", "body of " + str(body.size()) + " bytes is shorter than " + str(kAcceptFixed));
+    Accept a;
+    a.status = load32(body.data());
+    check_message("accept", body, kAcceptFixed, a.message);
+    return a;
+}
+
+Done parse_done(std::span<const std::uint8_t> body)
+{
+    if (body.size() < kDoneFixed)
+        fail("done", "body of " + str(body.size()) + " bytes is shorter than " + str(kDoneFixed));
+    const std::uint8_t* p = body.data();
+    Done d;
+    d.status = load32(p);
+    d.resumed_at_ns = load64(p + 8);
+    d.pages_written = load64(p + 16);
+    d.bytes_received = load64(p + 24);
+    d.verify_digest = load64(p + 32);
+    check_message("done", body, kDoneFixed, d.message);
+    return d;
+}
+
+void parse_end(std::span<const std::uint8_t> body)
+{
+    if (!body.empty())
+        fail("end", "body is " + str(body.size()) + " bytes, must be empty");
+}
+
+PlatformState parse_platform_state(std::span<const std::uint8_t> body)
+{
+    if (body.size() < kStateFixed)
+        fail("platform_state", "body of " + str(body.size()) + " bytes is shorter than " + str(kStateFixed));
+    if (body.size() > kStateFixed + kMaxStateBlob)
+        fail("platform_state", "blob of " + str(body.size() - kStateFixed) + " bytes exceeds " +
+                                   str(kMaxStateBlob));
+    const std::uint32_t reserved = load32(body.data() + 4);
+    if (reserved != 0)
+        fail("platform_state", "reserved field is " + hex(reserved) + ", must be 0");
+    return {load32(body.data()), body.subspan(kStateFixed)};
+}
+
+void parse_page_batch(std::span<const std::uint8_t> body, std::uint64_t nr_pages, PageBatch& out)
+{
+    out.pages.clear();
+    out.data.clear();
+    if (body.size() < kBatchFixed)
+        fail("page_batch", "body of " + str(body.size()) + " bytes is shorter than " + str(kBatchFixed));
+    const std::uint8_t* p = body.data();
+    out.round = load32(p);
+    const std::uint32_t count = load32(p + 4);
+    const std::uint64_t reserved = load64(p + 8);
+    if (reserved != 0)
+        fail("page_batch", "reserved field is " + hex(reserved) + ", must be 0");
+    if (count == 0)
+        fail("page_batch", "count is 0, must be at least 1");
+    if (count > kMaxBatchPages)
+        fail("page_batch", "count " + str(count) + " exceeds " + str(kMaxBatchPages));
+    const std::size_t desc_end = kBatchFixed + std::size_t{count} * 8;
+    if (body.size() < desc_end)
+        fail("page_batch", str(count) + " descriptors need " + str(desc_end) + " bytes, body has " +
+                               str(body.size()));
+
+    std::size_t off = desc_end;
+    for (std::uint32_t i = 0; i < count; ++i) {
+        const std::uint64_t d = load64(p + kBatchFixed + std::size_t{i} * 8);
+        const Pfn pfn = d & kPfnMask;
+        const unsigned enc = static_cast<unsigned>(d >> kEncodingShift) & 0xf;
+        const std::uint64_t len = d >> kLengthShift;
+        auto where = [&] { return "descriptor " + str(i) + " (pfn " + str(pfn) + "): "; };
+        if (pfn >= nr_pages)
+            fail("page_batch", "descriptor " + str(i) + ": pfn " + str(pfn) + " >= nr_pages " + str(nr_pages));
+        const char* rule = nullptr;
+        switch (static_cast<PageEncoding>(enc)) {
+        case PageEncoding::zero:
+            if (len != 0)
+                rule = "zero page must have length 0";
+            break;
+        case PageEncoding::free:
+            if (len != 0)
+                rule = "free page must have length 0";
+            break;
+        case PageEncoding::raw:
+            if (len != kPageSize)
+                rule = "raw page must have length 4096";
+            break;
+        case PageEncoding::deflate:
+        case PageEncoding::xbzrle:
+            if (len < 1 || len > kMaxEncodedPage)
+                rule = "encoded page must have length 1..4160";
+            break;
+        default:
+            fail("page_batch", where() + "unknown encoding " + str(enc));
+        }
+        if (rule)
+            fail("page_batch", where() + "length " + str(len) + ": " + rule);
+        if (len > body.size() - off)
+            fail("page_batch", where() + "length " + str(len) + " runs past the end of the body (" +
+                                   str(body.size() - off) + " bytes left)");
+        out.pages.push_back({pfn, static_cast<PageEncoding>(enc), static_cast<std::uint32_t>(len)});
+        out.data.push_back(body.subspan(off, len));
+        off += len;
+    }
+    if (off != body.size())
+        fail("page_batch", "lengths do not add up: " + str(body.size() - off) +
+                               " bytes left over after the data of " + str(count) + " pages");
+}
+
+// ---- checksums ------------------------------------------------------------
+
+std::uint32_t crc32c(std::span<const std::uint8_t> data, std::uint32_t seed)
+{
+    // ISA-L takes an int length; feed it in pieces well below INT_MAX.
+    constexpr std::size_t kChunk = std::size_t{1} << 30;
+    std::uint32_t crc = seed;
+    const std::uint8_t* p = data.data();
+    for (std::size_t left = data.size(); left > 0;) {
+        const std::size_t n = std::min(left, kChunk);
+        crc = crc32_iscsi(const_cast<std::uint8_t*>(p), static_cast<int>(n), crc);
+        p += n;
+        left -= n;
+    }
+    return crc;
+}
+
+std::uint64_t page_checksum(std::span<const std::uint8_t> page)
+{
+    return crc64_ecma_refl(0, page.data(), page.size());
+}
+
+std::uint64_t page_digest(std::span<const std::uint64_t> page_checksums)
+{
+    // crc64_ecma_refl chains: feeding the previous result as init continues
+    // the same CRC, so the array can be converted in small pieces.
+    if constexpr (std::endian::native == std::endian::little) {
+        return crc64_ecma_refl(0, reinterpret_cast<const std::uint8_t*>(page_checksums.data()),
+                               page_checksums.size() * sizeof(std::uint64_t));
+    } else {
+        std::uint64_t crc = 0;
+        std::uint8_t buf[8 * 512];
+        for (std::size_t i = 0; i < page_checksums.size();) {
+            const std::size_t n = std::min<std::size_t>(512, page_checksums.size() - i);
+            for (std::size_t j = 0; j < n; ++j)
+                store64(buf + 8 * j, page_checksums[i + j]);
+            crc = crc64_ecma_refl(crc, buf, 8 * n);
+            i += n;
+        }
+        return crc;
+    }
+}
+
+} // namespace fastmig::wire

@@ -1,0 +1,239 @@
+// The fastmig stream format, version 1: encoders and validating decoders.
+// The normative description is docs/stream-format.md; this header is its code.
+//
+// Layout (all integers little endian):
+//   stream   := magic(8) record*            (source -> destination)
+//   reply    := magic(8) record*            (destination -> source, same socket)
+//   record   := type:u32 length:u32 crc:u32 reserved:u32  body[length]  pad
+//               pad = zero bytes up to the next multiple of 8
+//               crc = CRC32C (ISA-L crc32_iscsi, seed 0xffffffff) over the 16
+//                     header bytes with crc set to 0, then the body (not pad),
+//                     complemented at the end: the standard CRC-32C value
+//
+// Every decoder bounds-checks before it allocates or copies: a hostile or
+// corrupt stream yields a StreamError naming the record and the field.
+#pragma once
+
+#include "stream/types.hpp"
+
+#include <array>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <sys/uio.h>
+
+namespace fastmig::wire {
+
+constexpr std::uint32_t kVersion = 1;
+
+// First 8 bytes of each direction, so a peer that is not fastmig is detected
+// at once.  Source->destination "FMIG\r\nS\0", destination->source "FMIG\r\nD\0"
+// (CR LF catches text-mode mangling, the letter says which direction).
+constexpr std::array<std::uint8_t, 8> kSourceMagic = {'F', 'M', 'I', 'G', '\r', '\n', 'S', 0};
+constexpr std::array<std::uint8_t, 8> kReplyMagic = {'F', 'M', 'I', 'G', '\r', '\n', 'D', 0};
+
+constexpr std::size_t kRecordHeaderSize = 16;
+// Limits.  A record body above kMaxRecordBody is refused before any buffer is
+// grown, whatever the length field says.
+constexpr std::uint32_t kMaxBatchPages = 1024;
+constexpr std::uint32_t kMaxRecordBody = 16 + kMaxBatchPages * 8 + kMaxBatchPages * (kPageSize + 64);
+constexpr std::uint32_t kMaxNameLength = 255;
+constexpr std::uint32_t kMaxStateBlob = 4u << 20;
+constexpr std::uint32_t kMaxMessageLength = 1024;
+
+enum class RecordType : std::uint32_t {
+    end = 0,            // S->D: no more records; body empty
+    header = 1,         // S->D: first record: version, page size, size, features
+    page_batch = 2,     // S->D: pages of one round
+    round_end = 3,      // S->D: a precopy round is complete
+    platform_state = 4, // S->D: one opaque backend state blob
+    accept = 5,         // D->S: answer to the header: go on, or refused with a reason
+    done = 6,           // D->S: domain built and running (or failed), with figures
+};
+const char* record_type_name(std::uint32_t type);
+
+// Per-page encodings in a page batch.  Values are stable wire numbers.
+enum class PageEncoding : std::uint8_t {
+    zero = 0,    // all-zero page; no data
+    raw = 1,     // kPageSize bytes
+    deflate = 2, // reserved: raw deflate of the page (issue 4)
+    xbzrle = 3,  // reserved: XOR+RLE delta against the previously sent page (issue 4)
+    free = 4,    // reserved: page the guest declared free; destination makes it zero
+};
+
+// Feature bits in the header.  A destination refuses a bit it does not know.
+enum Feature : std::uint64_t {
+    kFeatureVerify = 1u << 0, // destination checksums every page and returns a digest in DONE
+};
+constexpr std::uint64_t kKnownFeatures = kFeatureVerify;
+
+struct StreamHeader {
+    std::uint32_t version = kVersion;
+    std::uint32_t page_shift = kPageShift;
+    std::uint64_t nr_pages = 0;
+    std::uint64_t features = 0;
+    std::uint32_t domain_kind = 0;
+    std::string domain_name; // <= kMaxNameLength bytes, for logs only
+};
+
+// One page in a batch.  On the wire a descriptor is one u64:
+//   bits 0..39 pfn, bits 40..43 encoding, bits 44..63 data length in bytes.
+struct PageDesc {
+    Pfn pfn = 0;
+    PageEncoding encoding = PageEncoding::zero;
+    std::uint32_t length = 0;
+};
+
+struct RoundEnd {
+    std::uint32_t round = 0;
+    std::uint64_t pages = 0; // pages sent in that round, for the receiver's progress
+};
+
+struct Accept {
+    std::uint32_t status = 0; // 0 = accepted, otherwise an AcceptStatus
+    std::string message;      // <= kMaxMessageLength bytes
+};
+enum AcceptStatus : std::uint32_t {
+    kAcceptOk = 0,
+    kAcceptBadVersion = 1,
+    kAcceptBadFeatures = 2,
+    kAcceptNoMemory = 3,
+    kAcceptBadKind = 4,
+    kAcceptInternal = 5,
+};
+
+struct Done {
+    std::uint32_t status = 0;         // 0 = running at destination
+    std::uint64_t resumed_at_ns = 0;  // destination CLOCK_MONOTONIC at resume
+    std::uint64_t pages_written = 0;
+    std::uint64_t bytes_received = 0;
+    std::uint64_t verify_digest = 0;  // with kFeatureVerify: see page_digest()
+    std::string message;              // <= kMaxMessageLength bytes
+};
+
+// ---- encoding -------------------------------------------------------------
+
+// A complete record (header, body, padding) for a small body.
+std::vector<std::uint8_t> encode_record(RecordType type, std::span<const std::uint8_t> body);
+std::vector<std::uint8_t> encode_header(const StreamHeader& h);
+std::vector<std::uint8_t> encode_round_end(const RoundEnd& r);
+std::vector<std::uint8_t> encode_platform_state(std::uint32_t state_type, std::span<const std::uint8_t> blob);
+std::vector<std::uint8_t> encode_accept(const Accept& a);
+std::vector<std::uint8_t> encode_done(const Done& d);
+std::vector<std::uint8_t> encode_end();
+
+// Builds a page-batch record without copying page data: the result is a list
+// of iovecs (record header + batch header + descriptors, the page data where
+// it already is, padding) ready for writev.  Page data must stay valid until
+// the iovecs are written.
+//
+// Body: round:u32 count:u32 reserved:u64  desc[count]:u64  data...
+class BatchEncoder {
+public:
+    BatchEncoder();
+    void begin(std::uint32_t round);
+    void add(Pfn pfn, PageEncoding enc, std::span<const std::uint8_t> data);
+    void add_zero(Pfn pfn) { add(pfn, PageEncoding::zero, {}); }
+    std::size_t count() const { return descs_.size(); }
+    bool full() const { return descs_.size() >= kMaxBatchPages; }
+    bool empty() const { return descs_.empty(); }
+    // Bytes this record will take on the wire (valid after finish()).
+    std::size_t wire_size() const { return wire_size_; }
+    // Seals the record (lengths, CRC) and returns the iovecs to write.
+    std::span<const iovec> finish();
+
+private:
+    std::uint32_t round_ = 0;
+    std::vector<std::uint64_t> descs_;
+    std::vector<iovec> data_;
+    std::vector<std::uint8_t> head_; // record header + batch header + descriptors
+    std::vector<iovec> iov_;
+    std::uint64_t data_bytes_ = 0;
+    std::size_t wire_size_ = 0;
+};
+
+// ---- decoding -------------------------------------------------------------
+
+// Where a decoder reads from (a socket, a file, a buffer in tests).
+class ByteSource {
+public:
+    virtual ~ByteSource() = default;
+    // Fill buf completely or throw (Error on I/O failure, StreamError on EOF).
+    virtual void read_exact(std::span<std::uint8_t> buf) = 0;
+};
+
+// A ByteSource over memory, for tests and fuzzing.
+class MemorySource : public ByteSource {
+public:
+    explicit MemorySource(std::span<const std::uint8_t> data) : data_(data) {}
+    void read_exact(std::span<std::uint8_t> buf) override;
+    std::size_t remaining() const { return data_.size() - pos_; }
+
+private:
+    std::span<const std::uint8_t> data_;
+    std::size_t pos_ = 0;
+};
+
+// Reads and checks the 8-byte magic; `expected` is kSourceMagic or kReplyMagic.
+void read_magic(ByteSource& src, const std::array<std::uint8_t, 8>& expected);
+
+struct Record {
+    RecordType type;
+    std::span<const std::uint8_t> body; // valid until the next read()
+};
+
+// Reads records one by one into a reused buffer: checks the type is known,
+// the length is within the limit for that type, the CRC, and that padding is
+// zero.  Counts the bytes it consumed.
+class RecordReader {
+public:
+    explicit RecordReader(ByteSource& src) : src_(src) {}
+    Record read();
+    std::uint64_t bytes_read() const { return bytes_read_; }
+
+private:
+    ByteSource& src_;
+    std::vector<std::uint8_t> buf_;
+    std::uint64_t bytes_read_ = 0;
+};
+
+StreamHeader parse_header(std::span<const std::uint8_t> body);
+RoundEnd parse_round_end(std::span<const std::uint8_t> body);
+Accept parse_accept(std::span<const std::uint8_t> body);
+Done parse_done(std::span<const std::uint8_t> body);
+void parse_end(std::span<const std::uint8_t> body);
+
+struct PlatformState {
+    std::uint32_t state_type = 0;
+    std::span<const std::uint8_t> data; // points into the record body
+};
+PlatformState parse_platform_state(std::span<const std::uint8_t> body);
+
+// A decoded page batch; data spans point into the record body.
+struct PageBatch {
+    std::uint32_t round = 0;
+    std::vector<PageDesc> pages;
+    std::vector<std::span<const std::uint8_t>> data; // one per page, empty for zero/free
+};
+// Checks count <= kMaxBatchPages, every pfn < nr_pages, every encoding known
+// and its length legal (zero/free: 0, raw: kPageSize, deflate: 1..kPageSize+64,
+// xbzrle: 1..kPageSize+64), and that the lengths add up to the body exactly.
+// `out` is reused to avoid allocations on the hot path.
+void parse_page_batch(std::span<const std::uint8_t> body, std::uint64_t nr_pages, PageBatch& out);
+
+// ---- checksums ------------------------------------------------------------
+
+// CRC32C (ISA-L crc32_iscsi) used for records.  Returns the running,
+// un-complemented value so that it chains: crc32c(b, crc32c(a)) equals
+// crc32c(a followed by b).  The standard CRC-32C, as stored in a record, is
+// ~crc32c(data) (0xe3069283 for "123456789").
+std::uint32_t crc32c(std::span<const std::uint8_t> data, std::uint32_t seed = 0xffffffffu);
+// Per-page checksum used by verification (ISA-L crc64 ECMA reflected).
+std::uint64_t page_checksum(std::span<const std::uint8_t> page);
+// Digest of a whole domain: CRC64 over the little-endian array of per-page
+// checksums in pfn order.  Source and destination compute it the same way.
+std::uint64_t page_digest(std::span<const std::uint64_t> page_checksums);
+
+} // namespace fastmig::wire

@@ -1,0 +1,50 @@
+# Tests.  Unit tests are Boost.Test programs run through tests/boost-driver.sh,
+# which reports one result per test case; integration tests are TAP scripts.
+TEST_EXTENSIONS = .test .sh
+TEST_LOG_DRIVER = $(SHELL) $(top_srcdir)/tests/boost-driver.sh
+SH_LOG_DRIVER = env AM_TAP_AWK='$(AWK)' $(SHELL) $(top_srcdir)/build-aux/tap-driver.sh
+AM_TESTS_ENVIRONMENT = FASTMIG_BIN='$(abs_top_builddir)/fastmig'; export FASTMIG_BIN; \
+	top_srcdir='$(abs_top_srcdir)'; export top_srcdir;
+
+UNIT_LDADD = $(FASTMIG_LIBS) $(BOOST_TEST_LIBS)
+UNIT_CPPFLAGS = $(AM_CPPFLAGS) -DBOOST_TEST_DYN_LINK
+
+check_PROGRAMS += tests/unit/wire.test
+tests_unit_wire_test_SOURCES = tests/unit/test_wire.cpp
+tests_unit_wire_test_CPPFLAGS = $(UNIT_CPPFLAGS)
+tests_unit_wire_test_LDADD = $(UNIT_LDADD)
+TESTS += tests/unit/wire.test
+
+EXTRA_DIST += tests/boost-driver.sh
+
+check_PROGRAMS += tests/unit/policy.test tests/unit/engine.test
+tests_unit_policy_test_SOURCES = tests/unit/test_policy.cpp
+tests_unit_policy_test_CPPFLAGS = $(UNIT_CPPFLAGS)
+tests_unit_policy_test_LDADD = $(UNIT_LDADD)
+tests_unit_engine_test_SOURCES = tests/unit/test_engine.cpp tests/unit/fake_domain.hpp
+tests_unit_engine_test_CPPFLAGS = $(UNIT_CPPFLAGS)
+tests_unit_engine_test_LDADD = $(UNIT_LDADD)
+TESTS += tests/unit/policy.test tests/unit/engine.test
+
+# Integration tests (TAP): the real fastmig binary, sim domains in their own
+# processes, loopback TCP only.
+TESTS += tests/integration/cli.sh tests/integration/demo-workloads.sh
+EXTRA_DIST += tests/integration/lib.sh tests/integration/cli.sh tests/integration/demo-workloads.sh \
+	tests/summary.sh tests/sanitize.sh bootstrap.sh
+
+# The simulated domain and evtchn-ipc.  sim.test starts sim processes through
+# $FASTMIG_BIN (the real fastmig under `make check`); sim_serve_main is a
+# stand-in that only runs `sim serve`, for running sim.test by hand without
+# the command line: FASTMIG_BIN=tests/unit/sim_serve_main tests/unit/sim.test
+check_PROGRAMS += tests/unit/sim.test tests/unit/ipc.test tests/unit/sim_serve_main
+tests_unit_sim_test_SOURCES = tests/unit/test_sim.cpp
+tests_unit_sim_test_CPPFLAGS = $(UNIT_CPPFLAGS)
+tests_unit_sim_test_LDADD = $(UNIT_LDADD)
+tests_unit_ipc_test_SOURCES = tests/unit/test_ipc.cpp
+tests_unit_ipc_test_CPPFLAGS = $(UNIT_CPPFLAGS)
+# libfmipc.a first: it needs stream/types.o from libfmstream.a, which
+# FASTMIG_LIBS lists before it.
+tests_unit_ipc_test_LDADD = evtchn-ipc/libfmipc.a $(UNIT_LDADD)
+tests_unit_sim_serve_main_SOURCES = tests/unit/sim_serve_main.cpp
+tests_unit_sim_serve_main_LDADD = $(FASTMIG_LIBS)
+TESTS += tests/unit/sim.test tests/unit/ipc.test

@@ -1,0 +1,205 @@
+// In-process fake domains for engine tests: memory in a vector, a writer
+// thread that dirties pages like a guest, and switches to make each
+// destination step fail.  Lets the engine be tested without processes.
+#pragma once
+
+#include "stream/clock.hpp"
+#include "stream/domain.hpp"
+
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <random>
+#include <thread>
+
+namespace fastmig::test {
+
+class FakeDomain : public Domain {
+public:
+    FakeDomain(std::uint64_t pages, std::uint64_t seed) : mem_(pages * kPageSize), dirty_(pages), rng_(seed)
+    {
+        // A mix like a guest: ~half zero pages, the rest random bytes.
+        for (std::uint64_t p = 0; p < pages; ++p)
+            if (rng_() % 2)
+                fill_page(p);
+    }
+    ~FakeDomain() override { stop_writer(); }
+
+    // Dirty `rate` random pages per millisecond until suspended.
+    void start_writer(unsigned pages_per_ms)
+    {
+        writer_ = std::thread([this, pages_per_ms] {
+            while (!stop_) {
+                {
+                    std::unique_lock<std::mutex> l(m_);
+                    if (paused_) {
+                        cv_.wait(l, [&] { return !paused_ || stop_; });
+                        continue;
+                    }
+                    for (unsigned i = 0; i < pages_per_ms; ++i) {
+                        Pfn p = rng_() % nr_pages();
+                        fill_page(p);
+                        if (logging_)
+                            dirty_.set(p);
+                        ++writes_;
+                    }
+                }
+                std::this_thread::sleep_for(std::chrono::milliseconds(1));
+            }
+        });
+    }
+    void stop_writer()
+    {
+        stop_ = true;
+        cv_.notify_all();
+        if (writer_.joinable())
+            writer_.join();
+    }
+
+    std::string name() const override { return "fake:1"; }
+    std::uint64_t nr_pages() const override { return mem_.size() / kPageSize; }
+    std::uint32_t kind() const override { return kDomainKindSim; }
+    void enable_dirty_log() override
+    {
+        std::lock_guard<std::mutex> l(m_);
+        dirty_.clear_all();
+        logging_ = true;
+    }
+    void disable_dirty_log() override
+    {
+        std::lock_guard<std::mutex> l(m_);
+        logging_ = false;
+    }
+    std::uint64_t fetch_and_clear_dirty(DirtyBitmap& out) override
+    {
+        std::lock_guard<std::mutex> l(m_);
+        out = dirty_;
+        dirty_.clear_all();
+        return out.count();
+    }
+    void read_pages(std::span<const Pfn> pfns, std::span<std::uint8_t> dst) override
+    {
+        std::lock_guard<std::mutex> l(m_);
+        for (std::size_t i = 0; i < pfns.size(); ++i)
+            std::memcpy(dst.data() + i * kPageSize, mem_.data() + pfns[i] * kPageSize, kPageSize);
+    }
+    void suspend(std::chrono::milliseconds) override
+    {
+        std::lock_guard<std::mutex> l(m_);
+        paused_ = true;
+        paused_at_ = monotonic_ns();
+        snapshot_ = mem_;
+        ++suspends_;
+    }
+    void resume() override
+    {
+        {
+            std::lock_guard<std::mutex> l(m_);
+            paused_ = false;
+            ++resumes_;
+        }
+        cv_.notify_all();
+    }
+    bool running() const override { return !paused_; }
+    std::vector<StateBlob> save_state() override { return {{7, {1, 2, 3, 4, 5}}, {8, {}}}; }
+    DomainClock clock() const override { return {paused_at_, 0}; }
+    void release() override { released_ = true; }
+
+    // Memory at the instant of the last suspend.
+    std::vector<std::uint8_t> snapshot_;
+    std::atomic<int> suspends_{0}, resumes_{0};
+    std::atomic<bool> released_{false};
+    std::atomic<std::uint64_t> writes_{0};
+
+private:
+    void fill_page(Pfn p)
+    {
+        auto* d = mem_.data() + p * kPageSize;
+        for (std::size_t i = 0; i < kPageSize; i += 8) {
+            std::uint64_t v = rng_();
+            std::memcpy(d + i, &v, 8);
+        }
+    }
+
+    std::vector<std::uint8_t> mem_;
+    DirtyBitmap dirty_;
+    std::mt19937_64 rng_;
+    std::mutex m_;
+    std::condition_variable cv_;
+    std::thread writer_;
+    std::atomic<bool> stop_{false};
+    std::atomic<bool> paused_{false};
+    bool logging_ = false;
+    std::uint64_t paused_at_ = 0;
+};
+
+struct FailAt {
+    bool create = false, restore = false, unpause = false;
+};
+
+// What a fake destination domain holds; shared with the test so it outlives
+// the receiver's handle.
+struct IncomingState {
+    std::vector<std::uint8_t> mem;
+    std::vector<StateBlob> state;
+    bool running = false, destroyed = false;
+    std::uint64_t resumed_at = 0;
+};
+
+class FakeIncoming : public IncomingDomain {
+public:
+    FakeIncoming(std::shared_ptr<IncomingState> st, FailAt fail) : st_(std::move(st)), fail_(fail) {}
+    std::string name() const override { return "fake:2"; }
+    std::uint64_t nr_pages() const override { return st_->mem.size() / kPageSize; }
+    void write_pages(std::span<const Pfn> pfns, std::span<const std::uint8_t> src) override
+    {
+        if (src.size() != pfns.size() * kPageSize)
+            throw Error("write_pages: size mismatch");
+        for (std::size_t i = 0; i < pfns.size(); ++i)
+            std::memcpy(st_->mem.data() + pfns[i] * kPageSize, src.data() + i * kPageSize, kPageSize);
+    }
+    void zero_page(Pfn p) override { std::memset(st_->mem.data() + p * kPageSize, 0, kPageSize); }
+    void read_page(Pfn p, std::span<std::uint8_t> dst) override
+    {
+        std::memcpy(dst.data(), st_->mem.data() + p * kPageSize, kPageSize);
+    }
+    void restore_state(const std::vector<StateBlob>& s) override
+    {
+        if (fail_.restore)
+            throw Error("injected restore failure");
+        st_->state = s;
+    }
+    void unpause() override
+    {
+        if (fail_.unpause)
+            throw Error("injected unpause failure");
+        st_->running = true;
+        st_->resumed_at = monotonic_ns();
+    }
+    DomainClock clock() const override { return {0, st_->resumed_at}; }
+    void destroy() override { st_->destroyed = true; }
+
+private:
+    std::shared_ptr<IncomingState> st_;
+    FailAt fail_;
+};
+
+class FakeProvider : public DomainProvider {
+public:
+    explicit FakeProvider(FailAt f = {}) : fail_(f) {}
+    std::unique_ptr<IncomingDomain> create(std::uint64_t pages, std::uint32_t, const std::string&) override
+    {
+        if (fail_.create)
+            throw Error("injected create failure");
+        last = std::make_shared<IncomingState>();
+        last->mem.assign(pages * kPageSize, 0);
+        return std::make_unique<FakeIncoming>(last, fail_);
+    }
+    std::shared_ptr<IncomingState> last;
+
+private:
+    FailAt fail_;
+};
+
+} // namespace fastmig::test
