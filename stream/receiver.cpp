@@ -32,6 +32,8 @@ private:
     void on_batch(std::span<const std::uint8_t> body);
     void write_run();
     void send_done(const wire::Done& d);
+    // The reply magic goes before the first record this side sends.
+    std::vector<std::uint8_t> reply(std::vector<std::uint8_t> rec);
     std::string label() const { return dom_ ? dom_->name() : (res_.source_name.empty() ? std::string("incoming") : "incoming " + res_.source_name); }
 
     int fd_;
@@ -49,6 +51,7 @@ private:
     std::vector<std::uint64_t> sums_;
     std::uint64_t zero_sum_ = 0;
     std::uint32_t open_round_ = 0; // the round whose batches may arrive now
+    std::uint64_t round_pages_ = 0; // pages applied in the open round
 
     // Raw pages of a batch are written with one call: their data lies back to
     // back in the record body (zero pages carry none), so no copy is needed.
@@ -57,26 +60,21 @@ private:
     const std::uint8_t* run_data_ = nullptr;
 };
 
-void Receiver::send_done(const wire::Done& d)
+std::vector<std::uint8_t> Receiver::reply(std::vector<std::uint8_t> rec)
 {
-    std::vector<std::uint8_t> out;
-    if (!reply_magic_sent_) {
-        out.assign(wire::kReplyMagic.begin(), wire::kReplyMagic.end());
-        reply_magic_sent_ = true;
-    }
-    auto rec = wire::encode_done(d);
-    out.insert(out.end(), rec.begin(), rec.end());
-    write_all(fd_, out, opt_.io_timeout);
+    if (reply_magic_sent_)
+        return rec;
+    reply_magic_sent_ = true;
+    rec.insert(rec.begin(), wire::kReplyMagic.begin(), wire::kReplyMagic.end());
+    return rec;
 }
+
+void Receiver::send_done(const wire::Done& d) { write_all(fd_, reply(wire::encode_done(d)), opt_.io_timeout); }
 
 void Receiver::refuse(std::uint32_t status, const std::string& why)
 {
-    std::vector<std::uint8_t> out(wire::kReplyMagic.begin(), wire::kReplyMagic.end());
-    reply_magic_sent_ = true;
-    auto rec = wire::encode_accept({status, why});
-    out.insert(out.end(), rec.begin(), rec.end());
     try {
-        write_all(fd_, out, opt_.io_timeout);
+        write_all(fd_, reply(wire::encode_accept({status, why})), opt_.io_timeout);
     } catch (...) {
         // The refusal is also thrown below; a source that is gone cannot hear it.
     }
@@ -113,11 +111,7 @@ void Receiver::accept_or_refuse(const wire::StreamHeader& h)
         zero_sum_ = wire::page_checksum(zero);
         sums_.assign(h.nr_pages, zero_sum_);
     }
-    std::vector<std::uint8_t> out(wire::kReplyMagic.begin(), wire::kReplyMagic.end());
-    reply_magic_sent_ = true;
-    auto rec = wire::encode_accept({wire::kAcceptOk, ""});
-    out.insert(out.end(), rec.begin(), rec.end());
-    write_all(fd_, out, opt_.io_timeout);
+    write_all(fd_, reply(wire::encode_accept({wire::kAcceptOk, ""})), opt_.io_timeout);
 }
 
 void Receiver::write_run()
@@ -138,6 +132,7 @@ void Receiver::on_batch(std::span<const std::uint8_t> body)
     if (batch_.round != open_round_)
         throw StreamError("page batch of round " + std::to_string(batch_.round) + " while round " +
                           std::to_string(open_round_) + " is open");
+    round_pages_ += batch_.pages.size();
     for (std::size_t i = 0; i < batch_.pages.size(); ++i) {
         const auto& d = batch_.pages[i];
         seen_.set(d.pfn);
@@ -222,6 +217,10 @@ ReceiveResult Receiver::run()
                     throw StreamError("ROUND_END after platform state");
                 ++open_round_;
                 res_.rounds = open_round_;
+                // Every page of the round is in the domain now (writes are
+                // synchronous): tell the source, which paces itself on it.
+                write_all(fd_, reply(wire::encode_round_ack({r.round, round_pages_})), opt_.io_timeout);
+                round_pages_ = 0;
                 break;
             }
             case wire::RecordType::platform_state: {

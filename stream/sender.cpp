@@ -50,6 +50,8 @@ private:
     void send_state();
     void send_record(const std::vector<std::uint8_t>& rec);
     wire::Done wait_done();
+    wire::Record next_reply(wire::RecordType want);
+    void wait_round_ack(unsigned round);
     void report(bool force);
     void log(const std::string& line)
     {
@@ -190,26 +192,49 @@ std::string Sender::peer_reason()
     // After a failed send, the destination may have said why it gave up.
     try {
         replies_.set_timeout(std::chrono::milliseconds(1000));
-        auto rec = reader_.read();
-        if (rec.type == wire::RecordType::done) {
-            auto d = wire::parse_done(rec.body);
-            if (d.status != 0)
-                return d.message;
+        for (int i = 0; i < 4; ++i) { // acks of earlier rounds may come first
+            auto rec = reader_.read();
+            if (rec.type == wire::RecordType::done) {
+                auto d = wire::parse_done(rec.body);
+                return d.status != 0 ? d.message : std::string();
+            }
         }
     } catch (...) {
     }
     return {};
 }
 
+// Reads the next reply; a DONE with an error status means the destination
+// gave up, and its reason is the error.
+wire::Record Sender::next_reply(wire::RecordType want)
+{
+    auto rec = reader_.read();
+    if (rec.type == wire::RecordType::done && want != wire::RecordType::done) {
+        auto d = wire::parse_done(rec.body);
+        throw Error("the destination gave up: " + (d.message.empty() ? std::string("no reason given") : d.message));
+    }
+    if (rec.type != want)
+        throw StreamError(std::string("expected ") + wire::record_type_name(static_cast<std::uint32_t>(want)) +
+                          " from the destination, got " +
+                          wire::record_type_name(static_cast<std::uint32_t>(rec.type)));
+    return rec;
+}
+
+void Sender::wait_round_ack(unsigned round)
+{
+    auto ack = wire::parse_round_ack(next_reply(wire::RecordType::round_ack).body);
+    if (ack.round != round)
+        throw StreamError("ROUND_ACK of round " + std::to_string(ack.round) + " while waiting for round " +
+                          std::to_string(round));
+}
+
 wire::Done Sender::wait_done()
 {
     phase_ = Phase::finish;
     replies_.set_timeout(opt_.done_timeout);
-    auto rec = reader_.read();
-    if (rec.type != wire::RecordType::done)
-        throw StreamError(std::string("expected DONE from the destination, got ") +
-                          wire::record_type_name(static_cast<std::uint32_t>(rec.type)));
-    return wire::parse_done(rec.body);
+    // The last round is acknowledged like the others, before DONE.
+    wait_round_ack(res_.rounds - 1);
+    return wire::parse_done(next_reply(wire::RecordType::done).body);
 }
 
 SendResult Sender::run()
@@ -233,6 +258,11 @@ SendResult Sender::run()
             else
                 send_dirty_pages(dirty, round);
             send_record(wire::encode_round_end({round, cur_.pages}));
+            // Wait until the destination has applied the round: the round's
+            // time is then the end-to-end rate (not the rate at which the
+            // socket buffers filled), and no backlog is left in the pipe to
+            // be drained inside the downtime.
+            wait_round_ack(round);
             cur_.seconds = rt.seconds();
             cur_.dirty_after = dom_.fetch_and_clear_dirty(dirty);
 

@@ -102,6 +102,7 @@ std::uint32_t max_body_length(std::uint32_t type)
     case RecordType::header: return kHeaderFixed + kMaxNameLength;
     case RecordType::page_batch: return kMaxRecordBody;
     case RecordType::round_end: return kRoundEndSize;
+    case RecordType::round_ack: return kRoundEndSize;
     case RecordType::platform_state: return kStateFixed + kMaxStateBlob;
     case RecordType::accept: return kAcceptFixed + kMaxMessageLength;
     case RecordType::done: return kDoneFixed + kMaxMessageLength;
@@ -170,6 +171,7 @@ const char* record_type_name(std::uint32_t type)
     case RecordType::header: return "header";
     case RecordType::page_batch: return "page_batch";
     case RecordType::round_end: return "round_end";
+    case RecordType::round_ack: return "round_ack";
     case RecordType::platform_state: return "platform_state";
     case RecordType::accept: return "accept";
     case RecordType::done: return "done";
@@ -216,15 +218,31 @@ std::vector<std::uint8_t> encode_header(const StreamHeader& h)
     return encode_record(RecordType::header, b);
 }
 
-std::vector<std::uint8_t> encode_round_end(const RoundEnd& r)
+namespace {
+// ROUND_END and ROUND_ACK share one body layout.
+std::vector<std::uint8_t> encode_round(RecordType type, const RoundEnd& r)
 {
     std::vector<std::uint8_t> b;
     b.reserve(kRoundEndSize);
     put32(b, r.round);
     put32(b, 0);
     put64(b, r.pages);
-    return encode_record(RecordType::round_end, b);
+    return encode_record(type, b);
 }
+
+RoundEnd parse_round(const char* what, std::span<const std::uint8_t> body)
+{
+    if (body.size() != kRoundEndSize)
+        fail(what, "body is " + str(body.size()) + " bytes, must be " + str(kRoundEndSize));
+    const std::uint32_t reserved = load32(body.data() + 4);
+    if (reserved != 0)
+        fail(what, "reserved field is " + hex(reserved) + ", must be 0");
+    return {load32(body.data()), load64(body.data() + 8)};
+}
+} // namespace
+
+std::vector<std::uint8_t> encode_round_end(const RoundEnd& r) { return encode_round(RecordType::round_end, r); }
+std::vector<std::uint8_t> encode_round_ack(const RoundEnd& r) { return encode_round(RecordType::round_ack, r); }
 
 std::vector<std::uint8_t> encode_platform_state(std::uint32_t state_type, std::span<const std::uint8_t> blob)
 {
@@ -466,15 +484,8 @@ StreamHeader parse_header(std::span<const std::uint8_t> body)
     return h;
 }
 
-RoundEnd parse_round_end(std::span<const std::uint8_t> body)
-{
-    if (body.size() != kRoundEndSize)
-        fail("round_end", "body is " + str(body.size()) + " bytes, must be " + str(kRoundEndSize));
-    const std::uint32_t reserved = load32(body.data() + 4);
-    if (reserved != 0)
-        fail("round_end", "reserved field is " + hex(reserved) + ", must be 0");
-    return {load32(body.data()), load64(body.data() + 8)};
-}
+RoundEnd parse_round_end(std::span<const std::uint8_t> body) { return parse_round("round_end", body); }
+RoundEnd parse_round_ack(std::span<const std::uint8_t> body) { return parse_round("round_ack", body); }
 
 Accept parse_accept(std::span<const std::uint8_t> body)
 {

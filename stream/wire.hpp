@@ -51,6 +51,7 @@ enum class RecordType : std::uint32_t {
     platform_state = 4, // S->D: one opaque backend state blob
     accept = 5,         // D->S: answer to the header: go on, or refused with a reason
     done = 6,           // D->S: domain built and running (or failed), with figures
+    round_ack = 7,      // D->S: every page of a round is written into the domain
 };
 const char* record_type_name(std::uint32_t type);
 
@@ -86,9 +87,10 @@ struct PageDesc {
     std::uint32_t length = 0;
 };
 
+// Body of ROUND_END (S->D) and of ROUND_ACK (D->S), which share a layout.
 struct RoundEnd {
     std::uint32_t round = 0;
-    std::uint64_t pages = 0; // pages sent in that round, for the receiver's progress
+    std::uint64_t pages = 0; // ROUND_END: pages sent in the round; ROUND_ACK: pages applied
 };
 
 struct Accept {
@@ -119,6 +121,7 @@ struct Done {
 std::vector<std::uint8_t> encode_record(RecordType type, std::span<const std::uint8_t> body);
 std::vector<std::uint8_t> encode_header(const StreamHeader& h);
 std::vector<std::uint8_t> encode_round_end(const RoundEnd& r);
+std::vector<std::uint8_t> encode_round_ack(const RoundEnd& r);
 std::vector<std::uint8_t> encode_platform_state(std::uint32_t state_type, std::span<const std::uint8_t> blob);
 std::vector<std::uint8_t> encode_accept(const Accept& a);
 std::vector<std::uint8_t> encode_done(const Done& d);
@@ -201,6 +204,7 @@ private:
 
 StreamHeader parse_header(std::span<const std::uint8_t> body);
 RoundEnd parse_round_end(std::span<const std::uint8_t> body);
+RoundEnd parse_round_ack(std::span<const std::uint8_t> body);
 Accept parse_accept(std::span<const std::uint8_t> body);
 Done parse_done(std::span<const std::uint8_t> body);
 void parse_end(std::span<const std::uint8_t> body);

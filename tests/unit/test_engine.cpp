@@ -297,33 +297,34 @@ BOOST_AUTO_TEST_CASE(destination_vanishes_mid_stream)
 
 BOOST_AUTO_TEST_CASE(truncated_stream_destroys_incoming_domain)
 {
-    // Record a real stream, then replay every prefix of it to a receiver.
+    // Record a real stream through a relay between a real sender and a real
+    // receiver, then replay prefixes of it to fresh receivers.
     FakeDomain src(64, 9);
-    Pair p;
+    Pair up, down; // sender <-> relay, relay <-> receiver
     std::vector<std::uint8_t> stream;
-    auto rec = std::async(std::launch::async, [&] {
-        // Play destination: accept, record everything, answer DONE.
-        std::vector<std::uint8_t> out(wire::kReplyMagic.begin(), wire::kReplyMagic.end());
-        auto acc = wire::encode_accept({wire::kAcceptOk, ""});
-        out.insert(out.end(), acc.begin(), acc.end());
-        (void)!::write(p.b.get(), out.data(), out.size());
+    auto relay = [](int from, int to, std::vector<std::uint8_t>* keep) {
         std::uint8_t buf[65536];
         ssize_t n;
-        const auto end = wire::encode_end();
-        while ((n = ::read(p.b.get(), buf, sizeof buf)) > 0) {
-            stream.insert(stream.end(), buf, buf + n);
-            if (stream.size() >= end.size() && std::equal(end.begin(), end.end(), stream.end() - end.size())) {
-                wire::Done d;
-                auto dr = wire::encode_done(d);
-                (void)!::write(p.b.get(), dr.data(), dr.size());
+        while ((n = ::read(from, buf, sizeof buf)) > 0) {
+            if (keep)
+                keep->insert(keep->end(), buf, buf + n);
+            if (::send(to, buf, std::size_t(n), MSG_NOSIGNAL) != n)
                 break;
-            }
         }
-    });
+        ::shutdown(to, SHUT_WR);
+    };
+    auto fwd = std::async(std::launch::async, relay, up.b.get(), down.a.get(), &stream);
+    auto back = std::async(std::launch::async, relay, down.a.get(), up.b.get(), nullptr);
+    FakeProvider rprov;
+    auto rx = std::async(std::launch::async, [&] { return receive_domain(down.b.get(), rprov, quick_receive()); });
     SendOptions so = quick_send();
     so.verify = false;
-    send_domain(src, p.a.get(), so);
-    rec.get();
+    send_domain(src, up.a.get(), so);
+    rx.get();
+    down.b.reset();
+    up.a.reset();
+    fwd.get();
+    back.get();
     BOOST_REQUIRE(stream.size() > 64 * 1024);
     // Cut points: inside the header, at record boundaries and mid-page.
     std::vector<std::size_t> cuts = {0, 3, 8, 20, 60, 100, 5000, stream.size() / 2, stream.size() - 17, stream.size() - 1};

@@ -209,6 +209,7 @@ Decoded decode_source(std::span<const std::uint8_t> bytes)
             d.pages += batch.pages.size();
             break;
         case RecordType::round_end: parse_round_end(rec.body); ++d.round_ends; break;
+        case RecordType::round_ack: parse_round_ack(rec.body); break;
         case RecordType::platform_state: parse_platform_state(rec.body); ++d.states; break;
         case RecordType::accept: parse_accept(rec.body); break;
         case RecordType::done: parse_done(rec.body); break;
@@ -345,7 +346,7 @@ BOOST_AUTO_TEST_CASE(record_layout)
         BOOST_TEST(r[i] == 0);
     BOOST_TEST(record_type_name(2) == std::string("page_batch"));
     BOOST_TEST(record_type_name(77) == std::string("unknown"));
-    BOOST_CHECK_THROW(encode_record(static_cast<RecordType>(7), {}), Error);
+    BOOST_CHECK_THROW(encode_record(static_cast<RecordType>(8), {}), Error);
     BOOST_CHECK_THROW(encode_record(RecordType::round_end, Bytes(17)), Error);
 }
 
@@ -386,6 +387,17 @@ BOOST_AUTO_TEST_CASE(round_end)
     RoundEnd r = parse_round_end(rec.body);
     BOOST_TEST(r.round == 0xfffffffeu);
     BOOST_TEST(r.pages == 0x123456789abcull);
+}
+
+BOOST_AUTO_TEST_CASE(round_ack)
+{
+    One one(encode_round_ack({7, 4242}));
+    Record rec = one.read();
+    BOOST_TEST(rec.type == RecordType::round_ack);
+    RoundEnd r = parse_round_ack(rec.body);
+    BOOST_TEST(r.round == 7u);
+    BOOST_TEST(r.pages == 4242u);
+    CHECK_STREAM_ERROR(parse_round_ack(Bytes(15)), "round_ack: body is 15 bytes, must be 16");
 }
 
 BOOST_AUTO_TEST_CASE(platform_state)
@@ -605,6 +617,7 @@ BOOST_AUTO_TEST_CASE(oversized_length)
         {RecordType::header, 32 + kMaxNameLength},
         {RecordType::page_batch, kMaxRecordBody},
         {RecordType::round_end, 16},
+        {RecordType::round_ack, 16},
         {RecordType::platform_state, 8 + kMaxStateBlob},
         {RecordType::accept, 8 + kMaxMessageLength},
         {RecordType::done, 40 + kMaxMessageLength},
@@ -685,7 +698,7 @@ BOOST_AUTO_TEST_CASE(nonzero_reserved)
 
 BOOST_AUTO_TEST_CASE(unknown_type)
 {
-    for (std::uint32_t t : {7u, 8u, 0x80000000u, 0xffffffffu}) {
+    for (std::uint32_t t : {8u, 9u, 0x80000000u, 0xffffffffu}) {
         One one(raw_record(t, {}));
         CHECK_STREAM_ERROR(one.read(), "unknown record type " + std::to_string(t));
     }
