@@ -124,6 +124,28 @@ not_fastmig_sender() {
 }
 ok "peer that is not fastmig (receiver side)" -- not_fastmig_sender
 
+migrate_twice() {
+  # A migrated guest really runs at the destination: migrated on again, it
+  # has dirtied memory during the second migration's first round.
+  local port id mid out
+  id=$(fm sim create --memory 256M --workload dpdk) || return 1
+  for hop in 1 2; do
+    port=$(free_port)
+    fm receive --listen "127.0.0.1:$port" >"$WORK/hop$hop.out" 2>&1 &
+    local rpid=$!
+    sleep 0.5
+    out="$WORK/hop$hop.json"
+    fm send "$id" "127.0.0.1:$port" --verify --json >"$out" || { cat "$out" "$WORK/hop$hop.out"; return 1; }
+    wait $rpid || return 1
+    [ "$(json_get "$out" verified)" = true ] || return 1
+    id=$(sed -n 's/.* as \(sim:[0-9]*\):.*/\1/p' "$WORK/hop$hop.out")
+  done
+  python3 -c 'import json,sys; r=json.loads(open(sys.argv[1]).read().splitlines()[-1]); assert r["round_stats"][0]["dirty_after"] > 0, r["round_stats"]' "$WORK/hop2.json" || return 1
+  fm sim info "$id" | grep -q "state: running" || return 1
+  fm sim destroy "$id"
+}
+ok "a migrated guest runs: migrated again, verified, it kept writing" -- migrate_twice
+
 nobody_listening() {
   local id port
   port=$(free_port)
