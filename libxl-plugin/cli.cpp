@@ -122,6 +122,30 @@ std::uint64_t parse_size(const std::string& s, const std::string& what)
     return static_cast<std::uint64_t>(std::llround(bytes));
 }
 
+double parse_rate(const std::string& s, const std::string& what)
+{
+    std::string l;
+    for (char c : s)
+        l += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    struct Unit {
+        const char* suffix;
+        double bits;
+    };
+    for (Unit u : {Unit{"gbit", 1e9}, Unit{"mbit", 1e6}, Unit{"kbit", 1e3}, Unit{"bit", 1}}) {
+        std::size_t n = std::string(u.suffix).size();
+        if (l.size() > n && l.compare(l.size() - n, n, u.suffix) == 0) {
+            double v = parse_double(l.substr(0, l.size() - n), what);
+            if (v <= 0)
+                throw UsageError(what + ": rate must be positive");
+            return v * u.bits / 8;
+        }
+    }
+    double v = double(parse_size(s, what));
+    if (v <= 0)
+        throw UsageError(what + ": rate must be positive");
+    return v;
+}
+
 std::string human_bytes(double b)
 {
     const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};

@@ -42,6 +42,9 @@ private:
 // "8G", "8GiB", "512M", "4096" (bytes), "1.5G".  Binary units.
 std::uint64_t parse_size(const std::string& s, const std::string& what);
 std::uint64_t parse_uint(const std::string& s, const std::string& what);
+// A link rate in bytes/s: "10gbit", "500mbit", "64kbit" (bits/s, decimal as
+// network people write them) or a size per second "125M" (bytes/s, binary).
+double parse_rate(const std::string& s, const std::string& what);
 double parse_double(const std::string& s, const std::string& what);
 std::string human_bytes(double bytes);
 

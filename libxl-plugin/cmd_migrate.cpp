@@ -1,8 +1,10 @@
 // fastmig demo / send / receive.
 #include "libxl-plugin/cli.hpp"
+#include "libxl-plugin/netns.hpp"
 #include "libxl-plugin/report.hpp"
 
 #include "stream/clock.hpp"
+#include "stream/codec/codec.hpp"
 #include "stream/domain/sim/sim.hpp"
 #include "stream/receiver.hpp"
 #include "stream/sender.hpp"
@@ -25,22 +27,70 @@ namespace fastmig::cli {
 
 namespace {
 
-const std::set<std::string> kPolicyOptions = {"downtime-ms", "max-rounds", "batch-pages", "timeout-ms"};
+// Options shared by `send` and `demo`: the precopy policy and the pipeline.
+const std::set<std::string> kSendValued = {"downtime-ms", "max-rounds",  "batch-pages", "timeout-ms",
+                                           "threads",     "channels",    "compress",    "min-ratio",
+                                           "xbzrle-cache", "max-bandwidth"};
+const std::set<std::string> kSendFlags = {"always-compress", "no-zero-detect"};
 
-void apply_policy_options(const Options& o, SendOptions& so)
+unsigned default_threads()
+{
+    unsigned n = std::thread::hardware_concurrency();
+    return n ? std::min(n, 64u) : 2;
+}
+
+void apply_send_options(const Options& o, SendOptions& so, unsigned& channels)
 {
     so.policy.downtime_target_ms = o.double_or("downtime-ms", 10.0);
     so.policy.max_rounds = static_cast<unsigned>(o.uint_or("max-rounds", 30));
     if (so.policy.max_rounds < 1 || so.policy.max_rounds > 1000)
         throw UsageError("--max-rounds must be 1..1000");
-    so.batch_pages = static_cast<std::uint32_t>(o.uint_or("batch-pages", 512));
-    if (so.batch_pages < 1 || so.batch_pages > wire::kMaxBatchPages)
+    PipelineConfig& pc = so.pipeline;
+    pc.batch_pages = static_cast<std::uint32_t>(o.uint_or("batch-pages", 512));
+    if (pc.batch_pages < 1 || pc.batch_pages > wire::kMaxBatchPages)
         throw UsageError("--batch-pages must be 1.." + std::to_string(wire::kMaxBatchPages));
     auto t = o.uint_or("timeout-ms", 30000);
     if (t < 100)
         throw UsageError("--timeout-ms must be at least 100");
     so.io_timeout = std::chrono::milliseconds(t);
     so.done_timeout = std::chrono::milliseconds(std::max<std::uint64_t>(t, 60000));
+    pc.threads = static_cast<unsigned>(o.uint_or("threads", default_threads()));
+    if (pc.threads < 1 || pc.threads > 64)
+        throw UsageError("--threads must be 1..64");
+    channels = static_cast<unsigned>(o.uint_or("channels", 2));
+    if (channels < 1 || channels > wire::kMaxChannels)
+        throw UsageError("--channels must be 1.." + std::to_string(wire::kMaxChannels));
+    try {
+        pc.compression.algorithm = codec::parse_algorithm(o.get_or("compress", "igzip"));
+    } catch (const Error& e) {
+        throw UsageError("--compress: " + e.cause());
+    }
+    pc.compression.min_ratio = o.double_or("min-ratio", pc.compression.min_ratio);
+    if (pc.compression.min_ratio < 1.0)
+        throw UsageError("--min-ratio must be at least 1.0");
+    pc.compression.always = o.flag("always-compress");
+    if (pc.compression.always && pc.compression.algorithm == codec::Algorithm::none)
+        throw UsageError("--always-compress needs a codec (--compress igzip or zlib)");
+    pc.xbzrle_cache_bytes = o.size_or("xbzrle-cache", 64ull << 20);
+    if (pc.xbzrle_cache_bytes && pc.xbzrle_cache_bytes < channels * kPageSize)
+        throw UsageError("--xbzrle-cache must be 0 (off) or at least one page per channel");
+    pc.zero_detect = !o.flag("no-zero-detect");
+    if (auto r = o.get("max-bandwidth"))
+        pc.max_bandwidth = parse_rate(*r, "--max-bandwidth");
+}
+
+// Channel 0 is connected here; the sender opens the others after the
+// destination's ACCEPT, through this.
+void set_channels(SendOptions& so, unsigned channels, const HostPort& dest)
+{
+    so.channels = channels;
+    so.connect_channel = [dest, t = so.io_timeout] { return tcp_connect(dest, t).release(); };
+}
+
+double cpu_ms(const rusage& ru)
+{
+    return (double(ru.ru_utime.tv_sec) + double(ru.ru_stime.tv_sec)) * 1e3 +
+           (double(ru.ru_utime.tv_usec) + double(ru.ru_stime.tv_usec)) / 1e3;
 }
 
 // A one-line progress display on a terminal, rewritten in place.
@@ -75,6 +125,13 @@ long self_rss_kib()
     rusage ru{};
     getrusage(RUSAGE_SELF, &ru);
     return ru.ru_maxrss;
+}
+
+double self_cpu_ms()
+{
+    rusage ru{};
+    getrusage(RUSAGE_SELF, &ru);
+    return cpu_ms(ru);
 }
 
 std::string fd_text(int fd)
@@ -140,7 +197,7 @@ int receive_one(int conn, const ReceiveOptions& ro, int result_fd, bool quiet)
 
 int cmd_receive(const std::vector<std::string>& args)
 {
-    Options o(args, {"listen", "listen-fd", "result-fd", "max-memory", "timeout-ms", "accept-timeout-ms"},
+    Options o(args, {"listen", "listen-fd", "result-fd", "max-memory", "timeout-ms", "accept-timeout-ms", "netns"},
               {"keep-listening", "quiet"});
     if (!o.positional().empty())
         throw UsageError("receive takes no positional argument (did you mean --listen " + o.positional()[0] + "?)");
@@ -154,20 +211,35 @@ int cmd_receive(const std::vector<std::string>& args)
         ::fcntl(result_fd, F_SETFD, FD_CLOEXEC);
     bool quiet = o.flag("quiet");
     auto accept_timeout = std::chrono::milliseconds(o.uint_or("accept-timeout-ms", 24ull * 3600 * 1000));
+    if (auto ns = o.get("netns"))
+        enter_netns(*ns);
 
     Fd listener;
     if (auto lfd = o.get("listen-fd")) {
         listener.reset(static_cast<int>(parse_uint(*lfd, "--listen-fd")));
         ::fcntl(listener.get(), F_SETFD, FD_CLOEXEC);
     } else if (auto where = o.get("listen")) {
-        listener = tcp_listen(parse_host_port(*where));
+        HostPort hp;
+        try {
+            hp = parse_host_port(*where);
+        } catch (const Error& e) {
+            throw UsageError(e.cause());
+        }
+        listener = tcp_listen(hp);
+        hp.port = bound_port(listener.get());
         if (!quiet)
-            std::printf("listening on %s\n", parse_host_port(*where).port ? where->c_str() :
-                        (parse_host_port(*where).host + ":" + std::to_string(bound_port(listener.get()))).c_str());
+            std::printf("listening on %s\n", hp.str().c_str());
         std::fflush(stdout);
+        if (result_fd >= 0) {
+            std::string kv = "port=" + std::to_string(hp.port) + "\n";
+            write_all(result_fd, {reinterpret_cast<const std::uint8_t*>(kv.data()), kv.size()},
+                      std::chrono::milliseconds(5000));
+        }
     } else {
         throw UsageError("receive needs --listen HOST:PORT");
     }
+    // Extra channels of a migration are the next connections on the same port.
+    ro.accept_channel = [&](std::chrono::milliseconds t) { return tcp_accept(listener.get(), t).release(); };
     int rc = 0;
     do {
         Fd conn = tcp_accept(listener.get(), accept_timeout);
@@ -178,10 +250,11 @@ int cmd_receive(const std::vector<std::string>& args)
 
 int cmd_send(const std::vector<std::string>& args)
 {
-    auto valued = kPolicyOptions;
-    Options o(args, valued, {"verify", "json", "no-release", "quiet"});
+    auto flags = kSendFlags;
+    flags.insert({"verify", "json", "no-release", "quiet"});
+    Options o(args, kSendValued, flags);
     if (o.positional().size() != 2)
-        throw UsageError("usage: fastmig send DOMAIN HOST:PORT [--downtime-ms N] [--max-rounds N] [--verify] [--json]");
+        throw UsageError("usage: fastmig send DOMAIN HOST:PORT [options] (see fastmig help)");
     int id = parse_sim_domain(o.positional()[0]);
     HostPort dest;
     try {
@@ -190,7 +263,8 @@ int cmd_send(const std::vector<std::string>& args)
         throw UsageError(e.cause());
     }
     SendOptions so;
-    apply_policy_options(o, so);
+    unsigned channels = 2;
+    apply_send_options(o, so, channels);
     so.verify = o.flag("verify");
     so.release_source = !o.flag("no-release");
     bool json = o.flag("json");
@@ -204,11 +278,14 @@ int cmd_send(const std::vector<std::string>& args)
     } catch (const Error& e) {
         throw Error(dom->name(), Phase::setup, e.cause() + "; the domain keeps running on the source");
     }
+    set_channels(so, channels, dest);
     MigrationReport rep;
     rep.memory_bytes = dom->nr_pages() * kPageSize;
+    rep.compress = codec::algorithm_name(so.pipeline.compression.algorithm);
     rep.send = send_domain(*dom, conn.get(), so);
     pl.finish();
     rep.sender_rss_kib = self_rss_kib();
+    rep.sender_cpu_ms = self_cpu_ms();
     // Two hosts have two clocks: only the source's upper bound is known here.
     rep.downtime_ms = -1;
     if (json)
@@ -220,9 +297,12 @@ int cmd_send(const std::vector<std::string>& args)
 
 int cmd_demo(const std::vector<std::string>& args)
 {
-    auto valued = kPolicyOptions;
-    valued.insert({"memory", "workload", "seed", "warmup-ms", "rate-scale"});
-    Options o(args, valued, {"json", "keep", "no-verify"});
+    auto valued = kSendValued;
+    valued.insert({"memory", "workload", "seed", "warmup-ms", "rate-scale", "sender-netns", "receiver-netns",
+                   "receiver-address"});
+    auto flags = kSendFlags;
+    flags.insert({"json", "keep", "no-verify"});
+    Options o(args, valued, flags);
     if (!o.positional().empty())
         throw UsageError("demo takes no positional argument: '" + o.positional()[0] + "'");
     sim::SimConfig cfg;
@@ -242,10 +322,15 @@ int cmd_demo(const std::vector<std::string>& args)
         throw UsageError("unknown workload '" + cfg.workload + "' (one of: " + names + ")");
     }
     SendOptions so;
-    apply_policy_options(o, so);
+    unsigned channels = 2;
+    apply_send_options(o, so, channels);
     so.verify = !o.flag("no-verify");
     bool json = o.flag("json");
     auto warmup = std::chrono::milliseconds(o.uint_or("warmup-ms", 500));
+    std::string raddr = o.get_or("receiver-address", "127.0.0.1");
+    auto rns = o.get("receiver-netns"), sns = o.get("sender-netns");
+    if ((rns || sns) && !o.get("receiver-address"))
+        throw UsageError("--sender-netns/--receiver-netns need --receiver-address (the receiver's address in its namespace)");
     auto say = [&](const std::string& s) {
         if (!json) {
             std::printf("%s\n", s.c_str());
@@ -282,44 +367,69 @@ int cmd_demo(const std::vector<std::string>& args)
     };
 
     try {
-        // The receiver is a separate process, as on a real destination host;
-        // it inherits the listening socket so there is no port race.
-        Fd listener = tcp_listen(parse_host_port("127.0.0.1:0"));
-        std::uint16_t port = bound_port(listener.get());
+        // The receiver is a separate process, as on a real destination host.
+        // It listens on a free port and reports it on the result pipe.
         if (::pipe2(result_pipe, O_CLOEXEC) != 0)
             throw_errno("pipe");
         std::string bin = sim::fastmig_binary();
+        std::string listen = (raddr.find(':') != std::string::npos ? "[" + raddr + "]" : raddr) + ":0";
+        std::string to = std::to_string(so.io_timeout.count());
+        std::vector<std::string> rargs = {bin, "receive", "--listen", listen, "--result-fd", "4", "--quiet",
+                                          "--accept-timeout-ms", "60000", "--timeout-ms", to};
+        if (rns) {
+            rargs.push_back("--netns");
+            rargs.push_back(*rns);
+        }
         receiver = ::fork();
         if (receiver < 0)
             throw_errno("fork");
         if (receiver == 0) {
-            // Move both out of the way first: either may already be 3 or 4,
-            // and dup2 onto itself would keep close-on-exec set.
-            int l = ::fcntl(listener.get(), F_DUPFD, 10);
+            // Move the pipe out of the way first: it may already be fd 4, and
+            // dup2 onto itself would keep close-on-exec set.
             int r = ::fcntl(result_pipe[1], F_DUPFD, 10);
-            ::dup2(l, 3);
             ::dup2(r, 4);
-            std::string to = std::to_string(so.io_timeout.count());
-            const char* argv[] = {bin.c_str(), "receive", "--listen-fd", "3", "--result-fd", "4", "--quiet",
-                                  "--accept-timeout-ms", "60000", "--timeout-ms", to.c_str(), nullptr};
-            ::execv(bin.c_str(), const_cast<char* const*>(argv));
+            std::vector<char*> argv;
+            for (auto& a : rargs)
+                argv.push_back(const_cast<char*>(a.c_str()));
+            argv.push_back(nullptr);
+            ::execv(bin.c_str(), argv.data());
             std::fprintf(stderr, "fastmig demo: cannot start the receiver %s: %s\n", bin.c_str(), std::strerror(errno));
             ::_exit(127);
         }
         ::close(result_pipe[1]);
         result_pipe[1] = -1;
-        listener.reset();
+        // The first line from the receiver is its port (or an error).
+        std::string first;
+        for (char c; first.size() < 256;) {
+            ssize_t n = ::read(result_pipe[0], &c, 1);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0 || c == '\n')
+                break;
+            first += c;
+        }
+        if (first.rfind("port=", 0) != 0)
+            throw Error("the receiver did not start" + (first.empty() ? std::string() : ": " + first));
+        std::string port = first.substr(5);
 
+        if (sns)
+            enter_netns(*sns);
         std::this_thread::sleep_for(warmup);
         auto dom = sim::attach(src_id);
-        say("migrating sim:" + std::to_string(src_id) + " to a receiver on 127.0.0.1:" + std::to_string(port) + " (downtime target " +
+        HostPort dest = parse_host_port((raddr.find(':') != std::string::npos ? "[" + raddr + "]" : raddr) + ":" + port);
+        say("migrating sim:" + std::to_string(src_id) + " to a receiver on " + dest.str() + " (" +
+            std::to_string(so.pipeline.threads) + " threads, " + std::to_string(channels) + " channels, " +
+            codec::algorithm_name(so.pipeline.compression.algorithm) + ", downtime target " +
             std::to_string(so.policy.downtime_target_ms).substr(0, 5) + " ms)...");
-        Fd conn = tcp_connect(parse_host_port("127.0.0.1:" + std::to_string(port)), so.io_timeout);
+        Fd conn = tcp_connect(dest, so.io_timeout);
+        set_channels(so, channels, dest);
         ProgressLine pl(!json && isatty(2));
         so.progress = [&](const Progress& p) { pl.update(p); };
         MigrationReport rep;
         rep.workload = cfg.workload;
         rep.memory_bytes = cfg.memory_bytes;
+        rep.compress = codec::algorithm_name(so.pipeline.compression.algorithm);
+        double cpu_before = self_cpu_ms();
         try {
             rep.send = send_domain(*dom, conn.get(), so);
         } catch (...) {
@@ -331,6 +441,7 @@ int cmd_demo(const std::vector<std::string>& args)
         }
         pl.finish();
         rep.sender_rss_kib = self_rss_kib();
+        rep.sender_cpu_ms = self_cpu_ms() - cpu_before;
 
         auto kv = parse_kv(fd_text(result_pipe[0]));
         ::close(result_pipe[0]);
@@ -340,6 +451,7 @@ int cmd_demo(const std::vector<std::string>& args)
         ::wait4(receiver, &status, 0, &ru);
         receiver = -1;
         rep.receiver_rss_kib = ru.ru_maxrss;
+        rep.receiver_cpu_ms = cpu_ms(ru);
         if (kv.count("error"))
             throw Error("receiver: " + kv["error"]);
         if (!kv.count("destination"))

@@ -78,6 +78,14 @@ std::string report_json(const MigrationReport& r)
     else
         j.add_raw("verified", "null");
     j.add("sender_rss_kib", std::uint64_t(r.sender_rss_kib)).add("receiver_rss_kib", std::uint64_t(r.receiver_rss_kib));
+    j.add("cpu_ms", r.sender_cpu_ms).add("receiver_cpu_ms", r.receiver_cpu_ms);
+    j.add("threads", s.threads).add("channels", s.channels).add("compress", r.compress);
+    j.add("pages_deflate", s.pages_deflate).add("pages_xbzrle", s.pages_xbzrle);
+    if (s.deflate_out)
+        j.add("compress_ratio", double(s.deflate_in) / double(s.deflate_out));
+    else
+        j.add_raw("compress_ratio", "null");
+    j.add("xbzrle_hits", s.xbzrle_hits).add("xbzrle_misses", s.xbzrle_misses);
     std::string rounds = "[";
     for (std::size_t i = 0; i < s.round_stats.size(); ++i) {
         const auto& rs = s.round_stats[i];
@@ -86,6 +94,8 @@ std::string report_json(const MigrationReport& r)
             .add("stop_copy", rs.stop_copy)
             .add("pages", rs.pages)
             .add("zero_pages", rs.zero_pages)
+            .add("deflate_pages", rs.deflate_pages)
+            .add("xbzrle_pages", rs.xbzrle_pages)
             .add("bytes", rs.bytes)
             .add("ms", rs.seconds * 1e3)
             .add("dirty_after", rs.dirty_after)
@@ -121,6 +131,14 @@ std::string report_table(const MigrationReport& r)
     line("pages", std::to_string(s.nr_pages) + " total, " + std::to_string(s.pages_zero) + " zero, " +
                       std::to_string(s.pages_data) + " with data");
     line("rounds", std::to_string(s.rounds) + " (" + stop_reason_name(s.stop_reason) + ": " + s.stop_why + ")");
+    line("pipeline", std::to_string(s.threads) + " threads, " + std::to_string(s.channels) + " channels, " +
+                         (r.compress.empty() ? std::string("-") : r.compress) +
+                         (s.deflate_out ? num(" (%.2f:1 on ", double(s.deflate_in) / double(s.deflate_out)) +
+                                              std::to_string(s.pages_deflate) + " pages)"
+                                        : std::string()) +
+                         ", xbzrle " + std::to_string(s.pages_xbzrle) + " pages");
+    if (r.sender_cpu_ms > 0)
+        line("CPU sender / receiver", num("%.0f ms", r.sender_cpu_ms) + " / " + num("%.0f ms", r.receiver_cpu_ms));
     line("verified", s.verified ? (*s.verified ? "yes, every page matches" : "NO: memory differs") : "not checked");
     if (r.sender_rss_kib || r.receiver_rss_kib)
         line("RSS sender / receiver", num("%.1f MiB", r.sender_rss_kib / 1024.0) + " / " +

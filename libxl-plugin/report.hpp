@@ -36,6 +36,9 @@ struct MigrationReport {
     double downtime_ms = -1;       // < 0: unknown (two hosts)
     long sender_rss_kib = 0;
     long receiver_rss_kib = 0;
+    double sender_cpu_ms = 0;
+    double receiver_cpu_ms = 0;
+    std::string compress;          // algorithm name
     std::string destination;       // destination domain name, if known
 };
 

@@ -6,12 +6,14 @@ stream_libfmstream_a_SOURCES = \
 	stream/clock.hpp \
 	stream/dirty_bitmap.hpp \
 	stream/domain.hpp \
-	stream/wire.hpp stream/wire.cpp \
+	stream/wire.hpp stream/wire.cpp stream/wire_channels.cpp \
 	stream/classify.hpp stream/classify.cpp \
 	stream/transport.hpp stream/transport.cpp \
 	stream/precopy_policy.hpp stream/precopy_policy.cpp \
+	stream/bounded_queue.hpp stream/token_bucket.hpp \
+	stream/send_pipeline.hpp stream/send_pipeline.cpp \
 	stream/sender.hpp stream/sender.cpp \
 	stream/receiver.hpp stream/receiver.cpp
 
-FASTMIG_LIBS = stream/domain/sim/libfmsim.a evtchn-ipc/libfmipc.a stream/libfmstream.a \
+FASTMIG_LIBS = stream/domain/sim/libfmsim.a evtchn-ipc/libfmipc.a stream/libfmstream.a stream/codec/libfmcodec.a \
 	$(ISAL_LIBS) $(ZLIB_LIBS)

@@ -1,13 +1,21 @@
 #include "stream/receiver.hpp"
 
 #include "stream/clock.hpp"
+#include "stream/codec/codec.hpp"
 #include "stream/dirty_bitmap.hpp"
 #include "stream/transport.hpp"
 #include "stream/wire.hpp"
 
 #include <algorithm>
 #include <array>
+#include <atomic>
+#include <cstdio>
 #include <memory>
+#include <mutex>
+#include <thread>
+
+#include <sys/socket.h>
+#include <unistd.h>
 
 namespace fastmig {
 
@@ -18,83 +26,140 @@ namespace {
 constexpr std::size_t kMaxStateBlobs = 4096;
 constexpr std::uint64_t kMaxStateBytes = 64ull << 20;
 
+// Counters of one channel; summed at the end.
+struct ChannelCounts {
+    std::uint64_t written = 0, zeroed = 0, deflate = 0, xbzrle = 0, bytes = 0;
+};
+
+// One connection of the stream, read by its own thread.
+struct Channel {
+    Channel(int fd_, std::chrono::milliseconds timeout) : fd(fd_), src(fd_, timeout), reader(src) {}
+    int fd;
+    Fd owned; // extra channels are owned here; channel 0 belongs to the caller
+    SocketSource src;
+    wire::RecordReader reader;
+    bool magic_sent = false;
+    ChannelCounts counts;
+};
+
 class Receiver {
 public:
-    Receiver(int fd, DomainProvider& provider, const ReceiveOptions& opt)
-        : fd_(fd), provider_(provider), opt_(opt), in_(fd, opt.io_timeout), reader_(in_)
+    Receiver(int fd, DomainProvider& provider, const ReceiveOptions& opt) : provider_(provider), opt_(opt)
     {
+        channels_.push_back(std::make_unique<Channel>(fd, opt.io_timeout));
     }
     ReceiveResult run();
 
 private:
-    void accept_or_refuse(const wire::StreamHeader& h);
-    void refuse(std::uint32_t status, const std::string& why);
-    void on_batch(std::span<const std::uint8_t> body);
-    void write_run();
-    void send_done(const wire::Done& d);
-    // The reply magic goes before the first record this side sends.
-    std::vector<std::uint8_t> reply(std::vector<std::uint8_t> rec);
-    std::string label() const { return dom_ ? dom_->name() : (res_.source_name.empty() ? std::string("incoming") : "incoming " + res_.source_name); }
+    void accept_or_refuse(const wire::StreamHeader& h, std::uint32_t nr_channels, std::uint64_t session);
+    void join_channels(std::uint32_t n, std::uint64_t session);
+    [[noreturn]] void refuse(std::uint32_t status, const std::string& why);
+    void channel_main(std::uint32_t c);
+    void read_channel(std::uint32_t c);
+    void apply_batch(std::uint32_t c, wire::PageBatch& b, std::vector<std::uint8_t>& buf,
+                     codec::Decompressor& inflater);
+    void send(std::uint32_t c, std::vector<std::uint8_t> rec);
+    void send_done(const wire::Done& d) { send(0, wire::encode_done(d)); }
+    void channel_failed(std::exception_ptr e);
+    std::string label() const
+    {
+        return dom_ ? dom_->name() : (res_.source_name.empty() ? std::string("incoming") : "incoming " + res_.source_name);
+    }
 
-    int fd_;
     DomainProvider& provider_;
     const ReceiveOptions& opt_;
-    SocketSource in_;
-    wire::RecordReader reader_;
+    std::vector<std::unique_ptr<Channel>> channels_;
     std::unique_ptr<IncomingDomain> dom_;
     ReceiveResult res_;
     Phase phase_ = Phase::negotiate;
-    bool reply_magic_sent_ = false;
+    std::uint64_t features_ = 0;
 
+    // Per-pfn state.  Channels carry disjoint 2 MiB regions (wire::channel_of),
+    // and a region is a whole number of bitmap words, so channel threads never
+    // write the same word: no lock needed.
     DirtyBitmap seen_;    // pfns received at least once (all must be, before resume)
     DirtyBitmap written_; // pfns holding data now (a later ZERO must clear them)
     std::vector<std::uint64_t> sums_;
     std::uint64_t zero_sum_ = 0;
-    std::uint32_t open_round_ = 0; // the round whose batches may arrive now
-    std::uint64_t round_pages_ = 0; // pages applied in the open round
 
-    // Raw pages of a batch are written with one call: their data lies back to
-    // back in the record body (zero pages carry none), so no copy is needed.
-    wire::PageBatch batch_;
-    std::vector<Pfn> run_pfns_;
-    const std::uint8_t* run_data_ = nullptr;
+    std::mutex state_lock_;
+    std::vector<StateBlob> state_;
+    std::uint64_t state_bytes_ = 0;
+
+    std::mutex error_lock_;
+    std::exception_ptr error_;
+    std::atomic<bool> failed_{false};
 };
 
-std::vector<std::uint8_t> Receiver::reply(std::vector<std::uint8_t> rec)
+void Receiver::send(std::uint32_t c, std::vector<std::uint8_t> rec)
 {
-    if (reply_magic_sent_)
-        return rec;
-    reply_magic_sent_ = true;
-    rec.insert(rec.begin(), wire::kReplyMagic.begin(), wire::kReplyMagic.end());
-    return rec;
+    Channel& ch = *channels_[c];
+    if (!ch.magic_sent) {
+        ch.magic_sent = true;
+        rec.insert(rec.begin(), wire::kReplyMagic.begin(), wire::kReplyMagic.end());
+    }
+    write_all(ch.fd, rec, opt_.io_timeout);
 }
-
-void Receiver::send_done(const wire::Done& d) { write_all(fd_, reply(wire::encode_done(d)), opt_.io_timeout); }
 
 void Receiver::refuse(std::uint32_t status, const std::string& why)
 {
     try {
-        write_all(fd_, reply(wire::encode_accept({status, why})), opt_.io_timeout);
+        send(0, wire::encode_accept({status, why}));
     } catch (...) {
         // The refusal is also thrown below; a source that is gone cannot hear it.
     }
     throw Error("refused the domain: " + why);
 }
 
-void Receiver::accept_or_refuse(const wire::StreamHeader& h)
+void Receiver::join_channels(std::uint32_t n, std::uint64_t session)
 {
-    if (h.features & ~wire::kKnownFeatures)
-        refuse(wire::kAcceptBadFeatures, "unknown stream features 0x" + [&] {
-            char b[32];
-            std::snprintf(b, sizeof b, "%llx", (unsigned long long)(h.features & ~wire::kKnownFeatures));
-            return std::string(b);
-        }());
+    std::vector<bool> have(n, false);
+    have[0] = true;
+    channels_.resize(n);
+    for (std::uint32_t k = 1; k < n; ++k) {
+        Fd fd(opt_.accept_channel(opt_.io_timeout));
+        auto ch = std::make_unique<Channel>(fd.get(), opt_.io_timeout);
+        try {
+            wire::read_magic(ch->src, wire::kSourceMagic);
+        } catch (const StreamError& e) {
+            throw StreamError("extra connection " + std::to_string(k) + " is not a fastmig channel (" + e.cause() + ")");
+        }
+        auto rec = ch->reader.read();
+        if (rec.type != wire::RecordType::channel_hello)
+            throw StreamError(std::string("expected CHANNEL_HELLO on an extra connection, got ") +
+                              wire::record_type_name(static_cast<std::uint32_t>(rec.type)));
+        auto hello = wire::parse_channel_hello(rec.body);
+        if (hello.session != session)
+            throw StreamError("a connection of another migration joined this one (session mismatch)");
+        if (hello.index >= n || have[hello.index])
+            throw StreamError("channel_hello: index " + std::to_string(hello.index) + " is out of range or repeated");
+        have[hello.index] = true;
+        ch->owned = std::move(fd);
+        channels_[hello.index] = std::move(ch);
+        // The reply direction opens at once, so the source can check it.
+        send(hello.index, {});
+    }
+}
+
+void Receiver::accept_or_refuse(const wire::StreamHeader& h, std::uint32_t nr_channels, std::uint64_t session)
+{
+    if (h.features & ~wire::kKnownFeatures) {
+        char b[32];
+        std::snprintf(b, sizeof b, "%llx", (unsigned long long)(h.features & ~wire::kKnownFeatures));
+        refuse(wire::kAcceptBadFeatures, std::string("unknown stream features 0x") + b);
+    }
     if (std::find(opt_.kinds.begin(), opt_.kinds.end(), h.domain_kind) == opt_.kinds.end())
         refuse(wire::kAcceptBadKind, "this receiver cannot build domains of kind " + std::to_string(h.domain_kind));
     if (opt_.max_memory_bytes && h.nr_pages * kPageSize > opt_.max_memory_bytes)
         refuse(wire::kAcceptNoMemory, "domain of " + std::to_string(h.nr_pages * kPageSize >> 20) +
                                           " MiB exceeds the receiver's limit of " +
                                           std::to_string(opt_.max_memory_bytes >> 20) + " MiB");
+    if (nr_channels > 1 && !opt_.accept_channel)
+        refuse(wire::kAcceptBadFeatures, "this receiver takes one connection per migration, not " +
+                                             std::to_string(nr_channels));
+    features_ = h.features;
+    res_.channels = nr_channels;
+
     phase_ = Phase::restore;
     try {
         dom_ = provider_.create(h.nr_pages, h.domain_kind, h.domain_name);
@@ -111,74 +176,211 @@ void Receiver::accept_or_refuse(const wire::StreamHeader& h)
         zero_sum_ = wire::page_checksum(zero);
         sums_.assign(h.nr_pages, zero_sum_);
     }
-    write_all(fd_, reply(wire::encode_accept({wire::kAcceptOk, ""})), opt_.io_timeout);
+    send(0, wire::encode_accept({wire::kAcceptOk, ""}));
+    // The source opens its other channels once it has read ACCEPT.
+    if (nr_channels > 1)
+        join_channels(nr_channels, session);
 }
 
-void Receiver::write_run()
+// Writes one batch into the domain, in descriptor order.  Raw pages that lie
+// back to back in the record (zero pages carry no data) go in one call.
+void Receiver::apply_batch(std::uint32_t c, wire::PageBatch& b, std::vector<std::uint8_t>& buf,
+                           codec::Decompressor& inflater)
 {
-    if (run_pfns_.empty())
-        return;
-    dom_->write_pages(run_pfns_, {run_data_, run_pfns_.size() * kPageSize});
-    run_pfns_.clear();
-    run_data_ = nullptr;
-}
-
-void Receiver::on_batch(std::span<const std::uint8_t> body)
-{
-    wire::parse_page_batch(body, res_.nr_pages, batch_);
-    // One connection delivers rounds in order (0, 1, 2... each closed by its
-    // ROUND_END): a batch of another round would mean stale data could
-    // overwrite fresh data.
-    if (batch_.round != open_round_)
-        throw StreamError("page batch of round " + std::to_string(batch_.round) + " while round " +
-                          std::to_string(open_round_) + " is open");
-    round_pages_ += batch_.pages.size();
-    for (std::size_t i = 0; i < batch_.pages.size(); ++i) {
-        const auto& d = batch_.pages[i];
-        seen_.set(d.pfn);
+    ChannelCounts& k = channels_[c]->counts;
+    std::vector<Pfn> run;
+    const std::uint8_t* run_data = nullptr;
+    auto flush = [&] {
+        if (run.empty())
+            return;
+        dom_->write_pages(run, {run_data, run.size() * kPageSize});
+        run.clear();
+        run_data = nullptr;
+    };
+    auto mark = [&](Pfn pfn, const std::uint8_t* page) {
+        written_.set(pfn);
+        ++k.written;
+        if (res_.verify)
+            sums_[pfn] = wire::page_checksum({page, kPageSize});
+    };
+    const std::size_t n = b.pages.size();
+    for (std::size_t i = 0; i < n;) {
+        const auto& d = b.pages[i];
+        if (!(wire::encoding_feature(d.encoding) == 0 || (features_ & wire::encoding_feature(d.encoding))))
+            throw StreamError(std::string("page encoding ") + std::to_string(unsigned(d.encoding)) +
+                              " was not negotiated");
         switch (d.encoding) {
         case wire::PageEncoding::zero:
+        case wire::PageEncoding::free:
+            seen_.set(d.pfn);
             if (written_.test(d.pfn)) {
-                write_run(); // the page may be in the pending run: keep stream order
+                flush(); // the page may be in the pending run: keep stream order
                 dom_->zero_page(d.pfn);
                 written_.clear(d.pfn);
-                ++res_.pages_zeroed;
+                ++k.zeroed;
             }
             if (res_.verify)
                 sums_[d.pfn] = zero_sum_;
+            ++i;
             break;
         case wire::PageEncoding::raw: {
-            const std::uint8_t* data = batch_.data[i].data();
-            if (!run_pfns_.empty() && data != run_data_ + run_pfns_.size() * kPageSize)
-                write_run();
-            if (run_pfns_.empty())
-                run_data_ = data;
-            run_pfns_.push_back(d.pfn);
-            written_.set(d.pfn);
-            ++res_.pages_written;
-            if (res_.verify)
-                sums_[d.pfn] = wire::page_checksum(batch_.data[i]);
+            seen_.set(d.pfn);
+            const std::uint8_t* data = b.data[i].data();
+            if (!run.empty() && data != run_data + run.size() * kPageSize)
+                flush();
+            if (run.empty())
+                run_data = data;
+            run.push_back(d.pfn);
+            mark(d.pfn, data);
+            ++i;
+            break;
+        }
+        case wire::PageEncoding::deflate: {
+            flush();
+            const std::size_t g = b.group_pages[i]; // validated: 1..kMaxGroupPages, continuations follow
+            buf.resize(g * kPageSize);
+            inflater.decompress(b.data[i], {buf.data(), g * kPageSize});
+            std::vector<Pfn> pfns;
+            for (std::size_t j = 0; j < g; ++j) {
+                pfns.push_back(b.pages[i + j].pfn);
+                seen_.set(b.pages[i + j].pfn);
+                mark(b.pages[i + j].pfn, buf.data() + j * kPageSize);
+            }
+            dom_->write_pages(pfns, {buf.data(), g * kPageSize});
+            k.deflate += g;
+            i += g;
+            break;
+        }
+        case wire::PageEncoding::xbzrle: {
+            flush();
+            // The delta applies to the page as this destination holds it: the
+            // copy the source sent last (one channel per pfn keeps the order).
+            buf.resize(kPageSize);
+            dom_->read_page(d.pfn, {buf.data(), kPageSize});
+            codec::xbzrle_decode(b.data[i], {buf.data(), kPageSize});
+            Pfn p = d.pfn;
+            dom_->write_pages({&p, 1}, {buf.data(), kPageSize});
+            seen_.set(d.pfn);
+            mark(d.pfn, buf.data());
+            ++k.xbzrle;
+            ++i;
             break;
         }
         default:
-            throw StreamError(std::string("page encoding ") + std::to_string(unsigned(d.encoding)) +
-                              " was not negotiated");
+            throw StreamError("page encoding " + std::to_string(unsigned(d.encoding)) + " is not supported");
         }
     }
-    write_run();
+    flush();
+}
+
+void Receiver::read_channel(std::uint32_t c)
+{
+    Channel& ch = *channels_[c];
+    const auto nch = static_cast<std::uint32_t>(channels_.size());
+    std::uint32_t open_round = 0;
+    std::uint64_t round_pages = 0;
+    wire::PageBatch batch;
+    std::vector<std::uint8_t> buf;
+    auto inflater = codec::make_decompressor(codec::Algorithm::igzip);
+    bool state_seen = false;
+    for (;;) {
+        auto rec = ch.reader.read();
+        switch (rec.type) {
+        case wire::RecordType::page_batch: {
+            if (state_seen)
+                throw StreamError("page batch after platform state");
+            wire::parse_page_batch(rec.body, res_.nr_pages, batch);
+            // One connection delivers rounds in order (0, 1, 2... each closed
+            // by its ROUND_END), and a pfn always travels on the same channel,
+            // so the last copy of a page written is always its newest.
+            if (batch.round != open_round)
+                throw StreamError("page batch of round " + std::to_string(batch.round) + " while round " +
+                                  std::to_string(open_round) + " is open");
+            for (const auto& d : batch.pages)
+                if (wire::channel_of(d.pfn, nch) != c)
+                    throw StreamError("pfn " + std::to_string(d.pfn) + " arrived on channel " + std::to_string(c) +
+                                      ", it belongs to channel " + std::to_string(wire::channel_of(d.pfn, nch)));
+            round_pages += batch.pages.size();
+            apply_batch(c, batch, buf, *inflater);
+            break;
+        }
+        case wire::RecordType::round_end: {
+            auto r = wire::parse_round_end(rec.body);
+            if (r.round != open_round)
+                throw StreamError("ROUND_END of round " + std::to_string(r.round) + " while round " +
+                                  std::to_string(open_round) + " is open");
+            if (state_seen)
+                throw StreamError("ROUND_END after platform state");
+            ++open_round;
+            // Every page of the round is in the domain now (writes are
+            // synchronous): tell the source, which paces itself on it.
+            send(c, wire::encode_round_ack({r.round, round_pages}));
+            round_pages = 0;
+            break;
+        }
+        case wire::RecordType::platform_state: {
+            if (c != 0)
+                throw StreamError("platform state on channel " + std::to_string(c) + " (only channel 0 carries it)");
+            state_seen = true;
+            auto ps = wire::parse_platform_state(rec.body);
+            std::lock_guard<std::mutex> l(state_lock_);
+            state_bytes_ += ps.data.size();
+            if (state_.size() >= kMaxStateBlobs || state_bytes_ > kMaxStateBytes)
+                throw StreamError("platform state exceeds " + std::to_string(kMaxStateBlobs) + " blobs or " +
+                                  std::to_string(kMaxStateBytes >> 20) + " MiB");
+            state_.push_back({ps.state_type, {ps.data.begin(), ps.data.end()}});
+            break;
+        }
+        case wire::RecordType::end: {
+            wire::parse_end(rec.body);
+            std::lock_guard<std::mutex> l(state_lock_);
+            res_.rounds = std::max(res_.rounds, open_round);
+            ch.counts.bytes = ch.reader.bytes_read() + wire::kSourceMagic.size();
+            return;
+        }
+        default:
+            throw StreamError(std::string("unexpected ") +
+                              wire::record_type_name(static_cast<std::uint32_t>(rec.type)) +
+                              " record from the source on channel " + std::to_string(c));
+        }
+    }
+}
+
+void Receiver::channel_failed(std::exception_ptr e)
+{
+    {
+        std::lock_guard<std::mutex> l(error_lock_);
+        if (!error_)
+            error_ = e;
+    }
+    if (!failed_.exchange(true)) {
+        // Wake the other channels' readers; the write sides stay open so the
+        // source can still be told why (DONE on channel 0).
+        for (auto& ch : channels_)
+            ::shutdown(ch->fd, SHUT_RD);
+    }
+}
+
+void Receiver::channel_main(std::uint32_t c)
+{
+    try {
+        read_channel(c);
+    } catch (...) {
+        channel_failed(std::current_exception());
+    }
 }
 
 ReceiveResult Receiver::run()
 {
-    Stopwatch total;
     try {
         phase_ = Phase::negotiate;
+        Channel& ch0 = *channels_[0];
         try {
-            wire::read_magic(in_, wire::kSourceMagic);
+            wire::read_magic(ch0.src, wire::kSourceMagic);
         } catch (const StreamError& e) {
             throw StreamError("the peer is not a fastmig sender (" + e.cause() + ")");
         }
-        auto rec = reader_.read();
+        auto rec = ch0.reader.read();
         if (rec.type != wire::RecordType::header)
             throw StreamError(std::string("expected HEADER first, got ") +
                               wire::record_type_name(static_cast<std::uint32_t>(rec.type)));
@@ -194,66 +396,45 @@ ReceiveResult Receiver::run()
         }
         auto h = wire::parse_header(rec.body);
         res_.source_name = h.domain_name;
-        accept_or_refuse(h);
+        wire::Channels chans;
+        if (h.features & wire::kFeatureChannels) {
+            rec = ch0.reader.read();
+            if (rec.type != wire::RecordType::channels)
+                throw StreamError(std::string("expected CHANNELS after HEADER, got ") +
+                                  wire::record_type_name(static_cast<std::uint32_t>(rec.type)));
+            chans = wire::parse_channels(rec.body);
+        }
+        accept_or_refuse(h, chans.count, chans.session);
 
         phase_ = Phase::receive;
-        std::vector<StateBlob> state;
-        std::uint64_t state_bytes = 0;
         Stopwatch recv;
-        for (bool end = false; !end;) {
-            rec = reader_.read();
-            switch (rec.type) {
-            case wire::RecordType::page_batch:
-                if (!state.empty())
-                    throw StreamError("page batch after platform state");
-                on_batch(rec.body);
-                break;
-            case wire::RecordType::round_end: {
-                auto r = wire::parse_round_end(rec.body);
-                if (r.round != open_round_)
-                    throw StreamError("ROUND_END of round " + std::to_string(r.round) + " while round " +
-                                      std::to_string(open_round_) + " is open");
-                if (!state.empty())
-                    throw StreamError("ROUND_END after platform state");
-                ++open_round_;
-                res_.rounds = open_round_;
-                // Every page of the round is in the domain now (writes are
-                // synchronous): tell the source, which paces itself on it.
-                write_all(fd_, reply(wire::encode_round_ack({r.round, round_pages_})), opt_.io_timeout);
-                round_pages_ = 0;
-                break;
-            }
-            case wire::RecordType::platform_state: {
-                auto ps = wire::parse_platform_state(rec.body);
-                state_bytes += ps.data.size();
-                if (state.size() >= kMaxStateBlobs || state_bytes > kMaxStateBytes)
-                    throw StreamError("platform state exceeds " + std::to_string(kMaxStateBlobs) + " blobs or " +
-                                      std::to_string(kMaxStateBytes >> 20) + " MiB");
-                state.push_back({ps.state_type, {ps.data.begin(), ps.data.end()}});
-                break;
-            }
-            case wire::RecordType::end:
-                wire::parse_end(rec.body);
-                end = true;
-                break;
-            default:
-                throw StreamError(std::string("unexpected ") +
-                                  wire::record_type_name(static_cast<std::uint32_t>(rec.type)) +
-                                  " record from the source");
-            }
+        {
+            std::vector<std::thread> threads;
+            for (std::uint32_t c = 1; c < channels_.size(); ++c)
+                threads.emplace_back([this, c] { channel_main(c); });
+            channel_main(0);
+            for (auto& t : threads)
+                t.join();
         }
+        if (failed_)
+            std::rethrow_exception(error_);
         res_.receive_ms = recv.seconds() * 1e3;
-        res_.bytes_received = reader_.bytes_read() + wire::kSourceMagic.size();
+        for (auto& ch : channels_) {
+            res_.bytes_received += ch->counts.bytes;
+            res_.pages_written += ch->counts.written;
+            res_.pages_zeroed += ch->counts.zeroed;
+            res_.pages_deflate += ch->counts.deflate;
+            res_.pages_xbzrle += ch->counts.xbzrle;
+        }
 
         // Never start a domain with memory the stream did not cover.
         std::uint64_t seen = seen_.count();
         if (seen != res_.nr_pages)
-            throw StreamError("the stream ended with " + std::to_string(res_.nr_pages - seen) +
-                              " pages never sent");
+            throw StreamError("the stream ended with " + std::to_string(res_.nr_pages - seen) + " pages never sent");
 
         phase_ = Phase::restore;
         Stopwatch restore;
-        dom_->restore_state(state);
+        dom_->restore_state(state_);
         phase_ = Phase::resume;
         dom_->unpause();
         res_.resumed_at_ns = dom_->clock().resumed_at_ns;

@@ -22,6 +22,10 @@ struct ReceiveOptions {
     // Destination kinds this receiver can build.
     std::vector<std::uint32_t> kinds = {kDomainKindSim};
     std::function<void(const std::string&)> log;
+    // Accepts one more connection (an extra channel of the same stream),
+    // waiting at most the given time.  Without it, a multi-channel stream is
+    // refused.
+    std::function<int(std::chrono::milliseconds)> accept_channel;
 };
 
 struct ReceiveResult {
@@ -31,6 +35,9 @@ struct ReceiveResult {
     std::uint64_t bytes_received = 0;
     std::uint64_t pages_written = 0; // data pages written (all rounds)
     std::uint64_t pages_zeroed = 0;  // pages re-zeroed after an earlier write
+    std::uint64_t pages_deflate = 0; // of pages_written: arrived in deflate groups
+    std::uint64_t pages_xbzrle = 0;  // of pages_written: arrived as XBZRLE deltas
+    unsigned channels = 1;
     unsigned rounds = 0;
     std::uint64_t resumed_at_ns = 0;
     std::uint64_t verify_digest = 0;

@@ -1,6 +1,5 @@
 #include "stream/sender.hpp"
 
-#include "stream/classify.hpp"
 #include "stream/clock.hpp"
 #include "stream/transport.hpp"
 #include "stream/wire.hpp"
@@ -8,50 +7,42 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <random>
 
 namespace fastmig {
 
 namespace {
 
-// Page buffer aligned for vector zero detection and O_DIRECT-friendly reads.
-struct PageBuffer {
-    explicit PageBuffer(std::size_t pages)
-        : size(pages * kPageSize), data(static_cast<std::uint8_t*>(std::aligned_alloc(kPageSize, size)))
-    {
-        if (!data)
-            throw Error("out of memory for a " + std::to_string(size) + "-byte page buffer");
-    }
-    ~PageBuffer() { std::free(data); }
-    PageBuffer(const PageBuffer&) = delete;
-    PageBuffer& operator=(const PageBuffer&) = delete;
-    std::size_t size;
-    std::uint8_t* data;
+// One connection's reply direction (destination to source).
+struct ReplyChannel {
+    ReplyChannel(int fd, std::chrono::milliseconds timeout) : src(fd, timeout), reader(src) {}
+    SocketSource src;
+    wire::RecordReader reader;
 };
 
 class Sender {
 public:
-    Sender(Domain& dom, int fd, const SendOptions& opt)
-        : dom_(dom), fd_(fd), opt_(opt), policy_(opt.policy), buf_(opt.batch_pages),
-          replies_(fd, opt.io_timeout), reader_(replies_)
+    Sender(Domain& dom, int fd, const SendOptions& opt) : dom_(dom), fds_{fd}, opt_(opt), policy_(opt.policy)
     {
-        if (opt_.batch_pages == 0 || opt_.batch_pages > wire::kMaxBatchPages)
+        if (opt_.channels < 1 || opt_.channels > wire::kMaxChannels)
+            throw Error("channels must be 1.." + std::to_string(wire::kMaxChannels));
+        if (opt_.channels > 1 && !opt_.connect_channel)
+            throw Error("several channels need a way to connect them");
+        if (opt_.pipeline.batch_pages == 0 || opt_.pipeline.batch_pages > wire::kMaxBatchPages)
             throw Error("batch size must be 1.." + std::to_string(wire::kMaxBatchPages) + " pages");
-        pfns_.reserve(opt_.batch_pages);
+        replies_.push_back(std::make_unique<ReplyChannel>(fd, opt.io_timeout));
     }
 
     SendResult run();
 
 private:
     void negotiate();
-    void send_all_pages(unsigned round);
-    void send_dirty_pages(const DirtyBitmap& dirty, unsigned round);
-    void queue(Pfn pfn, unsigned round);
-    void flush(unsigned round);
+    void run_round(unsigned round, const DirtyBitmap* dirty, bool stop_copy);
     void send_state();
-    void send_record(const std::vector<std::uint8_t>& rec);
+    void send_control(std::vector<std::uint8_t> rec);
+    wire::Record next_reply(unsigned channel, wire::RecordType want);
+    void wait_round_acks(unsigned round);
     wire::Done wait_done();
-    wire::Record next_reply(wire::RecordType want);
-    void wait_round_ack(unsigned round);
     void report(bool force);
     void log(const std::string& line)
     {
@@ -59,29 +50,44 @@ private:
             opt_.log(line);
     }
     std::string peer_reason();
+    std::uint64_t features() const;
 
     Domain& dom_;
-    int fd_;
+    std::vector<int> fds_;
+    std::vector<Fd> owned_; // the extra channels' sockets
     const SendOptions& opt_;
     PrecopyPolicy policy_;
-    PageBuffer buf_;
-    std::vector<Pfn> pfns_;
-    wire::BatchEncoder enc_;
-    SocketSource replies_;
-    wire::RecordReader reader_;
+    std::vector<std::unique_ptr<ReplyChannel>> replies_;
+    std::unique_ptr<SendPipeline> pipe_;
     SendResult res_;
     Phase phase_ = Phase::setup;
     Stopwatch total_;
     Stopwatch last_progress_;
     RoundStats cur_;
     std::uint64_t round_target_ = 0;
+    std::uint64_t round_base_pages_ = 0;
+    std::uint64_t control_bytes_ = 0; // records written outside the pipeline
     bool suspended_ = false;
 };
 
-void Sender::send_record(const std::vector<std::uint8_t>& rec)
+std::uint64_t Sender::features() const
 {
-    write_all(fd_, rec, opt_.io_timeout);
-    res_.bytes_sent += rec.size();
+    std::uint64_t f = 0;
+    if (opt_.verify)
+        f |= wire::kFeatureVerify;
+    if (opt_.pipeline.compression.algorithm != codec::Algorithm::none)
+        f |= wire::kFeatureDeflate;
+    if (opt_.pipeline.xbzrle_cache_bytes)
+        f |= wire::kFeatureXbzrle;
+    if (opt_.channels > 1)
+        f |= wire::kFeatureChannels;
+    return f;
+}
+
+void Sender::send_control(std::vector<std::uint8_t> rec)
+{
+    write_all(fds_[0], rec, opt_.io_timeout);
+    control_bytes_ += rec.size();
 }
 
 void Sender::negotiate()
@@ -89,91 +95,101 @@ void Sender::negotiate()
     phase_ = Phase::negotiate;
     wire::StreamHeader h;
     h.nr_pages = dom_.nr_pages();
-    h.features = opt_.verify ? std::uint64_t{wire::kFeatureVerify} : 0;
+    h.features = features();
     h.domain_kind = dom_.kind();
     h.domain_name = dom_.name();
     std::vector<std::uint8_t> out(wire::kSourceMagic.begin(), wire::kSourceMagic.end());
     auto hdr = wire::encode_header(h);
     out.insert(out.end(), hdr.begin(), hdr.end());
-    send_record(out);
+    std::uint64_t session = std::random_device{}() | (std::uint64_t(std::random_device{}()) << 32);
+    if (opt_.channels > 1) {
+        auto ch = wire::encode_channels({opt_.channels, session});
+        out.insert(out.end(), ch.begin(), ch.end());
+    }
+    send_control(out);
 
     try {
-        wire::read_magic(replies_, wire::kReplyMagic);
+        wire::read_magic(replies_[0]->src, wire::kReplyMagic);
     } catch (const StreamError& e) {
         throw Error("the peer is not a fastmig receiver (" + e.cause() + ")");
     }
-    auto rec = reader_.read();
-    if (rec.type != wire::RecordType::accept)
-        throw StreamError(std::string("expected ACCEPT from the destination, got ") +
-                          wire::record_type_name(static_cast<std::uint32_t>(rec.type)));
-    auto a = wire::parse_accept(rec.body);
+    auto a = wire::parse_accept(next_reply(0, wire::RecordType::accept).body);
     if (a.status != wire::kAcceptOk)
         throw Error("the destination refused the domain: " + a.message);
+
+    // The destination took the domain: open the other channels.
+    for (std::uint32_t c = 1; c < opt_.channels; ++c) {
+        owned_.emplace_back(opt_.connect_channel());
+        int fd = owned_.back().get();
+        fds_.push_back(fd);
+        replies_.push_back(std::make_unique<ReplyChannel>(fd, opt_.io_timeout));
+        std::vector<std::uint8_t> hello(wire::kSourceMagic.begin(), wire::kSourceMagic.end());
+        auto rec = wire::encode_channel_hello({c, session});
+        hello.insert(hello.end(), rec.begin(), rec.end());
+        write_all(fd, hello, opt_.io_timeout);
+        control_bytes_ += hello.size();
+        wire::read_magic(replies_[c]->src, wire::kReplyMagic);
+    }
 }
 
 void Sender::report(bool force)
 {
-    if (!opt_.progress)
-        return;
     if (!force && last_progress_.seconds() < 0.1)
         return;
     last_progress_.restart();
+    pipe_->update_rates();
+    if (!opt_.progress)
+        return;
     Progress p;
     p.round = cur_.round;
     p.stop_copy = cur_.stop_copy;
-    p.pages_done = cur_.pages;
+    auto c = pipe_->counters();
+    p.pages_done = c.pages - round_base_pages_; // pages of this round written so far
     p.pages_round = round_target_;
-    p.bytes_total = res_.bytes_sent;
+    p.bytes_total = c.wire_bytes + control_bytes_;
     p.elapsed_s = total_.seconds();
     p.bandwidth = policy_.bandwidth_bytes_per_s();
     opt_.progress(p);
 }
 
-void Sender::flush(unsigned round)
+// Queues every page of the round (all of them in round 0), waits until they
+// are written, closes the round on every channel and waits for the
+// destination to acknowledge it on every channel.
+void Sender::run_round(unsigned round, const DirtyBitmap* dirty, bool stop_copy)
 {
-    if (pfns_.empty())
-        return;
-    std::span<std::uint8_t> dst(buf_.data, pfns_.size() * kPageSize);
-    dom_.read_pages(pfns_, dst);
-    enc_.begin(round);
-    for (std::size_t i = 0; i < pfns_.size(); ++i) {
-        const std::uint8_t* page = buf_.data + i * kPageSize;
-        if (is_zero_page(page)) {
-            enc_.add_zero(pfns_[i]);
-            ++cur_.zero_pages;
-        } else {
-            enc_.add(pfns_[i], wire::PageEncoding::raw, {page, kPageSize});
-        }
+    cur_ = RoundStats{};
+    cur_.round = round;
+    cur_.stop_copy = stop_copy;
+    auto before = pipe_->counters();
+    round_base_pages_ = before.pages;
+    std::vector<std::uint64_t> per_channel(fds_.size(), 0);
+    const auto nch = static_cast<std::uint32_t>(fds_.size());
+    auto queue = [&](Pfn p) {
+        pipe_->add(p, round);
+        ++per_channel[wire::channel_of(p, nch)];
+        if ((p & 0xfff) == 0)
+            report(false);
+    };
+    if (!dirty) {
+        round_target_ = dom_.nr_pages();
+        for (Pfn p = 0; p < dom_.nr_pages(); ++p)
+            queue(p);
+    } else {
+        round_target_ = dirty->count();
+        dirty->for_each_set(queue);
     }
-    auto iov = enc_.finish();
-    write_all(fd_, iov, opt_.io_timeout);
-    cur_.bytes += enc_.wire_size();
-    res_.bytes_sent += enc_.wire_size();
-    cur_.pages += pfns_.size();
-    pfns_.clear();
-    report(false);
-}
-
-void Sender::queue(Pfn pfn, unsigned round)
-{
-    pfns_.push_back(pfn);
-    if (pfns_.size() >= opt_.batch_pages)
-        flush(round);
-}
-
-void Sender::send_all_pages(unsigned round)
-{
-    round_target_ = dom_.nr_pages();
-    for (Pfn p = 0; p < dom_.nr_pages(); ++p)
-        queue(p, round);
-    flush(round);
-}
-
-void Sender::send_dirty_pages(const DirtyBitmap& dirty, unsigned round)
-{
-    round_target_ = dirty.count();
-    dirty.for_each_set([&](Pfn p) { queue(p, round); });
-    flush(round);
+    pipe_->drain();
+    for (std::uint32_t c = 0; c < nch; ++c)
+        pipe_->send_record(c, wire::encode_round_end({round, per_channel[c]}));
+    pipe_->drain();
+    auto after = pipe_->counters();
+    cur_.pages = after.pages - before.pages;
+    cur_.zero_pages = after.zero_pages - before.zero_pages;
+    cur_.deflate_pages = after.deflate_pages - before.deflate_pages;
+    cur_.xbzrle_pages = after.xbzrle_pages - before.xbzrle_pages;
+    cur_.bytes = after.wire_bytes - before.wire_bytes;
+    res_.pages_zero += cur_.zero_pages;
+    res_.pages_data += cur_.pages - cur_.zero_pages;
 }
 
 void Sender::send_state()
@@ -183,32 +199,15 @@ void Sender::send_state()
         if (blob.data.size() > wire::kMaxStateBlob)
             throw Error("platform state blob of type " + std::to_string(blob.type) + " is " +
                         std::to_string(blob.data.size()) + " bytes, above the stream's limit");
-        send_record(wire::encode_platform_state(blob.type, blob.data));
+        pipe_->send_record(0, wire::encode_platform_state(blob.type, blob.data));
     }
 }
 
-std::string Sender::peer_reason()
+// Reads the next reply on a channel; a DONE with an error status there means
+// the destination gave up, and its reason is the error.
+wire::Record Sender::next_reply(unsigned channel, wire::RecordType want)
 {
-    // After a failed send, the destination may have said why it gave up.
-    try {
-        replies_.set_timeout(std::chrono::milliseconds(1000));
-        for (int i = 0; i < 4; ++i) { // acks of earlier rounds may come first
-            auto rec = reader_.read();
-            if (rec.type == wire::RecordType::done) {
-                auto d = wire::parse_done(rec.body);
-                return d.status != 0 ? d.message : std::string();
-            }
-        }
-    } catch (...) {
-    }
-    return {};
-}
-
-// Reads the next reply; a DONE with an error status means the destination
-// gave up, and its reason is the error.
-wire::Record Sender::next_reply(wire::RecordType want)
-{
-    auto rec = reader_.read();
+    auto rec = replies_[channel]->reader.read();
     if (rec.type == wire::RecordType::done && want != wire::RecordType::done) {
         auto d = wire::parse_done(rec.body);
         throw Error("the destination gave up: " + (d.message.empty() ? std::string("no reason given") : d.message));
@@ -220,29 +219,54 @@ wire::Record Sender::next_reply(wire::RecordType want)
     return rec;
 }
 
-void Sender::wait_round_ack(unsigned round)
+void Sender::wait_round_acks(unsigned round)
 {
-    auto ack = wire::parse_round_ack(next_reply(wire::RecordType::round_ack).body);
-    if (ack.round != round)
-        throw StreamError("ROUND_ACK of round " + std::to_string(ack.round) + " while waiting for round " +
-                          std::to_string(round));
+    for (unsigned c = 0; c < fds_.size(); ++c) {
+        auto ack = wire::parse_round_ack(next_reply(c, wire::RecordType::round_ack).body);
+        if (ack.round != round)
+            throw StreamError("channel " + std::to_string(c) + ": ROUND_ACK of round " + std::to_string(ack.round) +
+                              " while waiting for round " + std::to_string(round));
+    }
+}
+
+std::string Sender::peer_reason()
+{
+    // After a failure, the destination may have said why it gave up.
+    try {
+        replies_[0]->src.set_timeout(std::chrono::milliseconds(1000));
+        for (int i = 0; i < 4; ++i) { // acks of earlier rounds may come first
+            auto rec = replies_[0]->reader.read();
+            if (rec.type == wire::RecordType::done) {
+                auto d = wire::parse_done(rec.body);
+                return d.status != 0 ? d.message : std::string();
+            }
+        }
+    } catch (...) {
+    }
+    return {};
 }
 
 wire::Done Sender::wait_done()
 {
     phase_ = Phase::finish;
-    replies_.set_timeout(opt_.done_timeout);
+    for (auto& r : replies_)
+        r->src.set_timeout(opt_.done_timeout);
     // The last round is acknowledged like the others, before DONE.
-    wait_round_ack(res_.rounds - 1);
-    return wire::parse_done(next_reply(wire::RecordType::done).body);
+    wait_round_acks(res_.rounds - 1);
+    return wire::parse_done(next_reply(0, wire::RecordType::done).body);
 }
 
 SendResult Sender::run()
 {
     res_.domain = dom_.name();
     res_.nr_pages = dom_.nr_pages();
+    res_.channels = opt_.channels;
+    res_.threads = opt_.pipeline.threads;
     try {
         negotiate();
+        PipelineConfig pc = opt_.pipeline;
+        pc.io_timeout = opt_.io_timeout;
+        pipe_ = std::make_unique<SendPipeline>(dom_, fds_, pc);
 
         phase_ = Phase::precopy;
         dom_.enable_dirty_log();
@@ -250,31 +274,28 @@ SendResult Sender::run()
         unsigned round = 0;
         Stopwatch precopy;
         for (;;) {
-            cur_ = RoundStats{};
-            cur_.round = round;
             Stopwatch rt;
-            if (round == 0)
-                send_all_pages(round);
-            else
-                send_dirty_pages(dirty, round);
-            send_record(wire::encode_round_end({round, cur_.pages}));
+            run_round(round, round == 0 ? nullptr : &dirty, false);
             // Wait until the destination has applied the round: the round's
-            // time is then the end-to-end rate (not the rate at which the
-            // socket buffers filled), and no backlog is left in the pipe to
-            // be drained inside the downtime.
-            wait_round_ack(round);
+            // time is then the end-to-end rate (not the rate at which socket
+            // buffers filled), and no backlog is left in flight to be
+            // drained inside the downtime.
+            wait_round_acks(round);
             cur_.seconds = rt.seconds();
             cur_.dirty_after = dom_.fetch_and_clear_dirty(dirty);
 
             RoundSample s{round, cur_.pages, cur_.pages - cur_.zero_pages, cur_.bytes, cur_.seconds,
                           cur_.dirty_after};
             Decision d = policy_.after_round(s);
+            pipe_->update_rates();
             cur_.predicted_downtime_ms = d.predicted_downtime_ms;
             res_.round_stats.push_back(cur_);
             report(true);
-            char line[200];
-            std::snprintf(line, sizeof line, "round %u: %llu pages (%llu zero), %.1f MiB in %.1f ms; ", round,
+            char line[240];
+            std::snprintf(line, sizeof line,
+                          "round %u: %llu pages (%llu zero, %llu deflate, %llu xbzrle), %.1f MiB in %.1f ms; ", round,
                           (unsigned long long)cur_.pages, (unsigned long long)cur_.zero_pages,
+                          (unsigned long long)cur_.deflate_pages, (unsigned long long)cur_.xbzrle_pages,
                           double(cur_.bytes) / (1 << 20), cur_.seconds * 1e3);
             log(line + d.why);
             ++round;
@@ -292,9 +313,6 @@ SendResult Sender::run()
         suspended_ = true;
         res_.paused_at_ns = dom_.clock().paused_at_ns;
         Stopwatch paused;
-        cur_ = RoundStats{};
-        cur_.round = round;
-        cur_.stop_copy = true;
         // Left to send: the set fetched after the last precopy round (which
         // the policy judged small enough) plus whatever the guest dirtied
         // between that fetch and the suspension.
@@ -303,10 +321,12 @@ SendResult Sender::run()
             dom_.fetch_and_clear_dirty(late);
             dirty.merge(late);
         }
-        send_dirty_pages(dirty, round);
-        send_record(wire::encode_round_end({round, cur_.pages}));
+        run_round(round, &dirty, true);
         send_state();
-        send_record(wire::encode_end());
+        for (unsigned c = 1; c < fds_.size(); ++c)
+            pipe_->send_record(c, wire::encode_end());
+        pipe_->send_record(0, wire::encode_end());
+        pipe_->drain();
         cur_.seconds = sc.seconds();
         res_.round_stats.push_back(cur_);
         res_.stop_copy_ms = sc.seconds() * 1e3;
@@ -322,6 +342,15 @@ SendResult Sender::run()
         // From here the destination runs the domain: the source must never
         // be resumed again, whatever happens below.
         suspended_ = false;
+        auto c = pipe_->counters();
+        pipe_.reset();
+        res_.bytes_sent = c.wire_bytes + control_bytes_;
+        res_.pages_deflate = c.deflate_pages;
+        res_.pages_xbzrle = c.xbzrle_pages;
+        res_.deflate_in = c.deflate_in;
+        res_.deflate_out = c.deflate_out;
+        res_.xbzrle_hits = c.xbzrle_hits;
+        res_.xbzrle_misses = c.xbzrle_misses;
 
         if (opt_.verify) {
             phase_ = Phase::verify;
@@ -334,12 +363,9 @@ SendResult Sender::run()
         if (opt_.release_source)
             dom_.release();
         res_.total_ms = to_done_ms + rel.seconds() * 1e3;
-        for (const auto& r : res_.round_stats) {
-            res_.pages_zero += r.zero_pages;
-            res_.pages_data += r.pages - r.zero_pages;
-        }
         return res_;
     } catch (const Error& e) {
+        pipe_.reset(); // stop every pipeline thread before touching the domain
         std::string cause = e.cause();
         if (phase_ != Phase::finish && phase_ != Phase::negotiate) {
             std::string why = peer_reason();
@@ -361,6 +387,20 @@ SendResult Sender::run()
         throw Error(dom_.name(), phase_, cause);
     }
 }
+
+// Same-size page buffer for verification reads.
+struct PageBuffer {
+    explicit PageBuffer(std::size_t pages)
+        : data(static_cast<std::uint8_t*>(std::aligned_alloc(kPageSize, pages * kPageSize)))
+    {
+        if (!data)
+            throw Error("out of memory for a page buffer");
+    }
+    ~PageBuffer() { std::free(data); }
+    PageBuffer(const PageBuffer&) = delete;
+    PageBuffer& operator=(const PageBuffer&) = delete;
+    std::uint8_t* data;
+};
 
 } // namespace
 

@@ -7,6 +7,7 @@
 
 #include "stream/domain.hpp"
 #include "stream/precopy_policy.hpp"
+#include "stream/send_pipeline.hpp"
 
 #include <chrono>
 #include <cstdint>
@@ -29,9 +30,14 @@ struct Progress {
 
 struct SendOptions {
     PolicyConfig policy;
-    std::uint32_t batch_pages = 512;
+    PipelineConfig pipeline; // threads, batch size, codecs, XBZRLE, bandwidth cap
     bool verify = false; // destination checksums pages; source compares after DONE
     bool release_source = true; // destroy the source once the destination runs it
+    // Extra channels: how many connections in all, and how to open one more
+    // to the same destination (called after the destination's ACCEPT, so
+    // nothing but the first connection is opened to a peer that refuses).
+    unsigned channels = 1;
+    std::function<int()> connect_channel;
     std::chrono::milliseconds io_timeout{30000};
     std::chrono::milliseconds suspend_timeout{5000};
     std::chrono::milliseconds done_timeout{60000};
@@ -46,6 +52,8 @@ struct RoundStats {
     bool stop_copy = false;
     std::uint64_t pages = 0;
     std::uint64_t zero_pages = 0;
+    std::uint64_t deflate_pages = 0;
+    std::uint64_t xbzrle_pages = 0;
     std::uint64_t bytes = 0;
     double seconds = 0;
     std::uint64_t dirty_after = 0;
@@ -58,6 +66,11 @@ struct SendResult {
     std::uint64_t bytes_sent = 0;
     std::uint64_t pages_zero = 0;   // zero descriptors sent (all rounds)
     std::uint64_t pages_data = 0;   // pages sent with data (all rounds)
+    std::uint64_t pages_deflate = 0; // of pages_data: sent in deflate groups
+    std::uint64_t pages_xbzrle = 0;  // of pages_data: sent as XBZRLE deltas
+    std::uint64_t deflate_in = 0, deflate_out = 0;
+    std::uint64_t xbzrle_hits = 0, xbzrle_misses = 0;
+    unsigned channels = 1, threads = 1;
     unsigned rounds = 0;            // precopy rounds + the stop-and-copy round
     StopReason stop_reason = StopReason::none;
     std::string stop_why;
@@ -75,6 +88,10 @@ struct SendResult {
 // Migrates `dom` over the connected socket `fd`.  On success the source is
 // released if opt.release_source (after verification, which reads it).  Throws Error (with domain and phase) on failure,
 // after making sure the source domain runs.
+// With opt.channels > 1, opt.connect_channel opens the other connections;
+// `fd` (channel 0) carries the control records, every channel carries pages
+// (docs/stream-format.md, Channels).  The sender owns what connect_channel
+// returns and closes it.
 SendResult send_domain(Domain& dom, int fd, const SendOptions& opt);
 
 // Per-page checksums of a suspended domain, for verification.

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <bit>
 #include <climits>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 
@@ -78,10 +79,11 @@ constexpr std::uint64_t kLengthLimit = std::uint64_t{1} << (64 - kLengthShift);
 static_assert(kMaxPages - 1 <= kPfnMask, "every legal pfn must fit the descriptor");
 static_assert(kPageSize + 64 < kLengthLimit, "every legal page length must fit the descriptor");
 
-// A compressed page may legally be a little larger than the page itself (a
-// deflate stored block, an XBZRLE delta of a scattered change); the slack is
-// what kMaxRecordBody was sized for.
-constexpr std::uint32_t kMaxEncodedPage = kPageSize + 64;
+// kMaxEncodedPage (wire.hpp): a compressed page may legally be a little
+// larger than the page itself (a deflate stored block, an XBZRLE delta of a
+// scattered change); the slack is what kMaxRecordBody was sized for.
+static_assert(kMaxGroupPages * std::uint64_t{kMaxEncodedPage} < kLengthLimit,
+              "the blob of a full deflate group must fit the descriptor");
 
 constexpr std::size_t kHeaderFixed = 32;
 constexpr std::size_t kBatchFixed = 16;
@@ -103,6 +105,8 @@ std::uint32_t max_body_length(std::uint32_t type)
     case RecordType::page_batch: return kMaxRecordBody;
     case RecordType::round_end: return kRoundEndSize;
     case RecordType::round_ack: return kRoundEndSize;
+    case RecordType::channels: return 16;
+    case RecordType::channel_hello: return 16;
     case RecordType::platform_state: return kStateFixed + kMaxStateBlob;
     case RecordType::accept: return kAcceptFixed + kMaxMessageLength;
     case RecordType::done: return kDoneFixed + kMaxMessageLength;
@@ -172,6 +176,8 @@ const char* record_type_name(std::uint32_t type)
     case RecordType::page_batch: return "page_batch";
     case RecordType::round_end: return "round_end";
     case RecordType::round_ack: return "round_ack";
+    case RecordType::channels: return "channels";
+    case RecordType::channel_hello: return "channel_hello";
     case RecordType::platform_state: return "platform_state";
     case RecordType::accept: return "accept";
     case RecordType::done: return "done";
@@ -320,7 +326,7 @@ void BatchEncoder::add(Pfn pfn, PageEncoding enc, std::span<const std::uint8_t> 
     case PageEncoding::zero:
     case PageEncoding::free: ok = len == 0; break;
     case PageEncoding::raw: ok = len == kPageSize; break;
-    case PageEncoding::deflate:
+    case PageEncoding::deflate: // a group of one page; continuations only come from add_group
     case PageEncoding::xbzrle: ok = len >= 1 && len <= kMaxEncodedPage; break;
     }
     if (!ok)
@@ -333,6 +339,30 @@ void BatchEncoder::add(Pfn pfn, PageEncoding enc, std::span<const std::uint8_t> 
         data_.push_back({const_cast<std::uint8_t*>(data.data()), len});
         data_bytes_ += len;
     }
+}
+
+void BatchEncoder::add_group(std::span<const Pfn> pfns, std::span<const std::uint8_t> blob)
+{
+    // All checks before the first descriptor goes in, so a refused group
+    // leaves the batch as it was.
+    const std::size_t n = pfns.size();
+    if (n < 1 || n > kMaxGroupPages)
+        throw Error("a deflate group has " + str(n) + " pages, must be 1.." + str(kMaxGroupPages));
+    if (n > room())
+        throw Error("a deflate group of " + str(n) + " pages does not fit the batch (room for " + str(room()) +
+                    ")");
+    if (blob.empty() || blob.size() > n * kMaxEncodedPage)
+        throw Error("a deflate group of " + str(n) + " pages cannot carry " + str(blob.size()) +
+                    " bytes (1.." + str(n * kMaxEncodedPage) + ")");
+    for (Pfn pfn : pfns)
+        if (pfn > kPfnMask)
+            throw Error("pfn " + str(pfn) + " does not fit a page descriptor");
+    constexpr std::uint64_t enc = std::uint64_t{static_cast<std::uint8_t>(PageEncoding::deflate)} << kEncodingShift;
+    descs_.push_back(pfns[0] | enc | std::uint64_t{blob.size()} << kLengthShift);
+    for (std::size_t i = 1; i < n; ++i)
+        descs_.push_back(pfns[i] | enc);
+    data_.push_back({const_cast<std::uint8_t*>(blob.data()), blob.size()});
+    data_bytes_ += blob.size();
 }
 
 std::span<const iovec> BatchEncoder::finish()
@@ -535,6 +565,7 @@ void parse_page_batch(std::span<const std::uint8_t> body, std::uint64_t nr_pages
 {
     out.pages.clear();
     out.data.clear();
+    out.group_pages.clear();
     if (body.size() < kBatchFixed)
         fail("page_batch", "body of " + str(body.size()) + " bytes is shorter than " + str(kBatchFixed));
     const std::uint8_t* p = body.data();
@@ -551,6 +582,23 @@ void parse_page_batch(std::span<const std::uint8_t> body, std::uint64_t nr_pages
     if (body.size() < desc_end)
         fail("page_batch", str(count) + " descriptors need " + str(desc_end) + " bytes, body has " +
                                str(body.size()));
+
+    // The open deflate group, if any: index of its start descriptor.  A group
+    // is closed (and its blob length judged against its page count) when a
+    // descriptor that is not a continuation arrives, or at the end.
+    constexpr std::size_t kNoGroup = SIZE_MAX;
+    std::size_t group = kNoGroup;
+    auto close_group = [&] {
+        if (group == kNoGroup)
+            return;
+        const std::size_t n = out.group_pages[group];
+        const std::uint32_t blob = out.pages[group].length;
+        if (blob > n * std::size_t{kMaxEncodedPage})
+            fail("page_batch", "descriptor " + str(group) + " (pfn " + str(out.pages[group].pfn) +
+                                   "): deflate group of " + str(n) + " pages has a blob of " + str(blob) +
+                                   " bytes, more than " + str(n * std::size_t{kMaxEncodedPage}));
+        group = kNoGroup;
+    };
 
     std::size_t off = desc_end;
     for (std::uint32_t i = 0; i < count; ++i) {
@@ -575,10 +623,14 @@ void parse_page_batch(std::span<const std::uint8_t> body, std::uint64_t nr_pages
             if (len != kPageSize)
                 rule = "raw page must have length 4096";
             break;
-        case PageEncoding::deflate:
         case PageEncoding::xbzrle:
             if (len < 1 || len > kMaxEncodedPage)
                 rule = "encoded page must have length 1..4160";
+            break;
+        case PageEncoding::deflate:
+            // The exact bound (n pages' worth) is checked when the group closes.
+            if (len > kMaxGroupPages * std::size_t{kMaxEncodedPage})
+                rule = "deflate group blob must have length 1..66560";
             break;
         default:
             fail("page_batch", where() + "unknown encoding " + str(enc));
@@ -588,13 +640,55 @@ void parse_page_batch(std::span<const std::uint8_t> body, std::uint64_t nr_pages
         if (len > body.size() - off)
             fail("page_batch", where() + "length " + str(len) + " runs past the end of the body (" +
                                    str(body.size() - off) + " bytes left)");
+        std::uint8_t in_group = 1;
+        if (static_cast<PageEncoding>(enc) == PageEncoding::deflate && len == 0) {
+            if (group == kNoGroup)
+                fail("page_batch", where() + "deflate continuation (length 0) without a group start before it");
+            if (out.group_pages[group] >= kMaxGroupPages)
+                fail("page_batch", where() + "deflate group starting at descriptor " + str(group) +
+                                       " has more than " + str(kMaxGroupPages) + " pages");
+            ++out.group_pages[group];
+            in_group = 0;
+        } else {
+            close_group();
+            if (static_cast<PageEncoding>(enc) == PageEncoding::deflate)
+                group = i;
+        }
         out.pages.push_back({pfn, static_cast<PageEncoding>(enc), static_cast<std::uint32_t>(len)});
         out.data.push_back(body.subspan(off, len));
+        out.group_pages.push_back(in_group);
         off += len;
     }
+    close_group();
     if (off != body.size())
         fail("page_batch", "lengths do not add up: " + str(body.size() - off) +
                                " bytes left over after the data of " + str(count) + " pages");
+}
+
+std::uint64_t encoding_feature(PageEncoding e)
+{
+    switch (e) {
+    case PageEncoding::deflate: return kFeatureDeflate;
+    case PageEncoding::xbzrle: return kFeatureXbzrle;
+    case PageEncoding::zero:
+    case PageEncoding::raw:
+    case PageEncoding::free: return 0;
+    }
+    return ~std::uint64_t{0}; // unknown encodings are never enabled
+}
+
+void check_batch_features(const PageBatch& batch, std::uint64_t features)
+{
+    for (std::size_t i = 0; i < batch.pages.size(); ++i) {
+        const PageDesc& d = batch.pages[i];
+        const std::uint64_t need = encoding_feature(d.encoding);
+        if ((need & features) != need)
+            fail("page_batch", "descriptor " + str(i) + " (pfn " + str(d.pfn) + "): encoding " +
+                                   (d.encoding == PageEncoding::deflate ? "DEFLATE" :
+                                    d.encoding == PageEncoding::xbzrle  ? "XBZRLE" :
+                                                                          str(static_cast<unsigned>(d.encoding))) +
+                                   " was not negotiated (feature bits " + hex(features) + ")");
+    }
 }
 
 // ---- checksums ------------------------------------------------------------

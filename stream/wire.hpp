@@ -52,6 +52,8 @@ enum class RecordType : std::uint32_t {
     accept = 5,         // D->S: answer to the header: go on, or refused with a reason
     done = 6,           // D->S: domain built and running (or failed), with figures
     round_ack = 7,      // D->S: every page of a round is written into the domain
+    channels = 8,       // S->D: after HEADER: how many connections carry the stream
+    channel_hello = 9,  // S->D: first record of every extra connection
 };
 const char* record_type_name(std::uint32_t type);
 
@@ -59,16 +61,32 @@ const char* record_type_name(std::uint32_t type);
 enum class PageEncoding : std::uint8_t {
     zero = 0,    // all-zero page; no data
     raw = 1,     // kPageSize bytes
-    deflate = 2, // reserved: raw deflate of the page (issue 4)
-    xbzrle = 3,  // reserved: XOR+RLE delta against the previously sent page (issue 4)
-    free = 4,    // reserved: page the guest declared free; destination makes it zero
+    deflate = 2, // raw deflate of a group of 1..kMaxGroupPages pages (see PageBatch)
+    xbzrle = 3,  // RLE delta against the copy of the page last sent (docs: XBZRLE)
+    free = 4,    // page the guest declared free; destination makes it zero
 };
+
+// A deflate group: one descriptor with encoding deflate and length > 0 starts
+// it and carries the whole compressed blob, which inflates to n * kPageSize
+// bytes; the n - 1 descriptors that follow it with encoding deflate and
+// length 0 are its other pages, in blob order.  1 <= n <= kMaxGroupPages and
+// the blob is 1 .. n * kMaxEncodedPage bytes, so the average per page stays
+// within kMaxEncodedPage and kMaxRecordBody needs no change.
+constexpr std::uint32_t kMaxGroupPages = 16;
+constexpr std::uint32_t kMaxEncodedPage = kPageSize + 64;
 
 // Feature bits in the header.  A destination refuses a bit it does not know.
 enum Feature : std::uint64_t {
-    kFeatureVerify = 1u << 0, // destination checksums every page and returns a digest in DONE
+    kFeatureVerify = 1u << 0,  // destination checksums every page and returns a digest in DONE
+    kFeatureDeflate = 1u << 1, // DEFLATE pages and groups (any deflate compressor: igzip, zlib)
+    kFeatureXbzrle = 1u << 2,  // XBZRLE pages
+    kFeatureChannels = 1u << 3, // a CHANNELS record follows HEADER: pages travel on several connections
 };
-constexpr std::uint64_t kKnownFeatures = kFeatureVerify;
+constexpr std::uint64_t kKnownFeatures = kFeatureVerify | kFeatureDeflate | kFeatureXbzrle | kFeatureChannels;
+
+// The feature bit a page encoding needs before a receiver may accept it (0:
+// always allowed; ZERO, RAW and FREE need no state or codec at either end).
+std::uint64_t encoding_feature(PageEncoding e);
 
 struct StreamHeader {
     std::uint32_t version = kVersion;
@@ -139,6 +157,15 @@ public:
     void begin(std::uint32_t round);
     void add(Pfn pfn, PageEncoding enc, std::span<const std::uint8_t> data);
     void add_zero(Pfn pfn) { add(pfn, PageEncoding::zero, {}); }
+    // A deflate group: pfns[0] carries `blob` (not copied: it must stay valid
+    // until the iovecs are written), pfns[1..] follow as continuations.
+    // 1 <= pfns.size() <= kMaxGroupPages, 1 <= blob.size() <=
+    // pfns.size() * kMaxEncodedPage, and the batch must have room for all of
+    // them (check room() first); otherwise Error and the batch is unchanged.
+    // add(pfn, deflate, blob) is the same as a group of one page.
+    void add_group(std::span<const Pfn> pfns, std::span<const std::uint8_t> blob);
+    // Descriptors that can still be added.
+    std::size_t room() const { return kMaxBatchPages - descs_.size(); }
     std::size_t count() const { return descs_.size(); }
     bool full() const { return descs_.size() >= kMaxBatchPages; }
     bool empty() const { return descs_.empty(); }
@@ -156,6 +183,31 @@ private:
     std::uint64_t data_bytes_ = 0;
     std::size_t wire_size_ = 0;
 };
+
+// Several connections ("channels").  Channel 0 is the connection that sent
+// HEADER; it announces the others with CHANNELS, and each other connection
+// opens with its magic and CHANNEL_HELLO.  Pages of one pfn always travel on
+// the same channel: channel_of(pfn) below, a protocol rule the receiver
+// enforces, which keeps every pfn's rounds in order whatever the channels'
+// relative timing.
+constexpr std::uint32_t kMaxChannels = 16;
+constexpr unsigned kChannelRegionShift = 9; // 2 MiB regions of pfns
+inline std::uint32_t channel_of(Pfn pfn, std::uint32_t nr_channels)
+{
+    return static_cast<std::uint32_t>((pfn >> kChannelRegionShift) % nr_channels);
+}
+struct Channels {
+    std::uint32_t count = 1;   // 1..kMaxChannels, including channel 0
+    std::uint64_t session = 0; // random; joins the extra connections to this stream
+};
+struct ChannelHello {
+    std::uint32_t index = 0;   // 1..count-1
+    std::uint64_t session = 0;
+};
+std::vector<std::uint8_t> encode_channels(const Channels& c);
+std::vector<std::uint8_t> encode_channel_hello(const ChannelHello& h);
+Channels parse_channels(std::span<const std::uint8_t> body);
+ChannelHello parse_channel_hello(std::span<const std::uint8_t> body);
 
 // ---- decoding -------------------------------------------------------------
 
@@ -219,13 +271,23 @@ PlatformState parse_platform_state(std::span<const std::uint8_t> body);
 struct PageBatch {
     std::uint32_t round = 0;
     std::vector<PageDesc> pages;
-    std::vector<std::span<const std::uint8_t>> data; // one per page, empty for zero/free
+    std::vector<std::span<const std::uint8_t>> data; // one per page, empty for zero/free/continuations
+    // One per page: for a deflate group start, the number of pages in the
+    // group (pages[i .. i+n-1], data[i] is the blob); 0 for a continuation
+    // page of a group; 1 for every other page.
+    std::vector<std::uint8_t> group_pages;
 };
 // Checks count <= kMaxBatchPages, every pfn < nr_pages, every encoding known
-// and its length legal (zero/free: 0, raw: kPageSize, deflate: 1..kPageSize+64,
-// xbzrle: 1..kPageSize+64), and that the lengths add up to the body exactly.
+// and its length legal (zero/free: 0, raw: kPageSize, xbzrle: 1..kPageSize+64,
+// deflate: a group start of 1..n*(kPageSize+64) bytes for its n pages, or a
+// continuation of length 0 right after the start or another continuation, at
+// most kMaxGroupPages pages per group), and that the lengths add up to the
+// body exactly.  Feature bits are not checked here: see check_batch_features.
 // `out` is reused to avoid allocations on the hot path.
 void parse_page_batch(std::span<const std::uint8_t> body, std::uint64_t nr_pages, PageBatch& out);
+// Refuses (StreamError) a batch with a page whose encoding needs a feature
+// bit that is not in `features` (the set the destination accepted).
+void check_batch_features(const PageBatch& batch, std::uint64_t features);
 
 // ---- checksums ------------------------------------------------------------
 

@@ -48,3 +48,23 @@ tests_unit_ipc_test_LDADD = evtchn-ipc/libfmipc.a $(UNIT_LDADD)
 tests_unit_sim_serve_main_SOURCES = tests/unit/sim_serve_main.cpp
 tests_unit_sim_serve_main_LDADD = $(FASTMIG_LIBS)
 TESTS += tests/unit/sim.test tests/unit/ipc.test
+
+# Page codecs (stream/codec/): deflate groups, XBZRLE, page cache, policy.
+check_PROGRAMS += tests/unit/codec.test
+tests_unit_codec_test_SOURCES = tests/unit/test_codec.cpp
+tests_unit_codec_test_CPPFLAGS = $(UNIT_CPPFLAGS)
+tests_unit_codec_test_LDADD = $(UNIT_LDADD)
+TESTS += tests/unit/codec.test
+
+# Codec micro-benchmark: not built by default nor by `make check`;
+# `make bench-codec` builds and runs it (BENCH_CODEC_ARGS=--quick for a
+# short run).
+EXTRA_PROGRAMS = tests/bench/codec-bench
+tests_bench_codec_bench_SOURCES = tests/bench/codec_bench.cpp
+tests_bench_codec_bench_CPPFLAGS = $(AM_CPPFLAGS) $(ISAL_CFLAGS)
+tests_bench_codec_bench_LDADD = $(FASTMIG_LIBS)
+CLEANFILES += tests/bench/codec-bench$(EXEEXT)
+BENCH_CODEC_ARGS =
+bench-codec: tests/bench/codec-bench$(EXEEXT)
+	./tests/bench/codec-bench$(EXEEXT) $(BENCH_CODEC_ARGS)
+.PHONY: bench-codec

@@ -4,6 +4,13 @@
 # the domain running on exactly one side whatever happens.
 . "$(dirname "$0")/lib.sh"
 
+wait_file() { for _ in $(seq 100); do [ -e "$1" ] && return 0; sleep 0.1; done; echo "timed out waiting for $1"; return 1; }
+# wait_listen PORT: until something listens on 127.0.0.1:PORT (read from /proc, no connection made).
+wait_listen() {
+  local hex; hex=$(printf '%04X' "$1")
+  for _ in $(seq 100); do grep -q ":$hex 00000000:0000 0A" /proc/net/tcp && return 0; sleep 0.1; done
+  echo "nothing listens on port $1"; return 1
+}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # expect_fail STATUS PATTERN COMMAND...: COMMAND exits STATUS and its stderr
@@ -40,7 +47,7 @@ port_in_use() {
   local port; port=$(free_port)
   python3 -c 'import socket,sys,time; s=socket.socket(); s.bind(("127.0.0.1",int(sys.argv[1]))); s.listen(); time.sleep(5)' "$port" &
   local py=$!
-  sleep 0.5
+  wait_listen "$port" || return 1
   expect_fail 1 "cannot listen on 127.0.0.1:$port" fm receive --listen "127.0.0.1:$port"
   local rc=$?
   kill $py 2>/dev/null; wait $py 2>/dev/null
@@ -63,7 +70,7 @@ send_receive() {
   id=$(fm sim create --memory 256M --workload web) || return 1
   fm receive --listen "127.0.0.1:$port" >"$WORK/recv.out" 2>&1 &
   echo $! >"$WORK/recv.pid"
-  sleep 0.5
+  wait_listen "$port" || return 1
   out="$WORK/send.json"
   fm send "$id" "127.0.0.1:$port" --verify --json >"$out" || { cat "$out" "$WORK/recv.out"; return 1; }
   wait "$(cat "$WORK/recv.pid")" || { echo "receiver failed"; cat "$WORK/recv.out"; return 1; }
@@ -84,7 +91,7 @@ refused() {
   id=$(fm sim create --memory 256M --workload idle) || return 1
   fm receive --listen "127.0.0.1:$port" --max-memory 64M >/dev/null 2>"$WORK/recv.err" &
   local rpid=$!
-  sleep 0.5
+  wait_listen "$port" || return 1
   expect_fail 1 "refused the domain: .*exceeds" fm send "$id" "127.0.0.1:$port" || return 1
   wait $rpid && return 1  # the receiver reports the refusal too
   fm sim info "$id" | grep -q "state: running" || return 1
@@ -96,12 +103,14 @@ not_fastmig_peer() {
   local port id
   port=$(free_port)
   id=$(fm sim create --memory 64M --workload idle) || return 1
+  rm -f "$WORK/http.ready"
   python3 -c '
 import socket,sys
 s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1",int(sys.argv[1]))); s.listen()
-c,_=s.accept(); c.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n"); c.recv(65536); c.close()' "$port" &
+open(sys.argv[2], "w").close()
+c,_=s.accept(); c.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n"); c.recv(65536); c.close()' "$port" "$WORK/http.ready" &
   local py=$!
-  sleep 0.5
+  wait_file "$WORK/http.ready" || return 1
   expect_fail 1 "not a fastmig receiver" fm send "$id" "127.0.0.1:$port" || return 1
   wait $py
   fm sim info "$id" | grep -q "state: running" || return 1
@@ -114,7 +123,7 @@ not_fastmig_sender() {
   port=$(free_port)
   fm receive --listen "127.0.0.1:$port" >/dev/null 2>"$WORK/recv2.err" &
   local rpid=$!
-  sleep 0.5
+  wait_listen "$port" || return 1
   python3 -c 'import socket,sys; c=socket.create_connection(("127.0.0.1",int(sys.argv[1]))); c.sendall(b"GET / HTTP/1.0\r\n\r\n"); c.close()' "$port"
   local rc=0
   wait $rpid || rc=$?
@@ -133,7 +142,7 @@ migrate_twice() {
     port=$(free_port)
     fm receive --listen "127.0.0.1:$port" >"$WORK/hop$hop.out" 2>&1 &
     local rpid=$!
-    sleep 0.5
+    wait_listen "$port" || return 1
     out="$WORK/hop$hop.json"
     fm send "$id" "127.0.0.1:$port" --verify --json >"$out" || { cat "$out" "$WORK/hop$hop.out"; return 1; }
     wait $rpid || return 1

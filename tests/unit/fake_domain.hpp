@@ -17,19 +17,23 @@ namespace fastmig::test {
 
 class FakeDomain : public Domain {
 public:
-    FakeDomain(std::uint64_t pages, std::uint64_t seed) : mem_(pages * kPageSize), dirty_(pages), rng_(seed)
+    // A mix like a guest: ~half zero pages, the rest random bytes, or (with
+    // text_regions) every other 2 MiB region filled with compressible text.
+    FakeDomain(std::uint64_t pages, std::uint64_t seed, bool text_regions = false)
+        : mem_(pages * kPageSize), dirty_(pages), rng_(seed), text_(text_regions)
     {
-        // A mix like a guest: ~half zero pages, the rest random bytes.
         for (std::uint64_t p = 0; p < pages; ++p)
             if (rng_() % 2)
                 fill_page(p);
     }
     ~FakeDomain() override { stop_writer(); }
 
-    // Dirty `rate` random pages per millisecond until suspended.
-    void start_writer(unsigned pages_per_ms)
+    // Dirty `pages_per_ms` random pages per millisecond until suspended, all
+    // within a set of `hot` pages spread over the guest when hot > 0 (a hot
+    // set, re-dirtied often).
+    void start_writer(unsigned pages_per_ms, std::uint64_t hot = 0)
     {
-        writer_ = std::thread([this, pages_per_ms] {
+        writer_ = std::thread([this, pages_per_ms, hot] {
             while (!stop_) {
                 {
                     std::unique_lock<std::mutex> l(m_);
@@ -38,8 +42,12 @@ public:
                         continue;
                     }
                     for (unsigned i = 0; i < pages_per_ms; ++i) {
-                        Pfn p = rng_() % nr_pages();
-                        fill_page(p);
+                        // The hot set is spread over the whole guest (every channel's regions).
+                        Pfn p = hot ? (rng_() % hot) * (nr_pages() / hot) : rng_() % nr_pages();
+                        if (rng_() % 16 == 0)
+                            std::memset(mem_.data() + p * kPageSize, 0, kPageSize); // guest frees a page
+                        else
+                            fill_page(p, /*small=*/hot > 0);
                         if (logging_)
                             dirty_.set(p);
                         ++writes_;
@@ -73,6 +81,10 @@ public:
     }
     std::uint64_t fetch_and_clear_dirty(DirtyBitmap& out) override
     {
+        // Let the guest run a little between rounds, as a real round takes
+        // long enough for a hot set to be dirtied again.
+        if (fetch_delay_ms && !paused_)
+            std::this_thread::sleep_for(std::chrono::milliseconds(fetch_delay_ms));
         std::lock_guard<std::mutex> l(m_);
         out = dirty_;
         dirty_.clear_all();
@@ -111,11 +123,28 @@ public:
     std::atomic<int> suspends_{0}, resumes_{0};
     std::atomic<bool> released_{false};
     std::atomic<std::uint64_t> writes_{0};
+    unsigned fetch_delay_ms = 0;
 
 private:
-    void fill_page(Pfn p)
+    void fill_page(Pfn p, bool small = false)
     {
         auto* d = mem_.data() + p * kPageSize;
+        if (text_ && (p >> 9) % 2 == 0) {
+            static const char* words[] = {"migration ", "page ", "dirty ", "round ", "xen ", "guest ", "the ", "of "};
+            std::size_t i = 0;
+            while (i < kPageSize) {
+                const char* w = words[rng_() % 8];
+                for (; *w && i < kPageSize; ++w)
+                    d[i++] = static_cast<std::uint8_t>(*w);
+            }
+            return;
+        }
+        // Small in-place change of an existing page (XBZRLE's case), or new random data.
+        if ((small || rng_() % 2) && d[0] != 0) {
+            for (int k = 0; k < 8; ++k)
+                d[rng_() % kPageSize] = static_cast<std::uint8_t>(rng_());
+            return;
+        }
         for (std::size_t i = 0; i < kPageSize; i += 8) {
             std::uint64_t v = rng_();
             std::memcpy(d + i, &v, 8);
@@ -131,6 +160,7 @@ private:
     std::atomic<bool> stop_{false};
     std::atomic<bool> paused_{false};
     bool logging_ = false;
+    bool text_ = false;
     std::uint64_t paused_at_ = 0;
 };
 

@@ -11,6 +11,7 @@
 #include "stream/wire.hpp"
 
 #include <future>
+#include <random>
 
 #include <sys/socket.h>
 #include <unistd.h>
@@ -110,7 +111,7 @@ BOOST_AUTO_TEST_CASE(writing_guest_is_bit_exact_across_seeds)
             std::this_thread::sleep_for(std::chrono::milliseconds(1));
         FakeProvider prov;
         SendOptions so = quick_send();
-        so.batch_pages = static_cast<std::uint32_t>(1 + seed * 37 % 1024);
+        so.pipeline.batch_pages = static_cast<std::uint32_t>(1 + seed * 37 % 1024);
         so.policy.downtime_target_ms = 0.5; // force several rounds
         so.policy.max_rounds = 6;
         auto o = migrate(src, prov, so);
@@ -359,4 +360,209 @@ BOOST_AUTO_TEST_CASE(truncated_stream_destroys_incoming_domain)
             }
         }
     }
+}
+
+// ---- the pipeline: channels, codecs, XBZRLE --------------------------------
+
+namespace {
+
+// N socket pairs; the receiver gets the extra ones through accept_channel.
+// With `jitter`, every channel goes through a relay that forwards in random
+// chunks with random pauses, so channels deliver in any relative order.
+struct Links {
+    std::vector<Pair> pairs;
+    std::vector<Pair> relayed;
+    std::vector<std::thread> relays;
+    std::size_t next_accept = 1;
+
+    Links(unsigned n, bool jitter, unsigned seed) : pairs(n)
+    {
+        if (!jitter)
+            return;
+        relayed.resize(n);
+        for (unsigned c = 0; c < n; ++c) {
+            // sender <-> pairs[c].a ... pairs[c].b <-> relay <-> relayed[c].a ... relayed[c].b <-> receiver
+            int x = pairs[c].b.get(), y = relayed[c].a.get();
+            relays.emplace_back([x, y, seed, c] { pump(x, y, seed * 31 + c, true); });
+            relays.emplace_back([x, y, seed, c] { pump(y, x, seed * 17 + c, false); });
+        }
+    }
+    ~Links()
+    {
+        for (auto& p : pairs)
+            ::shutdown(p.a.get(), SHUT_RDWR);
+        for (auto& p : relayed)
+            ::shutdown(p.b.get(), SHUT_RDWR);
+        for (auto& t : relays)
+            t.join();
+    }
+    static void pump(int from, int to, unsigned seed, bool delay)
+    {
+        std::mt19937 rng(seed);
+        std::vector<std::uint8_t> buf(256 * 1024);
+        for (;;) {
+            std::size_t want = 1 + rng() % buf.size();
+            ssize_t n = ::read(from, buf.data(), want);
+            if (n <= 0)
+                break;
+            if (delay && rng() % 4 == 0)
+                std::this_thread::sleep_for(std::chrono::microseconds(rng() % 3000));
+            if (::send(to, buf.data(), std::size_t(n), MSG_NOSIGNAL) != n)
+                break;
+        }
+        ::shutdown(to, SHUT_WR);
+    }
+    int receiver_fd(unsigned c) { return relayed.empty() ? pairs[c].b.get() : relayed[c].b.get(); }
+};
+
+struct PipelineOutcome {
+    std::optional<SendResult> sent;
+    std::string send_error, receive_error;
+    std::optional<ReceiveResult> received;
+};
+
+PipelineOutcome migrate_links(FakeDomain& src, FakeProvider& prov, Links& links, const SendOptions& so)
+{
+    PipelineOutcome out;
+    ReceiveOptions ro = quick_receive();
+    ro.accept_channel = [&](std::chrono::milliseconds) { return ::dup(links.receiver_fd(links.next_accept++)); };
+    auto rx = std::async(std::launch::async, [&] {
+        try {
+            out.received = receive_domain(links.receiver_fd(0), prov, ro);
+        } catch (const std::exception& e) {
+            out.receive_error = e.what();
+        }
+    });
+    SendOptions o = so;
+    o.channels = static_cast<unsigned>(links.pairs.size());
+    std::size_t next = 1;
+    o.connect_channel = [&] { return ::dup(links.pairs[next++].a.get()); };
+    try {
+        out.sent = send_domain(src, links.pairs[0].a.get(), o);
+    } catch (const std::exception& e) {
+        out.send_error = e.what();
+    }
+    rx.get();
+    return out;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(channels_codecs_xbzrle_out_of_order_are_bit_exact)
+{
+    unsigned seed = 0;
+    for (unsigned channels : {1u, 2u, 3u, 8u})
+        for (auto alg : {codec::Algorithm::none, codec::Algorithm::igzip, codec::Algorithm::zlib})
+            for (std::size_t cache : {std::size_t(0), std::size_t(1) << 20}) {
+                ++seed;
+                FakeDomain src(6000, seed, true);
+                src.start_writer(4, 16); // a hot set, re-dirtied from round to round
+                src.fetch_delay_ms = 3;
+                while (src.writes_ < 20)
+                    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+                FakeProvider prov;
+                SendOptions so = quick_send();
+                so.pipeline.threads = 1 + seed % 3;
+                so.pipeline.batch_pages = 64 + seed * 37 % 400;
+                so.pipeline.compression.algorithm = alg;
+                so.pipeline.xbzrle_cache_bytes = cache;
+                so.policy.downtime_target_ms = 0.5; // several rounds: XBZRLE needs re-dirtied pages
+                so.policy.max_rounds = 8;
+                Links links(channels, /*jitter=*/true, seed);
+                auto o = migrate_links(src, prov, links, so);
+                src.stop_writer();
+                BOOST_TEST_CONTEXT("channels " << channels << " codec " << codec::algorithm_name(alg) << " xbzrle "
+                                               << cache)
+                {
+                    BOOST_REQUIRE_MESSAGE(o.sent, o.send_error + " / " + o.receive_error);
+                    BOOST_TEST((prov.last->mem == src.snapshot_));
+                    BOOST_TEST(*o.sent->verified);
+                    BOOST_TEST(o.sent->channels == channels);
+                    BOOST_TEST(o.received->channels == channels);
+                    if (alg != codec::Algorithm::none)
+                        BOOST_TEST(o.sent->pages_deflate > 0u);
+                    else
+                        BOOST_TEST(o.sent->pages_deflate == 0u);
+                    if (cache)
+                        BOOST_TEST(o.sent->pages_xbzrle > 0u, "hits " << o.sent->xbzrle_hits << " misses " << o.sent->xbzrle_misses << " rounds " << o.sent->rounds);
+                    else
+                        BOOST_TEST(o.sent->pages_xbzrle == 0u);
+                    BOOST_TEST(o.received->pages_deflate == o.sent->pages_deflate);
+                    BOOST_TEST(o.received->pages_xbzrle == o.sent->pages_xbzrle);
+                }
+            }
+}
+
+BOOST_AUTO_TEST_CASE(selective_compression_sends_random_regions_raw)
+{
+    // Text regions compress, random ones do not: both encodings in one run.
+    FakeDomain src(8192, 77, true);
+    FakeProvider prov;
+    SendOptions so = quick_send();
+    so.pipeline.compression.algorithm = codec::Algorithm::igzip;
+    Links links(2, false, 1);
+    auto o = migrate_links(src, prov, links, so);
+    BOOST_REQUIRE_MESSAGE(o.sent, o.send_error + " / " + o.receive_error);
+    BOOST_TEST((prov.last->mem == src.snapshot_));
+    BOOST_TEST(o.sent->pages_deflate > 1000u);
+    BOOST_TEST(o.sent->pages_data - o.sent->pages_deflate > 1000u); // random pages went raw
+    // The random regions were probed, found incompressible and skipped: far
+    // fewer bytes went through the compressor than there are data pages.
+    BOOST_TEST(o.sent->deflate_in < o.sent->pages_data * kPageSize * 3 / 4);
+}
+
+BOOST_AUTO_TEST_CASE(bandwidth_cap_is_respected)
+{
+    FakeDomain src(4096, 5); // ~8 MiB of random data
+    FakeProvider prov;
+    SendOptions so = quick_send();
+    so.pipeline.compression.algorithm = codec::Algorithm::none;
+    so.pipeline.max_bandwidth = 40e6; // 40 MB/s: ~0.2 s for the data
+    Links links(2, false, 2);
+    Stopwatch sw;
+    auto o = migrate_links(src, prov, links, so);
+    double s = sw.seconds();
+    BOOST_REQUIRE_MESSAGE(o.sent, o.send_error + " / " + o.receive_error);
+    double rate = double(o.sent->bytes_sent) / s;
+    BOOST_TEST(rate < 40e6 * 1.15, "achieved " << rate << " B/s");
+    BOOST_TEST((prov.last->mem == src.snapshot_));
+}
+
+BOOST_AUTO_TEST_CASE(pfn_on_wrong_channel_is_refused)
+{
+    // A hand-made two-channel stream that puts pfn 0 (channel 0) on channel 1.
+    Links links(2, false, 3);
+    FakeProvider prov;
+    ReceiveOptions ro = quick_receive();
+    ro.accept_channel = [&](std::chrono::milliseconds) { return ::dup(links.pairs[1].b.get()); };
+    auto feeder = std::async(std::launch::async, [&] {
+        wire::StreamHeader h;
+        h.nr_pages = 1024;
+        h.features = wire::kFeatureChannels;
+        h.domain_kind = kDomainKindSim;
+        std::vector<std::uint8_t> s0(wire::kSourceMagic.begin(), wire::kSourceMagic.end());
+        auto add = [](std::vector<std::uint8_t>& v, const std::vector<std::uint8_t>& r) { v.insert(v.end(), r.begin(), r.end()); };
+        add(s0, wire::encode_header(h));
+        add(s0, wire::encode_channels({2, 42}));
+        std::vector<std::uint8_t> s1(wire::kSourceMagic.begin(), wire::kSourceMagic.end());
+        add(s1, wire::encode_channel_hello({1, 42}));
+        wire::BatchEncoder enc;
+        enc.begin(0);
+        enc.add_zero(0);
+        auto iov = enc.finish();
+        for (auto& v : iov)
+            s1.insert(s1.end(), static_cast<std::uint8_t*>(v.iov_base), static_cast<std::uint8_t*>(v.iov_base) + v.iov_len);
+        (void)!::send(links.pairs[0].a.get(), s0.data(), s0.size(), MSG_NOSIGNAL);
+        (void)!::send(links.pairs[1].a.get(), s1.data(), s1.size(), MSG_NOSIGNAL);
+    });
+    std::string err;
+    try {
+        receive_domain(links.pairs[0].b.get(), prov, ro);
+    } catch (const std::exception& e) {
+        err = e.what();
+    }
+    feeder.get();
+    BOOST_TEST(err.find("belongs to channel 0") != std::string::npos, err);
+    BOOST_REQUIRE(prov.last);
+    BOOST_TEST(prov.last->destroyed);
 }

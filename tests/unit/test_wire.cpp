@@ -210,6 +210,8 @@ Decoded decode_source(std::span<const std::uint8_t> bytes)
             break;
         case RecordType::round_end: parse_round_end(rec.body); ++d.round_ends; break;
         case RecordType::round_ack: parse_round_ack(rec.body); break;
+        case RecordType::channels: parse_channels(rec.body); break;
+        case RecordType::channel_hello: parse_channel_hello(rec.body); break;
         case RecordType::platform_state: parse_platform_state(rec.body); ++d.states; break;
         case RecordType::accept: parse_accept(rec.body); break;
         case RecordType::done: parse_done(rec.body); break;
@@ -346,7 +348,7 @@ BOOST_AUTO_TEST_CASE(record_layout)
         BOOST_TEST(r[i] == 0);
     BOOST_TEST(record_type_name(2) == std::string("page_batch"));
     BOOST_TEST(record_type_name(77) == std::string("unknown"));
-    BOOST_CHECK_THROW(encode_record(static_cast<RecordType>(8), {}), Error);
+    BOOST_CHECK_THROW(encode_record(static_cast<RecordType>(10), {}), Error);
     BOOST_CHECK_THROW(encode_record(RecordType::round_end, Bytes(17)), Error);
 }
 
@@ -387,6 +389,37 @@ BOOST_AUTO_TEST_CASE(round_end)
     RoundEnd r = parse_round_end(rec.body);
     BOOST_TEST(r.round == 0xfffffffeu);
     BOOST_TEST(r.pages == 0x123456789abcull);
+}
+
+BOOST_AUTO_TEST_CASE(channels_and_hello)
+{
+    One a(encode_channels({8, 0x1122334455667788ull}));
+    Record rec = a.read();
+    BOOST_TEST(rec.type == RecordType::channels);
+    auto c = parse_channels(rec.body);
+    BOOST_TEST(c.count == 8u);
+    BOOST_TEST(c.session == 0x1122334455667788ull);
+    One b(encode_channel_hello({3, 42}));
+    auto h = parse_channel_hello(b.read().body);
+    BOOST_TEST(h.index == 3u);
+    BOOST_TEST(h.session == 42u);
+    CHECK_STREAM_ERROR(parse_channels(Bytes(16, 0)), "count 0");
+    Bytes too_many(16, 0);
+    too_many[0] = 17;
+    CHECK_STREAM_ERROR(parse_channels(too_many), "count 17");
+    Bytes zero_index(16, 0);
+    CHECK_STREAM_ERROR(parse_channel_hello(zero_index), "index 0");
+    Bytes reserved(16, 0);
+    reserved[0] = 1;
+    reserved[4] = 1;
+    CHECK_STREAM_ERROR(parse_channel_hello(reserved), "reserved");
+    CHECK_STREAM_ERROR(parse_channels(Bytes(15)), "must be 16");
+    // The pfn-to-channel rule: 2 MiB regions, round robin.
+    BOOST_TEST(channel_of(0, 2) == 0u);
+    BOOST_TEST(channel_of(511, 2) == 0u);
+    BOOST_TEST(channel_of(512, 2) == 1u);
+    BOOST_TEST(channel_of(1024, 2) == 0u);
+    BOOST_TEST(channel_of(12345, 1) == 0u);
 }
 
 BOOST_AUTO_TEST_CASE(round_ack)
@@ -698,7 +731,7 @@ BOOST_AUTO_TEST_CASE(nonzero_reserved)
 
 BOOST_AUTO_TEST_CASE(unknown_type)
 {
-    for (std::uint32_t t : {8u, 9u, 0x80000000u, 0xffffffffu}) {
+    for (std::uint32_t t : {10u, 11u, 0x80000000u, 0xffffffffu}) {
         One one(raw_record(t, {}));
         CHECK_STREAM_ERROR(one.read(), "unknown record type " + std::to_string(t));
     }
@@ -737,7 +770,8 @@ BOOST_AUTO_TEST_CASE(page_batch_fields)
     bad(batch_body(0, 1, {desc(3, 1, 0)}, 0), "raw page must have length 4096");
     bad(batch_body(0, 1, {desc(3, 0, 8)}, 8), "zero page must have length 0");
     bad(batch_body(0, 1, {desc(3, 4, 1)}, 1), "free page must have length 0");
-    bad(batch_body(0, 1, {desc(3, 2, 0)}, 0), "encoded page must have length 1..4160");
+    bad(batch_body(0, 1, {desc(3, 2, 0)}, 0),
+        "descriptor 0 (pfn 3): deflate continuation (length 0) without a group start");
     bad(batch_body(0, 1, {desc(3, 3, 4161)}, 4161), "encoded page must have length 1..4160");
     bad(batch_body(0, 1, {desc(3, 1, 4096)}, 4097), "lengths do not add up: 1 bytes left over");
     bad(batch_body(0, 1, {desc(3, 0, 0)}, 8), "lengths do not add up: 8 bytes left over");
@@ -757,6 +791,129 @@ BOOST_AUTO_TEST_CASE(page_batch_fields)
     parse_page_batch(batch_body(9, 2, {desc(999, 0, 0), desc(0, 1, 4096)}, 4096), kNrPages, b);
     BOOST_TEST(b.round == 9u);
     BOOST_TEST(b.pages.size() == 2u);
+}
+
+BOOST_AUTO_TEST_CASE(deflate_group_rules)
+{
+    PageBatch b;
+    auto bad = [&](const Bytes& body, const std::string& needle) {
+        BOOST_TEST_CONTEXT(needle) { CHECK_STREAM_ERROR(parse_page_batch(body, kNrPages, b), needle); }
+    };
+    // A continuation must follow a group start or another continuation.
+    bad(batch_body(0, 2, {desc(1, 1, 4096), desc(2, 2, 0)}, 4096),
+        "descriptor 1 (pfn 2): deflate continuation (length 0) without a group start");
+    bad(batch_body(0, 3, {desc(1, 2, 10), desc(2, 0, 0), desc(3, 2, 0)}, 10),
+        "descriptor 2 (pfn 3): deflate continuation (length 0) without a group start");
+    // At most kMaxGroupPages pages per group.
+    std::vector<std::uint64_t> d17 = {desc(0, 2, 100)};
+    for (unsigned i = 1; i < 17; ++i)
+        d17.push_back(desc(i, 2, 0));
+    bad(batch_body(0, 17, d17, 100), "descriptor 16 (pfn 16): deflate group starting at descriptor 0 has more than 16 pages");
+    // The blob is bounded by the pages of its group.
+    bad(batch_body(0, 1, {desc(5, 2, 4161)}, 4161),
+        "descriptor 0 (pfn 5): deflate group of 1 pages has a blob of 4161 bytes, more than 4160");
+    bad(batch_body(0, 3, {desc(5, 2, 8321), desc(6, 2, 0), desc(7, 0, 0)}, 8321),
+        "deflate group of 2 pages has a blob of 8321 bytes, more than 8320");
+    bad(batch_body(0, 1, {desc(5, 2, 66561)}, 66561), "length 66561: deflate group blob must have length 1..66560");
+    // Continuations carry no data of their own: lengths must still add up.
+    bad(batch_body(0, 2, {desc(5, 2, 10), desc(6, 2, 0)}, 11), "lengths do not add up: 1 bytes left over");
+
+    // Legal: groups of 16 back to back, a group at the very end, groups of 1.
+    std::vector<std::uint64_t> ds;
+    for (unsigned g = 0; g < 2; ++g) {
+        ds.push_back(desc(g * 16, 2, 16 * 4160));
+        for (unsigned i = 1; i < 16; ++i)
+            ds.push_back(desc(g * 16 + i, 2, 0));
+    }
+    ds.push_back(desc(40, 2, 1));
+    ds.push_back(desc(41, 2, 2));
+    ds.push_back(desc(42, 2, 0));
+    parse_page_batch(batch_body(3, static_cast<std::uint32_t>(ds.size()), ds, 2 * 16 * 4160 + 3), kNrPages, b);
+    BOOST_REQUIRE(b.pages.size() == 35u);
+    BOOST_REQUIRE(b.group_pages.size() == 35u);
+    BOOST_TEST(b.group_pages[0] == 16);
+    BOOST_TEST(b.group_pages[1] == 0);
+    BOOST_TEST(b.group_pages[15] == 0);
+    BOOST_TEST(b.group_pages[16] == 16);
+    BOOST_TEST(b.group_pages[32] == 1);
+    BOOST_TEST(b.group_pages[33] == 2);
+    BOOST_TEST(b.group_pages[34] == 0);
+    BOOST_TEST(b.data[16].size() == 16u * 4160);
+    BOOST_TEST(b.data[17].empty());
+}
+
+BOOST_AUTO_TEST_CASE(deflate_group_encoder)
+{
+    Bytes blob(777);
+    for (std::size_t i = 0; i < blob.size(); ++i)
+        blob[i] = static_cast<std::uint8_t>(i * 3);
+    const Bytes raw = page_of(9);
+    BatchEncoder enc;
+    enc.begin(2);
+    enc.add(1, PageEncoding::raw, raw);
+    const std::vector<Pfn> pfns = {10, 12, 11, 900};
+    enc.add_group(pfns, blob);
+    // Data must outlive finish() and the write: no temporaries here.
+    const Bytes seven = {7}, delta = {1, 2};
+    enc.add_group(std::vector<Pfn>{5}, seven);
+    enc.add(6, PageEncoding::xbzrle, delta);
+    enc.add(7, PageEncoding::free, {});
+    BOOST_TEST(enc.count() == 8u);
+    // Refused groups leave the batch untouched.
+    BOOST_CHECK_THROW(enc.add_group(std::vector<Pfn>{}, blob), Error);
+    BOOST_CHECK_THROW(enc.add_group(std::vector<Pfn>(17, 1), blob), Error);
+    BOOST_CHECK_THROW(enc.add_group(pfns, {}), Error);
+    BOOST_CHECK_THROW(enc.add_group(std::vector<Pfn>{1}, Bytes(4161)), Error);
+    BOOST_CHECK_THROW(enc.add_group(std::vector<Pfn>{1, kMaxPages}, blob), Error);
+    BOOST_CHECK_THROW(enc.add(3, PageEncoding::deflate, {}), Error);
+    BOOST_TEST(enc.count() == 8u);
+    const auto iov = enc.finish();
+    // The blob goes out where it lies: no copy.
+    bool found = false;
+    for (const auto& v : iov)
+        found |= v.iov_base == blob.data() && v.iov_len == blob.size();
+    BOOST_TEST(found);
+    const Bytes w = gather(iov);
+    One one(w);
+    PageBatch b;
+    parse_page_batch(one.read().body, kNrPages, b);
+    BOOST_REQUIRE(b.pages.size() == 8u);
+    const std::uint8_t groups[] = {1, 4, 0, 0, 0, 1, 1, 1};
+    for (std::size_t i = 0; i < 8; ++i)
+        BOOST_TEST(b.group_pages[i] == groups[i]);
+    BOOST_TEST(b.pages[2].pfn == 12u);
+    BOOST_TEST(b.pages[4].pfn == 900u);
+    BOOST_TEST(b.pages[1].length == 777u);
+    BOOST_TEST(std::equal(b.data[1].begin(), b.data[1].end(), blob.begin(), blob.end()));
+    BOOST_TEST(b.pages[3].length == 0u);
+
+    // A full batch refuses a group that does not fit, and room() says so.
+    enc.begin(0);
+    for (unsigned i = 0; i < kMaxBatchPages - 3; ++i)
+        enc.add_zero(i % kNrPages);
+    BOOST_TEST(enc.room() == 3u);
+    BOOST_CHECK_THROW(enc.add_group(pfns, blob), Error);
+    enc.add_group(std::span<const Pfn>(pfns).first(3), blob);
+    BOOST_TEST(enc.full());
+    parse_page_batch(One(gather(enc.finish())).read().body, kNrPages, b);
+    BOOST_TEST(b.group_pages[kMaxBatchPages - 3] == 3);
+}
+
+BOOST_AUTO_TEST_CASE(features_gate_encodings)
+{
+    BOOST_TEST((kKnownFeatures & kFeatureDeflate) != 0u);
+    BOOST_TEST((kKnownFeatures & kFeatureXbzrle) != 0u);
+    BOOST_TEST(encoding_feature(PageEncoding::raw) == 0u);
+    BOOST_TEST(encoding_feature(PageEncoding::zero) == 0u);
+    BOOST_TEST(encoding_feature(PageEncoding::free) == 0u);
+    PageBatch b;
+    parse_page_batch(batch_body(0, 4, {desc(1, 0, 0), desc(2, 4, 0), desc(3, 2, 5), desc(4, 2, 0)}, 5), kNrPages, b);
+    check_batch_features(b, kFeatureDeflate);
+    CHECK_STREAM_ERROR(check_batch_features(b, kFeatureVerify | kFeatureXbzrle),
+                       "page_batch: descriptor 2 (pfn 3): encoding DEFLATE was not negotiated");
+    parse_page_batch(batch_body(0, 2, {desc(1, 1, 4096), desc(2, 3, 5)}, 4101), kNrPages, b);
+    check_batch_features(b, kFeatureXbzrle);
+    CHECK_STREAM_ERROR(check_batch_features(b, kFeatureDeflate), "descriptor 1 (pfn 2): encoding XBZRLE was not negotiated");
 }
 
 BOOST_AUTO_TEST_CASE(header_fields)
@@ -824,6 +981,8 @@ BOOST_AUTO_TEST_CASE(random_mutations)
         enc.add(3, PageEncoding::deflate, small);
         enc.add(4, PageEncoding::free, {});
         enc.add(5, PageEncoding::xbzrle, small);
+        const std::vector<Pfn> group = {6, 7, 8};
+        enc.add_group(group, small);
         Bytes tail = gather(enc.finish());
         const Bytes end = encode_end();
         base.erase(base.end() - static_cast<std::ptrdiff_t>(end.size()), base.end());

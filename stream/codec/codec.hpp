@@ -1,0 +1,179 @@
+// Page codecs: how page data is shrunk on the wire.  Small C-like API in the
+// manner of ISA-L: no allocation on the hot path, caller-provided buffers,
+// one object per worker thread (not thread-safe; cheap to create).
+//
+//  * Deflate groups: up to kMaxGroupPages pages compressed as one raw-deflate
+//    stream (ISA-L measured ~8 us fixed cost per call: compressing one page
+//    at a time wastes most of the CPU).  ISA-L igzip and zlib produce the same
+//    format, so either end may use either library.
+//  * XBZRLE: XOR of a page against the copy last sent, run-length encoded;
+//    for re-dirtied pages whose change is small (dpdk mbufs, counters).
+//  * Selective compression: CompressionPolicy decides per region whether a
+//    group is worth compressing, from the ratio it achieved there lately and
+//    a cheap entropy probe, and stops compressing when the link is faster
+//    than the compressors.
+#pragma once
+
+#include "stream/types.hpp"
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace fastmig::codec {
+
+constexpr std::size_t kMaxGroupPages = 16;
+// Worst-case size of a compressed group or XBZRLE page on the wire; a larger
+// one is sent raw instead.  Also the decoder's bound on input length.
+constexpr std::size_t kMaxEncodedGroup = kMaxGroupPages * (kPageSize + 64);
+constexpr std::size_t kMaxXbzrle = kPageSize + 64;
+
+enum class Algorithm : std::uint8_t {
+    none = 0,
+    igzip = 1, // ISA-L, level chosen by measurement
+    zlib = 2,
+};
+const char* algorithm_name(Algorithm a);
+// "none", "igzip", "zlib"; throws Error with the list of names otherwise.
+Algorithm parse_algorithm(const std::string& name);
+
+class Compressor {
+public:
+    virtual ~Compressor() = default;
+    // Compress `in` (n * kPageSize bytes, 1 <= n <= kMaxGroupPages) as one raw
+    // deflate stream into `out`.  Returns the compressed length, or 0 when
+    // the result would exceed `limit` bytes (the caller then sends raw).
+    virtual std::size_t compress(std::span<const std::uint8_t> in, std::span<std::uint8_t> out,
+                                 std::size_t limit) = 0;
+    // The same for a group of pages that need not be adjacent in memory
+    // (guest pages mapped one by one; 1..kMaxGroupPages pointers to
+    // kPageSize bytes each): adjacent pages are compressed where they are,
+    // others are first gathered into a staging buffer of this compressor
+    // (one 64 KiB memcpy, a few percent of the cost of compressing it).
+    std::size_t compress_pages(std::span<const std::uint8_t* const> pages, std::span<std::uint8_t> out,
+                               std::size_t limit);
+
+private:
+    std::vector<std::uint8_t> staging_;
+};
+class Decompressor {
+public:
+    virtual ~Decompressor() = default;
+    // Inflate `in` into exactly out.size() bytes.  Throws StreamError when
+    // the input is corrupt, too short, or produces more or less than
+    // out.size() bytes (hostile input: never writes past `out`).
+    virtual void decompress(std::span<const std::uint8_t> in, std::span<std::uint8_t> out) = 0;
+};
+// igzip levels 0..3 (1 by measurement, see deflate.cpp), zlib 1..9; Error
+// otherwise.  Algorithm::none gives nullptr (nothing to run: send raw).
+std::unique_ptr<Compressor> make_compressor(Algorithm a, int level = 1);
+// Any algorithm's output inflates with either decompressor (both are deflate);
+// none gives the igzip inflater.
+// Input is bounded like the wire bounds it (1..n*(kPageSize+64) bytes for
+// n = out.size()/kPageSize pages), so the work per call is bounded too.
+std::unique_ptr<Decompressor> make_decompressor(Algorithm a);
+
+// XBZRLE (format: docs/stream-format.md, "XBZRLE delta").  Encode the
+// difference between `old_page` and `new_page` into `out`; returns its length
+// (>= 3, also for an unchanged page), or 0 as soon as it would exceed
+// min(limit, out.size(), kMaxXbzrle) (send the page another way).  Decode
+// applies a delta to `page` in place; throws StreamError on malformed input,
+// and then has not changed the page at all (never writes outside it).
+std::size_t xbzrle_encode(std::span<const std::uint8_t> old_page, std::span<const std::uint8_t> new_page,
+                          std::span<std::uint8_t> out, std::size_t limit);
+void xbzrle_decode(std::span<const std::uint8_t> delta, std::span<std::uint8_t> page);
+
+// A bounded cache of pages as last sent, for XBZRLE on the source.  Size in
+// bytes (bytes / kPageSize slots, allocated once); CLOCK (second-chance)
+// eviction when full, so re-sent pages that hit stay and pages sent once
+// are recycled (page_cache.cpp).  find/put/erase O(1).  find counts hits
+// and misses.  Not thread-safe: the engine gives each channel its own cache
+// over the pfns that channel carries.  The cache must hold exactly what the
+// destination holds: every send of a pfn by another encoding (raw, deflate,
+// zero, free) must put() the new content or erase() the pfn.
+class PageCache {
+public:
+    explicit PageCache(std::size_t bytes);
+    ~PageCache();
+    PageCache(const PageCache&) = delete;
+    PageCache& operator=(const PageCache&) = delete;
+    // The cached copy of pfn, or nullptr.
+    const std::uint8_t* find(Pfn pfn) const;
+    // Store (or replace) the copy of pfn.
+    void put(Pfn pfn, std::span<const std::uint8_t> page);
+    void erase(Pfn pfn);
+    std::size_t capacity_pages() const;
+    std::uint64_t hits() const;
+    std::uint64_t misses() const;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+// Byte-entropy probe of a page: an estimate in bits per byte (0..8) from a
+// sample; high values predict incompressible data.  ~1.5 us per page.
+double entropy_probe(std::span<const std::uint8_t> page);
+
+// Decides, per region of guest memory, whether to compress.  One per worker
+// thread or shared behind the engine's own lock (not thread-safe).
+struct CompressionConfig {
+    Algorithm algorithm = Algorithm::igzip;
+    // Compress a region only while it achieves this.  1.3: at that ratio a
+    // 64 KiB group saves 121 us on a 1 Gbit/s link and costs ~110 us of one
+    // core to compress (level 1, binary-like data) plus the destination's
+    // inflate; below it the saving no longer clearly pays for the CPU of
+    // both ends.  Text (~5) and binary structures (~2) pass, random (1.0)
+    // does not.  set_rates raises the bar when the link is fast.
+    double min_ratio = 1.3;
+    std::uint32_t region_pages = 256;  // 1 MiB regions
+    std::uint32_t reprobe_after = 64;  // groups sent raw before a region is tried again
+    double entropy_limit = 7.2;        // bits/byte above which a page is not even tried
+    bool always = false;               // ablation: compress everything
+};
+class CompressionPolicy {
+public:
+    CompressionPolicy(CompressionConfig cfg, std::uint64_t nr_pages);
+    // Should the group starting at pfn be compressed?  No when the region is
+    // in its raw spell after a bad ratio, when the link outruns the
+    // compressors, or when the entropy of the group's first and last pages
+    // is above entropy_limit; always yes with `always`.
+    bool should_compress(Pfn first_pfn, std::span<const std::uint8_t> group);
+    // Report what compressing a group in that region achieved
+    // (compressed_bytes 0: the compressor gave up, counts as ratio 1).  A
+    // region whose average falls below max(min_ratio, ratio_needed()) goes
+    // raw for reprobe_after groups.
+    void record(Pfn first_pfn, std::size_t raw_bytes, std::size_t compressed_bytes);
+    // Stop compressing when the link outruns the compressors: called by the
+    // engine with its estimates (bytes/s; compress rate per thread on
+    // compressible data).  Compression resumes when the link becomes the
+    // bottleneck again.  Rule (derived in policy.cpp): compress a region iff
+    // its ratio R > 1 / (1 - L / (C T)), i.e. never when L >= C T.
+    // Non-positive arguments mean "unknown": the ratio rule alone applies.
+    void set_rates(double link_bytes_per_s, double compress_bytes_per_s, unsigned threads);
+    // True while compressing can pay at the current rates.
+    bool link_bound() const;
+
+    // The ratio a group must be expected to reach for compressing it to pay
+    // at the current rates (1 when no rates were given; infinity when the
+    // link outruns the compressors).  See set_rates for the derivation.
+    double ratio_needed() const { return ratio_needed_; }
+    // Ratio achieved over every group recorded so far (raw / compressed).
+    double overall_ratio() const;
+
+private:
+    struct Region {
+        float ratio = 0;         // moving average of raw/compressed; 0 = never tried
+        std::uint32_t skip = 0;  // groups still to send raw before the next probe
+    };
+    Region* region(Pfn pfn);
+    CompressionConfig cfg_;
+    std::vector<Region> regions_;
+    bool compress_pays_ = true;
+    double ratio_needed_ = 1.0;
+    std::uint64_t raw_total_ = 0, compressed_total_ = 0;
+};
+
+} // namespace fastmig::codec

@@ -1,0 +1,371 @@
+#include "stream/send_pipeline.hpp"
+
+#include "stream/classify.hpp"
+#include "stream/clock.hpp"
+#include "stream/transport.hpp"
+
+#include <cstdlib>
+#include <cstring>
+
+namespace fastmig {
+
+struct SendPipeline::Job {
+    explicit Job(std::uint32_t batch_pages)
+        : pages(static_cast<std::uint8_t*>(std::aligned_alloc(kPageSize, batch_pages * kPageSize))),
+          encoded(batch_pages * (kPageSize + 64))
+    {
+        if (!pages)
+            throw Error("out of memory for the send pipeline's page buffers");
+        pfns.reserve(batch_pages);
+    }
+    ~Job() { std::free(pages); }
+
+    std::uint32_t channel = 0;
+    std::uint32_t round = 0;
+    std::vector<Pfn> pfns;
+    std::uint8_t* pages;
+    std::vector<std::uint8_t> encoded; // deflate groups and XBZRLE deltas
+    wire::BatchEncoder encoder;
+    std::span<const iovec> iov;
+    std::size_t wire_size = 0;
+    std::vector<std::uint8_t> record; // a control record instead of pages
+    PipelineCounters counts;
+};
+
+SendPipeline::SendPipeline(Domain& dom, std::vector<int> fds, PipelineConfig cfg)
+    : dom_(dom), fds_(std::move(fds)), cfg_(cfg), bucket_(cfg.max_bandwidth),
+      free_(2 * cfg.threads + 3 * fds_.size() + 2), work_(2 * cfg.threads + fds_.size())
+{
+    if (fds_.empty() || fds_.size() > wire::kMaxChannels)
+        throw Error("channels must be 1.." + std::to_string(wire::kMaxChannels));
+    if (cfg_.threads < 1 || cfg_.threads > 256)
+        throw Error("threads must be 1..256");
+    std::size_t njobs = 2 * cfg_.threads + 3 * fds_.size() + 2;
+    for (std::size_t i = 0; i < njobs; ++i) {
+        jobs_.push_back(std::make_unique<Job>(cfg_.batch_pages));
+        free_.push(jobs_.back().get());
+    }
+    pending_.assign(fds_.size(), nullptr);
+    for (std::size_t c = 0; c < fds_.size(); ++c) {
+        out_.push_back(std::make_unique<BoundedQueue<Job*>>(3));
+        if (cfg_.xbzrle_cache_bytes)
+            caches_.push_back(std::make_unique<codec::PageCache>(cfg_.xbzrle_cache_bytes / fds_.size()));
+        cache_locks_.push_back(std::make_unique<std::mutex>());
+    }
+    if (cfg_.compression.algorithm != codec::Algorithm::none)
+        policy_.emplace(cfg_.compression, dom_.nr_pages());
+    try {
+        for (unsigned t = 0; t < cfg_.threads; ++t)
+            threads_.emplace_back([this] { worker_main(); });
+        for (unsigned c = 0; c < fds_.size(); ++c)
+            threads_.emplace_back([this, c] { writer_main(c); });
+    } catch (...) {
+        fail(std::current_exception());
+        for (auto& t : threads_)
+            t.join();
+        throw;
+    }
+}
+
+SendPipeline::~SendPipeline()
+{
+    free_.close();
+    work_.close();
+    for (auto& q : out_)
+        q->close();
+    for (auto& t : threads_)
+        t.join();
+}
+
+void SendPipeline::fail(std::exception_ptr e)
+{
+    {
+        std::lock_guard<std::mutex> l(m_);
+        if (!error_)
+            error_ = e;
+        failed_ = true;
+    }
+    // Wake every stage: they stop at their next queue operation.
+    free_.close();
+    work_.close();
+    for (auto& q : out_)
+        q->close();
+    idle_cv_.notify_all();
+}
+
+void SendPipeline::rethrow_if_failed()
+{
+    if (failed_) {
+        std::lock_guard<std::mutex> l(m_);
+        std::rethrow_exception(error_);
+    }
+}
+
+void SendPipeline::submit(Job* job)
+{
+    {
+        std::lock_guard<std::mutex> l(m_);
+        ++outstanding_;
+    }
+    if (!work_.push(job))
+        rethrow_if_failed();
+}
+
+void SendPipeline::add(Pfn pfn, std::uint32_t round)
+{
+    std::uint32_t c = wire::channel_of(pfn, channels());
+    Job*& job = pending_[c];
+    if (!job) {
+        auto j = free_.pop();
+        if (!j)
+            rethrow_if_failed();
+        job = *j;
+        job->channel = c;
+        job->round = round;
+        job->pfns.clear();
+        job->record.clear();
+    }
+    job->pfns.push_back(pfn);
+    if (job->pfns.size() >= cfg_.batch_pages) {
+        Job* full = job;
+        job = nullptr;
+        submit(full);
+    }
+}
+
+void SendPipeline::send_record(unsigned channel, std::vector<std::uint8_t> record)
+{
+    auto j = free_.pop();
+    if (!j)
+        rethrow_if_failed();
+    Job* job = *j;
+    job->channel = channel;
+    job->pfns.clear();
+    job->record = std::move(record);
+    {
+        std::lock_guard<std::mutex> l(m_);
+        ++outstanding_;
+    }
+    if (!out_[channel]->push(job))
+        rethrow_if_failed();
+}
+
+void SendPipeline::drain()
+{
+    for (auto& job : pending_) {
+        if (job) {
+            Job* j = job;
+            job = nullptr;
+            submit(j);
+        }
+    }
+    std::unique_lock<std::mutex> l(m_);
+    idle_cv_.wait(l, [&] { return outstanding_ == 0 || failed_; });
+    if (failed_)
+        std::rethrow_exception(error_);
+}
+
+PipelineCounters SendPipeline::counters() const
+{
+    std::lock_guard<std::mutex> l(counters_lock_);
+    return counters_;
+}
+
+double SendPipeline::link_rate() const
+{
+    PipelineCounters c = counters();
+    if (c.write_ns == 0)
+        return 0;
+    // Channels write in parallel: their busy time overlaps.
+    double busy_s = double(c.write_ns) * 1e-9 / double(channels());
+    return double(c.wire_bytes) / busy_s;
+}
+
+void SendPipeline::update_rates()
+{
+    if (!policy_)
+        return;
+    PipelineCounters c = counters();
+    // Need a few MiB of evidence before judging either side.
+    if (c.wire_bytes < (4u << 20) || c.compress_ns == 0)
+        return;
+    double compress_rate = double(c.deflate_in) / (double(c.compress_ns) * 1e-9);
+    double link = link_rate();
+    std::lock_guard<std::mutex> l(policy_lock_);
+    policy_->set_rates(link, compress_rate, cfg_.threads);
+}
+
+void SendPipeline::worker_main()
+{
+    try {
+        while (auto j = work_.pop()) {
+            Job* job = *j;
+            encode(*job);
+            if (!out_[job->channel]->push(job))
+                return;
+        }
+    } catch (...) {
+        fail(std::current_exception());
+    }
+}
+
+void SendPipeline::writer_main(unsigned c)
+{
+    try {
+        while (auto j = out_[c]->pop()) {
+            Job* job = *j;
+            std::size_t bytes;
+            Stopwatch busy;
+            if (!job->record.empty()) {
+                bytes = job->record.size();
+                bucket_.take(bytes);
+                write_all(fds_[c], job->record, cfg_.io_timeout);
+            } else {
+                bytes = job->wire_size;
+                bucket_.take(bytes);
+                write_all(fds_[c], job->iov, cfg_.io_timeout);
+            }
+            {
+                std::lock_guard<std::mutex> l(counters_lock_);
+                auto& k = job->counts;
+                counters_.pages += k.pages;
+                counters_.zero_pages += k.zero_pages;
+                counters_.raw_pages += k.raw_pages;
+                counters_.deflate_pages += k.deflate_pages;
+                counters_.deflate_in += k.deflate_in;
+                counters_.deflate_out += k.deflate_out;
+                counters_.xbzrle_pages += k.xbzrle_pages;
+                counters_.xbzrle_bytes += k.xbzrle_bytes;
+                counters_.xbzrle_hits += k.xbzrle_hits;
+                counters_.xbzrle_misses += k.xbzrle_misses;
+                counters_.compress_ns += k.compress_ns;
+                counters_.wire_bytes += bytes;
+                counters_.write_ns += std::uint64_t(busy.seconds() * 1e9);
+            }
+            job->counts = PipelineCounters{};
+            if (!free_.push(job))
+                return;
+            std::lock_guard<std::mutex> l(m_);
+            if (--outstanding_ == 0)
+                idle_cv_.notify_all();
+        }
+    } catch (...) {
+        fail(std::current_exception());
+    }
+}
+
+// Classifies and encodes one job's pages.  Order of preference for a page
+// with data: XBZRLE delta (re-dirtied page whose change is small), then a
+// deflate group (when the region compresses), then raw.
+void SendPipeline::encode(Job& job)
+{
+    const std::size_t n = job.pfns.size();
+    dom_.read_pages(job.pfns, {job.pages, n * kPageSize});
+    auto& enc = job.encoder;
+    auto& k = job.counts;
+    enc.begin(job.round);
+    std::size_t out_off = 0;
+    const bool use_xbzrle = !caches_.empty() && job.round >= 1;
+    const bool may_compress = policy_.has_value();
+
+    // A run of consecutive data pages waiting to be grouped (indices into job).
+    std::size_t run_start = 0, run_len = 0;
+    auto flush_run = [&] {
+        std::size_t i = run_start;
+        while (run_len > 0) {
+            std::size_t g = std::min<std::size_t>(run_len, codec::kMaxGroupPages);
+            std::span<const std::uint8_t> data(job.pages + i * kPageSize, g * kPageSize);
+            std::size_t clen = 0;
+            bool tried = false;
+            if (may_compress) {
+                bool go;
+                {
+                    std::lock_guard<std::mutex> l(policy_lock_);
+                    go = policy_->should_compress(job.pfns[i], data);
+                }
+                if (go) {
+                    tried = true;
+                    Stopwatch sw;
+                    thread_local std::unique_ptr<codec::Compressor> comp;
+                    thread_local codec::Algorithm comp_alg = codec::Algorithm::none;
+                    if (!comp || comp_alg != cfg_.compression.algorithm) {
+                        comp = codec::make_compressor(cfg_.compression.algorithm);
+                        comp_alg = cfg_.compression.algorithm;
+                    }
+                    // Worth it only if it saves at least 1/16 of the bytes.
+                    clen = comp->compress(data, {job.encoded.data() + out_off, job.encoded.size() - out_off},
+                                          data.size() - data.size() / 16);
+                    k.compress_ns += std::uint64_t(sw.seconds() * 1e9);
+                    k.deflate_in += data.size();
+                }
+            }
+            if (tried) {
+                std::lock_guard<std::mutex> l(policy_lock_);
+                policy_->record(job.pfns[i], data.size(), clen ? clen : data.size());
+            }
+            if (clen) {
+                enc.add_group({job.pfns.data() + i, g}, {job.encoded.data() + out_off, clen});
+                out_off += clen;
+                k.deflate_pages += g;
+                k.deflate_out += clen;
+            } else {
+                for (std::size_t p = i; p < i + g; ++p)
+                    enc.add(job.pfns[p], wire::PageEncoding::raw, {job.pages + p * kPageSize, kPageSize});
+                k.raw_pages += g;
+            }
+            i += g;
+            run_len -= g;
+        }
+    };
+
+    for (std::size_t i = 0; i < n; ++i) {
+        const std::uint8_t* page = job.pages + i * kPageSize;
+        ++k.pages;
+        if (cfg_.zero_detect && is_zero_page(page)) {
+            flush_run();
+            enc.add_zero(job.pfns[i]);
+            ++k.zero_pages;
+            if (use_xbzrle) {
+                // The destination now holds zeros: a cached older copy must
+                // never serve as a delta base again.
+                std::lock_guard<std::mutex> l(*cache_locks_[job.channel]);
+                caches_[job.channel]->erase(job.pfns[i]);
+            }
+            continue;
+        }
+        if (use_xbzrle) {
+            std::lock_guard<std::mutex> l(*cache_locks_[job.channel]);
+            auto& cache = *caches_[job.channel];
+            const std::uint8_t* old = cache.find(job.pfns[i]);
+            std::size_t dlen = 0;
+            if (old) {
+                ++k.xbzrle_hits;
+                // The pending run's compressed output goes where the delta
+                // would: place it first.
+                flush_run();
+                // A delta above a quarter page is not worth the decode work.
+                dlen = codec::xbzrle_encode({old, kPageSize}, {page, kPageSize},
+                                            {job.encoded.data() + out_off, job.encoded.size() - out_off},
+                                            kPageSize / 4);
+            } else {
+                ++k.xbzrle_misses;
+            }
+            cache.put(job.pfns[i], {page, kPageSize});
+            if (dlen) {
+                enc.add(job.pfns[i], wire::PageEncoding::xbzrle, {job.encoded.data() + out_off, dlen});
+                out_off += dlen;
+                ++k.xbzrle_pages;
+                k.xbzrle_bytes += dlen;
+                continue;
+            }
+        }
+        if (run_len == 0)
+            run_start = i;
+        ++run_len;
+    }
+    flush_run();
+    job.iov = enc.finish();
+    job.wire_size = enc.wire_size();
+}
+
+} // namespace fastmig

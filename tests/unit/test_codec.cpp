@@ -1,0 +1,623 @@
+// Unit tests for the page codecs (stream/codec/): deflate groups with both
+// libraries and across them, hostile compressed input, XBZRLE, the page
+// cache and the compression policy.  Run under ASan as well: every hostile
+// case decodes into a buffer of exactly the expected size, so a write past
+// it is caught.
+#define BOOST_TEST_MODULE codec
+#include <boost/test/unit_test.hpp>
+
+#include "stream/codec/codec.hpp"
+#include "stream/domain/sim/sim_content.hpp"
+
+#include <cstring>
+#include <functional>
+#include <ostream>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace fastmig::codec {
+// For BOOST_TEST's messages (found by argument-dependent lookup).
+std::ostream& operator<<(std::ostream& os, Algorithm a) { return os << algorithm_name(a); }
+} // namespace fastmig::codec
+
+using namespace fastmig;
+using namespace fastmig::codec;
+using fastmig::sim::PageKind;
+
+namespace {
+
+using Bytes = std::vector<std::uint8_t>;
+
+constexpr PageKind kKinds[] = {PageKind::zero, PageKind::text, PageKind::binary, PageKind::random};
+
+Bytes pages_of(PageKind kind, std::size_t n, std::uint64_t seed = 1, Pfn first = 0)
+{
+    Bytes b(n * kPageSize);
+    for (std::size_t i = 0; i < n; ++i)
+        sim::fill_page(kind, b.data() + i * kPageSize, seed, first + i, 0);
+    return b;
+}
+
+bool throws_stream(const std::function<void()>& f, const std::string& needle)
+{
+    try {
+        f();
+    } catch (const StreamError& e) {
+        if (std::string(e.what()).find(needle) != std::string::npos)
+            return true;
+        BOOST_TEST_MESSAGE("StreamError without \"" << needle << "\": " << e.what());
+        return false;
+    } catch (const std::exception& e) {
+        BOOST_TEST_MESSAGE("not a StreamError: " << e.what());
+        return false;
+    }
+    BOOST_TEST_MESSAGE("no exception, expected \"" << needle << "\"");
+    return false;
+}
+#define CHECK_STREAM_ERROR(expr, needle) BOOST_CHECK(throws_stream([&] { expr; }, needle))
+
+struct Codec {
+    Algorithm algo;
+    int level;
+};
+const Codec kCodecs[] = {{Algorithm::igzip, 0}, {Algorithm::igzip, 1}, {Algorithm::igzip, 3},
+                         {Algorithm::zlib, 1}, {Algorithm::zlib, 6}};
+
+Bytes compress_all(Compressor& c, const Bytes& in)
+{
+    Bytes out(kMaxEncodedGroup);
+    const std::size_t n = c.compress(in, out, out.size());
+    BOOST_REQUIRE(n > 0);
+    out.resize(n);
+    return out;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(deflate)
+
+BOOST_AUTO_TEST_CASE(names)
+{
+    BOOST_TEST(parse_algorithm("igzip") == Algorithm::igzip);
+    BOOST_TEST(parse_algorithm("zlib") == Algorithm::zlib);
+    BOOST_TEST(parse_algorithm("none") == Algorithm::none);
+    BOOST_TEST(algorithm_name(Algorithm::zlib) == std::string("zlib"));
+    try {
+        parse_algorithm("zstd");
+        BOOST_FAIL("zstd accepted");
+    } catch (const Error& e) {
+        BOOST_TEST(std::string(e.what()).find("known: none, igzip, zlib") != std::string::npos);
+    }
+    BOOST_TEST(!make_compressor(Algorithm::none));
+    BOOST_CHECK_THROW(make_compressor(Algorithm::igzip, 4), Error);
+    BOOST_CHECK_THROW(make_compressor(Algorithm::zlib, 0), Error);
+}
+
+BOOST_AUTO_TEST_CASE(round_trips_every_codec_kind_and_group_size)
+{
+    // Every compressor's output must inflate with both decompressors: that
+    // is the interop rule (igzip -> zlib and zlib -> igzip) as well.
+    auto inflate_igzip = make_decompressor(Algorithm::igzip);
+    auto inflate_zlib = make_decompressor(Algorithm::zlib);
+    for (const Codec& codec : kCodecs) {
+        auto comp = make_compressor(codec.algo, codec.level);
+        for (PageKind kind : kKinds) {
+            for (std::size_t n = 1; n <= kMaxGroupPages; ++n) {
+                BOOST_TEST_CONTEXT(algorithm_name(codec.algo) << " " << codec.level << " "
+                                                              << sim::page_kind_name(kind) << " x" << n)
+                {
+                    const Bytes in = pages_of(kind, n, 7, n * 100);
+                    const Bytes blob = compress_all(*comp, in);
+                    BOOST_TEST(blob.size() <= n * kMaxXbzrle);
+                    for (Decompressor* d : {inflate_igzip.get(), inflate_zlib.get()}) {
+                        Bytes out(in.size(), 0xee);
+                        d->decompress(blob, out);
+                        BOOST_TEST((out == in));
+                    }
+                    if (kind == PageKind::text || kind == PageKind::zero)
+                        BOOST_TEST(blob.size() * 2 < in.size());
+                }
+            }
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(scattered_pages)
+{
+    // compress_pages gives the same stream whether the pages are adjacent
+    // or scattered (gathered first), and it inflates to the pages in order.
+    const Bytes in = pages_of(PageKind::text, 5, 2);
+    std::vector<Bytes> apart;
+    for (std::size_t i = 0; i < 5; ++i)
+        apart.emplace_back(in.begin() + i * kPageSize, in.begin() + (i + 1) * kPageSize);
+    std::vector<const std::uint8_t*> scattered, adjacent;
+    for (std::size_t i = 0; i < 5; ++i) {
+        scattered.push_back(apart[i].data());
+        adjacent.push_back(in.data() + i * kPageSize);
+    }
+    for (const Codec& codec : kCodecs) {
+        auto comp = make_compressor(codec.algo, codec.level);
+        const Bytes whole = compress_all(*comp, in);
+        Bytes a(kMaxEncodedGroup), b(kMaxEncodedGroup);
+        a.resize(comp->compress_pages(adjacent, a, a.size()));
+        b.resize(comp->compress_pages(scattered, b, b.size()));
+        BOOST_TEST((a == whole));
+        BOOST_TEST((b == whole));
+        BOOST_CHECK_THROW(comp->compress_pages({}, a, a.size()), Error);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(limit_bails_out)
+{
+    const Bytes random = pages_of(PageKind::random, 4);
+    const Bytes text = pages_of(PageKind::text, 4);
+    for (const Codec& codec : kCodecs) {
+        auto comp = make_compressor(codec.algo, codec.level);
+        Bytes out(kMaxEncodedGroup);
+        // Random pages (bar their small pfn/version tag) cannot shrink by half.
+        BOOST_TEST(comp->compress(random, out, random.size() / 2) == 0u);
+        // Text fits a generous limit and not a tiny one.
+        const std::size_t n = comp->compress(text, out, text.size() / 2);
+        BOOST_TEST(n > 0u);
+        BOOST_TEST(n <= text.size() / 2);
+        BOOST_TEST(comp->compress(text, out, 16) == 0u);
+        // The out span bounds the output as well as the limit does.
+        BOOST_TEST(comp->compress(text, std::span<std::uint8_t>(out).first(16), out.size()) == 0u);
+        // A group that is not whole pages is a caller bug.
+        BOOST_CHECK_THROW(comp->compress(std::span<const std::uint8_t>(text).first(100), out, out.size()), Error);
+        BOOST_CHECK_THROW(comp->compress(Bytes(17 * kPageSize), out, out.size()), Error);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(hostile_input)
+{
+    std::mt19937_64 rng(42);
+    auto comp_i = make_compressor(Algorithm::igzip, 1);
+    auto comp_z = make_compressor(Algorithm::zlib, 1);
+    for (Algorithm da : {Algorithm::igzip, Algorithm::zlib}) {
+        auto d = make_decompressor(da);
+        BOOST_TEST_CONTEXT("inflate with " << algorithm_name(da))
+        {
+            for (Compressor* c : {comp_i.get(), comp_z.get()}) {
+                const Bytes in = pages_of(PageKind::text, 4, 3);
+                const Bytes blob = compress_all(*c, in);
+                // Valid stream for 4 pages decoded into 3 or 5 pages' room.
+                {
+                    Bytes out(3 * kPageSize);
+                    CHECK_STREAM_ERROR(d->decompress(blob, out), "inflates to more than 12288 bytes");
+                    Bytes out5(5 * kPageSize);
+                    CHECK_STREAM_ERROR(d->decompress(blob, out5), "deflate: inflates to 16384 bytes, expected 20480");
+                }
+                // Trailing garbage.
+                for (std::size_t extra : {1u, 2u, 7u, 100u}) {
+                    Bytes t = blob;
+                    t.resize(t.size() + extra, 0x5a);
+                    Bytes out(in.size());
+                    CHECK_STREAM_ERROR(d->decompress(t, out), "trailing bytes");
+                }
+                // Every truncation.
+                for (std::size_t n = 0; n < blob.size(); ++n) {
+                    Bytes out(in.size());
+                    CHECK_STREAM_ERROR(d->decompress(std::span<const std::uint8_t>(blob).first(n), out), "deflate: ");
+                }
+                // Bit flips: either refused, or (rarely: deflate has no
+                // checksum, the record CRC is what catches those) decoded to
+                // exactly the size asked for.
+                for (int i = 0; i < 2000; ++i) {
+                    Bytes m = blob;
+                    m[rng() % m.size()] ^= static_cast<std::uint8_t>(1u << (rng() % 8));
+                    Bytes out(in.size());
+                    try {
+                        d->decompress(m, out);
+                    } catch (const StreamError&) {
+                    }
+                }
+            }
+            // Random bytes of every length up to a few KiB, into a one-page
+            // and a 16-page output.
+            for (int i = 0; i < 3000; ++i) {
+                Bytes junk(1 + rng() % 5000);
+                for (auto& b : junk)
+                    b = static_cast<std::uint8_t>(rng());
+                Bytes out(kPageSize * (i % 2 ? 1 : kMaxGroupPages));
+                if (junk.size() > out.size() / kPageSize * kMaxXbzrle)
+                    junk.resize(out.size() / kPageSize * kMaxXbzrle);
+                try {
+                    d->decompress(junk, out);
+                } catch (const StreamError&) {
+                }
+            }
+            // Input lengths the wire would never allow.
+            Bytes out(kPageSize);
+            CHECK_STREAM_ERROR(d->decompress({}, out), "out of bounds");
+            CHECK_STREAM_ERROR(d->decompress(Bytes(kMaxXbzrle + 1), out), "out of bounds");
+            // A stored block claiming 65535 bytes into one page's room.
+            Bytes stored = {0x01, 0xff, 0xff, 0x00, 0x00};
+            stored.resize(stored.size() + 4000, 0);
+            CHECK_STREAM_ERROR(d->decompress(stored, out), "deflate: ");
+            // An empty final stored block: a valid stream of 0 bytes.
+            CHECK_STREAM_ERROR(d->decompress(Bytes{0x01, 0x00, 0x00, 0xff, 0xff}, out),
+                               "inflates to 0 bytes, expected 4096");
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(longer_stream_into_every_smaller_group)
+{
+    // A valid 16-page stream decoded into 1..15 pages: refused, and (ASan)
+    // nothing written past the n pages, whatever kind of data and wherever
+    // the output runs out (inside a literal run or a long match).
+    for (PageKind kind : {PageKind::text, PageKind::binary, PageKind::random}) {
+        for (Algorithm ca : {Algorithm::igzip, Algorithm::zlib}) {
+            auto comp = make_compressor(ca, 1);
+            const Bytes in = pages_of(kind, kMaxGroupPages, 8);
+            Bytes blob(kMaxEncodedGroup);
+            const std::size_t n = comp->compress(in, blob, blob.size());
+            BOOST_REQUIRE(n > 0u);
+            blob.resize(n);
+            for (Algorithm da : {Algorithm::igzip, Algorithm::zlib}) {
+                auto d = make_decompressor(da);
+                for (std::size_t pages = 1; pages < kMaxGroupPages; ++pages) {
+                    Bytes out(pages * kPageSize);
+                    if (blob.size() > pages * kMaxXbzrle)
+                        CHECK_STREAM_ERROR(d->decompress(blob, out), "out of bounds");
+                    else
+                        CHECK_STREAM_ERROR(d->decompress(blob, out), "inflates to more than");
+                }
+            }
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(hostile_zero_bomb_is_bounded)
+{
+    // The most output a legal-size input can ask for is still just `out`:
+    // a stream of 16 pages of zeros decoded into one page is refused.
+    auto comp = make_compressor(Algorithm::zlib, 9);
+    const Bytes zeros(kMaxGroupPages * kPageSize, 0);
+    const Bytes blob = compress_all(*comp, zeros);
+    for (Algorithm da : {Algorithm::igzip, Algorithm::zlib}) {
+        Bytes out(kPageSize);
+        CHECK_STREAM_ERROR(make_decompressor(da)->decompress(blob, out), "inflates to more than 4096");
+    }
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// ---- XBZRLE -------------------------------------------------------------------
+
+BOOST_AUTO_TEST_SUITE(xbzrle)
+
+BOOST_AUTO_TEST_CASE(round_trip_small_changes)
+{
+    std::mt19937_64 rng(1);
+    Bytes out(kMaxXbzrle);
+    for (PageKind kind : kKinds) {
+        for (int iter = 0; iter < 2000; ++iter) {
+            const Bytes old_page = pages_of(kind, 1, 5, iter);
+            Bytes new_page = old_page;
+            const unsigned edits = rng() % 6;
+            for (unsigned e = 0; e < edits; ++e) {
+                const std::size_t at = rng() % kPageSize;
+                const std::size_t len = 1 + rng() % (rng() % 4 == 0 ? 300 : 16);
+                for (std::size_t i = at; i < std::min(kPageSize, at + len); ++i)
+                    new_page[i] = static_cast<std::uint8_t>(rng());
+            }
+            const std::size_t n = xbzrle_encode(old_page, new_page, out, out.size());
+            BOOST_REQUIRE(n > 0u);
+            Bytes page = old_page;
+            xbzrle_decode(std::span<const std::uint8_t>(out).first(n), page);
+            BOOST_REQUIRE((page == new_page));
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(sizes)
+{
+    const Bytes old_page = pages_of(PageKind::binary, 1, 9);
+    Bytes out(kMaxXbzrle);
+    // Unchanged page: the 3-byte minimal delta.
+    BOOST_TEST(xbzrle_encode(old_page, old_page, out, out.size()) == 3u);
+    Bytes page = old_page;
+    xbzrle_decode(std::span<const std::uint8_t>(out).first(3), page);
+    BOOST_TEST((page == old_page));
+    // A 64-byte change in the middle: 2 + 1 bytes of header + 64.
+    Bytes changed = old_page;
+    for (std::size_t i = 1000; i < 1064; ++i)
+        changed[i] = static_cast<std::uint8_t>(~changed[i]);
+    BOOST_TEST(xbzrle_encode(old_page, changed, out, out.size()) == 67u);
+    // Changes at both ends of the page.
+    changed = old_page;
+    changed[0] ^= 1;
+    changed[4095] ^= 1;
+    const std::size_t n = xbzrle_encode(old_page, changed, out, out.size());
+    BOOST_TEST(n == 1u + 1 + 1 + 2 + 1 + 1);
+    page = old_page;
+    xbzrle_decode(std::span<const std::uint8_t>(out).first(n), page);
+    BOOST_TEST((page == changed));
+}
+
+BOOST_AUTO_TEST_CASE(limit_bails_out)
+{
+    // Two pages that differ in every 8-byte word (sim pages would share
+    // their pfn tag).
+    Bytes a(kPageSize), b(kPageSize);
+    std::mt19937_64 rng(11);
+    for (std::size_t i = 0; i < kPageSize; ++i) {
+        a[i] = static_cast<std::uint8_t>(rng());
+        b[i] = static_cast<std::uint8_t>(a[i] ^ (1 + rng() % 255));
+    }
+    Bytes out(kMaxXbzrle);
+    BOOST_TEST(xbzrle_encode(a, b, out, 100) == 0u);
+    BOOST_TEST(xbzrle_encode(a, b, out, kPageSize) == 0u);
+    // A completely different page is 4096 bytes + 3 of headers: within the
+    // wire bound, but never below the raw size.
+    BOOST_TEST(xbzrle_encode(a, b, out, out.size()) == kPageSize + 3);
+    // The out span bounds it too.
+    Bytes c = a;
+    c[10] ^= 1;
+    BOOST_TEST(xbzrle_encode(a, c, std::span<std::uint8_t>(out).first(3), out.size()) == 3u);
+    BOOST_TEST(xbzrle_encode(a, c, std::span<std::uint8_t>(out).first(2), out.size()) == 0u);
+    BOOST_TEST(xbzrle_encode(a, a, out, 2) == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(hostile_deltas)
+{
+    const Bytes orig = pages_of(PageKind::text, 1, 4);
+    auto bad = [&](const Bytes& delta, const std::string& needle) {
+        Bytes page = orig;
+        BOOST_TEST_CONTEXT(needle)
+        {
+            CHECK_STREAM_ERROR(xbzrle_decode(delta, page), needle);
+            BOOST_TEST((page == orig)); // refused deltas change nothing
+        }
+    };
+    bad({}, "xbzrle: delta of 0 bytes is out of bounds");
+    bad(Bytes(kMaxXbzrle + 1, 1), "out of bounds");
+    bad({0x00}, "truncated inside a run length");
+    bad({0x80}, "truncated inside a run length");
+    bad({0x80, 0x80, 0x01}, "run length longer than 2 bytes");
+    bad({0x05, 0x00}, "literal run of length 0 at page offset 5");
+    bad({0x00, 0x02, 0xaa}, "delta truncated: literal run of 2 bytes, 1 left");
+    bad({0x80, 0x20, 0x01, 0xaa}, "run of 4096 + 1 bytes at page offset 0 runs past the page");
+    bad({0xff, 0x1f, 0x02, 0xaa, 0xbb}, "runs past the page");             // skip 4095, count 2
+    bad({0x00, 0x81, 0x20}, "runs past the page");                         // count 4097
+    bad({0x10, 0x01, 0xaa, 0xff, 0x1f, 0x01, 0xbb}, "at page offset 17 runs past the page");
+    // Legal edge: the last byte of the page.
+    Bytes page = orig;
+    xbzrle_decode(Bytes{0xff, 0x1f, 0x01, 0xcc}, page);
+    BOOST_TEST(page[4095] == 0xcc);
+    BOOST_TEST(std::equal(page.begin(), page.end() - 1, orig.begin()));
+
+    // Random junk never writes outside the page (ASan) nor throws anything
+    // but StreamError.
+    std::mt19937_64 rng(3);
+    for (int i = 0; i < 20000; ++i) {
+        Bytes junk(1 + rng() % 64);
+        for (auto& b : junk)
+            b = static_cast<std::uint8_t>(rng() % 4 ? rng() % 24 : rng());
+        Bytes p(kPageSize);
+        try {
+            xbzrle_decode(junk, p);
+        } catch (const StreamError&) {
+        }
+    }
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// ---- PageCache ------------------------------------------------------------
+
+BOOST_AUTO_TEST_SUITE(page_cache)
+
+BOOST_AUTO_TEST_CASE(hits_misses_replace_erase)
+{
+    PageCache c(4 * kPageSize + 100); // partial pages do not count
+    BOOST_TEST(c.capacity_pages() == 4u);
+    const Bytes a = pages_of(PageKind::text, 1, 1, 10), b = pages_of(PageKind::text, 1, 1, 11);
+    BOOST_TEST(c.find(10) == nullptr);
+    c.put(10, a);
+    const std::uint8_t* p = c.find(10);
+    BOOST_REQUIRE(p);
+    BOOST_TEST(std::memcmp(p, a.data(), kPageSize) == 0);
+    c.put(10, b); // replace in place
+    BOOST_TEST(std::memcmp(c.find(10), b.data(), kPageSize) == 0);
+    c.erase(10);
+    BOOST_TEST(c.find(10) == nullptr);
+    c.erase(12345); // absent: no effect
+    BOOST_TEST(c.hits() == 2u);
+    BOOST_TEST(c.misses() == 2u);
+    BOOST_CHECK_THROW(c.put(1, Bytes(100)), Error);
+
+    PageCache none(100);
+    BOOST_TEST(none.capacity_pages() == 0u);
+    none.put(1, a);
+    BOOST_TEST(none.find(1) == nullptr);
+}
+
+BOOST_AUTO_TEST_CASE(clock_eviction_keeps_the_hot_set)
+{
+    constexpr std::size_t cap = 64;
+    PageCache c(cap * kPageSize);
+    Bytes page(kPageSize);
+    auto put = [&](Pfn pfn) {
+        std::memcpy(page.data(), &pfn, sizeof pfn);
+        c.put(pfn, page);
+    };
+    auto holds = [&](Pfn pfn) {
+        const std::uint8_t* p = c.find(pfn);
+        return p && std::memcmp(p, &pfn, sizeof pfn) == 0;
+    };
+    // Fill, touch a hot set of 16, then stream 1000 pages sent once.
+    for (Pfn pfn = 0; pfn < cap; ++pfn)
+        put(pfn);
+    for (Pfn pfn = 0; pfn < 16; ++pfn)
+        BOOST_TEST(holds(pfn));
+    for (Pfn pfn = 1000; pfn < 2000; ++pfn) {
+        put(pfn);
+        if (pfn % 16 == 0) // the hot set keeps being re-sent and hit
+            for (Pfn h = 0; h < 16; ++h)
+                BOOST_TEST(holds(h));
+    }
+    for (Pfn pfn = 0; pfn < 16; ++pfn)
+        BOOST_TEST(holds(pfn));
+    // The cold pages of the first fill are gone, the newest are there.
+    for (Pfn pfn = 16; pfn < cap; ++pfn)
+        BOOST_TEST(!holds(pfn));
+    BOOST_TEST(holds(1999));
+    std::size_t present = 0;
+    for (Pfn pfn = 1000; pfn < 2000; ++pfn)
+        present += c.find(pfn) != nullptr;
+    BOOST_TEST(present <= cap - 16);
+    BOOST_TEST(present > 0u);
+    BOOST_TEST(c.hits() > 1000u);
+}
+
+BOOST_AUTO_TEST_CASE(xbzrle_against_the_cache)
+{
+    // The way the engine uses the pair: find, encode against it, put.
+    PageCache c(8 * kPageSize);
+    Bytes cur = pages_of(PageKind::binary, 1, 3, 77), out(kMaxXbzrle);
+    BOOST_TEST(!c.find(77));
+    c.put(77, cur);
+    Bytes dest = cur; // the destination's copy
+    std::mt19937_64 rng(5);
+    for (int round = 0; round < 50; ++round) {
+        for (int k = 0; k < 3; ++k)
+            cur[rng() % kPageSize] = static_cast<std::uint8_t>(rng());
+        const std::uint8_t* old = c.find(77);
+        BOOST_REQUIRE(old);
+        const std::size_t n = xbzrle_encode({old, kPageSize}, cur, out, kPageSize / 2);
+        BOOST_REQUIRE(n > 0u);
+        c.put(77, cur);
+        xbzrle_decode(std::span<const std::uint8_t>(out).first(n), dest);
+        BOOST_REQUIRE((dest == cur));
+    }
+    BOOST_TEST(c.hits() == 50u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// ---- entropy and policy --------------------------------------------------------
+
+BOOST_AUTO_TEST_SUITE(policy)
+
+BOOST_AUTO_TEST_CASE(entropy_probe_separates_kinds)
+{
+    for (Pfn pfn = 0; pfn < 200; ++pfn) {
+        const double z = entropy_probe(pages_of(PageKind::zero, 1, 1, pfn));
+        const double t = entropy_probe(pages_of(PageKind::text, 1, 1, pfn));
+        const double b = entropy_probe(pages_of(PageKind::binary, 1, 1, pfn));
+        const double r = entropy_probe(pages_of(PageKind::random, 1, 1, pfn));
+        BOOST_TEST(z == 0.0);
+        BOOST_TEST(t < 6.5);
+        BOOST_TEST(b < 6.5);
+        BOOST_TEST(r > 7.5);
+        BOOST_TEST(r <= 8.0);
+    }
+    BOOST_CHECK_THROW(entropy_probe(Bytes(100)), Error);
+}
+
+BOOST_AUTO_TEST_CASE(random_region_goes_raw_and_is_reprobed)
+{
+    CompressionConfig cfg;
+    cfg.entropy_limit = 9; // ratio path only: the probe is tested below
+    cfg.reprobe_after = 8;
+    CompressionPolicy pol(cfg, 4096);
+    const Bytes random = pages_of(PageKind::random, 16);
+    auto comp = make_compressor(Algorithm::igzip, 1);
+    Bytes out(kMaxEncodedGroup);
+    // First group of region 0 is tried, achieves ~1: region goes raw.
+    BOOST_TEST(pol.should_compress(0, random));
+    pol.record(0, random.size(), comp->compress(random, out, random.size()));
+    unsigned tried = 0;
+    for (int g = 0; g < 8; ++g)
+        tried += pol.should_compress(16 * (g % 16), random);
+    BOOST_TEST(tried == 0u);
+    // Then it is probed again.
+    BOOST_TEST(pol.should_compress(32, random));
+    // Other regions are unaffected.
+    BOOST_TEST(pol.should_compress(256, random));
+    // The region's content became text: one good probe turns it back on.
+    const Bytes text = pages_of(PageKind::text, 16);
+    pol.record(32, text.size(), comp->compress(text, out, text.size()));
+    for (int g = 0; g < 20; ++g)
+        BOOST_TEST(pol.should_compress(48, text));
+    BOOST_TEST(pol.overall_ratio() > 1.0);
+}
+
+BOOST_AUTO_TEST_CASE(text_region_stays_compressed)
+{
+    CompressionPolicy pol(CompressionConfig{}, 1 << 20);
+    auto comp = make_compressor(Algorithm::igzip, 1);
+    Bytes out(kMaxEncodedGroup);
+    for (Pfn g = 0; g < 200; ++g) {
+        const Bytes text = pages_of(PageKind::text, 16, 1, g * 16);
+        BOOST_REQUIRE(pol.should_compress(g * 16, text));
+        pol.record(g * 16, text.size(), comp->compress(text, out, text.size()));
+    }
+    BOOST_TEST(pol.overall_ratio() > 2.5);
+}
+
+BOOST_AUTO_TEST_CASE(entropy_probe_short_circuit)
+{
+    CompressionPolicy pol(CompressionConfig{}, 1 << 20);
+    const Bytes random = pages_of(PageKind::random, 16);
+    const Bytes text = pages_of(PageKind::text, 16);
+    for (Pfn g = 0; g < 100; ++g)
+        BOOST_TEST(!pol.should_compress(g * 16, random));
+    // Probe refusals do not condemn a region that also holds text.
+    BOOST_TEST(pol.should_compress(0, text));
+}
+
+BOOST_AUTO_TEST_CASE(always_and_none)
+{
+    CompressionConfig cfg;
+    cfg.always = true;
+    CompressionPolicy pol(cfg, 1024);
+    const Bytes random = pages_of(PageKind::random, 16);
+    pol.record(0, random.size(), 0);
+    pol.set_rates(1e12, 1e6, 1);
+    for (int i = 0; i < 10; ++i)
+        BOOST_TEST(pol.should_compress(0, random));
+
+    CompressionConfig off;
+    off.algorithm = Algorithm::none;
+    CompressionPolicy p2(off, 1024);
+    BOOST_TEST(!p2.should_compress(0, pages_of(PageKind::text, 1)));
+}
+
+BOOST_AUTO_TEST_CASE(set_rates_switches_off_on_a_fast_link)
+{
+    CompressionPolicy pol(CompressionConfig{}, 1 << 20);
+    const Bytes text = pages_of(PageKind::text, 16);
+    const double C = 0.8e9; // igzip level 1 on text, per thread
+    // 1 Gbit/s, 2 threads: compress.
+    pol.set_rates(0.125e9, C, 2);
+    BOOST_TEST(pol.link_bound());
+    BOOST_TEST(pol.ratio_needed() < 1.1);
+    BOOST_TEST(pol.should_compress(0, text));
+    // Loopback, faster than both compressors: never.
+    pol.set_rates(2.8e9, C, 2);
+    BOOST_TEST(!pol.link_bound());
+    BOOST_TEST(!pol.should_compress(0, text));
+    // 10 Gbit/s: only regions reaching 1 / (1 - 1.25/1.6) = 4.57 pay.
+    pol.set_rates(1.25e9, C, 2);
+    BOOST_TEST(pol.link_bound());
+    BOOST_TEST(pol.ratio_needed() == 1.0 / (1.0 - 1.25 / 1.6), boost::test_tools::tolerance(1e-9));
+    BOOST_TEST(pol.should_compress(0, text));
+    pol.record(0, 65536, 65536 / 3); // ratio 3 < 4.57: region goes raw
+    BOOST_TEST(!pol.should_compress(16, text));
+    BOOST_TEST(pol.should_compress(256, text)); // other regions still try
+    pol.record(256, 65536, 65536 / 6);          // ratio 6: stays on
+    BOOST_TEST(pol.should_compress(272, text));
+    // The link slows down again: back on.  Unknown rates: ratio rule only.
+    pol.set_rates(0.1e9, C, 2);
+    BOOST_TEST(pol.link_bound());
+    pol.set_rates(0, 0, 0);
+    BOOST_TEST(pol.link_bound());
+    BOOST_TEST(pol.ratio_needed() == 1.0);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
