@@ -240,7 +240,8 @@ void Receiver::apply_batch(std::uint32_t c, wire::PageBatch& b, std::vector<std:
             const std::size_t g = b.group_pages[i]; // validated: 1..kMaxGroupPages, continuations follow
             buf.resize(g * kPageSize);
             inflater.decompress(b.data[i], {buf.data(), g * kPageSize});
-            std::vector<Pfn> pfns;
+            thread_local std::vector<Pfn> pfns;
+            pfns.clear();
             for (std::size_t j = 0; j < g; ++j) {
                 pfns.push_back(b.pages[i + j].pfn);
                 seen_.set(b.pages[i + j].pfn);

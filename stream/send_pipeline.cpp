@@ -10,9 +10,12 @@
 namespace fastmig {
 
 struct SendPipeline::Job {
+    // Buffers are left uninitialised: zeroing 4 MiB per job at start-up
+    // costs more than the rest of a small migration's set-up.
     explicit Job(std::uint32_t batch_pages)
         : pages(static_cast<std::uint8_t*>(std::aligned_alloc(kPageSize, batch_pages * kPageSize))),
-          encoded(batch_pages * (kPageSize + 64))
+          encoded(std::make_unique_for_overwrite<std::uint8_t[]>(batch_pages * (kPageSize + 64))),
+          encoded_size(batch_pages * (kPageSize + 64))
     {
         if (!pages)
             throw Error("out of memory for the send pipeline's page buffers");
@@ -24,7 +27,8 @@ struct SendPipeline::Job {
     std::uint32_t round = 0;
     std::vector<Pfn> pfns;
     std::uint8_t* pages;
-    std::vector<std::uint8_t> encoded; // deflate groups and XBZRLE deltas
+    std::unique_ptr<std::uint8_t[]> encoded; // deflate groups and XBZRLE deltas
+    std::size_t encoded_size;
     wire::BatchEncoder encoder;
     std::span<const iovec> iov;
     std::size_t wire_size = 0;
@@ -52,11 +56,14 @@ SendPipeline::SendPipeline(Domain& dom, std::vector<int> fds, PipelineConfig cfg
             caches_.push_back(std::make_unique<codec::PageCache>(cfg_.xbzrle_cache_bytes / fds_.size()));
         cache_locks_.push_back(std::make_unique<std::mutex>());
     }
-    if (cfg_.compression.algorithm != codec::Algorithm::none)
-        policy_.emplace(cfg_.compression, dom_.nr_pages());
+    for (unsigned t = 0; t < cfg_.threads; ++t) {
+        policies_.push_back(std::make_unique<WorkerPolicy>());
+        if (cfg_.compression.algorithm != codec::Algorithm::none)
+            policies_.back()->policy.emplace(cfg_.compression, dom_.nr_pages());
+    }
     try {
         for (unsigned t = 0; t < cfg_.threads; ++t)
-            threads_.emplace_back([this] { worker_main(); });
+            threads_.emplace_back([this, t] { worker_main(t); });
         for (unsigned c = 0; c < fds_.size(); ++c)
             threads_.emplace_back([this, c] { writer_main(c); });
     } catch (...) {
@@ -183,7 +190,7 @@ double SendPipeline::link_rate() const
 
 void SendPipeline::update_rates()
 {
-    if (!policy_)
+    if (cfg_.compression.algorithm == codec::Algorithm::none)
         return;
     PipelineCounters c = counters();
     // Need a few MiB of evidence before judging either side.
@@ -191,16 +198,18 @@ void SendPipeline::update_rates()
         return;
     double compress_rate = double(c.deflate_in) / (double(c.compress_ns) * 1e-9);
     double link = link_rate();
-    std::lock_guard<std::mutex> l(policy_lock_);
-    policy_->set_rates(link, compress_rate, cfg_.threads);
+    for (auto& wp : policies_) {
+        std::lock_guard<std::mutex> l(wp->lock);
+        wp->policy->set_rates(link, compress_rate, cfg_.threads);
+    }
 }
 
-void SendPipeline::worker_main()
+void SendPipeline::worker_main(unsigned index)
 {
     try {
         while (auto j = work_.pop()) {
             Job* job = *j;
-            encode(*job);
+            encode(*job, *policies_[index]);
             if (!out_[job->channel]->push(job))
                 return;
         }
@@ -257,7 +266,7 @@ void SendPipeline::writer_main(unsigned c)
 // Classifies and encodes one job's pages.  Order of preference for a page
 // with data: XBZRLE delta (re-dirtied page whose change is small), then a
 // deflate group (when the region compresses), then raw.
-void SendPipeline::encode(Job& job)
+void SendPipeline::encode(Job& job, WorkerPolicy& wp)
 {
     const std::size_t n = job.pfns.size();
     dom_.read_pages(job.pfns, {job.pages, n * kPageSize});
@@ -266,7 +275,7 @@ void SendPipeline::encode(Job& job)
     enc.begin(job.round);
     std::size_t out_off = 0;
     const bool use_xbzrle = !caches_.empty() && job.round >= 1;
-    const bool may_compress = policy_.has_value();
+    const bool may_compress = wp.policy.has_value();
 
     // A run of consecutive data pages waiting to be grouped (indices into job).
     std::size_t run_start = 0, run_len = 0;
@@ -280,8 +289,8 @@ void SendPipeline::encode(Job& job)
             if (may_compress) {
                 bool go;
                 {
-                    std::lock_guard<std::mutex> l(policy_lock_);
-                    go = policy_->should_compress(job.pfns[i], data);
+                    std::lock_guard<std::mutex> l(wp.lock);
+                    go = wp.policy->should_compress(job.pfns[i], data);
                 }
                 if (go) {
                     tried = true;
@@ -293,18 +302,18 @@ void SendPipeline::encode(Job& job)
                         comp_alg = cfg_.compression.algorithm;
                     }
                     // Worth it only if it saves at least 1/16 of the bytes.
-                    clen = comp->compress(data, {job.encoded.data() + out_off, job.encoded.size() - out_off},
+                    clen = comp->compress(data, {job.encoded.get() + out_off, job.encoded_size - out_off},
                                           data.size() - data.size() / 16);
                     k.compress_ns += std::uint64_t(sw.seconds() * 1e9);
                     k.deflate_in += data.size();
                 }
             }
             if (tried) {
-                std::lock_guard<std::mutex> l(policy_lock_);
-                policy_->record(job.pfns[i], data.size(), clen ? clen : data.size());
+                std::lock_guard<std::mutex> l(wp.lock);
+                wp.policy->record(job.pfns[i], data.size(), clen ? clen : data.size());
             }
             if (clen) {
-                enc.add_group({job.pfns.data() + i, g}, {job.encoded.data() + out_off, clen});
+                enc.add_group({job.pfns.data() + i, g}, {job.encoded.get() + out_off, clen});
                 out_off += clen;
                 k.deflate_pages += g;
                 k.deflate_out += clen;
@@ -345,14 +354,14 @@ void SendPipeline::encode(Job& job)
                 flush_run();
                 // A delta above a quarter page is not worth the decode work.
                 dlen = codec::xbzrle_encode({old, kPageSize}, {page, kPageSize},
-                                            {job.encoded.data() + out_off, job.encoded.size() - out_off},
+                                            {job.encoded.get() + out_off, job.encoded_size - out_off},
                                             kPageSize / 4);
             } else {
                 ++k.xbzrle_misses;
             }
             cache.put(job.pfns[i], {page, kPageSize});
             if (dlen) {
-                enc.add(job.pfns[i], wire::PageEncoding::xbzrle, {job.encoded.data() + out_off, dlen});
+                enc.add(job.pfns[i], wire::PageEncoding::xbzrle, {job.encoded.get() + out_off, dlen});
                 out_off += dlen;
                 ++k.xbzrle_pages;
                 k.xbzrle_bytes += dlen;

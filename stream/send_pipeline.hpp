@@ -81,9 +81,18 @@ public:
 
 private:
     struct Job;
-    void worker_main();
+    // One compression policy per worker, so the entropy probe and the
+    // region bookkeeping never serialise the workers; each lock is only
+    // contended by update_rates().  A region's verdict is learnt by each
+    // worker separately: a few more probes, no shared state.
+    struct WorkerPolicy {
+        std::mutex lock;
+        std::optional<codec::CompressionPolicy> policy;
+    };
+
+    void worker_main(unsigned index);
     void writer_main(unsigned channel);
-    void encode(Job& job);
+    void encode(Job& job, WorkerPolicy& wp);
     void fail(std::exception_ptr e);
     void rethrow_if_failed();
     void submit(Job* job);
@@ -102,8 +111,7 @@ private:
     // XBZRLE caches, one per channel (a pfn always uses the same channel).
     std::vector<std::unique_ptr<codec::PageCache>> caches_;
     std::vector<std::unique_ptr<std::mutex>> cache_locks_;
-    std::mutex policy_lock_;
-    std::optional<codec::CompressionPolicy> policy_;
+    std::vector<std::unique_ptr<WorkerPolicy>> policies_;
 
     std::mutex m_;
     std::condition_variable idle_cv_;
