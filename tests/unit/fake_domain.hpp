@@ -86,6 +86,15 @@ public:
         if (fetch_delay_ms && !paused_)
             std::this_thread::sleep_for(std::chrono::milliseconds(fetch_delay_ms));
         std::lock_guard<std::mutex> l(m_);
+        // Deterministic re-dirtying of a hot set between rounds (whatever the
+        // scheduler does with the writer thread): small changes, as XBZRLE
+        // expects.
+        if (hot_on_fetch && !paused_ && logging_)
+            for (std::uint64_t h = 0; h < hot_on_fetch; ++h) {
+                Pfn p = h * (nr_pages() / hot_on_fetch);
+                fill_page(p, true);
+                dirty_.set(p);
+            }
         out = dirty_;
         dirty_.clear_all();
         return out.count();
@@ -124,6 +133,7 @@ public:
     std::atomic<bool> released_{false};
     std::atomic<std::uint64_t> writes_{0};
     unsigned fetch_delay_ms = 0;
+    std::uint64_t hot_on_fetch = 0;
 
 private:
     void fill_page(Pfn p, bool small = false)

@@ -456,8 +456,9 @@ BOOST_AUTO_TEST_CASE(channels_codecs_xbzrle_out_of_order_are_bit_exact)
             for (std::size_t cache : {std::size_t(0), std::size_t(1) << 20}) {
                 ++seed;
                 FakeDomain src(6000, seed, true);
-                src.start_writer(4, 16); // a hot set, re-dirtied from round to round
-                src.fetch_delay_ms = 3;
+                src.start_writer(4, 16); // random writes while pages are read
+                src.fetch_delay_ms = 2;
+                src.hot_on_fetch = 24;   // and a hot set re-dirtied every round
                 while (src.writes_ < 20)
                     std::this_thread::sleep_for(std::chrono::milliseconds(1));
                 FakeProvider prov;
