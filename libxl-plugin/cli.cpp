@@ -159,6 +159,26 @@ std::string human_bytes(double b)
     return buf;
 }
 
+sim::SimConfig sim_config(const Options& o)
+{
+    sim::SimConfig cfg;
+    cfg.memory_bytes = o.size_or("memory", 1ull << 30);
+    cfg.workload = o.get_or("workload", "idle");
+    cfg.seed = o.uint_or("seed", 1);
+    cfg.rate_scale = o.double_or("rate-scale", 1.0);
+    if (cfg.memory_bytes < (1u << 20) || cfg.memory_bytes % kPageSize)
+        throw UsageError("--memory must be at least 1M and a multiple of 4K");
+    std::string names;
+    bool known = false;
+    for (auto& w : sim::workload_names()) {
+        known |= w.first == cfg.workload;
+        names += (names.empty() ? "" : ", ") + w.first;
+    }
+    if (!known)
+        throw UsageError("unknown workload '" + cfg.workload + "' (one of: " + names + ")");
+    return cfg;
+}
+
 int parse_sim_domain(const std::string& s)
 {
     std::string n = s.rfind("sim:", 0) == 0 ? s.substr(4) : s;

@@ -2,6 +2,8 @@
 // errors, sizes ("8G"), and the one-line error convention.
 #pragma once
 
+#include "stream/domain/sim/sim.hpp"
+
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -47,6 +49,10 @@ std::uint64_t parse_uint(const std::string& s, const std::string& what);
 double parse_rate(const std::string& s, const std::string& what);
 double parse_double(const std::string& s, const std::string& what);
 std::string human_bytes(double bytes);
+
+// --memory, --workload, --seed, --rate-scale of a sim guest (demo and sim
+// create), validated; UsageError names the bad option.
+sim::SimConfig sim_config(const Options& o);
 
 // "3" or "sim:3" -> 3; anything else is a UsageError.
 int parse_sim_domain(const std::string& s);

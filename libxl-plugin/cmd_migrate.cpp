@@ -305,22 +305,7 @@ int cmd_demo(const std::vector<std::string>& args)
     Options o(args, valued, flags);
     if (!o.positional().empty())
         throw UsageError("demo takes no positional argument: '" + o.positional()[0] + "'");
-    sim::SimConfig cfg;
-    cfg.memory_bytes = o.size_or("memory", 1ull << 30);
-    cfg.workload = o.get_or("workload", "idle");
-    cfg.seed = o.uint_or("seed", 1);
-    cfg.rate_scale = o.double_or("rate-scale", 1.0);
-    if (cfg.memory_bytes < (1u << 20) || cfg.memory_bytes % kPageSize)
-        throw UsageError("--memory must be at least 1M and a multiple of 4K");
-    bool known = false;
-    for (auto& w : sim::workload_names())
-        known |= w.first == cfg.workload;
-    if (!known) {
-        std::string names;
-        for (auto& w : sim::workload_names())
-            names += (names.empty() ? "" : ", ") + w.first;
-        throw UsageError("unknown workload '" + cfg.workload + "' (one of: " + names + ")");
-    }
+    sim::SimConfig cfg = sim_config(o);
     SendOptions so;
     unsigned channels = 2;
     apply_send_options(o, so, channels);

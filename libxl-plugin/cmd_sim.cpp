@@ -32,13 +32,7 @@ int cmd_sim(const std::vector<std::string>& args, int argc, char** argv)
         Options o(rest, {"memory", "workload", "seed", "rate-scale"}, {});
         if (!o.positional().empty())
             throw UsageError("sim create takes no positional argument");
-        sim::SimConfig cfg;
-        cfg.memory_bytes = o.size_or("memory", 1ull << 30);
-        cfg.workload = o.get_or("workload", "idle");
-        cfg.seed = o.uint_or("seed", 1);
-        cfg.rate_scale = o.double_or("rate-scale", 1.0);
-        if (cfg.memory_bytes < (1u << 20) || cfg.memory_bytes % kPageSize)
-            throw UsageError("--memory must be at least 1M and a multiple of 4K");
+        sim::SimConfig cfg = sim_config(o);
         int id = sim::create_domain(cfg);
         std::printf("sim:%d\n", id);
         return 0;

@@ -10,7 +10,7 @@ UNIT_LDADD = $(FASTMIG_LIBS) $(BOOST_TEST_LIBS)
 UNIT_CPPFLAGS = $(AM_CPPFLAGS) -DBOOST_TEST_DYN_LINK
 
 check_PROGRAMS += tests/unit/wire.test
-tests_unit_wire_test_SOURCES = tests/unit/test_wire.cpp
+tests_unit_wire_test_SOURCES = tests/unit/test_wire.cpp tests/unit/stream_error_check.hpp
 tests_unit_wire_test_CPPFLAGS = $(UNIT_CPPFLAGS)
 tests_unit_wire_test_LDADD = $(UNIT_LDADD)
 TESTS += tests/unit/wire.test
@@ -51,7 +51,7 @@ TESTS += tests/unit/sim.test tests/unit/ipc.test
 
 # Page codecs (stream/codec/): deflate groups, XBZRLE, page cache, policy.
 check_PROGRAMS += tests/unit/codec.test
-tests_unit_codec_test_SOURCES = tests/unit/test_codec.cpp
+tests_unit_codec_test_SOURCES = tests/unit/test_codec.cpp tests/unit/stream_error_check.hpp
 tests_unit_codec_test_CPPFLAGS = $(UNIT_CPPFLAGS)
 tests_unit_codec_test_LDADD = $(UNIT_LDADD)
 TESTS += tests/unit/codec.test

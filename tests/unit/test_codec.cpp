@@ -6,6 +6,8 @@
 #define BOOST_TEST_MODULE codec
 #include <boost/test/unit_test.hpp>
 
+#include "stream_error_check.hpp"
+
 #include "stream/codec/codec.hpp"
 #include "stream/domain/sim/sim_content.hpp"
 
@@ -38,24 +40,6 @@ Bytes pages_of(PageKind kind, std::size_t n, std::uint64_t seed = 1, Pfn first =
         sim::fill_page(kind, b.data() + i * kPageSize, seed, first + i, 0);
     return b;
 }
-
-bool throws_stream(const std::function<void()>& f, const std::string& needle)
-{
-    try {
-        f();
-    } catch (const StreamError& e) {
-        if (std::string(e.what()).find(needle) != std::string::npos)
-            return true;
-        BOOST_TEST_MESSAGE("StreamError without \"" << needle << "\": " << e.what());
-        return false;
-    } catch (const std::exception& e) {
-        BOOST_TEST_MESSAGE("not a StreamError: " << e.what());
-        return false;
-    }
-    BOOST_TEST_MESSAGE("no exception, expected \"" << needle << "\"");
-    return false;
-}
-#define CHECK_STREAM_ERROR(expr, needle) BOOST_CHECK(throws_stream([&] { expr; }, needle))
 
 struct Codec {
     Algorithm algo;

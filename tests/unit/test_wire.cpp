@@ -4,6 +4,8 @@
 #define BOOST_TEST_MODULE wire
 #include <boost/test/unit_test.hpp>
 
+#include "stream_error_check.hpp"
+
 #include "stream/wire.hpp"
 
 #include <cstring>
@@ -125,27 +127,6 @@ struct One {
     explicit One(Bytes b) : bytes(std::move(b)), src(bytes), reader(src) {}
     Record read() { return reader.read(); }
 };
-
-// True if `f` throws StreamError whose message contains `needle`; prints
-// the message otherwise, so a failing check says what was thrown.
-bool throws_stream(const std::function<void()>& f, const std::string& needle)
-{
-    try {
-        f();
-    } catch (const StreamError& e) {
-        if (std::string(e.what()).find(needle) != std::string::npos)
-            return true;
-        BOOST_TEST_MESSAGE("StreamError without \"" << needle << "\": " << e.what());
-        return false;
-    } catch (const std::exception& e) {
-        BOOST_TEST_MESSAGE("not a StreamError: " << e.what());
-        return false;
-    }
-    BOOST_TEST_MESSAGE("no exception, expected \"" << needle << "\"");
-    return false;
-}
-
-#define CHECK_STREAM_ERROR(expr, needle) BOOST_CHECK(throws_stream([&] { expr; }, needle))
 
 constexpr std::uint64_t kNrPages = 1000;
 
