@@ -91,8 +91,15 @@ public:
     // Make a page read as zeros.  A fresh domain's memory is already zero, so
     // the engine only calls this for pages it wrote before.
     virtual void zero_page(Pfn pfn) = 0;
-    // Read back a page as it now is in the domain (used by verification).
+    // Read back a page as it now is in the domain (XBZRLE bases, tests).
     virtual void read_page(Pfn pfn, std::span<std::uint8_t> dst) = 0;
+    // The same for several pages (pfns.size() * kPageSize bytes); backends
+    // override it to read runs of pages with one call.
+    virtual void read_pages(std::span<const Pfn> pfns, std::span<std::uint8_t> dst)
+    {
+        for (std::size_t i = 0; i < pfns.size(); ++i)
+            read_page(pfns[i], dst.subspan(i * kPageSize, kPageSize));
+    }
 
     virtual void restore_state(const std::vector<StateBlob>& state) = 0;
     // Start the guest; it runs from here on.

@@ -254,17 +254,29 @@ void Receiver::apply_batch(std::uint32_t c, wire::PageBatch& b, std::vector<std:
         }
         case wire::PageEncoding::xbzrle: {
             flush();
-            // The delta applies to the page as this destination holds it: the
+            // A delta applies to the page as this destination holds it: the
             // copy the source sent last (one channel per pfn keeps the order).
-            buf.resize(kPageSize);
-            dom_->read_page(d.pfn, {buf.data(), kPageSize});
-            codec::xbzrle_decode(b.data[i], {buf.data(), kPageSize});
-            Pfn p = d.pfn;
-            dom_->write_pages({&p, 1}, {buf.data(), kPageSize});
-            seen_.set(d.pfn);
-            mark(d.pfn, buf.data());
-            ++k.xbzrle;
-            ++i;
+            // Consecutive deltas are applied together: one read of their
+            // bases, one write of the results (a hot set arrives this way).
+            std::size_t j = i;
+            thread_local std::vector<Pfn> pfns;
+            pfns.clear();
+            while (j < n && b.pages[j].encoding == wire::PageEncoding::xbzrle &&
+                   std::find(pfns.begin(), pfns.end(), b.pages[j].pfn) == pfns.end() && pfns.size() < 256) {
+                pfns.push_back(b.pages[j].pfn);
+                ++j;
+            }
+            buf.resize(pfns.size() * kPageSize);
+            dom_->read_pages(pfns, {buf.data(), buf.size()});
+            for (std::size_t x = 0; x < pfns.size(); ++x) {
+                std::uint8_t* page = buf.data() + x * kPageSize;
+                codec::xbzrle_decode(b.data[i + x], {page, kPageSize});
+                seen_.set(pfns[x]);
+                mark(pfns[x], page);
+            }
+            dom_->write_pages(pfns, {buf.data(), buf.size()});
+            k.xbzrle += pfns.size();
+            i = j;
             break;
         }
         default:

@@ -305,6 +305,14 @@ public:
         a_.pread_all(dst.data(), kPageSize, pfn * kPageSize);
     }
 
+    void read_pages(std::span<const Pfn> pfns, std::span<std::uint8_t> dst) override
+    {
+        a_.check_pfns(pfns, dst.size(), "read_pages");
+        Attachment::for_runs(pfns, [&](std::size_t i, std::size_t n) {
+            a_.pread_all(dst.data() + i * kPageSize, n * kPageSize, pfns[i] * kPageSize);
+        });
+    }
+
     void restore_state(const std::vector<StateBlob>& state) override
     {
         const StateBlob* blob = nullptr;

@@ -1,0 +1,92 @@
+#!/bin/bash
+# run-ablation.sh: the same scenario with each pipeline feature turned off in
+# turn, in one run, reported as ratios to the default configuration.
+#
+# usage: run-ablation.sh [--quick] [--scenarios a,b] [--links a,b] [--scale X]
+#                        [--repeat N] [--out DIR] [--configs a,b] [-- fastmig args]
+#   default scenarios: web,dpdk (web: compression and XBZRLE matter; dpdk:
+#   XBZRLE and the hot set); default links: loopback,1gbit (compression loses
+#   on the first and should win on the second); repeat 3 (median is reported).
+#   --quick: scale 0.125, repeat 1.
+set -euo pipefail
+source "$(dirname "$0")/bench-lib.sh"
+
+SCENARIOS=web,dpdk
+LINKS=loopback,1gbit
+REPEAT=3
+OUT=
+CONFIGS=default,threads1,no-zero-detect,compress-none,compress-zlib,always-compress,xbzrle-off,channels1
+EXTRA=()
+while (( $# )); do
+    case $1 in
+        --quick) BENCH_SIZE_SCALE=${BENCH_SIZE_SCALE:-0.125}; REPEAT=1 ;;
+        --scenarios) SCENARIOS=$2; shift ;;
+        --links) LINKS=$2; shift ;;
+        --scale) BENCH_SIZE_SCALE=$2; shift ;;
+        --repeat) REPEAT=$2; shift ;;
+        --out) OUT=$2; shift ;;
+        --configs) CONFIGS=$2; shift ;;
+        --) shift; EXTRA=("$@"); break ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        *) echo "run-ablation.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+export BENCH_SIZE_SCALE=${BENCH_SIZE_SCALE:-1}
+[[ $(id -u) == 0 ]] || { echo "run-ablation.sh: needs root (network namespaces, tc)" >&2; exit 1; }
+OUT=${OUT:-${builddir:-$TOP_SRCDIR}/bench-results/ablation-$(date -u +%Y%m%dT%H%M%SZ)}
+mkdir -p "$OUT"
+JSONL=$OUT/ablation.jsonl
+SKIPS=$OUT/skipped.txt
+: >"$SKIPS"
+log "results in $OUT (scale $BENCH_SIZE_SCALE, repeat $REPEAT)"
+
+# config name -> the fastmig option that turns one feature off
+config_args() {
+    case $1 in
+        default) echo "" ;;
+        threads1) echo "--threads 1" ;;
+        no-zero-detect) echo "--no-zero-detect" ;;
+        compress-none) echo "--compress none" ;;
+        compress-zlib) echo "--compress zlib" ;;
+        always-compress) echo "--always-compress" ;;
+        xbzrle-off) echo "--xbzrle-cache 0" ;;
+        channels1) echo "--channels 1" ;;
+        *) return 1 ;;
+    esac
+}
+
+IFS=, read -ra links <<<"$LINKS"
+IFS=, read -ra scens <<<"$SCENARIOS"
+IFS=, read -ra cfgs <<<"$CONFIGS"
+# Drop configurations this build does not know, saying so.
+ok_cfgs=()
+for c in "${cfgs[@]}"; do
+    args=$(config_args "$c") || { echo "config $c: unknown" | tee -a "$SKIPS" >&2; continue; }
+    # shellcheck disable=SC2086
+    if [[ -z $args ]] || has_opt demo $args; then ok_cfgs+=("$c")
+    else echo "config $c: skipped: this fastmig has no ${args%% *}" | tee -a "$SKIPS" >&2; fi
+done
+measure_loopback 2
+
+for link in "${links[@]}"; do
+    link_setup "$link"
+    for sc in "${scens[@]}"; do
+        # Configurations interleaved within each repeat, so that a drift of
+        # the machine (the colleague's QEMU, page cache) hits all alike.
+        for (( r = 1; r <= REPEAT; r++ )); do
+            for c in "${ok_cfgs[@]}"; do
+                log "== $sc on $link, $c (run $r/$REPEAT)"
+                # shellcheck disable=SC2046
+                run_case "$sc" "$link" "$c" "$JSONL" "$SKIPS" $(config_args "$c") "${EXTRA[@]}"
+            done
+        done
+    done
+done
+link_setup none
+
+if [[ -s $JSONL ]]; then
+    { "${BENCHTOOL[@]}" ablation "$JSONL"; echo; "${BENCHTOOL[@]}" table "$JSONL"; } | tee "$OUT/table.txt"
+fi
+if [[ -s $SKIPS ]]; then echo; echo "skipped:"; cat "$SKIPS"; fi | tee -a "$OUT/table.txt"
+log "done: $OUT"
