@@ -1,0 +1,185 @@
+#!/bin/bash
+# run.sh: the test that dom0 of the nested Xen host runs at boot
+# (fastmig-dom0-init mounts the job disk on /job and runs this).
+#
+# It starts the Xen daemons, then for each guest size and workload boots a
+# small PV guest and runs stock `xl save` + `xl restore` and stock
+# `xl migrate` to localhost, RUNS times each, measuring:
+#   total    wall time of the xl command(s), from dom0's clock
+#   downtime two ways:
+#     ping   dom0 pings the guest every PING_MS ms over a bridge inside
+#            this nested host; the longest gap between two replies
+#     guest  memwriter in the guest reads CLOCK_BOOTTIME every ~1 ms and
+#            prints any gap > 20 ms on its console ("GAP <us>")
+#     xl     xl runs with -vvv and every line it prints is timestamped in
+#            dom0; downtime = from libxl's "guest has suspended" (sender)
+#            to "Domain started successsfully" (receiver, after unpause)
+# Results: /job/results/results.tsv (one line a run), logs beside it.
+#
+# Parameters come from /job/params (written by make-job.sh).
+set -euo pipefail
+PATH=/usr/lib/xen-4.17/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export PATH
+R=/job/results
+mkdir -p "$R"
+# shellcheck source=/dev/null
+. /job/params
+: "${SIZES:=512 1024}" "${MODES:=idle write}" "${RUNS:=3}" "${WRITE_MIB:=128}"
+: "${WRITE_RATE:=8}" "${PING_MS:=1}" "${STEP_TIMEOUT:=600}" "${DO_SAVE:=1}" "${DO_MIGRATE:=1}"
+
+T0=$(date +%s.%N)
+say() { printf 'JOB [%7.1fs] %s\n' "$(awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN{print b-a}')" "$*"; }
+now() { date +%s.%N; }
+dt() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f", b-a}'; }
+fail() { say "FAIL: $*"; collect; exit 1; }
+collect() { # copy what helps a post-mortem to the results disk
+  mkdir -p "$R/logs"
+  cp -r /var/log/xen/. "$R/logs/" 2>/dev/null || true
+  xl dmesg >"$R/logs/xl-dmesg.txt" 2>&1 || true
+  dmesg >"$R/logs/dom0-dmesg.txt" 2>&1 || true
+  free -m >"$R/logs/dom0-free.txt" 2>&1 || true
+  xl info >"$R/logs/xl-info.txt" 2>&1 || true
+  sync
+}
+trap 'fail "line $LINENO: command failed: $BASH_COMMAND"' ERR
+
+# --- 1. Xen daemons (what Debian's /etc/init.d/xen does, minus LSB) ------
+ts=$(now)
+for m in xenfs xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xen-netback xen-blkback bridge; do
+  modprobe "$m" 2>/dev/null || true
+done
+mountpoint -q /proc/xen || mount -t xenfs xenfs /proc/xen
+grep -q control_d /proc/xen/capabilities || fail "not dom0 (no control_d in /proc/xen/capabilities)"
+mkdir -p /run/xen /run/xenstored /var/log/xen/console /var/lib/xen /var/lib/fastmig
+xenstored --pid-file /run/xenstore.pid
+# xenstored forks once it serves; still, give it up to 10 s to answer.
+for _ in $(seq 50); do xenstore-ls / >/dev/null 2>&1 && break; sleep 0.2; done
+timeout 60 xen-init-dom0 || fail "xen-init-dom0"
+# --log=guest keeps each guest's console (memwriter's GAP/STAT lines).
+xenconsoled --pid-file /run/xenconsoled.pid --log=guest --log-dir=/var/log/xen/console
+timeout 30 xl info >"$R/xl-info.txt" || fail "xl info"
+# A bridge private to this nested host; nothing leaves QEMU (-nic none).
+ip link add xenbr0 type bridge
+ip addr add 169.254.100.1/24 dev xenbr0
+ip link set xenbr0 up
+say "xen daemons up in $(dt "$ts" "$(now)")s; free for guests: $(xl info | awk '/^free_memory/{print $3}') MiB"
+echo "step	size_mib	mode	run	total_s	save_s	restore_s	ping_gap_ms	ping_sent	ping_recv	guest_gap_ms	file_mib	xl_gap_ms	xl_mem_ms" >"$R/results.tsv"
+
+kernel=$(ls /boot/vmlinuz-* | sort -V | tail -n1)
+GIP=169.254.100.2
+
+guest_cfg() { # $1 size MiB, $2 mode -> writes /var/lib/fastmig/g1.cfg
+  local mib=1 rate=0
+  if [[ $2 == write ]]; then mib=$WRITE_MIB; rate=$WRITE_RATE; fi
+  cat >/var/lib/fastmig/g1.cfg <<EOF
+name = "g1"
+type = "pv"
+kernel = "$kernel"
+ramdisk = "/job/guest-initrd.img"
+extra = "console=hvc0 quiet fm_ip=$GIP fm_mib=$mib fm_rate=$rate"
+memory = $1
+maxmem = $1
+vcpus = 1
+vif = [ "bridge=xenbr0,mac=00:16:3e:5a:00:02" ]
+on_crash = "preserve"
+EOF
+}
+
+wait_ping() { # wait until the guest answers; $1 = limit in s
+  local end=$(( $(date +%s) + $1 ))
+  while (( $(date +%s) < end )); do
+    ping -c1 -W1 "$GIP" >/dev/null 2>&1 && return 0
+  done
+  return 1
+}
+
+# ping every PING_MS ms in the background, timestamps on (-D); the gap
+# analysis reads reply lines only.
+ping_start() { ping -D -n -i "$(awk -v m="$PING_MS" 'BEGIN{print m/1000}')" -W 1 "$GIP" >"$1" 2>&1 & PING_PID=$!; sleep 1; }
+ping_stop() { # -> "maxgap_ms sent recv"
+  sleep 2; kill -INT "$PING_PID" 2>/dev/null || true; wait "$PING_PID" 2>/dev/null || true
+  awk -F'[][]' '/bytes from/ { t=$2+0; if (p && t-p > g) g=t-p; p=t; n++ }
+                /packets transmitted/ { split($0,a," "); s=a[1] }
+                END { printf "%.1f %s %d\n", g*1000, s, n }' "$1"
+}
+# Prefix every line with dom0's time in seconds (gawk's time extension:
+# no process per line, so xl is not slowed by its log).
+# (gawk 5.2 warns that "time" is obsolete; it works, so keep the log clean.)
+stamp() { gawk '@load "time"; { printf "%.6f %s\n", gettimeofday(), $0; fflush() }' 2>/dev/null; }
+xl_gap() { # from the timestamped xl log $1: "downtime_ms memory_part_ms"
+  # memory part: suspended -> receiver's "Restore successful" (the last
+  # pages and vCPU state are in); the rest is devices and hotplug scripts
+  # on the receiver before it unpauses.
+  awk '/guest has suspended/ && !s { s = $1 }
+       /Restore successful/ && s && !r { r = $1 }
+       /migration target: Domain started/ && s { e = $1 }
+       END { if (s && e) printf "%.1f %.1f\n", (e - s) * 1000, r ? (r - s) * 1000 : -1; else print "NA NA" }' "$1"
+}
+guest_gap() { # largest GAP memwriter printed for an operation between
+  # dom0 times $1 and $2 (s), in ms. Matched by the guest's realtime stamp,
+  # not by file position: after a migration the guest's console goes to
+  # guest-g1--incoming.log (the name the receiver gives the new domain).
+  cat /var/log/xen/console/guest-g1*.log 2>/dev/null \
+    | awk -v a="$1" -v b="$2" '/^GAP/ { t = $NF / 1e6; if (t >= a && t <= b + 10 && $2 > g) g = $2 }
+                               END { printf "%.1f\n", g / 1000 }'
+}
+
+for size in $SIZES; do
+  for mode in $MODES; do
+    say "=== guest ${size} MiB, $mode ==="
+    guest_cfg "$size" "$mode"
+    ts=$(now)
+    timeout "$STEP_TIMEOUT" xl create -e /var/lib/fastmig/g1.cfg >"$R/create-$size-$mode.log" 2>&1 \
+      || fail "xl create ($(tail -n3 "$R/create-$size-$mode.log"))"
+    wait_ping 300 || fail "guest ${size}/$mode never answered ping"
+    boot_s=$(dt "$ts" "$(now)")
+    # Let memwriter fill its buffer and settle.
+    sleep "${SETTLE_S:-10}"
+    say "guest up (pings) after ${boot_s}s"
+    echo "boot	$size	$mode	0	$boot_s								" >>"$R/results.tsv"; sync
+    for run in $(seq "$RUNS"); do
+      if [[ $DO_SAVE == 1 ]]; then
+        f=/var/lib/fastmig/g1.save
+        ping_start "$R/ping-save-$size-$mode-$run.txt"
+        t1=$(now)
+        timeout "$STEP_TIMEOUT" xl -v save g1 "$f" >"$R/save-$size-$mode-$run.log" 2>&1 || fail "xl save"
+        t2=$(now)
+        timeout "$STEP_TIMEOUT" xl -v restore -e "$f" >"$R/restore-$size-$mode-$run.log" 2>&1 || fail "xl restore"
+        t3=$(now)
+        wait_ping 60 || fail "guest did not answer after restore"
+        read -r gap sent recv < <(ping_stop "$R/ping-save-$size-$mode-$run.txt")
+        fmib=$(( $(stat -c %s "$f") / 1048576 )); rm -f "$f"
+        sleep 2
+        ggap=$(guest_gap "$t1" "$t3")
+        printf 'saverestore\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$size" "$mode" "$run" \
+          "$(dt "$t1" "$t3")" "$(dt "$t1" "$t2")" "$(dt "$t2" "$t3")" "$gap" "$sent" "$recv" "$ggap" "$fmib" >>"$R/results.tsv"; sync
+        say "save+restore run $run: total $(dt "$t1" "$t3")s (save $(dt "$t1" "$t2")s, restore $(dt "$t2" "$t3")s), ping gap ${gap} ms, guest gap ${ggap} ms"
+        sleep 3
+      fi
+      if [[ $DO_MIGRATE == 1 ]]; then
+        ping_start "$R/ping-mig-$size-$mode-$run.txt"
+        t1=$(now)
+        # -s "": xl runs the "host" argument itself instead of ssh host xl
+        # migrate-receive, so this is a localhost migration over a pipe.
+        ml=$R/migrate-$size-$mode-$run.log
+        timeout "$STEP_TIMEOUT" xl -vvv migrate -s "" -e g1 "xl -vvv migrate-receive -e" 2>&1 \
+          | stamp >"$ml" || fail "xl migrate ($(tail -n3 "$ml"))"
+        t2=$(now)
+        read -r xgap xmem < <(xl_gap "$ml")
+        wait_ping 60 || fail "guest did not answer after migrate"
+        read -r gap sent recv < <(ping_stop "$R/ping-mig-$size-$mode-$run.txt")
+        sleep 2
+        ggap=$(guest_gap "$t1" "$t2")
+        printf 'migrate\t%s\t%s\t%s\t%s\t\t\t%s\t%s\t%s\t%s\t\t%s\t%s\n' "$size" "$mode" "$run" \
+          "$(dt "$t1" "$t2")" "$gap" "$sent" "$recv" "$ggap" "$xgap" "$xmem" >>"$R/results.tsv"; sync
+        say "migrate run $run: total $(dt "$t1" "$t2")s, xl downtime ${xgap} ms (memory part ${xmem} ms), ping gap ${gap} ms, guest gap ${ggap} ms"
+        sleep 3
+      fi
+    done
+    cat /var/log/xen/console/guest-g1*.log >"$R/console-$size-$mode.log" 2>/dev/null || true
+    timeout 60 xl destroy g1 || fail "xl destroy"
+    rm -f /var/log/xen/console/guest-g1*.log
+  done
+done
+collect
+say "ALL DONE"

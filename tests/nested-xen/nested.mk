@@ -1,0 +1,35 @@
+# nested.mk: make targets of the nested-Xen harness (tests/nested-xen/).
+# Included from the top Makefile.am. Not part of `make check`: a full run
+# takes tens of minutes under TCG (see tests/nested-xen/README.md). Needs
+# root (debootstrap, chroot) and QEMU.
+#
+#   make nested-image    build or reuse the cached nested Xen host image
+#   make nested-check    image + boot + stock xl save/restore and migrate
+#                        baseline; NESTED_ARGS passes job parameters, e.g.
+#                        make nested-check NESTED_ARGS='SIZES=512 RUNS=1'
+# Cache: $(FASTMIG_NESTED_CACHE), default /var/cache/fastmig-nested.
+
+NESTED_DIR = $(srcdir)/tests/nested-xen
+NESTED_ARGS =
+
+EXTRA_DIST += \
+	tests/nested-xen/README.md \
+	tests/nested-xen/nested.mk \
+	tests/nested-xen/build-image.sh \
+	tests/nested-xen/make-job.sh \
+	tests/nested-xen/boot.sh \
+	tests/nested-xen/nested-check.sh \
+	tests/nested-xen/summarize.sh \
+	tests/nested-xen/kvm-probe.sh \
+	tests/nested-xen/dom0/fastmig-dom0-init \
+	tests/nested-xen/job/run.sh \
+	tests/nested-xen/guest/init \
+	tests/nested-xen/guest/memwriter.c
+
+.PHONY: nested-image nested-check
+
+nested-image:
+	bash $(NESTED_DIR)/build-image.sh
+
+nested-check:
+	bash $(NESTED_DIR)/nested-check.sh $(NESTED_ARGS)
