@@ -31,7 +31,7 @@ namespace {
 const std::set<std::string> kSendValued = {"downtime-ms", "max-rounds",  "batch-pages", "timeout-ms",
                                            "threads",     "channels",    "compress",    "min-ratio",
                                            "xbzrle-cache", "max-bandwidth"};
-const std::set<std::string> kSendFlags = {"always-compress", "no-zero-detect"};
+const std::set<std::string> kSendFlags = {"always-compress", "no-zero-detect", "no-free-hints"};
 
 unsigned default_threads()
 {
@@ -75,6 +75,7 @@ void apply_send_options(const Options& o, SendOptions& so, unsigned& channels)
     if (pc.xbzrle_cache_bytes && pc.xbzrle_cache_bytes < channels * kPageSize)
         throw UsageError("--xbzrle-cache must be 0 (off) or at least one page per channel");
     pc.zero_detect = !o.flag("no-zero-detect");
+    so.free_page_hints = !o.flag("no-free-hints");
     if (auto r = o.get("max-bandwidth"))
         pc.max_bandwidth = parse_rate(*r, "--max-bandwidth");
 }

@@ -32,6 +32,7 @@ const char* kUsage =
     "  --threads N (cores)  --channels N (2)  --compress igzip|zlib|none (igzip)\n"
     "  --min-ratio X (compress a region only while it achieves X:1)  --always-compress\n"
     "  --xbzrle-cache SIZE (64M, 0 = off)  --no-zero-detect  --batch-pages N (512)\n"
+    "  --no-free-hints (read and send the pages the guest reports free)\n"
     "  --max-bandwidth RATE (e.g. 1gbit, 500mbit, 100M bytes/s)  --timeout-ms N (30000)\n"
     "  sim      simulated domains: create, list, info, destroy, workloads\n"
     "  version  print the version\n"

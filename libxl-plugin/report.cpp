@@ -69,6 +69,7 @@ std::string report_json(const MigrationReport& r)
         .add("bytes_sent", s.bytes_sent)
         .add("pages_total", s.nr_pages)
         .add("pages_zero", s.pages_zero)
+        .add("pages_free", s.pages_free)
         .add("pages_sent", s.pages_data)
         .add("rounds", s.rounds)
         .add("stop_reason", stop_reason_name(s.stop_reason))
@@ -94,6 +95,7 @@ std::string report_json(const MigrationReport& r)
             .add("stop_copy", rs.stop_copy)
             .add("pages", rs.pages)
             .add("zero_pages", rs.zero_pages)
+            .add("free_pages", rs.free_pages)
             .add("deflate_pages", rs.deflate_pages)
             .add("xbzrle_pages", rs.xbzrle_pages)
             .add("bytes", rs.bytes)
@@ -128,8 +130,8 @@ std::string report_table(const MigrationReport& r)
                                         : num("<= %.2f ms (source view)", s.source_downtime_ms));
     line("precopy / stop-copy", num("%.1f ms", s.precopy_ms) + " / " + num("%.2f ms", s.stop_copy_ms));
     line("sent", human_bytes(double(s.bytes_sent)) + num(" (%.1f%% of memory)", 100.0 * double(s.bytes_sent) / double(std::max<std::uint64_t>(1, s.nr_pages * kPageSize))));
-    line("pages", std::to_string(s.nr_pages) + " total, " + std::to_string(s.pages_zero) + " zero, " +
-                      std::to_string(s.pages_data) + " with data");
+    line("pages", std::to_string(s.nr_pages) + " total, " + std::to_string(s.pages_free) + " free (not read), " +
+                      std::to_string(s.pages_zero) + " zero, " + std::to_string(s.pages_data) + " with data");
     line("rounds", std::to_string(s.rounds) + " (" + stop_reason_name(s.stop_reason) + ": " + s.stop_why + ")");
     line("pipeline", std::to_string(s.threads) + " threads, " + std::to_string(s.channels) + " channels, " +
                          (r.compress.empty() ? std::string("-") : r.compress) +

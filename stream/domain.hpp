@@ -58,6 +58,17 @@ public:
     // `out` must have nr_pages() bits.  Returns the number of pages set.
     virtual std::uint64_t fetch_and_clear_dirty(DirtyBitmap& out) = 0;
 
+    // Free-page hints: the pages the guest reports it does not use (their
+    // contents do not matter to it).  Call after enable_dirty_log(): a page
+    // the guest takes back later is written, so the dirty log sends it
+    // again.  `out` must have nr_pages() bits; returns the count.  A backend
+    // without hints reports none.
+    virtual std::uint64_t free_page_hints(DirtyBitmap& out)
+    {
+        out.clear_all();
+        return 0;
+    }
+
     // Copy the given pages into dst (pfns.size() * kPageSize bytes), in order.
     // Pages of a running guest may be torn; the dirty log makes that harmless.
     virtual void read_pages(std::span<const Pfn> pfns, std::span<std::uint8_t> dst) = 0;

@@ -33,6 +33,7 @@ struct SendPipeline::Job {
     std::span<const iovec> iov;
     std::size_t wire_size = 0;
     std::vector<std::uint8_t> record; // a control record instead of pages
+    bool free_only = false;           // pfns are free pages: FREE descriptors, nothing read
     PipelineCounters counts;
 };
 
@@ -50,6 +51,7 @@ SendPipeline::SendPipeline(Domain& dom, std::vector<int> fds, PipelineConfig cfg
         free_.push(jobs_.back().get());
     }
     pending_.assign(fds_.size(), nullptr);
+    pending_free_.assign(fds_.size(), nullptr);
     for (std::size_t c = 0; c < fds_.size(); ++c) {
         out_.push_back(std::make_unique<BoundedQueue<Job*>>(3));
         if (cfg_.xbzrle_cache_bytes)
@@ -118,10 +120,10 @@ void SendPipeline::submit(Job* job)
         rethrow_if_failed();
 }
 
-void SendPipeline::add(Pfn pfn, std::uint32_t round)
+void SendPipeline::queue(std::vector<Job*>& pending, Pfn pfn, std::uint32_t round, bool free_only)
 {
     std::uint32_t c = wire::channel_of(pfn, channels());
-    Job*& job = pending_[c];
+    Job*& job = pending[c];
     if (!job) {
         auto j = free_.pop();
         if (!j)
@@ -129,16 +131,22 @@ void SendPipeline::add(Pfn pfn, std::uint32_t round)
         job = *j;
         job->channel = c;
         job->round = round;
+        job->free_only = free_only;
         job->pfns.clear();
         job->record.clear();
     }
     job->pfns.push_back(pfn);
-    if (job->pfns.size() >= cfg_.batch_pages) {
+    // Free pages cost a descriptor each, no data: fill whole records.
+    if (job->pfns.size() >= (free_only ? wire::kMaxBatchPages : cfg_.batch_pages)) {
         Job* full = job;
         job = nullptr;
         submit(full);
     }
 }
+
+void SendPipeline::add(Pfn pfn, std::uint32_t round) { queue(pending_, pfn, round, false); }
+
+void SendPipeline::add_free(Pfn pfn, std::uint32_t round) { queue(pending_free_, pfn, round, true); }
 
 void SendPipeline::send_record(unsigned channel, std::vector<std::uint8_t> record)
 {
@@ -147,6 +155,7 @@ void SendPipeline::send_record(unsigned channel, std::vector<std::uint8_t> recor
         rethrow_if_failed();
     Job* job = *j;
     job->channel = channel;
+    job->free_only = false;
     job->pfns.clear();
     job->record = std::move(record);
     {
@@ -159,13 +168,14 @@ void SendPipeline::send_record(unsigned channel, std::vector<std::uint8_t> recor
 
 void SendPipeline::drain()
 {
-    for (auto& job : pending_) {
-        if (job) {
-            Job* j = job;
-            job = nullptr;
-            submit(j);
+    for (auto* pending : {&pending_, &pending_free_})
+        for (auto& job : *pending) {
+            if (job) {
+                Job* j = job;
+                job = nullptr;
+                submit(j);
+            }
         }
-    }
     std::unique_lock<std::mutex> l(m_);
     idle_cv_.wait(l, [&] { return outstanding_ == 0 || failed_; });
     if (failed_)
@@ -239,6 +249,7 @@ void SendPipeline::writer_main(unsigned c)
                 auto& k = job->counts;
                 counters_.pages += k.pages;
                 counters_.zero_pages += k.zero_pages;
+                counters_.free_pages += k.free_pages;
                 counters_.raw_pages += k.raw_pages;
                 counters_.deflate_pages += k.deflate_pages;
                 counters_.deflate_in += k.deflate_in;
@@ -269,10 +280,19 @@ void SendPipeline::writer_main(unsigned c)
 void SendPipeline::encode(Job& job, WorkerPolicy& wp)
 {
     const std::size_t n = job.pfns.size();
-    dom_.read_pages(job.pfns, {job.pages, n * kPageSize});
     auto& enc = job.encoder;
     auto& k = job.counts;
     enc.begin(job.round);
+    if (job.free_only) {
+        for (Pfn p : job.pfns)
+            enc.add(p, wire::PageEncoding::free, {});
+        k.pages += n;
+        k.free_pages += n;
+        job.iov = enc.finish();
+        job.wire_size = enc.wire_size();
+        return;
+    }
+    dom_.read_pages(job.pfns, {job.pages, n * kPageSize});
     std::size_t out_off = 0;
     const bool use_xbzrle = !caches_.empty() && job.round >= 1;
     const bool may_compress = wp.policy.has_value();

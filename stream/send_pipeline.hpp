@@ -44,6 +44,7 @@ struct PipelineConfig {
 struct PipelineCounters {
     std::uint64_t pages = 0;
     std::uint64_t zero_pages = 0;
+    std::uint64_t free_pages = 0;
     std::uint64_t raw_pages = 0;
     std::uint64_t deflate_pages = 0;
     std::uint64_t deflate_in = 0, deflate_out = 0; // bytes before/after
@@ -65,6 +66,8 @@ public:
 
     // Producer side (one thread).  Throws the pipeline's first error.
     void add(Pfn pfn, std::uint32_t round);
+    // A page the guest reports free: sent as a FREE descriptor, never read.
+    void add_free(Pfn pfn, std::uint32_t round);
     // Sends partial batches and waits until everything queued is written.
     void drain();
     // Queue a record on one channel, after everything already queued there
@@ -96,6 +99,7 @@ private:
     void fail(std::exception_ptr e);
     void rethrow_if_failed();
     void submit(Job* job);
+    void queue(std::vector<Job*>& pending, Pfn pfn, std::uint32_t round, bool free_only);
 
     Domain& dom_;
     std::vector<int> fds_;
@@ -106,7 +110,8 @@ private:
     BoundedQueue<Job*> free_;
     BoundedQueue<Job*> work_;
     std::vector<std::unique_ptr<BoundedQueue<Job*>>> out_;
-    std::vector<Job*> pending_; // per channel, being filled by the producer
+    std::vector<Job*> pending_;      // per channel, being filled by the producer
+    std::vector<Job*> pending_free_; // the same for free pages
 
     // XBZRLE caches, one per channel (a pfn always uses the same channel).
     std::vector<std::unique_ptr<codec::PageCache>> caches_;

@@ -4,6 +4,7 @@
 #include "stream/transport.hpp"
 #include "stream/wire.hpp"
 
+#include <array>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -67,6 +68,8 @@ private:
     std::uint64_t round_target_ = 0;
     std::uint64_t round_base_pages_ = 0;
     std::uint64_t control_bytes_ = 0; // records written outside the pipeline
+    DirtyBitmap free_;      // free-page hints read before round 0
+    DirtyBitmap sent_free_; // pages whose last copy sent was FREE
     bool suspended_ = false;
 };
 
@@ -172,11 +175,22 @@ void Sender::run_round(unsigned round, const DirtyBitmap* dirty, bool stop_copy)
     };
     if (!dirty) {
         round_target_ = dom_.nr_pages();
-        for (Pfn p = 0; p < dom_.nr_pages(); ++p)
-            queue(p);
+        for (Pfn p = 0; p < dom_.nr_pages(); ++p) {
+            if (free_.size() && free_.test(p)) {
+                pipe_->add_free(p, round);
+                ++per_channel[wire::channel_of(p, nch)];
+            } else {
+                queue(p);
+            }
+        }
+        sent_free_ = free_;
     } else {
         round_target_ = dirty->count();
-        dirty->for_each_set(queue);
+        dirty->for_each_set([&](Pfn p) {
+            queue(p);
+            if (sent_free_.size())
+                sent_free_.clear(p); // the guest took the page back: sent with data now
+        });
     }
     pipe_->drain();
     for (std::uint32_t c = 0; c < nch; ++c)
@@ -185,11 +199,13 @@ void Sender::run_round(unsigned round, const DirtyBitmap* dirty, bool stop_copy)
     auto after = pipe_->counters();
     cur_.pages = after.pages - before.pages;
     cur_.zero_pages = after.zero_pages - before.zero_pages;
+    cur_.free_pages = after.free_pages - before.free_pages;
     cur_.deflate_pages = after.deflate_pages - before.deflate_pages;
     cur_.xbzrle_pages = after.xbzrle_pages - before.xbzrle_pages;
     cur_.bytes = after.wire_bytes - before.wire_bytes;
     res_.pages_zero += cur_.zero_pages;
-    res_.pages_data += cur_.pages - cur_.zero_pages;
+    res_.pages_free += cur_.free_pages;
+    res_.pages_data += cur_.pages - cur_.zero_pages - cur_.free_pages;
 }
 
 void Sender::send_state()
@@ -270,6 +286,13 @@ SendResult Sender::run()
 
         phase_ = Phase::precopy;
         dom_.enable_dirty_log();
+        // Read after logging started: a free page the guest uses from now
+        // on is dirty and goes again with its data.
+        if (opt_.free_page_hints) {
+            free_.resize(dom_.nr_pages());
+            if (dom_.free_page_hints(free_) == 0)
+                free_ = DirtyBitmap();
+        }
         DirtyBitmap dirty(dom_.nr_pages());
         unsigned round = 0;
         Stopwatch precopy;
@@ -284,7 +307,7 @@ SendResult Sender::run()
             cur_.seconds = rt.seconds();
             cur_.dirty_after = dom_.fetch_and_clear_dirty(dirty);
 
-            RoundSample s{round, cur_.pages, cur_.pages - cur_.zero_pages, cur_.bytes, cur_.seconds,
+            RoundSample s{round, cur_.pages, cur_.pages - cur_.zero_pages - cur_.free_pages, cur_.bytes, cur_.seconds,
                           cur_.dirty_after};
             Decision d = policy_.after_round(s);
             pipe_->update_rates();
@@ -354,7 +377,7 @@ SendResult Sender::run()
 
         if (opt_.verify) {
             phase_ = Phase::verify;
-            auto sums = domain_checksums(dom_);
+            auto sums = domain_checksums(dom_, sent_free_.size() ? &sent_free_ : nullptr);
             res_.source_digest = wire::page_digest(sums);
             res_.destination_digest = done.verify_digest;
             res_.verified = res_.source_digest == res_.destination_digest;
@@ -410,8 +433,10 @@ SendResult send_domain(Domain& dom, int fd, const SendOptions& opt)
     return s.run();
 }
 
-std::vector<std::uint64_t> domain_checksums(Domain& dom)
+std::vector<std::uint64_t> domain_checksums(Domain& dom, const DirtyBitmap* as_zero)
 {
+    std::array<std::uint8_t, kPageSize> zero{};
+    const std::uint64_t zero_sum = wire::page_checksum(zero);
     constexpr std::size_t kBatch = 512;
     PageBuffer buf(kBatch);
     std::vector<std::uint64_t> sums(dom.nr_pages());
@@ -422,7 +447,8 @@ std::vector<std::uint64_t> domain_checksums(Domain& dom)
             pfns.push_back(p);
         dom.read_pages(pfns, {buf.data, pfns.size() * kPageSize});
         for (std::size_t i = 0; i < pfns.size(); ++i)
-            sums[pfns[i]] = wire::page_checksum({buf.data + i * kPageSize, kPageSize});
+            sums[pfns[i]] = as_zero && as_zero->test(pfns[i]) ? zero_sum
+                                                               : wire::page_checksum({buf.data + i * kPageSize, kPageSize});
     }
     return sums;
 }

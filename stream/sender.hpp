@@ -33,6 +33,9 @@ struct SendOptions {
     PipelineConfig pipeline; // threads, batch size, codecs, XBZRLE, bandwidth cap
     bool verify = false; // destination checksums pages; source compares after DONE
     bool release_source = true; // destroy the source once the destination runs it
+    // Skip the pages the guest reports free (Domain::free_page_hints): round 0
+    // sends them as FREE descriptors without reading them.
+    bool free_page_hints = true;
     // Extra channels: how many connections in all, and how to open one more
     // to the same destination (called after the destination's ACCEPT, so
     // nothing but the first connection is opened to a peer that refuses).
@@ -52,6 +55,7 @@ struct RoundStats {
     bool stop_copy = false;
     std::uint64_t pages = 0;
     std::uint64_t zero_pages = 0;
+    std::uint64_t free_pages = 0;
     std::uint64_t deflate_pages = 0;
     std::uint64_t xbzrle_pages = 0;
     std::uint64_t bytes = 0;
@@ -65,6 +69,7 @@ struct SendResult {
     std::uint64_t nr_pages = 0;
     std::uint64_t bytes_sent = 0;
     std::uint64_t pages_zero = 0;   // zero descriptors sent (all rounds)
+    std::uint64_t pages_free = 0;   // FREE descriptors sent (round 0: the guest's free-page hints)
     std::uint64_t pages_data = 0;   // pages sent with data (all rounds)
     std::uint64_t pages_deflate = 0; // of pages_data: sent in deflate groups
     std::uint64_t pages_xbzrle = 0;  // of pages_data: sent as XBZRLE deltas
@@ -94,7 +99,9 @@ struct SendResult {
 // returns and closes it.
 SendResult send_domain(Domain& dom, int fd, const SendOptions& opt);
 
-// Per-page checksums of a suspended domain, for verification.
-std::vector<std::uint64_t> domain_checksums(Domain& dom);
+// Per-page checksums of a suspended domain, for verification.  Pages in
+// `as_zero` (sent as FREE and never since) count as zero pages: the
+// destination holds zeros there, and the guest declared their contents moot.
+std::vector<std::uint64_t> domain_checksums(Domain& dom, const DirtyBitmap* as_zero = nullptr);
 
 } // namespace fastmig

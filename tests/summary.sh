@@ -4,7 +4,9 @@
 # Exit status: 0 when nothing failed and something ran.
 set -u
 dir=${1:-.}
-files=$(find "$dir" -name '*.trs' 2>/dev/null)
+# Only this build's results: not those of a sanitizer build (sanitize/) or
+# of a distcheck tree (fastmig-VERSION/) that may sit inside it.
+files=$(find "$dir" \( -path "$dir/sanitize" -o -path "$dir/fastmig-*" \) -prune -o -name '*.trs' -print 2>/dev/null)
 if test -z "$files"; then
   echo "0 passed, 1 failed, 0 skipped"
   echo "summary: no test results found under $dir" >&2

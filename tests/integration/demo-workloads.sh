@@ -8,14 +8,15 @@ check_demo() {  # check_demo MEMORY WORKLOAD [extra demo options]
   local mem=$1 wl=$2; shift 2
   local out="$WORK/demo-$wl-$mem.json"
   fm demo --memory "$mem" --workload "$wl" --json "$@" >"$out" || { cat "$out"; return 1; }
-  local verified total rounds pages zero sent bytes
+  local verified total rounds pages zero sent bytes free
   verified=$(json_get "$out" verified)
   [ "$verified" = "true" ] || { echo "verified=$verified"; tail -1 "$out"; return 1; }
   pages=$(json_get "$out" pages_total); zero=$(json_get "$out" pages_zero); sent=$(json_get "$out" pages_sent)
   bytes=$(json_get "$out" bytes_sent); rounds=$(json_get "$out" rounds)
   total=$(json_get "$out" total_ms)
   # Every page went at least once; a zero page costs a descriptor, not a page.
-  [ $((zero + sent)) -ge "$pages" ] || { echo "zero+sent < pages"; return 1; }
+  free=$(json_get "$out" pages_free)
+  [ $((zero + sent + free)) -ge "$pages" ] || { echo "zero+free+sent < pages"; return 1; }
   [ "$rounds" -ge 2 ] || { echo "rounds=$rounds"; return 1; }
   python3 - "$out" <<'PY' || return 1
 import json, sys
@@ -29,6 +30,8 @@ raw = r["pages_sent"] - r["pages_deflate"] - r["pages_xbzrle"]
 assert r["bytes_sent"] >= raw * 4096, (r["bytes_sent"], raw)
 assert r["bytes_sent"] <= (r["pages_sent"] * 4096 + r["pages_total"] * 8) * 1.01 + 65536
 assert r["threads"] >= 1 and r["channels"] >= 1
+# the guest's free-page hints: every workload but random leaves memory unused
+assert r["pages_free"] > 0 or r["workload"] == "random", r["pages_free"]
 assert len(r["round_stats"]) == r["rounds"] and r["round_stats"][-1]["stop_copy"]
 PY
   echo "$wl $mem: total $total ms, $rounds rounds, $bytes bytes"

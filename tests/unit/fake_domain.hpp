@@ -99,9 +99,35 @@ public:
         dirty_.clear_all();
         return out.count();
     }
+    // Free-page hints: `free_hint` marks pages the guest reports free.
+    std::uint64_t free_page_hints(DirtyBitmap& out) override
+    {
+        std::lock_guard<std::mutex> l(m_);
+        if (free_hint.size() != out.size()) {
+            out.clear_all();
+            return 0;
+        }
+        out = free_hint;
+        return out.count();
+    }
+    // The guest takes a free page back and writes it (dirty, as any write).
+    void reuse_free_page(Pfn p)
+    {
+        std::lock_guard<std::mutex> l(m_);
+        free_hint.clear(p);
+        std::memset(mem_.data() + p * kPageSize, 0x5a, kPageSize);
+        if (logging_)
+            dirty_.set(p);
+    }
+    DirtyBitmap free_hint;
+    std::uint64_t reads_of_free = 0; // pages read while hinted free and the guest ran
+
     void read_pages(std::span<const Pfn> pfns, std::span<std::uint8_t> dst) override
     {
         std::lock_guard<std::mutex> l(m_);
+        if (free_hint.size() && !paused_) // verification reads everything once paused
+            for (Pfn p : pfns)
+                reads_of_free += free_hint.test(p);
         for (std::size_t i = 0; i < pfns.size(); ++i)
             std::memcpy(dst.data() + i * kPageSize, mem_.data() + pfns[i] * kPageSize, kPageSize);
     }

@@ -55,6 +55,7 @@ public:
             ctl_->dirty_offset != lay.dirty_offset || ctl_->free_offset != lay.free_offset)
             throw Error(name_ + ": attach: control page has an unknown layout (different fastmig version?)");
         dirty_ = dirty_words(ctl_region_.data());
+        free_ = free_words(ctl_region_.data());
     }
     ~Attachment()
     {
@@ -158,6 +159,7 @@ public:
 
     ControlHeader* ctl() const { return ctl_; }
     std::uint64_t* dirty() const { return dirty_; }
+    std::uint64_t* free_bits() const { return free_; }
     int ram_fd() const { return ram_fd_; }
     int id() const { return id_; }
 
@@ -176,6 +178,7 @@ private:
     ipc::SharedRegion ctl_region_;
     ControlHeader* ctl_ = nullptr;
     std::uint64_t* dirty_ = nullptr;
+    std::uint64_t* free_ = nullptr;
     ipc::Doorbell to_domain_, from_domain_;
     std::mutex cmd_m_;
 };
@@ -202,6 +205,23 @@ public:
         a_.ctl()->logdirty.store(1, std::memory_order_seq_cst);
     }
     void disable_dirty_log() override { a_.ctl()->logdirty.store(0, std::memory_order_seq_cst); }
+
+    std::uint64_t free_page_hints(DirtyBitmap& out) override
+    {
+        if (out.size() != a_.nr_pages())
+            throw Error(a_.name() + ": free-page bitmap of " + std::to_string(out.size()) + " bits for " +
+                        std::to_string(a_.nr_pages()) + " pages");
+        std::uint64_t* f = a_.free_bits();
+        std::uint64_t n = 0;
+        for (std::size_t i = 0; i < out.nr_words(); ++i) {
+            std::uint64_t v = std::atomic_ref<std::uint64_t>(f[i]).load(std::memory_order_acquire);
+            if (i + 1 == out.nr_words() && out.size() % 64)
+                v &= (std::uint64_t{1} << (out.size() % 64)) - 1;
+            out.words()[i] = v;
+            n += std::popcount(v);
+        }
+        return n;
+    }
 
     std::uint64_t fetch_and_clear_dirty(DirtyBitmap& out) override
     {

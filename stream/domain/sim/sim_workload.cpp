@@ -129,13 +129,27 @@ void fill_memory(int ram_fd, const Layout& l, std::uint64_t seed, std::uint64_t*
         std::uint64_t count;
     };
     std::vector<Task> tasks;
+    // Free pages, as a guest would report them: a freed region, and every
+    // page no region uses (never allocated since boot).
+    std::vector<bool> used(free_bitmap ? l.nr_pages : 0, false);
     for (auto& g : l.regions) {
         for (std::uint64_t off = 0; off < g.count; off += kChunk)
             tasks.push_back({&g, g.start + off, std::min(kChunk, g.count - off)});
-        if (g.free && free_bitmap)
+        if (free_bitmap && !g.free)
             for (Pfn p = g.start; p < g.start + g.count; ++p)
-                free_bitmap[p / 64] |= std::uint64_t{1} << (p % 64);
+                used[p] = true;
     }
+    for (const Region* g : {&l.log, &l.hot})
+        if (free_bitmap)
+            for (Pfn p = g->start; p < g->start + g->count && p < l.nr_pages; ++p)
+                used[p] = true;
+    if (l.mbuf_pages && free_bitmap)
+        for (Pfn p = l.mbuf_start; p < l.tx_ring + kRingEntries * kDescSize / kPageSize + 1 && p < l.nr_pages; ++p)
+            used[p] = true;
+    if (free_bitmap)
+        for (Pfn p = 0; p < l.nr_pages; ++p)
+            if (!used[p])
+                free_bitmap[p / 64] |= std::uint64_t{1} << (p % 64);
     std::atomic<std::size_t> next{0};
     std::atomic<int> error{0};
     // Pages are generated in parallel but written one pwrite at a time:
@@ -218,6 +232,16 @@ struct Guest {
     // lines at millions of writes per second.
     void commit(const Pfn* pages, std::size_t n) const
     {
+        // A page the guest writes is in use: take it off the free list
+        // (free-page hints), as an allocator would.  If hints were already
+        // read, the dirty bit set below sends the page again.
+        std::uint64_t* free = free_words(ctl);
+        for (std::size_t i = 0; i < n; ++i) {
+            std::atomic_ref<std::uint64_t> f(free[pages[i] / 64]);
+            std::uint64_t bit = std::uint64_t{1} << (pages[i] % 64);
+            if (f.load(std::memory_order_relaxed) & bit)
+                f.fetch_and(~bit, std::memory_order_relaxed);
+        }
         std::atomic_thread_fence(std::memory_order_seq_cst);
         if (ctl->logdirty.load(std::memory_order_relaxed)) {
             for (std::size_t i = 0; i < n; ++i) {
