@@ -27,6 +27,8 @@ const char* kUsage =
     "           [--downtime-ms N] [--max-rounds N] [--verify] [--json] [--no-release]\n"
     "  receive  receive one migration: fastmig receive --listen HOST:PORT\n"
     "           [--max-memory SIZE] [--timeout-ms N] [--keep-listening] [--netns NS]\n"
+    "  sim      simulated domains: create, list, info, destroy, workloads\n"
+    "  version  print the version\n"
     "\n"
     "pipeline options (demo and send):\n"
     "  --threads N (cores)  --channels N (2)  --compress igzip|zlib|none (igzip)\n"
@@ -34,8 +36,6 @@ const char* kUsage =
     "  --xbzrle-cache SIZE (64M, 0 = off)  --no-zero-detect  --batch-pages N (512)\n"
     "  --no-free-hints (read and send the pages the guest reports free)\n"
     "  --max-bandwidth RATE (e.g. 1gbit, 500mbit, 100M bytes/s)  --timeout-ms N (30000)\n"
-    "  sim      simulated domains: create, list, info, destroy, workloads\n"
-    "  version  print the version\n"
     "\n"
     "See README.md and docs/ for details.\n";
 

@@ -40,7 +40,7 @@ Region region(Pfn start, std::uint64_t count, unsigned t, unsigned b, unsigned r
 std::vector<std::pair<std::string, std::string>> workload_names()
 {
     return {
-        {"idle", "4.9% live data (text/binary/random), rest zero; ~10 small writes/s"},
+        {"idle", "4.9% live data (text/binary/random), rest zero and reported free; ~10 small writes/s"},
         {"after-load", "idle's live set + 87.5% stale data marked free; no writes"},
         {"dpdk", "idle + L2 forwarding: 64-byte packets at 2013 Mbit/s into 4096 mbufs and 2 rings"},
         {"web", "75% page cache (html/images), 5% heap; log appends, session and cache updates, ~1000 pages/s"},
