@@ -244,23 +244,11 @@ void SendPipeline::writer_main(unsigned c)
                 bucket_.take(bytes);
                 write_all(fds_[c], job->iov, cfg_.io_timeout);
             }
+            job->counts.wire_bytes = bytes;
+            job->counts.write_ns = std::uint64_t(busy.seconds() * 1e9);
             {
                 std::lock_guard<std::mutex> l(counters_lock_);
-                auto& k = job->counts;
-                counters_.pages += k.pages;
-                counters_.zero_pages += k.zero_pages;
-                counters_.free_pages += k.free_pages;
-                counters_.raw_pages += k.raw_pages;
-                counters_.deflate_pages += k.deflate_pages;
-                counters_.deflate_in += k.deflate_in;
-                counters_.deflate_out += k.deflate_out;
-                counters_.xbzrle_pages += k.xbzrle_pages;
-                counters_.xbzrle_bytes += k.xbzrle_bytes;
-                counters_.xbzrle_hits += k.xbzrle_hits;
-                counters_.xbzrle_misses += k.xbzrle_misses;
-                counters_.compress_ns += k.compress_ns;
-                counters_.wire_bytes += bytes;
-                counters_.write_ns += std::uint64_t(busy.seconds() * 1e9);
+                counters_ += job->counts;
             }
             job->counts = PipelineCounters{};
             if (!free_.push(job))

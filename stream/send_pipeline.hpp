@@ -53,6 +53,25 @@ struct PipelineCounters {
     std::uint64_t wire_bytes = 0;
     std::uint64_t compress_ns = 0;
     std::uint64_t write_ns = 0; // writers' time in send (incl. --max-bandwidth waits)
+
+    PipelineCounters& operator+=(const PipelineCounters& o)
+    {
+        pages += o.pages;
+        zero_pages += o.zero_pages;
+        free_pages += o.free_pages;
+        raw_pages += o.raw_pages;
+        deflate_pages += o.deflate_pages;
+        deflate_in += o.deflate_in;
+        deflate_out += o.deflate_out;
+        xbzrle_pages += o.xbzrle_pages;
+        xbzrle_bytes += o.xbzrle_bytes;
+        xbzrle_hits += o.xbzrle_hits;
+        xbzrle_misses += o.xbzrle_misses;
+        wire_bytes += o.wire_bytes;
+        compress_ns += o.compress_ns;
+        write_ns += o.write_ns;
+        return *this;
+    }
 };
 
 class SendPipeline {
