@@ -188,9 +188,8 @@ PipelineCounters SendPipeline::counters() const
     return counters_;
 }
 
-double SendPipeline::link_rate() const
+double SendPipeline::link_rate(const PipelineCounters& c) const
 {
-    PipelineCounters c = counters();
     if (c.write_ns == 0)
         return 0;
     // Channels write in parallel: their busy time overlaps.
@@ -207,7 +206,7 @@ void SendPipeline::update_rates()
     if (c.wire_bytes < (4u << 20) || c.compress_ns == 0)
         return;
     double compress_rate = double(c.deflate_in) / (double(c.compress_ns) * 1e-9);
-    double link = link_rate();
+    double link = link_rate(c);
     for (auto& wp : policies_) {
         std::lock_guard<std::mutex> l(wp->lock);
         wp->policy->set_rates(link, compress_rate, cfg_.threads);

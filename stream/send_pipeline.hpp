@@ -99,7 +99,6 @@ public:
     // rate, and let the compression policy decide whether compressing pays.
     // Cheap; the producer calls it every ~100 ms.
     void update_rates();
-    double link_rate() const;
 
 private:
     struct Job;
@@ -118,6 +117,8 @@ private:
     void fail(std::exception_ptr e);
     void rethrow_if_failed();
     void submit(Job* job);
+    // Link rate seen in counters `c`: wire bytes per second of writers' busy time.
+    double link_rate(const PipelineCounters& c) const;
     void queue(std::vector<Job*>& pending, Pfn pfn, std::uint32_t round, bool free_only);
 
     Domain& dom_;

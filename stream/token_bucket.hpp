@@ -21,7 +21,6 @@ public:
         : rate_(rate), burst_(std::max(64.0 * 1024, rate * 0.002)), tokens_(burst_), last_(monotonic_ns())
     {
     }
-    bool limited() const { return rate_ > 0; }
 
     void take(std::size_t bytes)
     {

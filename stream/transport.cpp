@@ -288,7 +288,6 @@ void SocketSource::read_exact(std::span<std::uint8_t> out)
             tail_ = fill(buf_.data(), buf_.size());
         }
     }
-    bytes_ += out.size();
 }
 
 } // namespace fastmig

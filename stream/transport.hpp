@@ -67,7 +67,6 @@ public:
     SocketSource(int fd, std::chrono::milliseconds timeout);
     void read_exact(std::span<std::uint8_t> buf) override;
     void set_timeout(std::chrono::milliseconds t) { timeout_ = t; }
-    std::uint64_t bytes() const { return bytes_; }
 
 private:
     std::size_t fill(std::uint8_t* dst, std::size_t max);
@@ -76,7 +75,6 @@ private:
     std::chrono::milliseconds timeout_;
     std::vector<std::uint8_t> buf_;
     std::size_t head_ = 0, tail_ = 0;
-    std::uint64_t bytes_ = 0;
 };
 
 } // namespace fastmig
