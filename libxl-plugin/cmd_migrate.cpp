@@ -30,7 +30,7 @@ namespace {
 // Options shared by `send` and `demo`: the precopy policy and the pipeline.
 const std::set<std::string> kSendValued = {"downtime-ms", "max-rounds",  "batch-pages", "timeout-ms",
                                            "threads",     "channels",    "compress",    "min-ratio",
-                                           "xbzrle-cache", "max-bandwidth"};
+                                           "xbzrle-cache", "max-bandwidth", "done-timeout-ms"};
 const std::set<std::string> kSendFlags = {"always-compress", "no-zero-detect", "no-free-hints"};
 
 unsigned default_threads()
@@ -53,7 +53,10 @@ void apply_send_options(const Options& o, SendOptions& so, unsigned& channels)
     if (t < 100)
         throw UsageError("--timeout-ms must be at least 100");
     so.io_timeout = std::chrono::milliseconds(t);
-    so.done_timeout = std::chrono::milliseconds(std::max<std::uint64_t>(t, 60000));
+    auto dt = o.uint_or("done-timeout-ms", std::max<std::uint64_t>(t, 60000));
+    if (dt < 100)
+        throw UsageError("--done-timeout-ms must be at least 100");
+    so.done_timeout = std::chrono::milliseconds(dt);
     pc.threads = static_cast<unsigned>(o.uint_or("threads", default_threads()));
     if (pc.threads < 1 || pc.threads > 64)
         throw UsageError("--threads must be 1..64");
@@ -183,6 +186,11 @@ int receive_one(int conn, const ReceiveOptions& ro, int result_fd, bool quiet)
         if (!quiet)
             std::printf("received %s as %s: %s in %u rounds, running (restore %.2f ms)\n", r.source_name.c_str(),
                         r.domain.c_str(), human_bytes(double(r.bytes_received)).c_str(), r.rounds, r.restore_ms);
+        if (!r.done_delivered)
+            std::fprintf(stderr,
+                         "fastmig receive: %s: finish: the domain runs here, but DONE did not reach the source (%s); "
+                         "the source keeps its copy paused: destroy it there\n",
+                         r.domain.c_str(), r.done_error.c_str());
         return 0;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "fastmig receive: %s\n", e.what());
@@ -198,13 +206,18 @@ int receive_one(int conn, const ReceiveOptions& ro, int result_fd, bool quiet)
 
 int cmd_receive(const std::vector<std::string>& args)
 {
-    Options o(args, {"listen", "listen-fd", "result-fd", "max-memory", "timeout-ms", "accept-timeout-ms", "netns"},
+    Options o(args,
+              {"listen", "listen-fd", "result-fd", "max-memory", "timeout-ms", "commit-timeout-ms", "accept-timeout-ms",
+               "netns"},
               {"keep-listening", "quiet"});
     if (!o.positional().empty())
         throw UsageError("receive takes no positional argument (did you mean --listen " + o.positional()[0] + "?)");
     ReceiveOptions ro;
     ro.max_memory_bytes = o.size_or("max-memory", 0);
     ro.io_timeout = std::chrono::milliseconds(o.uint_or("timeout-ms", 30000));
+    ro.commit_timeout = std::chrono::milliseconds(o.uint_or("commit-timeout-ms", 30000));
+    if (ro.io_timeout.count() < 100 || ro.commit_timeout.count() < 100)
+        throw UsageError("--timeout-ms and --commit-timeout-ms must be at least 100");
     int result_fd = o.get("result-fd") ? static_cast<int>(o.uint_or("result-fd", 0)) : -1;
     // Inherited descriptors must not leak into the domains this receiver
     // creates (whoever reads result_fd waits for its EOF).

@@ -2,6 +2,8 @@
 #include "libxl-plugin/cli.hpp"
 
 #include "stream/domain/sim/sim.hpp"
+#include "stream/sender.hpp"
+#include "stream/wire.hpp"
 
 #include <cstdio>
 
@@ -13,6 +15,8 @@ const char* kSimUsage =
     "usage: fastmig sim create [--memory SIZE] [--workload NAME] [--seed N] [--rate-scale X]\n"
     "       fastmig sim list\n"
     "       fastmig sim info ID\n"
+    "       fastmig sim pause ID | resume ID\n"
+    "       fastmig sim checksum ID   (CRC-64 digest of every page, as --verify computes it)\n"
     "       fastmig sim destroy ID\n"
     "       fastmig sim workloads\n";
 
@@ -59,6 +63,19 @@ int cmd_sim(const std::vector<std::string>& args, int argc, char** argv)
         std::printf("id: sim:%d\npid: %d\nmemory: %s (%llu bytes)\nworkload: %s\nstate: %s\n", d.id, int(d.pid),
                     human_bytes(double(d.memory_bytes)).c_str(), (unsigned long long)d.memory_bytes,
                     d.workload.empty() ? "-" : d.workload.c_str(), d.state.c_str());
+        return 0;
+    }
+    if (sub == "pause" || sub == "resume" || sub == "checksum") {
+        if (rest.size() != 1)
+            throw UsageError("usage: fastmig sim " + sub + " ID");
+        auto dom = sim::attach(parse_sim_domain(rest[0]));
+        if (sub == "pause") {
+            dom->suspend(std::chrono::seconds(10));
+        } else if (sub == "resume") {
+            dom->resume(); // also drops a migration's hold (in-doubt resolution)
+        } else {
+            std::printf("%016llx\n", (unsigned long long)wire::page_digest(domain_checksums(*dom)));
+        }
         return 0;
     }
     if (sub == "workloads") {

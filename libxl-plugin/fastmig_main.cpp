@@ -1,5 +1,7 @@
 // fastmig: the command.  Exit status 0 on success, 1 on failure at run time,
-// 2 on bad usage; every error is one line naming the domain, phase and cause.
+// 2 on bad usage, 3 when a migration ended in doubt (COMMIT sent, no DONE:
+// the source domain is kept paused); every error is one line naming the
+// domain, phase and cause.
 #include "libxl-plugin/cli.hpp"
 
 #include "config.h"
@@ -26,8 +28,10 @@ const char* kUsage =
     "  send     migrate a domain: fastmig send DOMAIN HOST:PORT\n"
     "           [--downtime-ms N] [--max-rounds N] [--verify] [--json] [--no-release]\n"
     "  receive  receive one migration: fastmig receive --listen HOST:PORT\n"
-    "           [--max-memory SIZE] [--timeout-ms N] [--keep-listening] [--netns NS]\n"
-    "  sim      simulated domains: create, list, info, destroy, workloads\n"
+    "           [--max-memory SIZE] [--timeout-ms N] [--commit-timeout-ms N (30000)]\n"
+    "           [--keep-listening] [--netns NS]\n"
+    "  sim      simulated domains: create, list, info, pause, resume, checksum,\n"
+    "           destroy, workloads\n"
     "  version  print the version\n"
     "\n"
     "pipeline options (demo and send):\n"
@@ -36,6 +40,11 @@ const char* kUsage =
     "  --xbzrle-cache SIZE (64M, 0 = off)  --no-zero-detect  --batch-pages N (512)\n"
     "  --no-free-hints (read and send the pages the guest reports free)\n"
     "  --max-bandwidth RATE (e.g. 1gbit, 500mbit, 100M bytes/s)  --timeout-ms N (30000)\n"
+    "  --done-timeout-ms N (60000: END to READY, COMMIT to DONE)\n"
+    "\n"
+    "exit status: 0 done, 1 failed (the domain runs on the source), 2 bad usage,\n"
+    "  3 in doubt (COMMIT sent, DONE lost: the source keeps the domain paused;\n"
+    "  see README.md, 'When a migration fails')\n"
     "\n"
     "See README.md and docs/ for details.\n";
 
@@ -73,6 +82,9 @@ int main(int argc, char** argv)
     } catch (const fastmig::cli::UsageError& e) {
         std::fprintf(stderr, "fastmig %s: %s\n", cmd.c_str(), e.what());
         return 2;
+    } catch (const fastmig::InDoubtError& e) {
+        std::fprintf(stderr, "fastmig %s: IN DOUBT: %s\n", cmd.c_str(), e.what());
+        return 3;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "fastmig %s: %s\n", cmd.c_str(), e.what());
         return 1;

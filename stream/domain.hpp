@@ -35,6 +35,19 @@ struct DomainClock {
     std::uint64_t resumed_at_ns = 0;  // destination: the instant it executed again
 };
 
+// What a backend does with a domain if the process migrating it dies before
+// it lets go (SIGKILL, OOM, crash): the engine sets this as it moves through
+// the protocol, so that a dead tool never leaves a domain paused forever,
+// half-built, or running twice.  Backends whose toolstack already does this
+// (libxl for Xen) may ignore it.
+enum class OrphanPolicy : std::uint32_t {
+    none,        // nothing to do (not held)
+    resume,      // source before COMMIT: run again here
+    keep_paused, // source once COMMIT may have left: in doubt, an admin decides
+    destroy,     // destination before COMMIT: tear the copy down
+};
+const char* orphan_policy_name(OrphanPolicy p);
+
 // The source side: a running domain to be migrated away.
 class Domain {
 public:
@@ -87,6 +100,10 @@ public:
     // Release the source after the destination owns the guest (destroy the
     // sim process; on Xen, libxl destroys the domain itself).
     virtual void release() = 0;
+
+    // See OrphanPolicy.  The sender holds resume from the start and switches
+    // to keep_paused just before COMMIT; a resume drops the hold.
+    virtual void set_orphan_policy(OrphanPolicy) {}
 };
 
 // The destination side: a domain being built from a stream.
@@ -113,8 +130,12 @@ public:
     }
 
     virtual void restore_state(const std::vector<StateBlob>& state) = 0;
-    // Start the guest; it runs from here on.
+    // Start the guest; it runs from here on, and belongs to nobody: this
+    // drops any orphan policy in the same step (no instant where a running
+    // guest would be destroyed with its builder).
     virtual void unpause() = 0;
+    // See OrphanPolicy: the receiver holds destroy until COMMIT.
+    virtual void set_orphan_policy(OrphanPolicy) {}
     virtual DomainClock clock() const = 0;
     // Tear the half-built domain down (the migration failed).
     virtual void destroy() = 0;

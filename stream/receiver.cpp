@@ -3,6 +3,7 @@
 #include "stream/clock.hpp"
 #include "stream/codec/codec.hpp"
 #include "stream/dirty_bitmap.hpp"
+#include "stream/failpoint.hpp"
 #include "stream/transport.hpp"
 #include "stream/wire.hpp"
 
@@ -166,6 +167,12 @@ void Receiver::accept_or_refuse(const wire::StreamHeader& h, std::uint32_t nr_ch
     } catch (const std::exception& e) {
         refuse(wire::kAcceptNoMemory, std::string("cannot create the domain: ") + e.what());
     }
+    // A receiver that dies before COMMIT must not leave this copy behind.
+    try {
+        dom_->set_orphan_policy(OrphanPolicy::destroy);
+    } catch (const std::exception& e) {
+        refuse(wire::kAcceptInternal, std::string("cannot hold the new domain: ") + e.what());
+    }
     res_.domain = dom_->name();
     res_.nr_pages = h.nr_pages;
     res_.verify = h.features & wire::kFeatureVerify;
@@ -325,6 +332,8 @@ void Receiver::read_channel(std::uint32_t c)
             if (state_seen)
                 throw StreamError("ROUND_END after platform state");
             ++open_round;
+            if (c == 0 && r.round == 0)
+                failpoint("recv:mid-precopy");
             // Every page of the round is in the domain now (writes are
             // synchronous): tell the source, which paces itself on it.
             send(c, wire::encode_round_ack({r.round, round_pages}));
@@ -334,6 +343,8 @@ void Receiver::read_channel(std::uint32_t c)
         case wire::RecordType::platform_state: {
             if (c != 0)
                 throw StreamError("platform state on channel " + std::to_string(c) + " (only channel 0 carries it)");
+            if (!state_seen)
+                failpoint("recv:stop-copy"); // the source is suspended by now
             state_seen = true;
             auto ps = wire::parse_platform_state(rec.body);
             std::lock_guard<std::mutex> l(state_lock_);
@@ -418,6 +429,7 @@ ReceiveResult Receiver::run()
             chans = wire::parse_channels(rec.body);
         }
         accept_or_refuse(h, chans.count, chans.session);
+        failpoint("recv:before-round0");
 
         phase_ = Phase::receive;
         Stopwatch recv;
@@ -448,12 +460,33 @@ ReceiveResult Receiver::run()
         phase_ = Phase::restore;
         Stopwatch restore;
         dom_->restore_state(state_);
-        phase_ = Phase::resume;
-        dom_->unpause();
-        res_.resumed_at_ns = dom_->clock().resumed_at_ns;
-        res_.restore_ms = restore.seconds() * 1e3;
         if (res_.verify)
             res_.verify_digest = wire::page_digest(sums_);
+        res_.restore_ms = restore.seconds() * 1e3;
+
+        // Built and paused: ask for COMMIT.  Until it arrives the source owns
+        // the domain, so any failure here destroys this copy.
+        phase_ = Phase::commit;
+        wire::Ready ready;
+        ready.pages_written = res_.pages_written;
+        ready.bytes_received = res_.bytes_received;
+        ready.verify_digest = res_.verify_digest;
+        send(0, wire::encode_ready(ready));
+        failpoint("recv:after-ready");
+        ch0.src.set_timeout(opt_.commit_timeout);
+        rec = ch0.reader.read();
+        if (rec.type != wire::RecordType::commit)
+            throw StreamError(std::string("expected COMMIT after READY, got ") +
+                              wire::record_type_name(static_cast<std::uint32_t>(rec.type)));
+        wire::parse_commit(rec.body);
+        res_.bytes_received += ch0.reader.bytes_read() + wire::kSourceMagic.size() - ch0.counts.bytes;
+
+        phase_ = Phase::resume;
+        dom_->unpause(); // drops the orphan policy in the same step
+        res_.resumed_at_ns = dom_->clock().resumed_at_ns;
+        // Running here from now on: no failure below may destroy it.
+        phase_ = Phase::finish;
+        failpoint("recv:after-commit");
 
         wire::Done d;
         d.status = 0;
@@ -461,8 +494,15 @@ ReceiveResult Receiver::run()
         d.pages_written = res_.pages_written;
         d.bytes_received = res_.bytes_received;
         d.verify_digest = res_.verify_digest;
-        phase_ = Phase::finish;
-        send_done(d);
+        try {
+            send_done(d);
+        } catch (const std::exception& e) {
+            res_.done_delivered = false;
+            res_.done_error = e.what();
+            if (opt_.log)
+                opt_.log(label() + ": finish: the domain runs here, but DONE did not reach the source (" +
+                         e.what() + "); the source keeps its copy paused until an admin destroys it");
+        }
         return res_;
     } catch (const std::exception& ex) {
         std::string cause = ex.what();

@@ -16,6 +16,9 @@ namespace fastmig {
 
 struct ReceiveOptions {
     std::chrono::milliseconds io_timeout{30000};
+    // From READY to the source's COMMIT.  Without COMMIT in time the copy is
+    // destroyed: the source still holds the domain and resumes it.
+    std::chrono::milliseconds commit_timeout{30000};
     // Refuse domains larger than this (0: no limit).  The destination's own
     // memory check, answered in ACCEPT before any page is sent.
     std::uint64_t max_memory_bytes = 0;
@@ -44,10 +47,16 @@ struct ReceiveResult {
     bool verify = false;
     double receive_ms = 0;           // first byte to END
     double restore_ms = 0;           // END to running
+    // DONE could not be written after the domain started (the source then
+    // keeps its copy paused, in doubt): the domain runs here regardless.
+    bool done_delivered = true;
+    std::string done_error;
 };
 
-// Receives one migration on the connected socket `fd`.  Throws Error with
-// domain and phase on failure (the new domain is destroyed by then).
+// Receives one migration on the connected socket `fd`: builds the domain,
+// answers READY, and starts it only on the source's COMMIT (then DONE).
+// Throws Error with domain and phase on failure; the new domain is destroyed
+// by then, which is every failure before COMMIT arrived.
 ReceiveResult receive_domain(int fd, DomainProvider& provider, const ReceiveOptions& opt);
 
 } // namespace fastmig

@@ -1,6 +1,7 @@
 #include "stream/sender.hpp"
 
 #include "stream/clock.hpp"
+#include "stream/failpoint.hpp"
 #include "stream/transport.hpp"
 #include "stream/wire.hpp"
 
@@ -9,6 +10,8 @@
 #include <cstdlib>
 #include <memory>
 #include <random>
+
+#include <poll.h>
 
 namespace fastmig {
 
@@ -43,7 +46,9 @@ private:
     void send_control(std::vector<std::uint8_t> rec);
     wire::Record next_reply(unsigned channel, wire::RecordType want);
     void wait_round_acks(unsigned round);
-    wire::Done wait_done();
+    wire::Ready wait_ready();
+    void check_peer_before_commit();
+    wire::Done commit();
     void report(bool force);
     void log(const std::string& line)
     {
@@ -71,6 +76,7 @@ private:
     DirtyBitmap free_;      // free-page hints read before round 0
     DirtyBitmap sent_free_; // pages whose last copy sent was FREE
     bool suspended_ = false;
+    bool committing_ = false; // COMMIT may have left: never resume from here
 };
 
 std::uint64_t Sender::features() const
@@ -262,14 +268,54 @@ std::string Sender::peer_reason()
     return {};
 }
 
-wire::Done Sender::wait_done()
+wire::Ready Sender::wait_ready()
 {
     phase_ = Phase::finish;
     for (auto& r : replies_)
         r->src.set_timeout(opt_.done_timeout);
-    // The last round is acknowledged like the others, before DONE.
+    // The last round is acknowledged like the others, before READY.
     wait_round_acks(res_.rounds - 1);
-    return wire::parse_done(next_reply(0, wire::RecordType::done).body);
+    return wire::parse_ready(next_reply(0, wire::RecordType::ready).body);
+}
+
+// Between READY and COMMIT the destination says nothing.  If it already hung
+// up (or sent anything), COMMIT must not go: the domain resumes here.  This
+// turns "destination died after READY" into a clean fallback instead of an
+// in-doubt outcome, except for a death in the microseconds after this check.
+void Sender::check_peer_before_commit()
+{
+    pollfd p{fds_[0], POLLIN | POLLRDHUP, 0};
+    int r = ::poll(&p, 1, 0);
+    if (r > 0)
+        throw Error("the destination hung up or spoke out of turn after READY; COMMIT not sent");
+}
+
+// Sends COMMIT and waits for DONE.  From the moment COMMIT may have left, a
+// failure is in doubt: the destination may run the domain, so the source
+// keeps it paused (InDoubtError) unless the destination said DONE with an
+// error status (it destroyed its copy: resuming here is safe again).
+wire::Done Sender::commit()
+{
+    phase_ = Phase::commit;
+    // Write-ahead: if this process dies from now on, the domain stays paused.
+    dom_.set_orphan_policy(OrphanPolicy::keep_paused);
+    check_peer_before_commit();
+    committing_ = true;
+    wire::Done done;
+    try {
+        send_control(wire::encode_commit());
+        failpoint("send:after-commit");
+        replies_[0]->src.set_timeout(opt_.done_timeout);
+        done = wire::parse_done(next_reply(0, wire::RecordType::done).body);
+    } catch (const Error& e) {
+        throw InDoubtError(dom_.name(), Phase::commit,
+                           "COMMIT was sent but the destination's DONE never came (" + e.cause() + ")");
+    }
+    if (done.status != 0) {
+        committing_ = false; // the destination destroyed its copy
+        throw Error("the destination could not start the domain after COMMIT: " + done.message);
+    }
+    return done;
 }
 
 SendResult Sender::run()
@@ -279,12 +325,15 @@ SendResult Sender::run()
     res_.channels = opt_.channels;
     res_.threads = opt_.pipeline.threads;
     try {
+        // If this process dies before COMMIT, the domain runs on here.
+        dom_.set_orphan_policy(OrphanPolicy::resume);
         negotiate();
         PipelineConfig pc = opt_.pipeline;
         pc.io_timeout = opt_.io_timeout;
         pipe_ = std::make_unique<SendPipeline>(dom_, fds_, pc);
 
         phase_ = Phase::precopy;
+        failpoint("send:before-round0");
         dom_.enable_dirty_log();
         // Read after logging started: a free page the guest uses from now
         // on is dirty and goes again with its data.
@@ -321,6 +370,8 @@ SendResult Sender::run()
                           (unsigned long long)cur_.deflate_pages, (unsigned long long)cur_.xbzrle_pages,
                           double(cur_.bytes) / (1 << 20), cur_.seconds * 1e3);
             log(line + d.why);
+            if (round == 0)
+                failpoint("send:mid-precopy");
             ++round;
             if (d.stop) {
                 res_.stop_reason = d.reason;
@@ -334,6 +385,7 @@ SendResult Sender::run()
         Stopwatch sc;
         dom_.suspend(opt_.suspend_timeout);
         suspended_ = true;
+        failpoint("send:stop-copy");
         res_.paused_at_ns = dom_.clock().paused_at_ns;
         Stopwatch paused;
         // Left to send: the set fetched after the last precopy round (which
@@ -356,15 +408,16 @@ SendResult Sender::run()
         res_.rounds = round + 1;
         report(true);
 
-        wire::Done done = wait_done();
+        wire::Ready ready = wait_ready();
+        failpoint("send:before-commit");
+        wire::Done done = commit();
         res_.source_downtime_ms = paused.seconds() * 1e3;
-        if (done.status != 0)
-            throw Error("the destination could not start the domain: " + done.message);
         res_.resumed_at_ns = done.resumed_at_ns;
         double to_done_ms = total_.seconds() * 1e3;
         // From here the destination runs the domain: the source must never
         // be resumed again, whatever happens below.
         suspended_ = false;
+        committing_ = false;
         auto c = pipe_->counters();
         pipe_.reset();
         res_.bytes_sent = c.wire_bytes + control_bytes_;
@@ -379,7 +432,7 @@ SendResult Sender::run()
             phase_ = Phase::verify;
             auto sums = domain_checksums(dom_, sent_free_.size() ? &sent_free_ : nullptr);
             res_.source_digest = wire::page_digest(sums);
-            res_.destination_digest = done.verify_digest;
+            res_.destination_digest = ready.verify_digest;
             res_.verified = res_.source_digest == res_.destination_digest;
         }
         Stopwatch rel;
@@ -390,10 +443,22 @@ SendResult Sender::run()
     } catch (const Error& e) {
         pipe_.reset(); // stop every pipeline thread before touching the domain
         std::string cause = e.cause();
-        if (phase_ != Phase::finish && phase_ != Phase::negotiate) {
+        if (committing_) {
+            // The one case where resuming could run the domain twice.
+            cause += "; the domain is kept PAUSED here (in doubt). Check the destination: if the domain runs "
+                     "there, destroy it here; if not, resume it here. Never both.";
+            throw InDoubtError(e.has_context() ? e.domain() : dom_.name(), Phase::commit, cause);
+        }
+        if (phase_ != Phase::finish && phase_ != Phase::negotiate && phase_ != Phase::commit) {
             std::string why = peer_reason();
             if (!why.empty())
                 cause += " (destination: " + why + ")";
+        }
+        if (phase_ != Phase::verify) {
+            try {
+                dom_.disable_dirty_log();
+            } catch (const std::exception&) {
+            }
         }
         if (suspended_) {
             try {
@@ -403,6 +468,10 @@ SendResult Sender::run()
                 cause += std::string("; RESUMING THE SOURCE FAILED: ") + r.what();
             }
         } else if (phase_ != Phase::verify) {
+            try {
+                dom_.set_orphan_policy(OrphanPolicy::none);
+            } catch (const std::exception&) {
+            }
             cause += "; the domain keeps running on the source";
         }
         if (e.has_context())

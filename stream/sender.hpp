@@ -43,6 +43,8 @@ struct SendOptions {
     std::function<int()> connect_channel;
     std::chrono::milliseconds io_timeout{30000};
     std::chrono::milliseconds suspend_timeout{5000};
+    // From END to the destination's READY (it builds and checks the domain),
+    // and from COMMIT to its DONE.
     std::chrono::milliseconds done_timeout{60000};
     // Called about every 100 ms and at each round boundary.
     std::function<void(const Progress&)> progress;
@@ -91,8 +93,10 @@ struct SendResult {
 };
 
 // Migrates `dom` over the connected socket `fd`.  On success the source is
-// released if opt.release_source (after verification, which reads it).  Throws Error (with domain and phase) on failure,
-// after making sure the source domain runs.
+// released if opt.release_source (after verification, which reads it).
+// Throws Error (with domain and phase) on failure, after making sure the
+// source domain runs; except InDoubtError: COMMIT went out and no DONE came
+// back, so the domain is left paused here (see docs/stream-format.md, Commit).
 // With opt.channels > 1, opt.connect_channel opens the other connections;
 // `fd` (channel 0) carries the control records, every channel carries pages
 // (docs/stream-format.md, Channels).  The sender owns what connect_channel

@@ -253,7 +253,7 @@ SocketSource::SocketSource(int fd, std::chrono::milliseconds timeout)
 {
 }
 
-std::size_t SocketSource::fill(std::uint8_t* dst, std::size_t max)
+std::size_t SocketSource::fill(std::uint8_t* dst, std::size_t max, bool mid_read)
 {
     for (;;) {
         if (!wait_fd(fd_, POLLIN, timeout_))
@@ -261,8 +261,12 @@ std::size_t SocketSource::fill(std::uint8_t* dst, std::size_t max)
         ssize_t r = ::recv(fd_, dst, max, 0);
         if (r > 0)
             return static_cast<std::size_t>(r);
+        // At a read boundary the peer simply went away (killed, closed): not
+        // a malformed stream.  Inside a read, what it sent is truncated.
+        if (r == 0 && !mid_read)
+            throw Error("the peer closed the connection");
         if (r == 0)
-            throw StreamError("connection closed by peer in the middle of the stream");
+            throw StreamError("connection closed by peer in the middle of a record");
         if (errno != EINTR && errno != EAGAIN)
             throw_errno("receive");
     }
@@ -282,10 +286,10 @@ void SocketSource::read_exact(std::span<std::uint8_t> out)
         std::size_t want = out.size() - done;
         if (want >= buf_.size() / 2) {
             // Large reads (page data) bypass the buffer: one copy, not two.
-            done += fill(out.data() + done, want);
+            done += fill(out.data() + done, want, done > 0);
         } else {
             head_ = 0;
-            tail_ = fill(buf_.data(), buf_.size());
+            tail_ = fill(buf_.data(), buf_.size(), done > 0);
         }
     }
 }

@@ -61,7 +61,8 @@ void write_all(int fd, std::span<const std::uint8_t> data, std::chrono::millisec
 
 // A buffered reader over a socket: small reads come from a buffer, large
 // ones go straight into the caller's memory.  Each wait for data is bounded
-// by `timeout`; EOF in the middle of a read is a StreamError.
+// by `timeout`; EOF before the first byte of a read is a plain Error ("the
+// peer closed the connection"), EOF in the middle of one a StreamError.
 class SocketSource : public wire::ByteSource {
 public:
     SocketSource(int fd, std::chrono::milliseconds timeout);
@@ -69,7 +70,7 @@ public:
     void set_timeout(std::chrono::milliseconds t) { timeout_ = t; }
 
 private:
-    std::size_t fill(std::uint8_t* dst, std::size_t max);
+    std::size_t fill(std::uint8_t* dst, std::size_t max, bool mid_read);
 
     int fd_;
     std::chrono::milliseconds timeout_;

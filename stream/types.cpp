@@ -1,5 +1,7 @@
 #include "stream/types.hpp"
 
+#include "stream/domain.hpp"
+
 #include <cerrno>
 #include <cstring>
 
@@ -14,10 +16,22 @@ const char* phase_name(Phase p)
     case Phase::stop_copy: return "stop-and-copy";
     case Phase::state: return "platform state";
     case Phase::finish: return "finish";
+    case Phase::commit: return "commit";
     case Phase::receive: return "receive";
     case Phase::restore: return "restore";
     case Phase::resume: return "resume";
     case Phase::verify: return "verify";
+    }
+    return "unknown";
+}
+
+const char* orphan_policy_name(OrphanPolicy p)
+{
+    switch (p) {
+    case OrphanPolicy::none: return "none";
+    case OrphanPolicy::resume: return "resume";
+    case OrphanPolicy::keep_paused: return "keep-paused";
+    case OrphanPolicy::destroy: return "destroy";
     }
     return "unknown";
 }

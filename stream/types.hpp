@@ -27,7 +27,8 @@ enum class Phase {
     precopy,      // live rounds
     stop_copy,    // domain suspended, last pages
     state,        // platform state
-    finish,       // END, waiting for the destination's DONE
+    finish,       // END, waiting for the destination's READY
+    commit,       // COMMIT sent (source) or awaited (destination), then DONE
     receive,      // destination: reading the stream
     restore,      // destination: building the domain
     resume,       // destination: starting the domain
@@ -63,6 +64,15 @@ private:
 // Distinct type so the receiver can say "malformed stream" and the sender can
 // tell a hostile peer from a local failure.
 class StreamError : public Error {
+public:
+    using Error::Error;
+};
+
+// The one failure after which the source must not resume the domain: COMMIT
+// was sent (or may have been) and the destination's DONE never came, so the
+// domain may be running there.  The source keeps it paused; only someone who
+// can look at the destination may decide (docs/stream-format.md, Commit).
+class InDoubtError : public Error {
 public:
     using Error::Error;
 };

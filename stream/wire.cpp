@@ -91,6 +91,7 @@ constexpr std::size_t kRoundEndSize = 16;
 constexpr std::size_t kStateFixed = 8;
 constexpr std::size_t kAcceptFixed = 8;
 constexpr std::size_t kDoneFixed = 40;
+constexpr std::size_t kReadySize = 24;
 
 constexpr std::uint32_t kNoSuchType = 0xffffffffu;
 
@@ -110,6 +111,8 @@ std::uint32_t max_body_length(std::uint32_t type)
     case RecordType::platform_state: return kStateFixed + kMaxStateBlob;
     case RecordType::accept: return kAcceptFixed + kMaxMessageLength;
     case RecordType::done: return kDoneFixed + kMaxMessageLength;
+    case RecordType::ready: return kReadySize;
+    case RecordType::commit: return 0;
     }
     return kNoSuchType;
 }
@@ -181,6 +184,8 @@ const char* record_type_name(std::uint32_t type)
     case RecordType::platform_state: return "platform_state";
     case RecordType::accept: return "accept";
     case RecordType::done: return "done";
+    case RecordType::ready: return "ready";
+    case RecordType::commit: return "commit";
     }
     return "unknown";
 }
@@ -290,6 +295,18 @@ std::vector<std::uint8_t> encode_done(const Done& d)
 }
 
 std::vector<std::uint8_t> encode_end() { return encode_record(RecordType::end, {}); }
+
+std::vector<std::uint8_t> encode_ready(const Ready& r)
+{
+    std::vector<std::uint8_t> b;
+    b.reserve(kReadySize);
+    put64(b, r.pages_written);
+    put64(b, r.bytes_received);
+    put64(b, r.verify_digest);
+    return encode_record(RecordType::ready, b);
+}
+
+std::vector<std::uint8_t> encode_commit() { return encode_record(RecordType::commit, {}); }
 
 // ---- BatchEncoder -----------------------------------------------------------
 
@@ -546,6 +563,23 @@ void parse_end(std::span<const std::uint8_t> body)
 {
     if (!body.empty())
         fail("end", "body is " + str(body.size()) + " bytes, must be empty");
+}
+
+Ready parse_ready(std::span<const std::uint8_t> body)
+{
+    if (body.size() != kReadySize)
+        fail("ready", "body is " + str(body.size()) + " bytes, must be " + str(kReadySize));
+    Ready r;
+    r.pages_written = load64(body.data());
+    r.bytes_received = load64(body.data() + 8);
+    r.verify_digest = load64(body.data() + 16);
+    return r;
+}
+
+void parse_commit(std::span<const std::uint8_t> body)
+{
+    if (!body.empty())
+        fail("commit", "body is " + str(body.size()) + " bytes, must be empty");
 }
 
 PlatformState parse_platform_state(std::span<const std::uint8_t> body)

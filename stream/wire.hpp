@@ -26,7 +26,7 @@
 
 namespace fastmig::wire {
 
-constexpr std::uint32_t kVersion = 1;
+constexpr std::uint32_t kVersion = 2;
 
 // First 8 bytes of each direction, so a peer that is not fastmig is detected
 // at once.  Source->destination "FMIG\r\nS\0", destination->source "FMIG\r\nD\0"
@@ -54,6 +54,8 @@ enum class RecordType : std::uint32_t {
     round_ack = 7,      // D->S: every page of a round is written into the domain
     channels = 8,       // S->D: after HEADER: how many connections carry the stream
     channel_hello = 9,  // S->D: first record of every extra connection
+    ready = 10,         // D->S: domain built, paused, ready to run: the ACK that asks for COMMIT
+    commit = 11,        // S->D: run it (the source will not); body empty
 };
 const char* record_type_name(std::uint32_t type);
 
@@ -124,6 +126,14 @@ enum AcceptStatus : std::uint32_t {
     kAcceptInternal = 5,
 };
 
+// READY: the destination built the domain (every page, platform state
+// restored) and holds it paused until COMMIT.
+struct Ready {
+    std::uint64_t pages_written = 0;
+    std::uint64_t bytes_received = 0;
+    std::uint64_t verify_digest = 0;  // with kFeatureVerify: see page_digest()
+};
+
 struct Done {
     std::uint32_t status = 0;         // 0 = running at destination
     std::uint64_t resumed_at_ns = 0;  // destination CLOCK_MONOTONIC at resume
@@ -144,6 +154,8 @@ std::vector<std::uint8_t> encode_platform_state(std::uint32_t state_type, std::s
 std::vector<std::uint8_t> encode_accept(const Accept& a);
 std::vector<std::uint8_t> encode_done(const Done& d);
 std::vector<std::uint8_t> encode_end();
+std::vector<std::uint8_t> encode_ready(const Ready& r);
+std::vector<std::uint8_t> encode_commit();
 
 // Builds a page-batch record without copying page data: the result is a list
 // of iovecs (record header + batch header + descriptors, the page data where
@@ -260,6 +272,8 @@ RoundEnd parse_round_ack(std::span<const std::uint8_t> body);
 Accept parse_accept(std::span<const std::uint8_t> body);
 Done parse_done(std::span<const std::uint8_t> body);
 void parse_end(std::span<const std::uint8_t> body);
+Ready parse_ready(std::span<const std::uint8_t> body);
+void parse_commit(std::span<const std::uint8_t> body);
 
 struct PlatformState {
     std::uint32_t state_type = 0;

@@ -17,14 +17,17 @@ TESTS += tests/unit/wire.test
 
 EXTRA_DIST += tests/boost-driver.sh
 
-check_PROGRAMS += tests/unit/policy.test tests/unit/engine.test
+check_PROGRAMS += tests/unit/policy.test tests/unit/engine.test tests/unit/commit.test
 tests_unit_policy_test_SOURCES = tests/unit/test_policy.cpp
 tests_unit_policy_test_CPPFLAGS = $(UNIT_CPPFLAGS)
 tests_unit_policy_test_LDADD = $(UNIT_LDADD)
 tests_unit_engine_test_SOURCES = tests/unit/test_engine.cpp tests/unit/fake_domain.hpp
 tests_unit_engine_test_CPPFLAGS = $(UNIT_CPPFLAGS)
 tests_unit_engine_test_LDADD = $(UNIT_LDADD)
-TESTS += tests/unit/policy.test tests/unit/engine.test
+tests_unit_commit_test_SOURCES = tests/unit/test_commit.cpp tests/unit/fake_domain.hpp
+tests_unit_commit_test_CPPFLAGS = $(UNIT_CPPFLAGS)
+tests_unit_commit_test_LDADD = $(UNIT_LDADD)
+TESTS += tests/unit/policy.test tests/unit/engine.test tests/unit/commit.test
 
 # Integration tests (TAP): the real fastmig binary, sim domains in their own
 # processes, loopback TCP only.

@@ -6,6 +6,8 @@
 #include "stream/clock.hpp"
 #include "stream/domain.hpp"
 
+#include "stream/transport.hpp"
+
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
@@ -13,7 +15,22 @@
 #include <random>
 #include <thread>
 
+#include <sys/socket.h>
+
 namespace fastmig::test {
+
+// A connected pair of stream sockets, standing in for a TCP connection.
+struct Pair {
+    Fd a, b;
+    Pair()
+    {
+        int sv[2];
+        if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+            throw_errno("socketpair");
+        a.reset(sv[0]);
+        b.reset(sv[1]);
+    }
+};
 
 class FakeDomain : public Domain {
 public:
@@ -152,11 +169,13 @@ public:
     std::vector<StateBlob> save_state() override { return {{7, {1, 2, 3, 4, 5}}, {8, {}}}; }
     DomainClock clock() const override { return {paused_at_, 0}; }
     void release() override { released_ = true; }
+    void set_orphan_policy(OrphanPolicy p) override { orphan_ = p; }
 
     // Memory at the instant of the last suspend.
     std::vector<std::uint8_t> snapshot_;
     std::atomic<int> suspends_{0}, resumes_{0};
     std::atomic<bool> released_{false};
+    std::atomic<OrphanPolicy> orphan_{OrphanPolicy::none};
     std::atomic<std::uint64_t> writes_{0};
     unsigned fetch_delay_ms = 0;
     std::uint64_t hot_on_fetch = 0;
@@ -211,6 +230,7 @@ struct IncomingState {
     std::vector<StateBlob> state;
     bool running = false, destroyed = false;
     std::uint64_t resumed_at = 0;
+    OrphanPolicy orphan = OrphanPolicy::none;
 };
 
 class FakeIncoming : public IncomingDomain {
@@ -241,8 +261,10 @@ public:
         if (fail_.unpause)
             throw Error("injected unpause failure");
         st_->running = true;
+        st_->orphan = OrphanPolicy::none; // a running domain belongs to nobody
         st_->resumed_at = monotonic_ns();
     }
+    void set_orphan_policy(OrphanPolicy p) override { st_->orphan = p; }
     DomainClock clock() const override { return {0, st_->resumed_at}; }
     void destroy() override { st_->destroyed = true; }
 

@@ -196,6 +196,8 @@ Decoded decode_source(std::span<const std::uint8_t> bytes)
         case RecordType::platform_state: parse_platform_state(rec.body); ++d.states; break;
         case RecordType::accept: parse_accept(rec.body); break;
         case RecordType::done: parse_done(rec.body); break;
+        case RecordType::ready: parse_ready(rec.body); break;
+        case RecordType::commit: parse_commit(rec.body); break;
         case RecordType::end:
             parse_end(rec.body);
             d.bytes = r.bytes_read();
@@ -329,7 +331,7 @@ BOOST_AUTO_TEST_CASE(record_layout)
         BOOST_TEST(r[i] == 0);
     BOOST_TEST(record_type_name(2) == std::string("page_batch"));
     BOOST_TEST(record_type_name(77) == std::string("unknown"));
-    BOOST_CHECK_THROW(encode_record(static_cast<RecordType>(10), {}), Error);
+    BOOST_CHECK_THROW(encode_record(static_cast<RecordType>(12), {}), Error);
     BOOST_CHECK_THROW(encode_record(RecordType::round_end, Bytes(17)), Error);
 }
 
@@ -460,6 +462,23 @@ BOOST_AUTO_TEST_CASE(accept_and_done)
         BOOST_TEST(g.bytes_received == d.bytes_received);
         BOOST_TEST(g.verify_digest == d.verify_digest);
         BOOST_TEST(g.message == m);
+
+        Ready ry;
+        ry.pages_written = 9;
+        ry.bytes_received = 1ull << 33;
+        ry.verify_digest = 0x0123456789abcdefull;
+        One oy(encode_ready(ry));
+        rec = oy.read();
+        BOOST_TEST(rec.type == RecordType::ready);
+        Ready gy = parse_ready(rec.body);
+        BOOST_TEST(gy.pages_written == 9u);
+        BOOST_TEST(gy.bytes_received == ry.bytes_received);
+        BOOST_TEST(gy.verify_digest == ry.verify_digest);
+
+        One oc(encode_commit());
+        rec = oc.read();
+        BOOST_TEST(rec.type == RecordType::commit);
+        BOOST_TEST(rec.body.empty());
     }
     // Over-long messages are clipped by the encoder, never refused.
     One a(encode_accept({kAcceptInternal, std::string(5000, 'x')}));
@@ -635,6 +654,8 @@ BOOST_AUTO_TEST_CASE(oversized_length)
         {RecordType::platform_state, 8 + kMaxStateBlob},
         {RecordType::accept, 8 + kMaxMessageLength},
         {RecordType::done, 40 + kMaxMessageLength},
+        {RecordType::ready, 24},
+        {RecordType::commit, 0},
     };
     for (const auto& c : cases) {
         for (std::uint32_t len : {c.limit + 1, 0xfffffff0u, 0xffffffffu}) {
@@ -712,7 +733,7 @@ BOOST_AUTO_TEST_CASE(nonzero_reserved)
 
 BOOST_AUTO_TEST_CASE(unknown_type)
 {
-    for (std::uint32_t t : {10u, 11u, 0x80000000u, 0xffffffffu}) {
+    for (std::uint32_t t : {12u, 13u, 0x80000000u, 0xffffffffu}) {
         One one(raw_record(t, {}));
         CHECK_STREAM_ERROR(one.read(), "unknown record type " + std::to_string(t));
     }
@@ -902,20 +923,20 @@ BOOST_AUTO_TEST_CASE(header_fields)
     auto bad = [](const Bytes& body, const std::string& needle) {
         BOOST_TEST_CONTEXT(needle) { CHECK_STREAM_ERROR(parse_header(body), needle); }
     };
-    bad(header_body(2, 12, 10, 0, 0), "header: version 2 is not supported");
+    bad(header_body(3, 12, 10, 0, 0), "header: version 3 is not supported");
     bad(header_body(0, 12, 10, 0, 0), "header: version 0 is not supported");
-    bad(Bytes{2, 0, 0, 0}, "header: version 2 is not supported"); // short v2 header: version wins
-    bad(Bytes{1, 0}, "too short to hold a version");
-    bad(Bytes{1, 0, 0, 0, 12, 0, 0, 0}, "shorter than 32");
-    bad(header_body(1, 16, 10, 0, 0), "header: page_shift 16 is not supported");
-    bad(header_body(1, 0, 10, 0, 0), "page_shift 0");
-    bad(header_body(1, 12, 0, 0, 0), "header: nr_pages is 0");
-    bad(header_body(1, 12, kMaxPages + 1, 0, 0), "header: nr_pages 1099511627777 exceeds the maximum");
-    bad(header_body(1, 12, ~0ull, 0, 0), "exceeds the maximum");
-    bad(header_body(1, 12, 10, 256, 256), "header: name_length 256 exceeds 255");
-    bad(header_body(1, 12, 10, 5, 4), "body is 36 bytes, expected 32 + name_length 5");
-    bad(header_body(1, 12, 10, 5, 6), "body is 38 bytes, expected 32 + name_length 5");
-    BOOST_TEST(parse_header(header_body(1, 12, kMaxPages, 255, 255)).nr_pages == kMaxPages);
+    bad(Bytes{3, 0, 0, 0}, "header: version 3 is not supported"); // short v3 header: version wins
+    bad(Bytes{2, 0}, "too short to hold a version");
+    bad(Bytes{2, 0, 0, 0, 12, 0, 0, 0}, "shorter than 32");
+    bad(header_body(kVersion, 16, 10, 0, 0), "header: page_shift 16 is not supported");
+    bad(header_body(kVersion, 0, 10, 0, 0), "page_shift 0");
+    bad(header_body(kVersion, 12, 0, 0, 0), "header: nr_pages is 0");
+    bad(header_body(kVersion, 12, kMaxPages + 1, 0, 0), "header: nr_pages 1099511627777 exceeds the maximum");
+    bad(header_body(kVersion, 12, ~0ull, 0, 0), "exceeds the maximum");
+    bad(header_body(kVersion, 12, 10, 256, 256), "header: name_length 256 exceeds 255");
+    bad(header_body(kVersion, 12, 10, 5, 4), "body is 36 bytes, expected 32 + name_length 5");
+    bad(header_body(kVersion, 12, 10, 5, 6), "body is 38 bytes, expected 32 + name_length 5");
+    BOOST_TEST(parse_header(header_body(kVersion, 12, kMaxPages, 255, 255)).nr_pages == kMaxPages);
 }
 
 BOOST_AUTO_TEST_CASE(other_bodies)
@@ -926,6 +947,8 @@ BOOST_AUTO_TEST_CASE(other_bodies)
     CHECK_STREAM_ERROR(parse_end(Bytes(8)), "end: body is 8 bytes, must be empty");
     CHECK_STREAM_ERROR(parse_accept(Bytes(7)), "accept: body of 7 bytes");
     CHECK_STREAM_ERROR(parse_done(Bytes(39)), "done: body of 39 bytes");
+    CHECK_STREAM_ERROR(parse_ready(Bytes(23)), "ready: body is 23 bytes, must be 24");
+    CHECK_STREAM_ERROR(parse_commit(Bytes(8)), "commit: body is 8 bytes, must be empty");
 
     Bytes a(8, 0);
     le32(a, 4, 1025);

@@ -23,7 +23,7 @@
 namespace fastmig::sim {
 
 constexpr std::uint64_t kControlMagic = 0x4c52544353494d46ull; // "FMISCTRL" little endian
-constexpr std::uint32_t kControlVersion = 1;
+constexpr std::uint32_t kControlVersion = 2;
 
 enum SimState : std::uint32_t {
     kStateStarting = 0,
@@ -36,6 +36,19 @@ enum SimCommand : std::uint32_t {
     kCmdNone = 0,
     kCmdPause = 1,
     kCmdResume = 2,  // a paused source, or an incoming domain (restored config)
+    kCmdLease = 3,   // take, change or drop the lease (lease_pid, lease_policy)
+};
+
+// A lease: the migration tool that holds the domain names itself (pid) and
+// says what the domain does if that process dies before it lets go, so a
+// killed tool never leaves a guest paused forever or half-built (on Xen,
+// libxl plays this part for its save/restore helper).  Any successful
+// resume drops the lease: a running guest belongs to nobody.
+enum SimLeasePolicy : std::uint32_t {
+    kLeaseNone = 0,
+    kLeaseResume = 1,     // source before COMMIT: run again (log-dirty off)
+    kLeaseKeepPaused = 2, // source once COMMIT may be out: stay paused (in doubt)
+    kLeaseDestroy = 3,    // destination before COMMIT: tear down
 };
 
 // Results in the mailbox ack (0 = done).
@@ -46,6 +59,7 @@ enum SimCmdResult : std::int32_t {
     kCmdNoConfig = 3,       // incoming domain unpaused before restore_state
     kCmdBadConfig = 4,      // restored config failed validation in the domain
     kCmdPauseTimeout = 5,   // a workload thread did not park in time
+    kCmdNoSuchHolder = 6,   // lease: the holder process does not exist
 };
 
 constexpr std::size_t kWorkloadNameMax = 32;
@@ -91,7 +105,8 @@ struct ControlHeader {
     // Written by the domain when it pauses (cursors) and at start; written by
     // an attacher of an incoming domain (restore_state) before it unpauses.
     std::atomic<std::uint32_t> config_valid;
-    std::uint32_t pad0;
+    std::atomic<std::uint32_t> lease_policy; // SimLeasePolicy; argument of kCmdLease, then current
+    std::atomic<std::int64_t> lease_pid;     // holder; argument of kCmdLease, then current
     ControlConfig config;
 };
 

@@ -151,6 +151,23 @@ public:
         }
     }
 
+    void set_lease(OrphanPolicy p)
+    {
+        std::uint32_t policy = kLeaseNone;
+        switch (p) {
+        case OrphanPolicy::none: policy = kLeaseNone; break;
+        case OrphanPolicy::resume: policy = kLeaseResume; break;
+        case OrphanPolicy::keep_paused: policy = kLeaseKeepPaused; break;
+        case OrphanPolicy::destroy: policy = kLeaseDestroy; break;
+        }
+        {
+            std::lock_guard<std::mutex> l(cmd_m_);
+            ctl_->lease_pid.store(::getpid());
+            ctl_->lease_policy.store(policy);
+        }
+        check_result(command(kCmdLease, std::chrono::seconds(10), "take the lease"), "lease");
+    }
+
     void check_result(std::int32_t r, const char* what)
     {
         if (r != kCmdOk)
@@ -285,6 +302,8 @@ public:
         destroy_domain(a_.id());
     }
 
+    void set_orphan_policy(OrphanPolicy p) override { a_.set_lease(p); }
+
 private:
     Attachment a_;
 };
@@ -378,6 +397,8 @@ public:
     {
         return {a_.ctl()->paused_at_ns.load(), a_.ctl()->resumed_at_ns.load()};
     }
+
+    void set_orphan_policy(OrphanPolicy p) override { a_.set_lease(p); }
 
     void destroy() override
     {

@@ -26,6 +26,7 @@
 #include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <thread>
 #include <unistd.h>
 
@@ -72,6 +73,9 @@ struct Args {
     SimConfig cfg;
     int ready_fd = -1;
     int lock_fd = -1;
+    // Incoming domains are born leased to their creator (policy destroy), so
+    // a receiver killed at any instant never leaves one behind.
+    std::int64_t lease_pid = 0;
 };
 
 std::uint64_t parse_u64(const std::string& opt, const char* v)
@@ -120,6 +124,8 @@ Args parse_args(int argc, char** argv)
             a.ready_fd = int(parse_u64(o, v));
         else if (o == "--lock-fd")
             a.lock_fd = int(parse_u64(o, v));
+        else if (o == "--lease-pid")
+            a.lease_pid = std::int64_t(parse_u64(o, v));
         else
             throw Error("sim serve: unknown option " + o);
     }
@@ -162,6 +168,11 @@ private:
     void handle_mailbox();
     std::int32_t do_command(std::uint32_t cmd);
     std::int32_t start_incoming();
+    std::int32_t take_lease(std::int64_t pid, std::uint32_t policy);
+    void drop_lease();
+    // The holder died: apply the policy.  Returns true when the domain must
+    // exit (destroy).
+    bool lease_broken();
     std::string info_text() const;
     void shutdown();
 
@@ -179,7 +190,13 @@ private:
     std::uint64_t last_seq_ = 0;
     int destroy_conn_ = -1;
     bool files_owned_ = false;
+    int lease_fd_ = -1; // pidfd of the holder
 };
+
+int pidfd_open(pid_t pid)
+{
+    return int(::syscall(SYS_pidfd_open, pid, 0));
+}
 
 void Server::setup()
 {
@@ -262,6 +279,8 @@ void Server::setup()
 
     if (a_.incoming) {
         ctl_->state.store(kStateIncoming);
+        if (a_.lease_pid > 0 && take_lease(a_.lease_pid, kLeaseDestroy) != kCmdOk)
+            throw Error("the process creating it (pid " + std::to_string(a_.lease_pid) + ") is gone");
     } else {
         workload_ = std::make_unique<Workload>(a_.cfg, ram_, ctl_, dirty_words(ctl_region_.data()), 0, nullptr);
         workload_name_ = a_.cfg.workload;
@@ -334,9 +353,70 @@ std::int32_t Server::start_incoming()
     return kCmdOk;
 }
 
+std::int32_t Server::take_lease(std::int64_t pid, std::uint32_t policy)
+{
+    drop_lease();
+    if (policy == kLeaseNone || pid <= 0)
+        return kCmdOk;
+    if (policy > kLeaseDestroy)
+        return kCmdBadCommand;
+    int fd = pidfd_open(pid_t(pid));
+    if (fd < 0)
+        return kCmdNoSuchHolder;
+    ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+    lease_fd_ = fd;
+    ctl_->lease_pid.store(pid);
+    ctl_->lease_policy.store(policy);
+    return kCmdOk;
+}
+
+void Server::drop_lease()
+{
+    if (lease_fd_ >= 0)
+        ::close(lease_fd_);
+    lease_fd_ = -1;
+    ctl_->lease_pid.store(0);
+    ctl_->lease_policy.store(kLeaseNone);
+}
+
+bool Server::lease_broken()
+{
+    std::uint32_t policy = ctl_->lease_policy.load();
+    std::int64_t pid = ctl_->lease_pid.load();
+    drop_lease();
+    std::uint32_t st = ctl_->state.load();
+    switch (policy) {
+    case kLeaseResume:
+        ctl_->logdirty.store(0);
+        if (st == kStatePaused) {
+            std::fprintf(stderr, "%s: migration tool (pid %lld) died before COMMIT; resuming\n", name_.c_str(),
+                         (long long)pid);
+            do_command(kCmdResume);
+        }
+        return false;
+    case kLeaseKeepPaused:
+        std::fprintf(stderr,
+                     "%s: migration tool (pid %lld) died after COMMIT may have been sent; the domain stays %s "
+                     "(in doubt: check the destination before resuming or destroying it)\n",
+                     name_.c_str(), (long long)pid, state_name(st));
+        return false;
+    case kLeaseDestroy:
+        if (st == kStateIncoming || st == kStatePaused) {
+            std::fprintf(stderr, "%s: migration tool (pid %lld) died before COMMIT; destroying the copy\n",
+                         name_.c_str(), (long long)pid);
+            return true;
+        }
+        return false;
+    default:
+        return false;
+    }
+}
+
 std::int32_t Server::do_command(std::uint32_t cmd)
 {
     std::uint32_t st = ctl_->state.load();
+    if (cmd == kCmdLease)
+        return take_lease(ctl_->lease_pid.load(), ctl_->lease_policy.load());
     if (cmd == kCmdPause) {
         if (st == kStatePaused)
             return kCmdOk;
@@ -349,12 +429,19 @@ std::int32_t Server::do_command(std::uint32_t cmd)
         return kCmdOk;
     }
     if (cmd == kCmdResume) {
-        if (st == kStateRunning)
+        if (st == kStateRunning) {
+            drop_lease();
             return kCmdOk;
-        if (st == kStateIncoming)
-            return start_incoming();
+        }
+        if (st == kStateIncoming) {
+            std::int32_t r = start_incoming();
+            if (r == kCmdOk)
+                drop_lease();
+            return r;
+        }
         if (st != kStatePaused)
             return kCmdBadState;
+        drop_lease();
         ctl_->state.store(kStateRunning);
         workload_->resume();
         return kCmdOk;
@@ -377,8 +464,9 @@ void Server::handle_mailbox()
 int Server::run()
 {
     for (;;) {
-        pollfd p[3] = {{listen_fd_, POLLIN, 0}, {to_domain_.fd(), POLLIN, 0}, {sig_fd_, POLLIN, 0}};
-        int r = ::poll(p, 3, -1);
+        pollfd p[4] = {{listen_fd_, POLLIN, 0}, {to_domain_.fd(), POLLIN, 0}, {sig_fd_, POLLIN, 0},
+                       {lease_fd_, POLLIN, 0}};
+        int r = ::poll(p, lease_fd_ >= 0 ? 4 : 3, -1);
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0)
@@ -387,6 +475,11 @@ int Server::run()
             to_domain_.drain();
             handle_mailbox();
         }
+        // A pidfd polls readable when its process has exited.  The mailbox
+        // went first: a command posted just before the holder died counts.
+        if (lease_fd_ >= 0 && p[3].fd == lease_fd_ && (p[3].revents & (POLLIN | POLLHUP)))
+            if (lease_broken())
+                return 0;
         if (p[2].revents & POLLIN) {
             signalfd_siginfo si;
             [[maybe_unused]] ssize_t n = ::read(sig_fd_, &si, sizeof si);

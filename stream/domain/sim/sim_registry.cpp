@@ -400,7 +400,8 @@ int create_incoming_domain(std::uint64_t nr_pages, std::chrono::milliseconds tim
 {
     if (nr_pages == 0 || nr_pages > kMaxPages)
         throw Error("incoming sim domain: bad size of " + std::to_string(nr_pages) + " pages");
-    return spawn_domain({"--incoming", "--pages", std::to_string(nr_pages)}, timeout);
+    return spawn_domain({"--incoming", "--pages", std::to_string(nr_pages), "--lease-pid", std::to_string(::getpid())},
+                        timeout);
 }
 
 SimInfo domain_info(int id)
