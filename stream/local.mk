@@ -11,7 +11,7 @@ stream_libfmstream_a_SOURCES = \
 	stream/classify.hpp stream/classify.cpp \
 	stream/transport.hpp stream/transport.cpp \
 	stream/precopy_policy.hpp stream/precopy_policy.cpp \
-	stream/bounded_queue.hpp stream/token_bucket.hpp \
+	stream/bounded_queue.hpp stream/token_bucket.hpp stream/page_memory.hpp \
 	stream/send_pipeline.hpp stream/send_pipeline.cpp \
 	stream/sender.hpp stream/sender.cpp \
 	stream/receiver.hpp stream/receiver.cpp

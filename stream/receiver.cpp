@@ -460,8 +460,6 @@ ReceiveResult Receiver::run()
         phase_ = Phase::restore;
         Stopwatch restore;
         dom_->restore_state(state_);
-        if (res_.verify)
-            res_.verify_digest = wire::page_digest(sums_);
         res_.restore_ms = restore.seconds() * 1e3;
 
         // Built and paused: ask for COMMIT.  Until it arrives the source owns
@@ -470,7 +468,9 @@ ReceiveResult Receiver::run()
         wire::Ready ready;
         ready.pages_written = res_.pages_written;
         ready.bytes_received = res_.bytes_received;
-        ready.verify_digest = res_.verify_digest;
+        // verify_digest stays 0 here: the digest is computed after the
+        // domain runs (it reads 8 bytes per page: milliseconds for a large
+        // guest, which would otherwise count as downtime) and goes in DONE.
         send(0, wire::encode_ready(ready));
         failpoint("recv:after-ready");
         ch0.src.set_timeout(opt_.commit_timeout);
@@ -487,6 +487,10 @@ ReceiveResult Receiver::run()
         // Running here from now on: no failure below may destroy it.
         phase_ = Phase::finish;
         failpoint("recv:after-commit");
+        // The checksums were taken from the stream as it was applied, so
+        // computing their digest now, with the guest running, is exact.
+        if (res_.verify)
+            res_.verify_digest = wire::page_digest(sums_);
 
         wire::Done d;
         d.status = 0;

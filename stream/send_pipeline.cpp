@@ -2,6 +2,7 @@
 
 #include "stream/classify.hpp"
 #include "stream/clock.hpp"
+#include "stream/page_memory.hpp"
 #include "stream/transport.hpp"
 
 #include <cstdlib>
@@ -10,24 +11,23 @@
 namespace fastmig {
 
 struct SendPipeline::Job {
-    // Buffers are left uninitialised: zeroing 4 MiB per job at start-up
-    // costs more than the rest of a small migration's set-up.
+    // One mapping for the pages and the encoded output, faulted in on first
+    // use (in huge pages where possible; see page_memory.hpp): zeroing 4 MiB
+    // per job at start-up costs more than the rest of a small migration's set-up.
     explicit Job(std::uint32_t batch_pages)
-        : pages(static_cast<std::uint8_t*>(std::aligned_alloc(kPageSize, batch_pages * kPageSize))),
-          encoded(std::make_unique_for_overwrite<std::uint8_t[]>(batch_pages * (kPageSize + 64))),
-          encoded_size(batch_pages * (kPageSize + 64))
+        : memory(std::size_t{batch_pages} * kPageSize + std::size_t{batch_pages} * (kPageSize + 64)),
+          pages(memory.data()), encoded(memory.data() + std::size_t{batch_pages} * kPageSize),
+          encoded_size(std::size_t{batch_pages} * (kPageSize + 64))
     {
-        if (!pages)
-            throw Error("out of memory for the send pipeline's page buffers");
         pfns.reserve(batch_pages);
     }
-    ~Job() { std::free(pages); }
 
     std::uint32_t channel = 0;
     std::uint32_t round = 0;
     std::vector<Pfn> pfns;
+    PageMemory memory;
     std::uint8_t* pages;
-    std::unique_ptr<std::uint8_t[]> encoded; // deflate groups and XBZRLE deltas
+    std::uint8_t* encoded; // deflate groups and XBZRLE deltas
     std::size_t encoded_size;
     wire::BatchEncoder encoder;
     std::span<const iovec> iov;
@@ -309,7 +309,7 @@ void SendPipeline::encode(Job& job, WorkerPolicy& wp)
                         comp_alg = cfg_.compression.algorithm;
                     }
                     // Worth it only if it saves at least 1/16 of the bytes.
-                    clen = comp->compress(data, {job.encoded.get() + out_off, job.encoded_size - out_off},
+                    clen = comp->compress(data, {job.encoded + out_off, job.encoded_size - out_off},
                                           data.size() - data.size() / 16);
                     k.compress_ns += std::uint64_t(sw.seconds() * 1e9);
                     k.deflate_in += data.size();
@@ -320,7 +320,7 @@ void SendPipeline::encode(Job& job, WorkerPolicy& wp)
                 wp.policy->record(job.pfns[i], data.size(), clen ? clen : data.size());
             }
             if (clen) {
-                enc.add_group({job.pfns.data() + i, g}, {job.encoded.get() + out_off, clen});
+                enc.add_group({job.pfns.data() + i, g}, {job.encoded + out_off, clen});
                 out_off += clen;
                 k.deflate_pages += g;
                 k.deflate_out += clen;
@@ -361,14 +361,14 @@ void SendPipeline::encode(Job& job, WorkerPolicy& wp)
                 flush_run();
                 // A delta above a quarter page is not worth the decode work.
                 dlen = codec::xbzrle_encode({old, kPageSize}, {page, kPageSize},
-                                            {job.encoded.get() + out_off, job.encoded_size - out_off},
+                                            {job.encoded + out_off, job.encoded_size - out_off},
                                             kPageSize / 4);
             } else {
                 ++k.xbzrle_misses;
             }
             cache.put(job.pfns[i], {page, kPageSize});
             if (dlen) {
-                enc.add(job.pfns[i], wire::PageEncoding::xbzrle, {job.encoded.get() + out_off, dlen});
+                enc.add(job.pfns[i], wire::PageEncoding::xbzrle, {job.encoded + out_off, dlen});
                 out_off += dlen;
                 ++k.xbzrle_pages;
                 k.xbzrle_bytes += dlen;

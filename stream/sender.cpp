@@ -328,6 +328,8 @@ SendResult Sender::run()
         // If this process dies before COMMIT, the domain runs on here.
         dom_.set_orphan_policy(OrphanPolicy::resume);
         negotiate();
+        res_.negotiate_ms = total_.seconds() * 1e3;
+        Stopwatch setup;
         PipelineConfig pc = opt_.pipeline;
         pc.io_timeout = opt_.io_timeout;
         pipe_ = std::make_unique<SendPipeline>(dom_, fds_, pc);
@@ -343,6 +345,7 @@ SendResult Sender::run()
                 free_ = DirtyBitmap();
         }
         DirtyBitmap dirty(dom_.nr_pages());
+        res_.setup_ms = setup.seconds() * 1e3;
         unsigned round = 0;
         Stopwatch precopy;
         for (;;) {
@@ -408,9 +411,13 @@ SendResult Sender::run()
         res_.rounds = round + 1;
         report(true);
 
-        wire::Ready ready = wait_ready();
+        Stopwatch ready_wait;
+        wait_ready(); // READY carries nothing the source needs: the digest comes in DONE
+        res_.ready_wait_ms = ready_wait.seconds() * 1e3;
         failpoint("send:before-commit");
+        Stopwatch commit_wait;
         wire::Done done = commit();
+        res_.commit_ms = commit_wait.seconds() * 1e3;
         res_.source_downtime_ms = paused.seconds() * 1e3;
         res_.resumed_at_ns = done.resumed_at_ns;
         double to_done_ms = total_.seconds() * 1e3;
@@ -432,13 +439,14 @@ SendResult Sender::run()
             phase_ = Phase::verify;
             auto sums = domain_checksums(dom_, sent_free_.size() ? &sent_free_ : nullptr);
             res_.source_digest = wire::page_digest(sums);
-            res_.destination_digest = ready.verify_digest;
+            res_.destination_digest = done.verify_digest;
             res_.verified = res_.source_digest == res_.destination_digest;
         }
         Stopwatch rel;
         if (opt_.release_source)
             dom_.release();
-        res_.total_ms = to_done_ms + rel.seconds() * 1e3;
+        res_.release_ms = rel.seconds() * 1e3;
+        res_.total_ms = to_done_ms + res_.release_ms;
         return res_;
     } catch (const Error& e) {
         pipe_.reset(); // stop every pipeline thread before touching the domain

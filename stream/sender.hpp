@@ -85,6 +85,12 @@ struct SendResult {
     double precopy_ms = 0;
     double stop_copy_ms = 0;        // suspend requested to END written
     double source_downtime_ms = 0;  // source paused to DONE received (upper bound of downtime)
+    // Where the rest of total_ms goes (each from this process's clock):
+    double negotiate_ms = 0;        // connect..ACCEPT and every extra channel opened
+    double setup_ms = 0;            // dirty log enabled, free-page hints read
+    double ready_wait_ms = 0;       // END written..READY (the destination builds the domain)
+    double commit_ms = 0;           // COMMIT sent..DONE (the destination starts the domain)
+    double release_ms = 0;          // the source domain destroyed
     std::uint64_t paused_at_ns = 0;
     std::uint64_t resumed_at_ns = 0; // destination's clock, from DONE
     std::optional<bool> verified;    // set when verify was asked

@@ -13,6 +13,7 @@
 // never again, at the cost of one bit per slot, and the sweep is amortised
 // O(1): each step either evicts or clears a bit set by an earlier hit.
 #include "stream/codec/codec.hpp"
+#include "stream/page_memory.hpp"
 
 #include <cstring>
 #include <unordered_map>
@@ -27,7 +28,7 @@ struct PageCache::Impl {
         bool referenced = false;
     };
     std::size_t capacity = 0;
-    std::vector<std::uint8_t> data; // capacity * kPageSize
+    PageMemory data; // capacity * kPageSize, faulted in as slots fill
     std::vector<Slot> slots;
     std::vector<std::uint32_t> free_slots;
     std::unordered_map<Pfn, std::uint32_t> index;
@@ -57,7 +58,7 @@ PageCache::PageCache(std::size_t bytes) : impl_(std::make_unique<Impl>())
     // Slot numbers are u32: 16 TiB of cache is far beyond any real use.
     if (m.capacity > 0xffffffffu)
         throw Error("xbzrle cache of " + std::to_string(bytes) + " bytes is too large");
-    m.data.resize(m.capacity * kPageSize);
+    m.data = PageMemory(m.capacity * kPageSize);
     m.slots.resize(m.capacity);
     m.free_slots.reserve(m.capacity);
     for (std::size_t i = m.capacity; i > 0; --i)
