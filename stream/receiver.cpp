@@ -11,6 +11,7 @@
 #include <array>
 #include <atomic>
 #include <cstdio>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -71,6 +72,7 @@ private:
     const ReceiveOptions& opt_;
     std::vector<std::unique_ptr<Channel>> channels_;
     std::unique_ptr<IncomingDomain> dom_;
+    bool accepted_ = false; // ACCEPT went out: a failure from here on is reported in DONE
     ReceiveResult res_;
     Phase phase_ = Phase::negotiate;
     std::uint64_t features_ = 0;
@@ -161,19 +163,29 @@ void Receiver::accept_or_refuse(const wire::StreamHeader& h, std::uint32_t nr_ch
     features_ = h.features;
     res_.channels = nr_channels;
 
+    // Every check that can refuse is above.  Building the domain (a process
+    // for a sim guest, populating a Xen domain) takes tens of milliseconds,
+    // so it runs while the source opens its channels and reads, encodes and
+    // sends the first pages, which wait in the socket buffers meanwhile.  A
+    // domain that cannot be built after ACCEPT is reported in DONE (status
+    // error): the source resumes its own, as after any later failure.
     phase_ = Phase::restore;
-    try {
-        dom_ = provider_.create(h.nr_pages, h.domain_kind, h.domain_name);
-    } catch (const std::exception& e) {
-        refuse(wire::kAcceptNoMemory, std::string("cannot create the domain: ") + e.what());
-    }
-    // A receiver that dies before COMMIT must not leave this copy behind.
-    try {
-        dom_->set_orphan_policy(OrphanPolicy::destroy);
-    } catch (const std::exception& e) {
-        refuse(wire::kAcceptInternal, std::string("cannot hold the new domain: ") + e.what());
-    }
-    res_.domain = dom_->name();
+    struct Building {
+        std::future<std::unique_ptr<IncomingDomain>> f;
+        // Left unclaimed (an error below): destroy what was built.
+        ~Building()
+        {
+            if (!f.valid())
+                return;
+            try {
+                if (auto d = f.get())
+                    d->destroy();
+            } catch (const std::exception&) {
+            }
+        }
+    } building{std::async(std::launch::async, [this, &h] {
+        return provider_.create(h.nr_pages, h.domain_kind, h.domain_name);
+    })};
     res_.nr_pages = h.nr_pages;
     res_.verify = h.features & wire::kFeatureVerify;
     seen_.resize(h.nr_pages);
@@ -184,9 +196,18 @@ void Receiver::accept_or_refuse(const wire::StreamHeader& h, std::uint32_t nr_ch
         sums_.assign(h.nr_pages, zero_sum_);
     }
     send(0, wire::encode_accept({wire::kAcceptOk, ""}));
+    accepted_ = true;
     // The source opens its other channels once it has read ACCEPT.
     if (nr_channels > 1)
         join_channels(nr_channels, session);
+    try {
+        dom_ = building.f.get();
+    } catch (const std::exception& e) {
+        throw Error(std::string("cannot create the domain: ") + e.what());
+    }
+    // A receiver that dies before COMMIT must not leave this copy behind.
+    dom_->set_orphan_policy(OrphanPolicy::destroy);
+    res_.domain = dom_->name();
 }
 
 // Writes one batch into the domain, in descriptor order.  Raw pages that lie
@@ -521,12 +542,14 @@ ReceiveResult Receiver::run()
             if (dynamic_cast<const StreamError*>(&ex))
                 cause = "malformed stream: " + cause;
         }
-        if (dom_ && phase_ != Phase::finish) {
-            try {
-                dom_->destroy();
-                cause += "; the incoming domain was destroyed";
-            } catch (const std::exception& d) {
-                cause += std::string("; destroying the incoming domain failed: ") + d.what();
+        if ((dom_ || accepted_) && phase_ != Phase::finish) {
+            if (dom_) {
+                try {
+                    dom_->destroy();
+                    cause += "; the incoming domain was destroyed";
+                } catch (const std::exception& d) {
+                    cause += std::string("; destroying the incoming domain failed: ") + d.what();
+                }
             }
             // Tell the source, which then keeps its domain running.
             try {

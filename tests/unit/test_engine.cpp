@@ -179,14 +179,39 @@ BOOST_AUTO_TEST_CASE(refused_by_destination_keeps_source_running)
     BOOST_TEST(!prov.last); // nothing was created
 }
 
-BOOST_AUTO_TEST_CASE(create_failure_is_refusal)
+// The destination builds the domain while the source starts round 0 (after
+// ACCEPT): a build failure reaches the source in DONE, with its cause.
+BOOST_AUTO_TEST_CASE(create_failure_after_accept_reaches_the_source)
 {
     FakeDomain src(100, 2);
     FakeProvider prov(FailAt{.create = true});
     auto o = migrate(src, prov);
     BOOST_TEST(!o.sent);
     BOOST_TEST(o.send_error.find("injected create failure") != std::string::npos, o.send_error);
+    BOOST_TEST(o.send_error.find("keeps running") != std::string::npos, o.send_error);
     BOOST_TEST(src.running());
+    BOOST_TEST(!src.released_);
+}
+
+// A domain being built when the migration fails (here: the extra channel
+// never joins) is destroyed once built, never left behind.
+BOOST_AUTO_TEST_CASE(domain_built_during_a_failed_join_is_destroyed)
+{
+    FakeDomain src(600, 4);
+    FakeProvider prov;
+    SendOptions so = quick_send();
+    so.channels = 2;
+    Pair spare; // the sender's second connection: nobody accepts it
+    so.connect_channel = [&] { return ::dup(spare.a.get()); };
+    ReceiveOptions ro = quick_receive();
+    ro.accept_channel = [](std::chrono::milliseconds) -> int { throw Error("injected: no second connection"); };
+    auto o = migrate(src, prov, so, ro);
+    BOOST_TEST(!o.sent);
+    BOOST_TEST(o.receive_error.find("no second connection") != std::string::npos, o.receive_error);
+    BOOST_TEST(src.running());
+    BOOST_REQUIRE(prov.last);
+    BOOST_TEST(prov.last->destroyed);
+    BOOST_TEST(!prov.last->running);
 }
 
 BOOST_AUTO_TEST_CASE(restore_failure_resumes_source_and_destroys_copy)
