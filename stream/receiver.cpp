@@ -240,17 +240,26 @@ void Receiver::apply_batch(std::uint32_t c, wire::PageBatch& b, std::vector<std:
         switch (d.encoding) {
         case wire::PageEncoding::zero:
         case wire::PageEncoding::free:
-            seen_.set(d.pfn);
-            if (written_.test(d.pfn)) {
-                flush(); // the page may be in the pending run: keep stream order
-                dom_->zero_page(d.pfn);
-                written_.clear(d.pfn);
-                ++k.zeroed;
+        case wire::PageEncoding::zero_run:
+        case wire::PageEncoding::free_run: {
+            // A run's length is its page count (parse_page_batch checked it
+            // stays below nr_pages); a single page is a run of one.
+            const bool run = d.encoding == wire::PageEncoding::zero_run || d.encoding == wire::PageEncoding::free_run;
+            const Pfn end = d.pfn + (run ? d.length : 1);
+            for (Pfn p = d.pfn; p < end; ++p) {
+                seen_.set(p);
+                if (written_.test(p)) {
+                    flush(); // the page may be in the pending run: keep stream order
+                    dom_->zero_page(p);
+                    written_.clear(p);
+                    ++k.zeroed;
+                }
+                if (res_.verify)
+                    sums_[p] = zero_sum_;
             }
-            if (res_.verify)
-                sums_[d.pfn] = zero_sum_;
             ++i;
             break;
+        }
         case wire::PageEncoding::raw: {
             seen_.set(d.pfn);
             const std::uint8_t* data = b.data[i].data();
@@ -341,7 +350,7 @@ void Receiver::read_channel(std::uint32_t c)
                 if (wire::channel_of(d.pfn, nch) != c)
                     throw StreamError("pfn " + std::to_string(d.pfn) + " arrived on channel " + std::to_string(c) +
                                       ", it belongs to channel " + std::to_string(wire::channel_of(d.pfn, nch)));
-            round_pages += batch.pages.size();
+            round_pages += batch.page_count;
             apply_batch(c, batch, buf, *inflater);
             break;
         }

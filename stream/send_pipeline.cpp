@@ -271,8 +271,15 @@ void SendPipeline::encode(Job& job, WorkerPolicy& wp)
     auto& k = job.counts;
     enc.begin(job.round);
     if (job.free_only) {
-        for (Pfn p : job.pfns)
-            enc.add(p, wire::PageEncoding::free, {});
+        // Free pages come in pfn order: consecutive ones go as FREE_RUNs.
+        for (std::size_t i = 0; i < n;) {
+            std::size_t j = i + 1;
+            while (j < n && job.pfns[j] == job.pfns[j - 1] + 1 && j - i < wire::kMaxRun &&
+                   (job.pfns[j] >> wire::kChannelRegionShift) == (job.pfns[i] >> wire::kChannelRegionShift))
+                ++j;
+            enc.add_run(job.pfns[i], static_cast<std::uint32_t>(j - i), wire::PageEncoding::free);
+            i = j;
+        }
         k.pages += n;
         k.free_pages += n;
         job.iov = enc.finish();
@@ -284,9 +291,20 @@ void SendPipeline::encode(Job& job, WorkerPolicy& wp)
     const bool use_xbzrle = !caches_.empty() && job.round >= 1;
     const bool may_compress = wp.policy.has_value();
 
+    // Consecutive zero pages waiting to go as one ZERO_RUN descriptor; they
+    // precede any data page still pending, so they are placed first.
+    Pfn zero_start = 0;
+    std::uint32_t zero_len = 0;
+    auto flush_zeros = [&] {
+        if (zero_len)
+            enc.add_run(zero_start, zero_len, wire::PageEncoding::zero);
+        zero_len = 0;
+    };
     // A run of consecutive data pages waiting to be grouped (indices into job).
     std::size_t run_start = 0, run_len = 0;
     auto flush_run = [&] {
+        if (run_len)
+            flush_zeros();
         std::size_t i = run_start;
         while (run_len > 0) {
             std::size_t g = std::min<std::size_t>(run_len, codec::kMaxGroupPages);
@@ -339,7 +357,15 @@ void SendPipeline::encode(Job& job, WorkerPolicy& wp)
         ++k.pages;
         if (cfg_.zero_detect && is_zero_page(page)) {
             flush_run();
-            enc.add_zero(job.pfns[i]);
+            const Pfn p = job.pfns[i];
+            if (zero_len && p == zero_start + zero_len && zero_len < wire::kMaxRun &&
+                (p >> wire::kChannelRegionShift) == (zero_start >> wire::kChannelRegionShift)) {
+                ++zero_len;
+            } else {
+                flush_zeros();
+                zero_start = p;
+                zero_len = 1;
+            }
             ++k.zero_pages;
             if (use_xbzrle) {
                 // The destination now holds zeros: a cached older copy must
@@ -357,8 +383,9 @@ void SendPipeline::encode(Job& job, WorkerPolicy& wp)
             if (old) {
                 ++k.xbzrle_hits;
                 // The pending run's compressed output goes where the delta
-                // would: place it first.
+                // would: place it first (and zero pages before it).
                 flush_run();
+                flush_zeros();
                 // A delta above a quarter page is not worth the decode work.
                 dlen = codec::xbzrle_encode({old, kPageSize}, {page, kPageSize},
                                             {job.encoded + out_off, job.encoded_size - out_off},
@@ -380,6 +407,7 @@ void SendPipeline::encode(Job& job, WorkerPolicy& wp)
         ++run_len;
     }
     flush_run();
+    flush_zeros();
     job.iov = enc.finish();
     job.wire_size = enc.wire_size();
 }

@@ -81,7 +81,7 @@ private:
 
 std::uint64_t Sender::features() const
 {
-    std::uint64_t f = 0;
+    std::uint64_t f = wire::kFeatureRuns;
     if (opt_.verify)
         f |= wire::kFeatureVerify;
     if (opt_.pipeline.compression.algorithm != codec::Algorithm::none)

@@ -345,6 +345,8 @@ void BatchEncoder::add(Pfn pfn, PageEncoding enc, std::span<const std::uint8_t> 
     case PageEncoding::raw: ok = len == kPageSize; break;
     case PageEncoding::deflate: // a group of one page; continuations only come from add_group
     case PageEncoding::xbzrle: ok = len >= 1 && len <= kMaxEncodedPage; break;
+    case PageEncoding::zero_run:
+    case PageEncoding::free_run: ok = false; break; // add_run
     }
     if (!ok)
         throw Error("page encoding " + str(static_cast<unsigned>(enc)) + " cannot carry " + str(len) +
@@ -356,6 +358,23 @@ void BatchEncoder::add(Pfn pfn, PageEncoding enc, std::span<const std::uint8_t> 
         data_.push_back({const_cast<std::uint8_t*>(data.data()), len});
         data_bytes_ += len;
     }
+}
+
+void BatchEncoder::add_run(Pfn first, std::uint32_t n, PageEncoding kind)
+{
+    if (kind != PageEncoding::zero && kind != PageEncoding::free)
+        throw Error("a page run is of zero or free pages, not encoding " + str(static_cast<unsigned>(kind)));
+    if (n == 1)
+        return add(first, kind, {});
+    if (full())
+        throw Error("page batch already holds " + str(kMaxBatchPages) + " pages");
+    if (n == 0 || n > kMaxRun || first > kPfnMask || first + n - 1 > kPfnMask ||
+        (first >> kChannelRegionShift) != ((first + n - 1) >> kChannelRegionShift))
+        throw Error("a run of " + str(n) + " pages from pfn " + str(first) +
+                    " is empty, too long or crosses a channel region");
+    const auto enc = kind == PageEncoding::zero ? PageEncoding::zero_run : PageEncoding::free_run;
+    descs_.push_back(first | std::uint64_t{static_cast<std::uint8_t>(enc)} << kEncodingShift |
+                     std::uint64_t{n} << kLengthShift);
 }
 
 void BatchEncoder::add_group(std::span<const Pfn> pfns, std::span<const std::uint8_t> blob)
@@ -597,6 +616,7 @@ PlatformState parse_platform_state(std::span<const std::uint8_t> body)
 
 void parse_page_batch(std::span<const std::uint8_t> body, std::uint64_t nr_pages, PageBatch& out)
 {
+    out.page_count = 0;
     out.pages.clear();
     out.data.clear();
     out.group_pages.clear();
@@ -666,11 +686,30 @@ void parse_page_batch(std::span<const std::uint8_t> body, std::uint64_t nr_pages
             if (len > kMaxGroupPages * std::size_t{kMaxEncodedPage})
                 rule = "deflate group blob must have length 1..66560";
             break;
+        case PageEncoding::zero_run:
+        case PageEncoding::free_run:
+            // `length` is a page count here, not bytes of data.
+            if (len < 2 || len > kMaxRun)
+                rule = "a run must have 2..512 pages";
+            else if (len > nr_pages - pfn)
+                rule = "the run goes past nr_pages";
+            else if ((pfn >> kChannelRegionShift) != ((pfn + len - 1) >> kChannelRegionShift))
+                rule = "the run crosses a channel region (512 pages)";
+            break;
         default:
             fail("page_batch", where() + "unknown encoding " + str(enc));
         }
         if (rule)
             fail("page_batch", where() + "length " + str(len) + ": " + rule);
+        if (static_cast<PageEncoding>(enc) == PageEncoding::zero_run ||
+            static_cast<PageEncoding>(enc) == PageEncoding::free_run) {
+            close_group();
+            out.pages.push_back({pfn, static_cast<PageEncoding>(enc), static_cast<std::uint32_t>(len)});
+            out.data.push_back({});
+            out.group_pages.push_back(1);
+            out.page_count += len;
+            continue;
+        }
         if (len > body.size() - off)
             fail("page_batch", where() + "length " + str(len) + " runs past the end of the body (" +
                                    str(body.size() - off) + " bytes left)");
@@ -691,6 +730,7 @@ void parse_page_batch(std::span<const std::uint8_t> body, std::uint64_t nr_pages
         out.pages.push_back({pfn, static_cast<PageEncoding>(enc), static_cast<std::uint32_t>(len)});
         out.data.push_back(body.subspan(off, len));
         out.group_pages.push_back(in_group);
+        ++out.page_count;
         off += len;
     }
     close_group();
@@ -704,6 +744,8 @@ std::uint64_t encoding_feature(PageEncoding e)
     switch (e) {
     case PageEncoding::deflate: return kFeatureDeflate;
     case PageEncoding::xbzrle: return kFeatureXbzrle;
+    case PageEncoding::zero_run:
+    case PageEncoding::free_run: return kFeatureRuns;
     case PageEncoding::zero:
     case PageEncoding::raw:
     case PageEncoding::free: return 0;
@@ -718,8 +760,10 @@ void check_batch_features(const PageBatch& batch, std::uint64_t features)
         const std::uint64_t need = encoding_feature(d.encoding);
         if ((need & features) != need)
             fail("page_batch", "descriptor " + str(i) + " (pfn " + str(d.pfn) + "): encoding " +
-                                   (d.encoding == PageEncoding::deflate ? "DEFLATE" :
-                                    d.encoding == PageEncoding::xbzrle  ? "XBZRLE" :
+                                   (d.encoding == PageEncoding::deflate  ? "DEFLATE" :
+                                    d.encoding == PageEncoding::xbzrle   ? "XBZRLE" :
+                                    d.encoding == PageEncoding::zero_run ? "ZERO_RUN" :
+                                    d.encoding == PageEncoding::free_run ? "FREE_RUN" :
                                                                           str(static_cast<unsigned>(d.encoding))) +
                                    " was not negotiated (feature bits " + hex(features) + ")");
     }

@@ -66,7 +66,14 @@ enum class PageEncoding : std::uint8_t {
     deflate = 2, // raw deflate of a group of 1..kMaxGroupPages pages (see PageBatch)
     xbzrle = 3,  // RLE delta against the copy of the page last sent (docs: XBZRLE)
     free = 4,    // page the guest declared free; destination makes it zero
+    // With feature RUNS: `length` (2..kMaxRun) consecutive pages from pfn,
+    // all in one channel region, that are zero / free.  No data.  A guest
+    // with gigabytes of free or zero memory costs a descriptor per 2 MiB
+    // instead of one per page.
+    zero_run = 5,
+    free_run = 6,
 };
+constexpr std::uint32_t kMaxRun = 512; // one channel region (2 MiB of pfns)
 
 // A deflate group: one descriptor with encoding deflate and length > 0 starts
 // it and carries the whole compressed blob, which inflates to n * kPageSize
@@ -83,8 +90,10 @@ enum Feature : std::uint64_t {
     kFeatureDeflate = 1u << 1, // DEFLATE pages and groups (any deflate compressor: igzip, zlib)
     kFeatureXbzrle = 1u << 2,  // XBZRLE pages
     kFeatureChannels = 1u << 3, // a CHANNELS record follows HEADER: pages travel on several connections
+    kFeatureRuns = 1u << 4,     // ZERO_RUN and FREE_RUN descriptors
 };
-constexpr std::uint64_t kKnownFeatures = kFeatureVerify | kFeatureDeflate | kFeatureXbzrle | kFeatureChannels;
+constexpr std::uint64_t kKnownFeatures =
+    kFeatureVerify | kFeatureDeflate | kFeatureXbzrle | kFeatureChannels | kFeatureRuns;
 
 // The feature bit a page encoding needs before a receiver may accept it (0:
 // always allowed; ZERO, RAW and FREE need no state or codec at either end).
@@ -169,6 +178,11 @@ public:
     void begin(std::uint32_t round);
     void add(Pfn pfn, PageEncoding enc, std::span<const std::uint8_t> data);
     void add_zero(Pfn pfn) { add(pfn, PageEncoding::zero, {}); }
+    // n consecutive pages from `first` that are all zero (kind zero) or free
+    // (kind free): one ZERO_RUN / FREE_RUN descriptor, or a plain ZERO / FREE
+    // one when n == 1.  1 <= n <= kMaxRun and the run may not cross a
+    // channel region (wire::channel_of); otherwise Error.
+    void add_run(Pfn first, std::uint32_t n, PageEncoding kind);
     // A deflate group: pfns[0] carries `blob` (not copied: it must stay valid
     // until the iovecs are written), pfns[1..] follow as continuations.
     // 1 <= pfns.size() <= kMaxGroupPages, 1 <= blob.size() <=
@@ -204,6 +218,7 @@ private:
 // relative timing.
 constexpr std::uint32_t kMaxChannels = 16;
 constexpr unsigned kChannelRegionShift = 9; // 2 MiB regions of pfns
+static_assert(kMaxRun == 1u << kChannelRegionShift, "a run is at most one channel region");
 inline std::uint32_t channel_of(Pfn pfn, std::uint32_t nr_channels)
 {
     return static_cast<std::uint32_t>((pfn >> kChannelRegionShift) % nr_channels);
@@ -284,7 +299,8 @@ PlatformState parse_platform_state(std::span<const std::uint8_t> body);
 // A decoded page batch; data spans point into the record body.
 struct PageBatch {
     std::uint32_t round = 0;
-    std::vector<PageDesc> pages;
+    std::uint64_t page_count = 0; // pages described: a ZERO_RUN/FREE_RUN counts its length
+    std::vector<PageDesc> pages;  // one per descriptor (a run's length is its page count)
     std::vector<std::span<const std::uint8_t>> data; // one per page, empty for zero/free/continuations
     // One per page: for a deflate group start, the number of pages in the
     // group (pages[i .. i+n-1], data[i] is the blob); 0 for a continuation

@@ -766,7 +766,7 @@ BOOST_AUTO_TEST_CASE(page_batch_fields)
         "page_batch: descriptor 3: pfn 123456 >= nr_pages 1000");
     bad(batch_body(0, 1, {desc(1000, 0, 0)}, 0), "pfn 1000 >= nr_pages 1000");
     bad(batch_body(0, 1, {desc(0xffffffffffull, 1, 4096)}, 4096), "pfn 1099511627775 >= nr_pages", kMaxPages - 1);
-    bad(batch_body(0, 2, {desc(1, 0, 0), desc(2, 5, 0)}, 0), "descriptor 1 (pfn 2): unknown encoding 5");
+    bad(batch_body(0, 2, {desc(1, 0, 0), desc(2, 7, 0)}, 0), "descriptor 1 (pfn 2): unknown encoding 7");
     bad(batch_body(0, 1, {desc(2, 15, 0)}, 0), "unknown encoding 15");
     bad(batch_body(0, 1, {desc(3, 1, 4095)}, 4095), "descriptor 0 (pfn 3): length 4095: raw page must have length 4096");
     bad(batch_body(0, 1, {desc(3, 1, 0)}, 0), "raw page must have length 4096");
@@ -916,6 +916,59 @@ BOOST_AUTO_TEST_CASE(features_gate_encodings)
     parse_page_batch(batch_body(0, 2, {desc(1, 1, 4096), desc(2, 3, 5)}, 4101), kNrPages, b);
     check_batch_features(b, kFeatureXbzrle);
     CHECK_STREAM_ERROR(check_batch_features(b, kFeatureDeflate), "descriptor 1 (pfn 2): encoding XBZRLE was not negotiated");
+}
+
+// ZERO_RUN / FREE_RUN: `length` counts pages, no data, one channel region.
+BOOST_AUTO_TEST_CASE(page_runs)
+{
+    PageBatch b;
+    auto bad = [&](const Bytes& body, const std::string& needle, std::uint64_t nr = kNrPages) {
+        BOOST_TEST_CONTEXT(needle) { CHECK_STREAM_ERROR(parse_page_batch(body, nr, b), needle); }
+    };
+    bad(batch_body(0, 1, {desc(3, 5, 1)}, 0), "descriptor 0 (pfn 3): length 1: a run must have 2..512 pages");
+    bad(batch_body(0, 1, {desc(3, 6, 0)}, 0), "a run must have 2..512 pages");
+    bad(batch_body(0, 1, {desc(0, 6, 513)}, 0), "length 513: a run must have 2..512 pages");
+    bad(batch_body(0, 1, {desc(990, 5, 11)}, 0), "the run goes past nr_pages");
+    bad(batch_body(0, 1, {desc(500, 5, 20)}, 0), "the run crosses a channel region");
+    // A run carries no data: any byte after the descriptors is left over.
+    bad(batch_body(0, 1, {desc(0, 5, 4)}, 8), "lengths do not add up: 8 bytes left over");
+
+    // A legal mix: a run between pages with data, and a run ending the region.
+    parse_page_batch(batch_body(4, 4, {desc(0, 1, 4096), desc(1, 5, 511), desc(512, 6, 488), desc(999, 0, 0)}, 4096),
+                     kNrPages, b);
+    BOOST_TEST(b.pages.size() == 4u);
+    BOOST_TEST(b.page_count == 1u + 511u + 488u + 1u);
+    BOOST_TEST((b.pages[1].encoding == PageEncoding::zero_run));
+    BOOST_TEST(b.pages[1].length == 511u);
+    BOOST_TEST(b.data[1].empty());
+    BOOST_TEST(encoding_feature(PageEncoding::zero_run) == kFeatureRuns);
+    BOOST_TEST(encoding_feature(PageEncoding::free_run) == kFeatureRuns);
+    check_batch_features(b, kFeatureRuns);
+    CHECK_STREAM_ERROR(check_batch_features(b, kFeatureDeflate), "descriptor 1 (pfn 1): encoding ZERO_RUN was not negotiated");
+
+    // The encoder makes the same thing, refuses what the parser refuses, and
+    // a run of one page is a plain ZERO / FREE descriptor.
+    BatchEncoder enc;
+    enc.begin(2);
+    enc.add_run(7, 1, PageEncoding::free);
+    enc.add_run(8, 504, PageEncoding::zero);
+    enc.add_run(512, 512, PageEncoding::free);
+    BOOST_CHECK_THROW(enc.add_run(1020, 8, PageEncoding::zero), Error); // crosses a region
+    BOOST_CHECK_THROW(enc.add_run(0, 0, PageEncoding::zero), Error);
+    BOOST_CHECK_THROW(enc.add_run(0, 513, PageEncoding::free), Error);
+    BOOST_CHECK_THROW(enc.add_run(0, 2, PageEncoding::raw), Error);
+    BOOST_CHECK_THROW(enc.add(0, PageEncoding::zero_run, {}), Error); // runs only through add_run
+    BOOST_TEST(enc.count() == 3u);
+    Bytes rec = gather(enc.finish());
+    One one(rec);
+    parse_page_batch(one.read().body, 2048, b);
+    BOOST_TEST(b.round == 2u);
+    BOOST_TEST(b.page_count == 1u + 504u + 512u);
+    BOOST_REQUIRE(b.pages.size() == 3u);
+    BOOST_TEST((b.pages[0].encoding == PageEncoding::free));
+    BOOST_TEST((b.pages[1].encoding == PageEncoding::zero_run));
+    BOOST_TEST((b.pages[2].encoding == PageEncoding::free_run));
+    BOOST_TEST(b.pages[2].pfn == 512u);
 }
 
 BOOST_AUTO_TEST_CASE(header_fields)
