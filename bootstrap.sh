@@ -13,7 +13,7 @@ mode=${1:-build}
 # the build (the Xen backend is skipped without it) but installed so that the
 # Xen backend is always compiled and tested where it can be.
 PACKAGES="build-essential autoconf automake libtool pkg-config zlib1g-dev libisal-dev \
-libboost-test-dev libxen-dev python3 iproute2 procps"
+libboost-test-dev libxen-dev python3 iproute2 procps nftables"
 
 missing=""
 for p in $PACKAGES; do
