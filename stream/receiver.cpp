@@ -466,7 +466,10 @@ ReceiveResult Receiver::run()
         {
             std::vector<std::thread> threads;
             for (std::uint32_t c = 1; c < channels_.size(); ++c)
-                threads.emplace_back([this, c] { channel_main(c); });
+                threads.emplace_back([this, c] {
+                    name_this_thread("fm-recv-" + std::to_string(c));
+                    channel_main(c);
+                });
             channel_main(0);
             for (auto& t : threads)
                 t.join();

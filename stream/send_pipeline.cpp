@@ -65,9 +65,15 @@ SendPipeline::SendPipeline(Domain& dom, std::vector<int> fds, PipelineConfig cfg
     }
     try {
         for (unsigned t = 0; t < cfg_.threads; ++t)
-            threads_.emplace_back([this, t] { worker_main(t); });
+            threads_.emplace_back([this, t] {
+                name_this_thread("fm-worker-" + std::to_string(t));
+                worker_main(t);
+            });
         for (unsigned c = 0; c < fds_.size(); ++c)
-            threads_.emplace_back([this, c] { writer_main(c); });
+            threads_.emplace_back([this, c] {
+                name_this_thread("fm-writer-" + std::to_string(c));
+                writer_main(c);
+            });
     } catch (...) {
         fail(std::current_exception());
         for (auto& t : threads_)

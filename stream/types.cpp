@@ -1,5 +1,7 @@
 #include "stream/types.hpp"
 
+#include <pthread.h>
+
 #include "stream/domain.hpp"
 
 #include <cerrno>
@@ -53,6 +55,12 @@ void throw_errno(const std::string& what)
 {
     int e = errno;
     throw Error(what + ": " + std::strerror(e));
+}
+
+void name_this_thread(const std::string& name)
+{
+    // Best effort: a name is a debugging aid, never worth failing for.
+    (void)::pthread_setname_np(::pthread_self(), name.substr(0, 15).c_str());
 }
 
 } // namespace fastmig

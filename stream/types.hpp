@@ -80,4 +80,8 @@ public:
 // errno-based failure of a system call: "what: strerror(errno)".
 [[noreturn]] void throw_errno(const std::string& what);
 
+// Names the calling thread (at most 15 characters shown), so that top, perf
+// and gdb tell the pipeline's stages apart: "fm-worker-1", "fm-writer-0".
+void name_this_thread(const std::string& name);
+
 } // namespace fastmig
