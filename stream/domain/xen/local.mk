@@ -17,3 +17,29 @@ tests_unit_xen_pv_test_SOURCES = tests/unit/test_xen_pv.cpp tests/unit/stream_er
 tests_unit_xen_pv_test_CPPFLAGS = $(UNIT_CPPFLAGS)
 tests_unit_xen_pv_test_LDADD = stream/domain/xen/libfmxenpv.a $(UNIT_LDADD)
 TESTS += tests/unit/xen_pv.test
+
+if HAVE_XEN
+noinst_LIBRARIES += stream/domain/xen/libfmxen.a
+stream_domain_xen_libfmxen_a_CPPFLAGS = $(AM_CPPFLAGS) $(XEN_CFLAGS)
+# Xen's public headers use GNU extensions (anonymous unions, aligned
+# attributes) and refuse strict ISO mode: the last -std wins.
+stream_domain_xen_libfmxen_a_CXXFLAGS = $(AM_CXXFLAGS) -std=gnu++20
+stream_domain_xen_libfmxen_a_SOURCES = \
+	stream/domain/xen/xen_domain.hpp stream/domain/xen/xen_handles.hpp \
+	stream/domain/xen/xen_common.cpp stream/domain/xen/xen_abi_check.cpp \
+	stream/domain/xen/xen_suspend.hpp stream/domain/xen/xen_suspend.cpp \
+	stream/domain/xen/xen_save.cpp stream/domain/xen/xen_restore.cpp
+# Link order for users (the save helper, the command line):
+#   $(FASTMIG_XEN_LIBS) before $(FASTMIG_LIBS).
+FASTMIG_XEN_LIBS = stream/domain/xen/libfmxen.a stream/domain/xen/libfmxenpv.a $(XEN_LIBS)
+else
+FASTMIG_XEN_LIBS =
+endif
+
+if HAVE_XEN
+check_PROGRAMS += tests/unit/xen_backend.test
+tests_unit_xen_backend_test_SOURCES = tests/unit/test_xen_backend.cpp
+tests_unit_xen_backend_test_CPPFLAGS = $(UNIT_CPPFLAGS)
+tests_unit_xen_backend_test_LDADD = $(FASTMIG_XEN_LIBS) $(UNIT_LDADD)
+TESTS += tests/unit/xen_backend.test
+endif
