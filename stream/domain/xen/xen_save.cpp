@@ -149,7 +149,9 @@ private:
         std::memcpy(&v, p2m_map_.page(pfn / kFpp) + (pfn % kFpp) * 8, 8);
         return v;
     }
-    Pfn m2p(Mfn mfn) const override { return mfn > max_mfn_ ? kInvalidFrame : Pfn(m2p_[mfn]); }
+    // xc_maximum_ram_page() gives the number of machine frames: the m2p has
+    // entries 0 .. max_mfn_ - 1.
+    Pfn m2p(Mfn mfn) const override { return mfn >= max_mfn_ ? kInvalidFrame : Pfn(m2p_[mfn]); }
 
     void setup()
     {
