@@ -9,6 +9,7 @@
 #include "stream/domain/xen/pv_pagetable.hpp"
 #include "stream/domain/xen/pv_records.hpp"
 #include "stream/domain/xen/pv_save_page.hpp"
+#include "stream/domain/xen/pv_state.hpp"
 #include "stream_error_check.hpp"
 
 #include <map>
@@ -440,4 +441,81 @@ BOOST_AUTO_TEST_CASE(pv_info_p2m_frames_tsc_records)
     BOOST_TEST(t2.incarnation == 3u);
     tb.data[20] = 1;
     BOOST_TEST(throws_stream([&] { parse_tsc_info(tb.data); }, "reserved"));
+}
+
+namespace {
+// What a source sends for a 16-page guest with two vCPUs.
+std::vector<StateBlob> full_state()
+{
+    std::vector<StateBlob> s;
+    s.push_back(encode_pv_info(8, 4));
+    P2mFrames f;
+    f.end_pfn = 15;
+    f.frame_pfns = {6};
+    s.push_back(encode_p2m_frames(f));
+    s.push_back(encode_tsc_info({0, 1000000, 5, 1}));
+    StateBlob sh;
+    sh.type = rec::kSharedInfo;
+    sh.data.assign(kPageSize, 0);
+    s.push_back(sh);
+    s.push_back(encode_vcpu_blob(rec::kX86PvVcpuBasic, 0, Page(vcpu_ctx::kSize, 1)));
+    s.push_back(encode_vcpu_blob(rec::kX86PvVcpuXsave, 0, Page(64, 2)));
+    s.push_back(encode_vcpu_blob(rec::kX86PvVcpuBasic, 1, Page(vcpu_ctx::kSize, 3)));
+    PfnTypeMap t(16);
+    t.set(4, kPfinfoL4 | kPfinfoPinned);
+    t.set(9, kPfinfoXtab);
+    for (auto& b : t.encode(1))
+        s.push_back(b);
+    return s;
+}
+} // namespace
+
+BOOST_AUTO_TEST_CASE(pv_state_parses_what_the_source_sends)
+{
+    auto st = parse_pv_state(full_state(), 16, 3);
+    BOOST_TEST(st.p2m_frames.frame_pfns.size() == 1u);
+    BOOST_TEST(st.tsc.has_value());
+    BOOST_TEST(st.tsc->khz == 1000000u);
+    BOOST_TEST(st.shared_info.size() == kPageSize);
+    BOOST_TEST(st.vcpus.size() == 2u);
+    BOOST_TEST(st.vcpus[0].basic[0] == 1);
+    BOOST_TEST(st.vcpus[0].extra.at(rec::kX86PvVcpuXsave).size() == 64u);
+    BOOST_TEST(st.vcpus[1].basic[0] == 3);
+    BOOST_TEST(st.types.get(4) == (kPfinfoL4 | kPfinfoPinned));
+    BOOST_TEST(st.types.get(9) == kPfinfoXtab);
+    BOOST_TEST(st.types.get(5) == kPfinfoNotab);
+}
+
+BOOST_AUTO_TEST_CASE(pv_state_refuses_missing_duplicate_and_unknown_records)
+{
+    auto without = [](std::uint32_t type) {
+        auto s = full_state();
+        std::erase_if(s, [&](const StateBlob& b) { return b.type == type; });
+        return s;
+    };
+    BOOST_TEST(throws_stream([&] { parse_pv_state(without(rec::kX86PvInfo), 16, 3); }, "lacks X86_PV_INFO"));
+    BOOST_TEST(throws_stream([&] { parse_pv_state(without(rec::kX86PvP2mFrames), 16, 3); }, "lacks X86_PV_P2M"));
+    BOOST_TEST(throws_stream([&] { parse_pv_state(without(rec::kSharedInfo), 16, 3); }, "lacks SHARED_INFO"));
+    BOOST_TEST(throws_stream([&] { parse_pv_state(without(rec::kFastmigPfnTypes), 16, 3); }, "lacks FASTMIG_PFN"));
+    // TSC info is optional, as in libxc.
+    BOOST_TEST(!parse_pv_state(without(rec::kX86TscInfo), 16, 3).tsc.has_value());
+
+    auto dup = full_state();
+    dup.push_back(encode_pv_info(8, 4));
+    BOOST_TEST(throws_stream([&] { parse_pv_state(dup, 16, 3); }, "a second X86_PV_INFO"));
+    auto dupv = full_state();
+    dupv.push_back(encode_vcpu_blob(rec::kX86PvVcpuXsave, 0, Page(8, 0)));
+    BOOST_TEST(throws_stream([&] { parse_pv_state(dupv, 16, 3); }, "a second X86_PV_VCPU_XSAVE record for vcpu0"));
+    auto unknown = full_state();
+    unknown.push_back(StateBlob{0x09, {}}); // HVM_CONTEXT
+    BOOST_TEST(throws_stream([&] { parse_pv_state(unknown, 16, 3); }, "type 0x9 is not one"));
+    auto orphan = full_state();
+    orphan.push_back(encode_vcpu_blob(rec::kX86PvVcpuMsrs, 2, Page(16, 0)));
+    BOOST_TEST(throws_stream([&] { parse_pv_state(orphan, 16, 3); }, "vcpu2 has extended state but no basic"));
+    auto no0 = full_state();
+    std::erase_if(no0, [](const StateBlob& b) { return b.type == rec::kX86PvVcpuBasic && b.data[0] == 0; });
+    BOOST_TEST(throws_stream([&] { parse_pv_state(no0, 16, 3); }, "vcpu0"));
+    // Sizes checked against the destination: p2m of another size, vCPU beyond.
+    BOOST_TEST(throws_stream([&] { parse_pv_state(full_state(), 32, 3); }, "expected the whole p2m"));
+    BOOST_TEST(throws_stream([&] { parse_pv_state(full_state(), 16, 0); }, "last vCPU is 0"));
 }

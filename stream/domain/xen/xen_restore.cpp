@@ -3,6 +3,7 @@
 #include "stream/domain/xen/bytes.hpp"
 #include "stream/domain/xen/pv_pagetable.hpp"
 #include "stream/domain/xen/pv_records.hpp"
+#include "stream/domain/xen/pv_state.hpp"
 #include "stream/domain/xen/xen_handles.hpp"
 
 #include "stream/clock.hpp"
@@ -187,69 +188,16 @@ private:
     // Everything that xc_domain_restore does at the end of a PV stream.
     void restore(const std::vector<StateBlob>& state)
     {
-        bool seen_info = false, seen_shinfo = false;
-        std::optional<P2mFrames> frames;
-        std::optional<TscInfo> tsc;
-        const std::uint8_t* shinfo = nullptr;
-        PfnTypeMap types(p2m_.size());
-        bool seen_types = false;
-        struct Vcpu {
-            std::vector<std::uint8_t> basic;
-            std::map<std::uint32_t, std::span<const std::uint8_t>> extra; // record type -> context
-        };
-        std::map<std::uint32_t, Vcpu> vcpus;
-        for (const auto& b : state) {
-            switch (b.type) {
-            case rec::kX86PvInfo:
-                check_pv_info(b.data);
-                seen_info = true;
-                break;
-            case rec::kX86PvP2mFrames:
-                frames = parse_p2m_frames(b.data, max_pfn());
-                break;
-            case rec::kFastmigPfnTypes:
-                types.apply(b.data);
-                seen_types = true;
-                break;
-            case rec::kSharedInfo:
-                if (b.data.size() != shinfo::kSize)
-                    throw StreamError("SHARED_INFO of " + std::to_string(b.data.size()) + " bytes, expected 4096");
-                shinfo = b.data.data();
-                seen_shinfo = true;
-                break;
-            case rec::kX86TscInfo:
-                tsc = parse_tsc_info(b.data);
-                break;
-            case rec::kX86PvVcpuBasic:
-            case rec::kX86PvVcpuExtended:
-            case rec::kX86PvVcpuXsave:
-            case rec::kX86PvVcpuMsrs: {
-                auto v = parse_vcpu_blob(b.type, b.data, info_.max_vcpu_id);
-                auto& slot = vcpus[v.vcpu_id];
-                if (b.type == rec::kX86PvVcpuBasic)
-                    slot.basic.assign(v.context.begin(), v.context.end());
-                else
-                    slot.extra[b.type] = v.context;
-                break;
-            }
-            default:
-                throw StreamError("platform state record of type " + hex(b.type) +
-                                  " is not one the Xen PV backend knows");
-            }
-        }
-        if (!seen_info || !frames || !seen_shinfo || !seen_types)
-            throw StreamError(std::string("the stream lacks ") +
-                              (!seen_info ? "X86_PV_INFO" : !frames ? "X86_PV_P2M_FRAMES"
-                                                          : !seen_shinfo ? "SHARED_INFO" : "the page type map"));
-        if (!vcpus.count(0) || vcpus[0].basic.empty())
-            throw StreamError("the stream lacks vcpu0's basic context");
-
+        PvState st = parse_pv_state(state, p2m_.size(), info_.max_vcpu_id);
+        const auto& tsc = st.tsc;
+        const auto& types = st.types;
+        auto& vcpus = st.vcpus;
         if (tsc && xc_domain_set_tsc_info(h_.xch, p_.domid, tsc->mode, tsc->nsec, tsc->khz, tsc->incarnation) < 0)
             fail_errno(who_, Phase::restore, "cannot set the TSC info");
         {
             auto sh = map_frames(h_.fmem, p_.domid, PROT_READ | PROT_WRITE, {xen_pfn_t(info_.shared_info_frame)},
                                  who_, Phase::restore, "the shared info page");
-            merge_shared_info({shinfo, shinfo::kSize}, {sh.page(0), kPageSize});
+            merge_shared_info(st.shared_info, {sh.page(0), kPageSize});
         }
 
         // Pages never written (zeros at the source) still need a frame,
@@ -268,7 +216,7 @@ private:
             set_vcpu(id, v.basic, v.extra, types);
 
         pin_pagetables(types);
-        write_guest_p2m(*frames, types);
+        write_guest_p2m(st.p2m_frames, types);
 
         if (xc_dom_gnttab_seed(h_.xch, p_.domid, false, result_.console_mfn, result_.store_mfn, p_.console_domid,
                                p_.store_domid) < 0)
@@ -305,11 +253,9 @@ private:
     }
 
     void set_vcpu(std::uint32_t id, std::vector<std::uint8_t>& basic,
-                  const std::map<std::uint32_t, std::span<const std::uint8_t>>& extra, const PfnTypeMap& types)
+                  const std::map<std::uint32_t, std::vector<std::uint8_t>>& extra, const PfnTypeMap& types)
     {
         const std::string who = "vcpu" + std::to_string(id);
-        if (basic.empty())
-            throw StreamError(who + " has extended state but no basic context");
         Pfn si = localise_vcpu_basic(basic, id, *this, types);
         if (id == 0) {
             auto map = map_frames(h_.fmem, p_.domid, PROT_READ | PROT_WRITE, {xen_pfn_t(p2m(si))}, who_,
