@@ -69,9 +69,13 @@ public:
             throw Error(who_, Phase::precopy, "dirty bitmap of " + std::to_string(out.size()) + " bits for " +
                                                   std::to_string(nr_pages()) + " pages");
         clean_into(out);
-        std::uint64_t deferred = deferred_->drain_into(out);
-        if (deferred)
-            log_(std::to_string(deferred) + " deferred pages (page tables in flux, ballooned pfns) go again");
+        // Deferred pages go once, with the guest suspended (as libxc does):
+        // handing them back every live round would keep ballooned-out pfns
+        // in the dirty count forever and the precopy would never converge.
+        if (paused_) {
+            if (std::uint64_t deferred = deferred_->drain_into(out))
+                log_(std::to_string(deferred) + " deferred pages (page tables in flux, ballooned pfns) go again");
+        }
         return out.count();
     }
 
