@@ -1,0 +1,46 @@
+# The Xen backend.  libfmxenpv.a is its pure part (PV page types, page-table
+# normalisation, record bodies): no Xen header, always built and unit-tested.
+# libfmxen.a is the backend proper, built only when the Xen libraries are
+# found (configure: HAVE_XEN).
+noinst_LIBRARIES += stream/domain/xen/libfmxenpv.a
+stream_domain_xen_libfmxenpv_a_SOURCES = \
+	stream/domain/xen/pv_abi.hpp stream/domain/xen/bytes.hpp \
+	stream/domain/xen/pv_frames.hpp stream/domain/xen/pv_frames.cpp \
+	stream/domain/xen/pv_page_types.hpp stream/domain/xen/pv_page_types.cpp \
+	stream/domain/xen/pv_pagetable.hpp stream/domain/xen/pv_pagetable.cpp \
+	stream/domain/xen/pv_records.hpp stream/domain/xen/pv_records.cpp \
+	stream/domain/xen/pv_state.hpp stream/domain/xen/pv_state.cpp \
+	stream/domain/xen/pv_save_page.hpp stream/domain/xen/pv_save_page.cpp
+EXTRA_DIST += stream/domain/xen/README.md
+
+check_PROGRAMS += tests/unit/xen_pv.test
+tests_unit_xen_pv_test_SOURCES = tests/unit/test_xen_pv.cpp tests/unit/stream_error_check.hpp
+tests_unit_xen_pv_test_CPPFLAGS = $(UNIT_CPPFLAGS)
+tests_unit_xen_pv_test_LDADD = stream/domain/xen/libfmxenpv.a $(UNIT_LDADD)
+TESTS += tests/unit/xen_pv.test
+
+if HAVE_XEN
+noinst_LIBRARIES += stream/domain/xen/libfmxen.a
+stream_domain_xen_libfmxen_a_CPPFLAGS = $(AM_CPPFLAGS) $(XEN_CFLAGS)
+# Xen's public headers use GNU extensions (anonymous unions, aligned
+# attributes) and refuse strict ISO mode: the last -std wins.
+stream_domain_xen_libfmxen_a_CXXFLAGS = $(AM_CXXFLAGS) -std=gnu++20
+stream_domain_xen_libfmxen_a_SOURCES = \
+	stream/domain/xen/xen_domain.hpp stream/domain/xen/xen_handles.hpp \
+	stream/domain/xen/xen_common.cpp stream/domain/xen/xen_abi_check.cpp \
+	stream/domain/xen/xen_suspend.hpp stream/domain/xen/xen_suspend.cpp \
+	stream/domain/xen/xen_save.cpp stream/domain/xen/xen_restore.cpp
+# Link order for users (the save helper, the command line):
+#   $(FASTMIG_XEN_LIBS) before $(FASTMIG_LIBS).
+FASTMIG_XEN_LIBS = stream/domain/xen/libfmxen.a stream/domain/xen/libfmxenpv.a $(XEN_LIBS)
+else
+FASTMIG_XEN_LIBS =
+endif
+
+if HAVE_XEN
+check_PROGRAMS += tests/unit/xen_backend.test
+tests_unit_xen_backend_test_SOURCES = tests/unit/test_xen_backend.cpp
+tests_unit_xen_backend_test_CPPFLAGS = $(UNIT_CPPFLAGS)
+tests_unit_xen_backend_test_LDADD = $(FASTMIG_XEN_LIBS) $(UNIT_LDADD)
+TESTS += tests/unit/xen_backend.test
+endif

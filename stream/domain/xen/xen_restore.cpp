@@ -1,0 +1,373 @@
+// The destination side: an empty, paused PV domain (created by the
+// toolstack) built from the stream, as xc_domain_restore does for PV.
+#include "stream/domain/xen/bytes.hpp"
+#include "stream/domain/xen/pv_pagetable.hpp"
+#include "stream/domain/xen/pv_records.hpp"
+#include "stream/domain/xen/pv_state.hpp"
+#include "stream/domain/xen/xen_handles.hpp"
+
+#include "stream/clock.hpp"
+
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <map>
+#include <mutex>
+#include <optional>
+
+namespace fastmig::xen {
+
+namespace {
+
+constexpr std::size_t kBatch = 1024; // frames per populate / map call
+constexpr std::size_t kPinBatch = 512;
+
+class XenRestoreDomain final : public XenIncomingDomain, private FrameTranslation {
+public:
+    XenRestoreDomain(const RestoreParams& p, std::uint64_t nr_pages)
+        : p_(p), who_("xen:" + std::to_string(p.domid)), log_(default_log(p.log, who_)), h_(who_)
+    {
+        in_phase(who_, Phase::setup, [&] { setup(nr_pages); });
+    }
+
+    std::string name() const override { return who_; }
+    std::uint64_t nr_pages() const override { return p2m_.size(); }
+
+    void write_pages(std::span<const Pfn> pfns, std::span<const std::uint8_t> src) override
+    {
+        if (src.size() != pfns.size() * kPageSize)
+            throw Error(who_, Phase::receive, "write buffer does not match the page count");
+        for (std::size_t off = 0; off < pfns.size(); off += kBatch) {
+            std::size_t n = std::min(kBatch, pfns.size() - off);
+            auto ps = pfns.subspan(off, n);
+            ensure_populated(ps, Phase::receive);
+            auto map = map_pfns(ps, PROT_READ | PROT_WRITE, Phase::receive);
+            for (std::size_t i = 0; i < n; ++i)
+                std::memcpy(map.page(i), src.data() + (off + i) * kPageSize, kPageSize);
+        }
+    }
+
+    void zero_page(Pfn pfn) override
+    {
+        static const std::vector<std::uint8_t> zeros(kPageSize, 0);
+        write_pages(std::span<const Pfn>(&pfn, 1), zeros);
+    }
+
+    void read_page(Pfn pfn, std::span<std::uint8_t> dst) override { read_pages(std::span<const Pfn>(&pfn, 1), dst); }
+
+    void read_pages(std::span<const Pfn> pfns, std::span<std::uint8_t> dst) override
+    {
+        if (dst.size() != pfns.size() * kPageSize)
+            throw Error(who_, Phase::receive, "read buffer does not match the page count");
+        std::vector<Pfn> present;
+        std::vector<std::size_t> where;
+        for (std::size_t i = 0; i < pfns.size(); ++i) {
+            check_pfn(pfns[i], Phase::receive);
+            if (p2m(pfns[i]) == kInvalidFrame)
+                std::fill_n(dst.begin() + i * kPageSize, kPageSize, 0); // never written: zeros
+            else {
+                present.push_back(pfns[i]);
+                where.push_back(i);
+            }
+        }
+        for (std::size_t off = 0; off < present.size(); off += kBatch) {
+            std::size_t n = std::min(kBatch, present.size() - off);
+            auto map = map_pfns(std::span<const Pfn>(present).subspan(off, n), PROT_READ, Phase::receive);
+            for (std::size_t i = 0; i < n; ++i)
+                std::memcpy(dst.data() + where[off + i] * kPageSize, map.page(i), kPageSize);
+        }
+    }
+
+    void restore_state(const std::vector<StateBlob>& state) override
+    {
+        in_phase(who_, Phase::restore, [&] { restore(state); });
+    }
+
+    void unpause() override
+    {
+        if (!restored_)
+            throw Error(who_, Phase::resume, "unpause before the platform state was restored");
+        if (xc_domain_unpause(h_.xch, p_.domid) < 0)
+            fail_errno(who_, Phase::resume, "cannot unpause the domain");
+        resumed_at_ = monotonic_ns();
+    }
+
+    DomainClock clock() const override { return DomainClock{0, resumed_at_}; }
+
+    void destroy() override
+    {
+        if (!p_.destroy_on_failure) {
+            log_("restore failed: the domain is left paused for the toolstack that created it to destroy");
+            return;
+        }
+        if (xc_domain_destroy(h_.xch, p_.domid) < 0)
+            fail_errno(who_, Phase::restore, "cannot destroy the half-built domain");
+    }
+
+    RestoreResult result() const override
+    {
+        if (!restored_)
+            throw Error(who_, Phase::restore, "store/console frames asked for before the state was restored");
+        return result_;
+    }
+
+private:
+    // ---- FrameTranslation over the p2m this restore builds.
+    Pfn max_pfn() const override { return p2m_.size() - 1; }
+    Mfn p2m(Pfn pfn) const override
+    {
+        std::lock_guard<std::mutex> g(m_);
+        return pfn < p2m_.size() ? p2m_[pfn] : kInvalidFrame;
+    }
+    Pfn m2p(Mfn) const override { throw Error("internal: no m2p lookup at the destination"); }
+
+    void setup(std::uint64_t nr_pages)
+    {
+        if (nr_pages == 0 || nr_pages > (std::uint64_t{1} << 32))
+            throw Error("a stream of " + std::to_string(nr_pages) + " pages is not a PV guest this backend builds");
+        auto info = domain_info(h_.xch, p_.domid, who_, Phase::setup);
+        if (info.flags & XEN_DOMINF_hvm_guest)
+            throw Error("the target domain is HVM; HVM restore is not implemented (PV only)");
+        if (info.flags & (XEN_DOMINF_dying | XEN_DOMINF_shutdown))
+            throw Error("the target domain is " + describe_state(info));
+        info_ = info;
+        unsigned width = 0;
+        if (xc_domain_get_guest_width(h_.xch, p_.domid, &width) < 0)
+            fail_errno(who_, Phase::setup, "cannot read the target domain's width");
+        if (width != 8) {
+            xen_domctl domctl{};
+            domctl.cmd = XEN_DOMCTL_set_address_size;
+            domctl.domain = p_.domid;
+            domctl.u.address_size.size = 64;
+            if (xc_domctl(h_.xch, &domctl) < 0)
+                fail_errno(who_, Phase::setup, "cannot make the target domain 64-bit");
+        }
+        p2m_.assign(nr_pages, kInvalidFrame);
+    }
+
+    void check_pfn(Pfn pfn, Phase ph) const
+    {
+        if (pfn >= p2m_.size())
+            throw Error(who_, ph, "pfn " + hex(pfn) + " beyond the domain's " + std::to_string(p2m_.size()) + " pages");
+    }
+
+    // Allocates frames for the pfns that have none yet (batch <= kBatch).
+    void ensure_populated(std::span<const Pfn> pfns, Phase ph)
+    {
+        std::lock_guard<std::mutex> g(m_);
+        std::vector<xen_pfn_t> todo;
+        std::vector<Pfn> which;
+        for (Pfn p : pfns) {
+            check_pfn(p, ph);
+            if (p2m_[p] == kInvalidFrame && std::find(which.begin(), which.end(), p) == which.end()) {
+                todo.push_back(p);
+                which.push_back(p);
+            }
+        }
+        if (todo.empty())
+            return;
+        // For a PV guest the array goes in as pfns and comes back as mfns.
+        if (xc_domain_populate_physmap_exact(h_.xch, p_.domid, todo.size(), 0, 0, todo.data()) < 0)
+            fail_errno(who_, ph, "cannot populate " + std::to_string(todo.size()) + " pages from pfn " + hex(which[0]));
+        for (std::size_t i = 0; i < todo.size(); ++i) {
+            if (todo[i] == kInvalidFrame || todo[i] == 0)
+                throw Error(who_, ph, "Xen populated pfn " + hex(which[i]) + " with no frame");
+            p2m_[which[i]] = todo[i];
+        }
+    }
+
+    ForeignMap map_pfns(std::span<const Pfn> pfns, int prot, Phase ph)
+    {
+        std::vector<xen_pfn_t> mfns;
+        mfns.reserve(pfns.size());
+        for (Pfn p : pfns)
+            mfns.push_back(p2m(p));
+        return map_frames(h_.fmem, p_.domid, prot, mfns, who_, ph, "the domain's pages");
+    }
+
+    // Everything that xc_domain_restore does at the end of a PV stream.
+    void restore(const std::vector<StateBlob>& state)
+    {
+        PvState st = parse_pv_state(state, p2m_.size(), info_.max_vcpu_id);
+        const auto& tsc = st.tsc;
+        const auto& types = st.types;
+        auto& vcpus = st.vcpus;
+        if (tsc && xc_domain_set_tsc_info(h_.xch, p_.domid, tsc->mode, tsc->nsec, tsc->khz, tsc->incarnation) < 0)
+            fail_errno(who_, Phase::restore, "cannot set the TSC info");
+        {
+            auto sh = map_frames(h_.fmem, p_.domid, PROT_READ | PROT_WRITE, {xen_pfn_t(info_.shared_info_frame)},
+                                 who_, Phase::restore, "the shared info page");
+            merge_shared_info(st.shared_info, {sh.page(0), kPageSize});
+        }
+
+        // Pages never written (zeros at the source) still need a frame,
+        // unless the source had none for them.
+        std::vector<Pfn> missing;
+        for (Pfn p = 0; p < p2m_.size(); ++p)
+            if (p2m_[p] == kInvalidFrame && page_type_to_populate(types.get(p)))
+                missing.push_back(p);
+        for (std::size_t off = 0; off < missing.size(); off += kBatch)
+            ensure_populated(std::span<const Pfn>(missing).subspan(off, std::min(kBatch, missing.size() - off)),
+                             Phase::restore);
+
+        localise_pagetables(types);
+
+        for (auto& [id, v] : vcpus)
+            set_vcpu(id, v.basic, v.extra, types);
+
+        pin_pagetables(types);
+        write_guest_p2m(st.p2m_frames, types);
+
+        if (xc_dom_gnttab_seed(h_.xch, p_.domid, false, result_.console_mfn, result_.store_mfn, p_.console_domid,
+                               p_.store_domid) < 0)
+            fail_errno(who_, Phase::restore, "cannot seed the grant table");
+        restored_ = true;
+        log_("restored: " + std::to_string(p2m_.size()) + " pfns, " + std::to_string(types.count_not_plain()) +
+             " typed pages, " + std::to_string(vcpus.size()) + " vCPUs");
+    }
+
+    void localise_pagetables(const PfnTypeMap& types)
+    {
+        std::vector<Pfn> tables;
+        for (Pfn p = 0; p < p2m_.size(); ++p)
+            if (page_type_level(types.get(p)))
+                tables.push_back(p);
+        for (std::size_t off = 0; off < tables.size(); off += kBatch) {
+            auto ps = std::span<const Pfn>(tables).subspan(off, std::min(kBatch, tables.size() - off));
+            ensure_populated(ps, Phase::restore);
+            auto map = map_pfns(ps, PROT_READ | PROT_WRITE, Phase::restore);
+            for (std::size_t i = 0; i < ps.size(); ++i) {
+                std::span<std::uint8_t> page(map.page(i), kPageSize);
+                unsigned level = page_type_level(types.get(ps[i]));
+                auto need = unpopulated_references(level, page, *this);
+                for (std::size_t k = 0; k < need.size(); k += kBatch)
+                    ensure_populated(std::span<const Pfn>(need).subspan(k, std::min(kBatch, need.size() - k)),
+                                     Phase::restore);
+                try {
+                    localise_pagetable(level, page, *this);
+                } catch (const Error& e) {
+                    throw Error("page table at pfn " + hex(ps[i]) + ": " + e.cause());
+                }
+            }
+        }
+    }
+
+    void set_vcpu(std::uint32_t id, std::vector<std::uint8_t>& basic,
+                  const std::map<std::uint32_t, std::vector<std::uint8_t>>& extra, const PfnTypeMap& types)
+    {
+        const std::string who = "vcpu" + std::to_string(id);
+        Pfn si = localise_vcpu_basic(basic, id, *this, types);
+        if (id == 0) {
+            auto map = map_frames(h_.fmem, p_.domid, PROT_READ | PROT_WRITE, {xen_pfn_t(p2m(si))}, who_,
+                                  Phase::restore, "the start_info page");
+            auto r = localise_start_info({map.page(0), kPageSize}, *this, p_.store_evtchn, p_.console_evtchn,
+                                         std::uint64_t(info_.shared_info_frame) << kPageShift);
+            result_.store_mfn = r.store_mfn;
+            result_.console_mfn = r.console_mfn;
+        }
+        vcpu_guest_context_any_t ctx{};
+        std::memcpy(&ctx.x64, basic.data(), sizeof ctx.x64);
+        if (xc_vcpu_setcontext(h_.xch, p_.domid, id, &ctx) < 0)
+            fail_errno(who_, Phase::restore, "cannot set " + who + "'s context");
+        for (auto& [type, body] : extra) {
+            xen_domctl domctl{};
+            domctl.domain = p_.domid;
+            if (type == rec::kX86PvVcpuExtended) {
+                if (body.size() > sizeof domctl.u.ext_vcpucontext)
+                    throw StreamError(who + "'s extended context of " + std::to_string(body.size()) + " bytes");
+                domctl.cmd = XEN_DOMCTL_set_ext_vcpucontext;
+                std::memcpy(&domctl.u.ext_vcpucontext, body.data(), body.size());
+                domctl.u.ext_vcpucontext.vcpu = id;
+                domctl.u.ext_vcpucontext.size = std::uint32_t(body.size());
+                if (xc_domctl(h_.xch, &domctl) < 0)
+                    fail_errno(who_, Phase::restore, "cannot set " + who + "'s extended context");
+                continue;
+            }
+            if (type == rec::kX86PvVcpuMsrs && body.size() % sizeof(xen_domctl_vcpu_msr_t))
+                throw StreamError(who + "'s MSR record of " + std::to_string(body.size()) +
+                                  " bytes is not a whole number of MSRs");
+            HypercallBuffer hb(h_.xch, body.size(), who_, Phase::restore, who + "'s state");
+            std::memcpy(hb.get(), body.data(), body.size());
+            if (type == rec::kX86PvVcpuXsave) {
+                domctl.cmd = XEN_DOMCTL_setvcpuextstate;
+                domctl.u.vcpuextstate.vcpu = id;
+                domctl.u.vcpuextstate.size = body.size();
+                set_xen_guest_handle_raw(domctl.u.vcpuextstate.buffer, hb.get<std::uint64_t>());
+            } else {
+                domctl.cmd = XEN_DOMCTL_set_vcpu_msrs;
+                domctl.u.vcpu_msrs.vcpu = id;
+                domctl.u.vcpu_msrs.msr_count = std::uint32_t(body.size() / sizeof(xen_domctl_vcpu_msr_t));
+                set_xen_guest_handle_raw(domctl.u.vcpu_msrs.msrs, hb.get<xen_domctl_vcpu_msr_t>());
+            }
+            if (xc_domctl(h_.xch, &domctl) < 0)
+                fail_errno(who_, Phase::restore,
+                           "cannot set " + who + (type == rec::kX86PvVcpuXsave ? "'s xsave state" : "'s MSRs"));
+        }
+    }
+
+    void pin_pagetables(const PfnTypeMap& types)
+    {
+        std::vector<mmuext_op> ops;
+        auto flush = [&] {
+            if (!ops.empty() && xc_mmuext_op(h_.xch, ops.data(), unsigned(ops.size()), p_.domid) < 0)
+                fail_errno(who_, Phase::restore, "cannot pin a batch of " + std::to_string(ops.size()) +
+                                                     " page tables (a table Xen refuses as invalid?)");
+            ops.clear();
+        };
+        static const unsigned cmd[] = {0, MMUEXT_PIN_L1_TABLE, MMUEXT_PIN_L2_TABLE, MMUEXT_PIN_L3_TABLE,
+                                       MMUEXT_PIN_L4_TABLE};
+        for (Pfn p = 0; p < p2m_.size(); ++p) {
+            PageType t = types.get(p);
+            if (!page_type_pinned(t))
+                continue;
+            mmuext_op op{};
+            op.cmd = cmd[page_type_level(t)];
+            op.arg1.mfn = p2m(p);
+            ops.push_back(op);
+            if (ops.size() == kPinBatch)
+                flush();
+        }
+        flush();
+    }
+
+    // The guest finds its memory through its own p2m: overwrite it with the
+    // frames this host gave (the frames holding it are plain guest pages).
+    void write_guest_p2m(const P2mFrames& f, const PfnTypeMap& types)
+    {
+        std::vector<Pfn> pfns;
+        for (std::size_t i = 0; i < f.frame_pfns.size(); ++i) {
+            Pfn p = f.frame_pfns[i];
+            if (types.get(p) != kPfinfoNotab)
+                throw StreamError("p2m frame " + std::to_string(i) + " at pfn " + hex(p) + " has type " +
+                                  page_type_name(types.get(p)));
+            dest_mfn_of(*this, p, "p2m frame " + std::to_string(i));
+            pfns.push_back(p);
+        }
+        auto map = map_pfns(pfns, PROT_READ | PROT_WRITE, Phase::restore);
+        std::lock_guard<std::mutex> g(m_);
+        for (Pfn p = 0; p < p2m_.size(); ++p) {
+            std::uint64_t v = p2m_[p];
+            std::memcpy(map.page(p / (kPageSize / 8)) + (p % (kPageSize / 8)) * 8, &v, 8);
+        }
+    }
+
+    RestoreParams p_;
+    const std::string who_;
+    LogFn log_;
+    XcHandle h_;
+    xc_domaininfo_t info_{};
+    mutable std::mutex m_;
+    std::vector<Mfn> p2m_;
+    RestoreResult result_;
+    bool restored_ = false;
+    std::uint64_t resumed_at_ = 0;
+};
+
+} // namespace
+
+std::unique_ptr<XenIncomingDomain> attach_restore(const RestoreParams& params, std::uint64_t nr_pages)
+{
+    return std::make_unique<XenRestoreDomain>(params, nr_pages);
+}
+
+} // namespace fastmig::xen

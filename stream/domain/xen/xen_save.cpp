@@ -1,0 +1,468 @@
+// The source side: a running 64-bit PV domain read for the engine.
+#include "stream/domain/xen/bytes.hpp"
+#include "stream/domain/xen/pv_records.hpp"
+#include "stream/domain/xen/pv_save_page.hpp"
+#include "stream/domain/xen/xen_handles.hpp"
+#include "stream/domain/xen/xen_suspend.hpp"
+
+#include "stream/clock.hpp"
+#include "stream/wire.hpp"
+
+#include <sys/mman.h>
+
+#include <atomic>
+#include <mutex>
+
+namespace fastmig::xen {
+
+namespace {
+
+// Xen's limit on one XEN_DOMCTL_getpageframeinfo3 (xc_get_pfn_type_batch).
+constexpr std::size_t kTypeBatch = 1024;
+constexpr std::size_t kFpp = kPageSize / 8; // p2m entries per frame
+
+class XenSaveDomain final : public Domain, private FrameTranslation {
+public:
+    XenSaveDomain(std::uint32_t domid, SaveOptions opt)
+        : domid_(domid), who_("xen:" + std::to_string(domid)), opt_(std::move(opt)),
+          log_(default_log(opt_.log, who_)), h_(who_)
+    {
+        in_phase(who_, Phase::setup, [&] { setup(); });
+    }
+
+    ~XenSaveDomain() override { cleanup(); }
+
+    std::string name() const override { return who_; }
+    std::uint64_t nr_pages() const override { return max_pfn_ + 1; }
+    std::uint32_t kind() const override { return kDomainKindXenPv; }
+
+    void enable_dirty_log() override
+    {
+        if (xc_shadow_control(h_.xch, domid_, XEN_DOMCTL_SHADOW_OP_ENABLE_LOGDIRTY, nullptr, 0) < 0) {
+            // Log-dirty may already be on (another tool, a previous attempt
+            // that died): switch it off and on again, as libxc does.
+            int e = errno;
+            if (xc_shadow_control(h_.xch, domid_, XEN_DOMCTL_SHADOW_OP_OFF, nullptr, 0) < 0 ||
+                xc_shadow_control(h_.xch, domid_, XEN_DOMCTL_SHADOW_OP_ENABLE_LOGDIRTY, nullptr, 0) < 0) {
+                errno = e;
+                fail_errno(who_, Phase::precopy, "cannot enable log-dirty mode");
+            }
+        }
+        logdirty_ = true;
+        // Start from an empty log (the engine's contract).
+        DirtyBitmap scratch(nr_pages());
+        clean_into(scratch);
+    }
+
+    void disable_dirty_log() override
+    {
+        if (logdirty_ && xc_shadow_control(h_.xch, domid_, XEN_DOMCTL_SHADOW_OP_OFF, nullptr, 0) < 0)
+            fail_errno(who_, Phase::finish, "cannot switch log-dirty mode off");
+        logdirty_ = false;
+    }
+
+    std::uint64_t fetch_and_clear_dirty(DirtyBitmap& out) override
+    {
+        if (!logdirty_)
+            throw Error(who_, paused_ ? Phase::stop_copy : Phase::precopy, "dirty log fetched while log-dirty is off");
+        if (out.size() != nr_pages())
+            throw Error(who_, Phase::precopy, "dirty bitmap of " + std::to_string(out.size()) + " bits for " +
+                                                  std::to_string(nr_pages()) + " pages");
+        clean_into(out);
+        // Deferred pages go once, with the guest suspended (as libxc does):
+        // handing them back every live round would keep ballooned-out pfns
+        // in the dirty count forever and the precopy would never converge.
+        if (paused_) {
+            if (std::uint64_t deferred = deferred_->drain_into(out))
+                log_(std::to_string(deferred) + " deferred pages (page tables in flux, ballooned pfns) go again");
+        }
+        return out.count();
+    }
+
+    void read_pages(std::span<const Pfn> pfns, std::span<std::uint8_t> dst) override
+    {
+        Phase ph = paused_ ? Phase::stop_copy : Phase::precopy;
+        if (dst.size() != pfns.size() * kPageSize)
+            throw Error(who_, ph, "read buffer does not match the page count");
+        for (std::size_t off = 0; off < pfns.size(); off += kTypeBatch) {
+            std::size_t n = std::min(kTypeBatch, pfns.size() - off);
+            in_phase(who_, ph, [&] { read_batch(pfns.subspan(off, n), dst.subspan(off * kPageSize, n * kPageSize)); });
+        }
+    }
+
+    void suspend(std::chrono::milliseconds timeout) override
+    {
+        if (paused_)
+            return;
+        if (opt_.suspend_request) {
+            if (!opt_.suspend_request())
+                throw Error(who_, Phase::stop_copy, "the toolstack's suspend callback reported failure");
+            // libxl said it is done: check with Xen, briefly.
+            paused_at_ = suspend_->wait_suspended(std::min(timeout, std::chrono::milliseconds(1000)));
+        } else {
+            paused_at_ = suspend_->suspend(timeout);
+        }
+        paused_ = true;
+        log_("suspended (" + std::string(suspend_->mode()) + ")");
+    }
+
+    void resume() override
+    {
+        if (!paused_)
+            return;
+        // fast = 1: cooperative resume, the guest's suspend hypercall
+        // returns "cancelled" and it carries on with its devices as they
+        // were (what libxl does when a migration fails).
+        if (xc_domain_resume(h_.xch, domid_, 1) < 0)
+            fail_errno(who_, Phase::resume, "cooperative resume (xc_domain_resume fast) failed");
+        paused_ = false;
+        log_("resumed at the source");
+    }
+
+    bool running() const override
+    {
+        try {
+            auto info = domain_info(h_.xch, domid_, who_, Phase::setup);
+            return !(info.flags & (XEN_DOMINF_shutdown | XEN_DOMINF_paused | XEN_DOMINF_dying));
+        } catch (const Error&) {
+            return false;
+        }
+    }
+
+    std::vector<StateBlob> save_state() override
+    {
+        if (!paused_)
+            throw Error(who_, Phase::state, "platform state read while the guest runs");
+        return in_phase(who_, Phase::state, [&] { return state(); });
+    }
+
+    DomainClock clock() const override { return DomainClock{paused_at_, 0}; }
+
+    // Deferred cleanup, once the destination owns the guest: outside the
+    // downtime (libxc does it before reporting completion).
+    void release() override { cleanup(); }
+
+private:
+    // ---- FrameTranslation over Xen's m2p and the guest's live p2m.
+    Pfn max_pfn() const override { return max_pfn_; }
+    Mfn p2m(Pfn pfn) const override
+    {
+        if (pfn > max_pfn_)
+            return kInvalidFrame;
+        std::uint64_t v;
+        std::memcpy(&v, p2m_map_.page(pfn / kFpp) + (pfn % kFpp) * 8, 8);
+        return v;
+    }
+    // xc_maximum_ram_page() gives the number of machine frames: the m2p has
+    // entries 0 .. max_mfn_ - 1.
+    Pfn m2p(Mfn mfn) const override { return mfn >= max_mfn_ ? kInvalidFrame : Pfn(m2p_[mfn]); }
+
+    void setup()
+    {
+        auto info = domain_info(h_.xch, domid_, who_, Phase::setup);
+        if (info.flags & XEN_DOMINF_hvm_guest)
+            throw Error("HVM (and PVH) guests are not implemented by the Xen backend: PV only");
+        if (info.flags & (XEN_DOMINF_dying | XEN_DOMINF_shutdown))
+            throw Error("the domain is " + describe_state(info) + ", not migratable");
+        max_vcpu_id_ = info.max_vcpu_id;
+        unsigned width = 0;
+        if (xc_domain_get_guest_width(h_.xch, domid_, &width) < 0)
+            fail_errno(who_, Phase::setup, "cannot read the guest's width");
+        if (width != 8)
+            throw Error("the guest is " + std::to_string(width * 8) +
+                        "-bit; only 64-bit PV guests are implemented");
+
+        unsigned long max_mfn = 0;
+        if (xc_maximum_ram_page(h_.xch, &max_mfn) < 0)
+            fail_errno(who_, Phase::setup, "cannot read the machine's highest frame");
+        max_mfn_ = max_mfn;
+        unsigned long mfn0 = 0;
+        m2p_ = xc_map_m2p(h_.xch, max_mfn, PROT_READ, &mfn0);
+        if (!m2p_)
+            fail_errno(who_, Phase::setup, "cannot map Xen's m2p table");
+        // xc_map_m2p maps whole 2 MiB chunks.
+        m2p_bytes_ = ((max_mfn * sizeof(xen_pfn_t) + (1ul << 21) - 1) >> 21) << 21;
+
+        shinfo_ = map_frames(h_.fmem, domid_, PROT_READ, {xen_pfn_t(info.shared_info_frame)}, who_, Phase::setup,
+                             "the shared info page");
+        map_p2m();
+        types_ = PfnTypeMap(max_pfn_ + 1);
+        deferred_ = std::make_unique<DeferredPages>(max_pfn_ + 1);
+        // With libxl's callback, libxl requests the suspension and waits for
+        // it through VIRQ_DOM_EXC: subscribing would take that from it.
+        suspend_ = std::make_unique<SuspendChannel>(h_.xch, domid_, who_, log_, opt_.poll_interval,
+                                                    !opt_.suspend_request);
+        bitmap_ = std::make_unique<HypercallBuffer>(h_.xch, ((max_pfn_ + 1 + 63) / 64) * 8, who_, Phase::setup,
+                                                    "the dirty bitmap");
+        log_("attached: " + std::to_string(max_pfn_ + 1) + " pfns, " + std::to_string(p2m_frames_.size()) +
+             " p2m frames, " + std::to_string(max_vcpu_id_ + 1) + " vCPUs");
+    }
+
+    // The guest's p2m through its three-level frame list (shared_info's
+    // pfn_to_mfn_frame_list_list -> mid frames -> p2m frames), mapped
+    // read-only for the whole migration.
+    void map_p2m()
+    {
+        auto root = p2m_root(std::span<const std::uint8_t>(shinfo_.page(0), kPageSize));
+        if (root.frame_list_list == 0 || root.frame_list_list == kInvalidFrame || root.frame_list_list > max_mfn_)
+            throw Error(root.p2m_cr3 ? "the guest offers only a linear p2m list (p2m_cr3); reading it is not "
+                                       "implemented (the frame list list is " + hex(root.frame_list_list) + ")"
+                                     : "the guest offers no p2m frame list list (" + hex(root.frame_list_list) +
+                                           ")");
+        max_pfn_ = root.max_pfn;
+        std::uint64_t fll_entries = max_pfn_ / (kFpp * kFpp) + 1;
+        if (fll_entries > kFpp)
+            throw Error("p2m of " + std::to_string(max_pfn_ + 1) + " entries is too large for a frame list list");
+        auto fll = map_frames(h_.fmem, domid_, PROT_READ, {xen_pfn_t(root.frame_list_list)}, who_, Phase::setup,
+                              "the p2m frame list list");
+        std::vector<xen_pfn_t> mids(fll_entries);
+        std::memcpy(mids.data(), fll.page(0), fll_entries * 8);
+        // Trailing entries all equal name the same mid frame full of
+        // invalid entries: the p2m really ends before them.
+        std::uint64_t last = 0;
+        for (std::uint64_t i = 0; i < fll_entries; ++i) {
+            if (mids[i] == 0 || mids[i] > max_mfn_)
+                throw Error("p2m frame list list entry " + std::to_string(i) + " is " + hex(mids[i]));
+            if (i == 0 || mids[i] != mids[i - 1])
+                last = i;
+        }
+        Pfn trimmed = (last + 1) * kFpp * kFpp - 1;
+        if (trimmed < max_pfn_) {
+            max_pfn_ = trimmed;
+            fll_entries = last + 1;
+            mids.resize(fll_entries);
+        }
+        auto mid = map_frames(h_.fmem, domid_, PROT_READ, mids, who_, Phase::setup, "the p2m frame lists");
+        std::uint64_t leaves = p2m_frame_count(max_pfn_);
+        std::vector<xen_pfn_t> leaf(leaves);
+        for (std::uint64_t i = 0; i < leaves; ++i) {
+            std::memcpy(&leaf[i], mid.page(i / kFpp) + (i % kFpp) * 8, 8);
+            if (leaf[i] == 0 || leaf[i] > max_mfn_)
+                throw Error("p2m frame list entry " + std::to_string(i) + " is " + hex(leaf[i]));
+        }
+        p2m_map_ = map_frames(h_.fmem, domid_, PROT_READ, leaf, who_, Phase::setup, "the p2m");
+        p2m_frames_.assign(leaf.begin(), leaf.end());
+        // Checked now so that a broken p2m fails before any page is sent.
+        p2m_frame_pfns_ = p2m_frame_pfns(p2m_frames_, *this);
+    }
+
+    void clean_into(DirtyBitmap& out)
+    {
+        xc_shadow_op_stats_t stats{};
+        if (xc_logdirty_control(h_.xch, domid_, XEN_DOMCTL_SHADOW_OP_CLEAN, bitmap_->raw(), max_pfn_ + 1, 0, &stats) < 0)
+            fail_errno(who_, paused_ ? Phase::stop_copy : Phase::precopy, "cannot fetch the dirty log");
+        std::memcpy(out.words(), bitmap_->get(), out.nr_words() * 8);
+        // Bits past the last pfn must stay clear (DirtyBitmap's invariant).
+        if ((max_pfn_ + 1) % 64)
+            out.words()[out.nr_words() - 1] &= (std::uint64_t{1} << ((max_pfn_ + 1) % 64)) - 1;
+    }
+
+    void read_batch(std::span<const Pfn> pfns, std::span<std::uint8_t> dst)
+    {
+        const std::size_t n = pfns.size();
+        std::vector<xen_pfn_t> types(n);
+        for (std::size_t i = 0; i < n; ++i) {
+            if (pfns[i] > max_pfn_)
+                throw Error("pfn " + hex(pfns[i]) + " beyond the guest's last pfn " + hex(max_pfn_));
+            Mfn mfn = p2m(pfns[i]);
+            types[i] = mfn;
+            if (mfn == kInvalidFrame) // ballooned out now; maybe back later
+                deferred_->add(pfns[i]);
+        }
+        std::vector<xen_pfn_t> mfns = types;
+        page_types(types);
+        std::vector<xen_pfn_t> to_map;
+        for (std::size_t i = 0; i < n; ++i) {
+            if (!page_type_known(PageType(types[i])))
+                throw Error("pfn " + hex(pfns[i]) + " (mfn " + hex(mfns[i]) + ") has " +
+                            page_type_name(PageType(types[i])));
+            if (page_type_has_data(PageType(types[i])))
+                to_map.push_back(mfns[i]);
+        }
+        ForeignMap map = map_frames(h_.fmem, domid_, PROT_READ, to_map, who_,
+                                    paused_ ? Phase::stop_copy : Phase::precopy, "guest pages");
+        std::size_t m = 0;
+        for (std::size_t i = 0; i < n; ++i) {
+            PageType t = PageType(types[i]);
+            std::span<const std::uint8_t> src;
+            if (page_type_has_data(t))
+                src = std::span<const std::uint8_t>(map.page(m++), kPageSize);
+            std::string why;
+            auto out = dst.subspan(i * kPageSize, kPageSize);
+            if (prepare_page(pfns[i], t, src, out, *this, paused_, &why) == PageOutcome::deferred) {
+                deferred_->add(pfns[i]);
+                t = kPfinfoXtab; // as libxc: no data this time
+            }
+            types_.set(pfns[i], t);
+        }
+    }
+
+    // XEN_DOMCTL_getpageframeinfo3: mfns in, PFINFO types out (what libxc's
+    // private xc_get_pfn_type_batch does; that one is not in the public
+    // headers).
+    void page_types(std::vector<xen_pfn_t>& arr)
+    {
+        Phase ph = paused_ ? Phase::stop_copy : Phase::precopy;
+        HypercallBuffer buf(h_.xch, arr.size() * sizeof(xen_pfn_t), who_, ph, "page types");
+        std::memcpy(buf.get(), arr.data(), arr.size() * sizeof(xen_pfn_t));
+        xen_domctl domctl{};
+        domctl.cmd = XEN_DOMCTL_getpageframeinfo3;
+        domctl.domain = domid_;
+        domctl.u.getpageframeinfo3.num = arr.size();
+        set_xen_guest_handle_raw(domctl.u.getpageframeinfo3.array, buf.get<xen_pfn_t>());
+        if (xc_domctl(h_.xch, &domctl) < 0)
+            fail_errno(who_, ph, "cannot read the types of " + std::to_string(arr.size()) + " pages");
+        std::memcpy(arr.data(), buf.get(), arr.size() * sizeof(xen_pfn_t));
+    }
+
+    std::vector<StateBlob> state()
+    {
+        std::vector<StateBlob> out;
+        out.push_back(encode_pv_info(8, 4));
+        P2mFrames f;
+        f.start_pfn = 0;
+        f.end_pfn = std::uint32_t(max_pfn_);
+        if (max_pfn_ > 0xffffffffull)
+            throw Error("p2m beyond 2^32 entries cannot be described by X86_PV_P2M_FRAMES");
+        f.frame_pfns = p2m_frame_pfns(p2m_frames_, *this); // again: the guest may have moved them
+        out.push_back(encode_p2m_frames(f));
+        TscInfo tsc;
+        if (xc_domain_get_tsc_info(h_.xch, domid_, &tsc.mode, &tsc.nsec, &tsc.khz, &tsc.incarnation) < 0)
+            fail_errno(who_, Phase::state, "cannot read the TSC info");
+        out.push_back(encode_tsc_info(tsc));
+        StateBlob sh;
+        sh.type = rec::kSharedInfo;
+        sh.data.assign(shinfo_.page(0), shinfo_.page(0) + kPageSize);
+        out.push_back(std::move(sh));
+        for (std::uint32_t id = 0; id <= max_vcpu_id_; ++id)
+            vcpu_state(id, out);
+        for (auto& b : types_.encode((wire::kMaxStateBlob - 8) / 8))
+            out.push_back(std::move(b));
+        return out;
+    }
+
+    void vcpu_state(std::uint32_t id, std::vector<StateBlob>& out)
+    {
+        xc_vcpuinfo_t vinfo{};
+        if (xc_vcpu_getinfo(h_.xch, domid_, id, &vinfo) < 0)
+            fail_errno(who_, Phase::state, "cannot read vcpu" + std::to_string(id) + "'s info");
+        if (!vinfo.online)
+            return;
+        vcpu_guest_context_any_t ctx{};
+        if (xc_vcpu_getcontext(h_.xch, domid_, id, &ctx) < 0)
+            fail_errno(who_, Phase::state, "cannot read vcpu" + std::to_string(id) + "'s context");
+        std::vector<std::uint8_t> basic(reinterpret_cast<std::uint8_t*>(&ctx.x64),
+                                        reinterpret_cast<std::uint8_t*>(&ctx.x64) + sizeof ctx.x64);
+        normalise_vcpu_basic(basic, id, *this);
+        out.push_back(encode_vcpu_blob(rec::kX86PvVcpuBasic, id, basic));
+
+        xen_domctl domctl{};
+        domctl.cmd = XEN_DOMCTL_get_ext_vcpucontext;
+        domctl.domain = domid_;
+        domctl.u.ext_vcpucontext.vcpu = id;
+        if (xc_domctl(h_.xch, &domctl) < 0)
+            fail_errno(who_, Phase::state, "cannot read vcpu" + std::to_string(id) + "'s extended context");
+        if (auto sz = domctl.u.ext_vcpucontext.size) {
+            if (sz > sizeof domctl.u.ext_vcpucontext)
+                throw Error("vcpu" + std::to_string(id) + "'s extended context of " + std::to_string(sz) + " bytes");
+            auto* p = reinterpret_cast<const std::uint8_t*>(&domctl.u.ext_vcpucontext);
+            out.push_back(encode_vcpu_blob(rec::kX86PvVcpuExtended, id, {p, sz}));
+        }
+        buffer_state(id, XEN_DOMCTL_getvcpuextstate, rec::kX86PvVcpuXsave, out);
+        buffer_state(id, XEN_DOMCTL_get_vcpu_msrs, rec::kX86PvVcpuMsrs, out);
+    }
+
+    // xsave and MSR state: ask the size, then fetch into a hypercall buffer.
+    void buffer_state(std::uint32_t id, std::uint32_t cmd, std::uint32_t type, std::vector<StateBlob>& out)
+    {
+        const std::string what = "vcpu" + std::to_string(id) +
+                                 (cmd == XEN_DOMCTL_getvcpuextstate ? "'s xsave state" : "'s MSRs");
+        xen_domctl domctl{};
+        domctl.cmd = cmd;
+        domctl.domain = domid_;
+        std::size_t bytes = 0;
+        if (cmd == XEN_DOMCTL_getvcpuextstate) {
+            domctl.u.vcpuextstate.vcpu = id;
+            if (xc_domctl(h_.xch, &domctl) < 0)
+                fail_errno(who_, Phase::state, "cannot size " + what);
+            if (!domctl.u.vcpuextstate.xfeature_mask)
+                return;
+            bytes = domctl.u.vcpuextstate.size;
+        } else {
+            domctl.u.vcpu_msrs.vcpu = id;
+            if (xc_domctl(h_.xch, &domctl) < 0)
+                fail_errno(who_, Phase::state, "cannot size " + what);
+            if (!domctl.u.vcpu_msrs.msr_count)
+                return;
+            bytes = domctl.u.vcpu_msrs.msr_count * sizeof(xen_domctl_vcpu_msr_t);
+        }
+        if (bytes == 0 || bytes > wire::kMaxStateBlob - 8)
+            throw Error(what + " of " + std::to_string(bytes) + " bytes");
+        HypercallBuffer hb(h_.xch, bytes, who_, Phase::state, what);
+        if (cmd == XEN_DOMCTL_getvcpuextstate)
+            set_xen_guest_handle_raw(domctl.u.vcpuextstate.buffer, hb.get<std::uint64_t>());
+        else
+            set_xen_guest_handle_raw(domctl.u.vcpu_msrs.msrs, hb.get<xen_domctl_vcpu_msr_t>());
+        if (xc_domctl(h_.xch, &domctl) < 0)
+            fail_errno(who_, Phase::state, "cannot read " + what);
+        std::size_t got = cmd == XEN_DOMCTL_getvcpuextstate
+                              ? std::size_t(domctl.u.vcpuextstate.size)
+                              : std::size_t(domctl.u.vcpu_msrs.msr_count) * sizeof(xen_domctl_vcpu_msr_t);
+        if (got == 0)
+            return;
+        if (got > bytes)
+            throw Error(what + " grew from " + std::to_string(bytes) + " to " + std::to_string(got) + " bytes");
+        out.push_back(encode_vcpu_blob(type, id, {hb.get<const std::uint8_t>(), got}));
+    }
+
+    void cleanup() noexcept
+    {
+        std::lock_guard<std::mutex> g(cleanup_m_);
+        if (logdirty_) {
+            if (xc_shadow_control(h_.xch, domid_, XEN_DOMCTL_SHADOW_OP_OFF, nullptr, 0) < 0)
+                log_("cleanup: cannot switch log-dirty off: " + std::string(std::strerror(errno)));
+            logdirty_ = false;
+        }
+        if (suspend_)
+            suspend_->close();
+        p2m_map_.reset();
+        shinfo_.reset();
+        if (m2p_) {
+            munmap(m2p_, m2p_bytes_);
+            m2p_ = nullptr;
+        }
+        bitmap_.reset();
+    }
+
+    const std::uint32_t domid_;
+    const std::string who_;
+    SaveOptions opt_;
+    LogFn log_;
+    XcHandle h_;
+    std::uint32_t max_vcpu_id_ = 0;
+    Mfn max_mfn_ = 0;
+    xen_pfn_t* m2p_ = nullptr;
+    std::size_t m2p_bytes_ = 0;
+    ForeignMap shinfo_;
+    ForeignMap p2m_map_;
+    std::vector<Mfn> p2m_frames_;
+    std::vector<Pfn> p2m_frame_pfns_;
+    Pfn max_pfn_ = 0;
+    PfnTypeMap types_;
+    std::unique_ptr<DeferredPages> deferred_;
+    std::unique_ptr<SuspendChannel> suspend_;
+    std::unique_ptr<HypercallBuffer> bitmap_;
+    std::atomic<bool> logdirty_{false};
+    std::atomic<bool> paused_{false};
+    std::uint64_t paused_at_ = 0;
+    std::mutex cleanup_m_;
+};
+
+} // namespace
+
+std::unique_ptr<Domain> attach_save(std::uint32_t domid, SaveOptions opt)
+{
+    return std::make_unique<XenSaveDomain>(domid, std::move(opt));
+}
+
+} // namespace fastmig::xen

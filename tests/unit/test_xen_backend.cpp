@@ -1,0 +1,66 @@
+// The Xen backend proper, on a machine that may have no Xen: what can be
+// checked without a hypervisor is that every entry point fails cleanly,
+// naming the domain, the phase and the cause, and that the provider refuses
+// kinds it cannot build before touching Xen.  (Real save/restore is proven
+// only in the nested-Xen harness, tests/nested-xen/.)
+#define BOOST_TEST_MODULE xen_backend
+#include <boost/test/unit_test.hpp>
+
+#include "stream/domain/xen/xen_domain.hpp"
+
+#include <string>
+
+using namespace fastmig;
+
+namespace {
+// Out of the range of real domain ids (DOMID_FIRST_RESERVED is 0x7ff0).
+constexpr std::uint32_t kNoSuchDomain = 0x7fef;
+
+std::string message_of(const std::function<void()>& f)
+{
+    try {
+        f();
+    } catch (const Error& e) {
+        BOOST_TEST(e.has_context());
+        return e.what();
+    }
+    return "(no error)";
+}
+} // namespace
+
+BOOST_AUTO_TEST_CASE(attach_save_fails_with_domain_phase_and_cause)
+{
+    xen::SaveOptions opt;
+    opt.log = [](const std::string&) {};
+    auto m = message_of([&] { xen::attach_save(kNoSuchDomain, opt); });
+    BOOST_TEST_MESSAGE(m);
+    BOOST_TEST(m.find("xen:32751: setup: ") == 0u);
+    // Without Xen: the hypervisor interface; on a Xen host: the domain.
+    BOOST_TEST((m.find("cannot open the hypervisor interface") != std::string::npos ||
+                m.find("does not exist") != std::string::npos));
+}
+
+BOOST_AUTO_TEST_CASE(attach_restore_fails_with_domain_phase_and_cause)
+{
+    xen::RestoreParams p;
+    p.domid = kNoSuchDomain;
+    p.log = [](const std::string&) {};
+    auto m = message_of([&] { xen::attach_restore(p, 1024); });
+    BOOST_TEST_MESSAGE(m);
+    BOOST_TEST(m.find("xen:32751: setup: ") == 0u);
+    BOOST_TEST((m.find("cannot open the hypervisor interface") != std::string::npos ||
+                m.find("does not exist") != std::string::npos));
+}
+
+BOOST_AUTO_TEST_CASE(provider_refuses_other_kinds_first)
+{
+    xen::RestoreParams p;
+    p.domid = 5;
+    xen::XenProvider prov(p);
+    auto hvm = message_of([&] { prov.create(1024, kDomainKindXenHvm, "xen:9"); });
+    BOOST_TEST(hvm.find("xen:5: setup: ") == 0u);
+    BOOST_TEST(hvm.find("HVM restore is not implemented") != std::string::npos);
+    auto sim = message_of([&] { prov.create(1024, kDomainKindSim, "sim:1"); });
+    BOOST_TEST(sim.find("not a Xen PV guest") != std::string::npos);
+    BOOST_TEST(prov.last() == nullptr);
+}
