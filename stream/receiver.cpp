@@ -34,7 +34,10 @@ struct ChannelCounts {
 
 // One connection of the stream, read by its own thread.
 struct Channel {
-    Channel(int fd_, std::chrono::milliseconds timeout) : fd(fd_), src(fd_, timeout), reader(src) {}
+    Channel(int fd_, std::chrono::milliseconds timeout, bool read_ahead = true)
+        : fd(fd_), src(fd_, timeout, read_ahead), reader(src)
+    {
+    }
     int fd;
     Fd owned; // extra channels are owned here; channel 0 belongs to the caller
     SocketSource src;
@@ -47,7 +50,7 @@ class Receiver {
 public:
     Receiver(int fd, DomainProvider& provider, const ReceiveOptions& opt) : provider_(provider), opt_(opt)
     {
-        channels_.push_back(std::make_unique<Channel>(fd, opt.io_timeout));
+        channels_.push_back(std::make_unique<Channel>(fd, opt.io_timeout, !opt.one_way));
     }
     ReceiveResult run();
 
@@ -94,6 +97,8 @@ private:
 
 void Receiver::send(std::uint32_t c, std::vector<std::uint8_t> rec)
 {
+    if (opt_.one_way)
+        return; // nobody reads: the source learns of failures from its caller
     Channel& ch = *channels_[c];
     if (!ch.magic_sent) {
         ch.magic_sent = true;
@@ -155,6 +160,11 @@ void Receiver::accept_or_refuse(const wire::StreamHeader& h, std::uint32_t nr_ch
         refuse(wire::kAcceptNoMemory, "domain of " + std::to_string(h.nr_pages * kPageSize >> 20) +
                                           " MiB exceeds the receiver's limit of " +
                                           std::to_string(opt_.max_memory_bytes >> 20) + " MiB");
+    if (bool(h.features & wire::kFeatureOneWay) != opt_.one_way)
+        refuse(wire::kAcceptBadFeatures,
+               opt_.one_way ? "a two-way stream (fastmig send) on a one-way input: this end cannot answer it"
+                            : "a one-way stream (an image written by libxl's save helper): restore it through "
+                              "libxl (xl restore / migrate-receive with fastmig's libxl-save-helper)");
     if (nr_channels > 1 && !opt_.accept_channel)
         refuse(wire::kAcceptBadFeatures, "this receiver takes one connection per migration, not " +
                                              std::to_string(nr_channels));
@@ -175,6 +185,8 @@ void Receiver::accept_or_refuse(const wire::StreamHeader& h, std::uint32_t nr_ch
     }
     res_.domain = dom_->name();
     res_.nr_pages = h.nr_pages;
+    if (opt_.accepted)
+        opt_.accepted(*dom_);
     res_.verify = h.features & wire::kFeatureVerify;
     seen_.resize(h.nr_pages);
     written_.resize(h.nr_pages);
@@ -463,6 +475,17 @@ ReceiveResult Receiver::run()
         if (res_.verify)
             res_.verify_digest = wire::page_digest(sums_);
         res_.restore_ms = restore.seconds() * 1e3;
+
+        if (opt_.one_way) {
+            // Built and paused: the caller starts it (libxl, after its own
+            // records and, for a migration, xl's handshake).
+            if (opt_.built)
+                opt_.built(*dom_);
+            dom_->set_orphan_policy(OrphanPolicy::none);
+            phase_ = Phase::finish;
+            res_.bytes_received = ch0.reader.bytes_read() + wire::kSourceMagic.size();
+            return res_;
+        }
 
         // Built and paused: ask for COMMIT.  Until it arrives the source owns
         // the domain, so any failure here destroys this copy.
