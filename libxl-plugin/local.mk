@@ -12,7 +12,8 @@ fastmig_SOURCES = \
 	libxl-plugin/report.hpp libxl-plugin/report.cpp \
 	libxl-plugin/netns.hpp libxl-plugin/netns.cpp \
 	libxl-plugin/cmd_migrate.cpp \
-	libxl-plugin/cmd_sim.cpp
+	libxl-plugin/cmd_sim.cpp \
+	libxl-plugin/cmd_status.cpp
 fastmig_LDADD = libxl-plugin/libfmcli.a $(FASTMIG_LIBS)
 
 # The helper's own code, in a library too so unit tests link it.
@@ -29,3 +30,20 @@ fastmighelperdir = $(libexecdir)/fastmig
 fastmighelper_PROGRAMS = libxl-plugin/libxl-save-helper
 libxl_plugin_libxl_save_helper_SOURCES = libxl-plugin/helper_main.cpp
 libxl_plugin_libxl_save_helper_LDADD = libxl-plugin/libfmhelper.a libxl-plugin/libfmcli.a $(FASTMIG_LIBS)
+EXTRA_DIST += libxl-plugin/xl-helper-divert.sh
+
+# `fastmig status` names the helper libxl runs and whether it is fastmig's.
+fastmig_CPPFLAGS = $(AM_CPPFLAGS) -DFASTMIG_HELPER_PATH='"$(fastmighelperdir)/libxl-save-helper"'
+
+# make install-xl-helper / uninstall-xl-helper: divert Xen's stock helper to
+# fastmig's (dpkg-divert --rename, a symlink in its place) and back.  See
+# README.md, "xl save, restore and migrate through fastmig".
+XEN_LIBEXEC = /usr/lib/xen-4.17/bin
+XL_HELPER_ROOT =
+install-xl-helper: install-fastmighelperPROGRAMS
+	$(SHELL) $(srcdir)/libxl-plugin/xl-helper-divert.sh install "$(XL_HELPER_ROOT)" \
+	  "$(XEN_LIBEXEC)/libxl-save-helper" "$(fastmighelperdir)/libxl-save-helper"
+uninstall-xl-helper:
+	$(SHELL) $(srcdir)/libxl-plugin/xl-helper-divert.sh uninstall "$(XL_HELPER_ROOT)" \
+	  "$(XEN_LIBEXEC)/libxl-save-helper" "$(fastmighelperdir)/libxl-save-helper"
+.PHONY: install-xl-helper uninstall-xl-helper

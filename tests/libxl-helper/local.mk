@@ -3,5 +3,5 @@
 check_PROGRAMS += tests/libxl-helper/fake_libxl
 tests_libxl_helper_fake_libxl_SOURCES = tests/libxl-helper/fake_libxl.cpp
 tests_libxl_helper_fake_libxl_LDADD = $(FASTMIG_LIBS)
-TESTS += tests/libxl-helper/helper.sh
-EXTRA_DIST += tests/libxl-helper/helper.sh
+TESTS += tests/libxl-helper/helper.sh tests/libxl-helper/status.sh
+EXTRA_DIST += tests/libxl-helper/helper.sh tests/libxl-helper/status.sh
