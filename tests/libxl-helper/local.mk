@@ -5,3 +5,9 @@ tests_libxl_helper_fake_libxl_SOURCES = tests/libxl-helper/fake_libxl.cpp
 tests_libxl_helper_fake_libxl_LDADD = $(FASTMIG_LIBS)
 TESTS += tests/libxl-helper/helper.sh tests/libxl-helper/status.sh
 EXTRA_DIST += tests/libxl-helper/helper.sh tests/libxl-helper/status.sh
+
+check_PROGRAMS += tests/libxl-helper/libxl_msgs.test
+tests_libxl_helper_libxl_msgs_test_SOURCES = tests/libxl-helper/test_libxl_msgs.cpp
+tests_libxl_helper_libxl_msgs_test_CPPFLAGS = $(UNIT_CPPFLAGS)
+tests_libxl_helper_libxl_msgs_test_LDADD = libxl-plugin/libfmhelper.a libxl-plugin/libfmcli.a $(UNIT_LDADD)
+TESTS += tests/libxl-helper/libxl_msgs.test
