@@ -80,20 +80,27 @@ public:
     void suspend(std::chrono::milliseconds timeout) override
     {
         ++suspend_calls_;
-        int r = libxl_.suspend();
-        if (r != 1) {
+        int r = 0;
+        std::string why;
+        try {
+            r = libxl_.suspend();
+            if (r != 1)
+                why = "libxl's suspend callback failed (answered " + std::to_string(r) + ", expected 1)";
+        } catch (const Error& e) {
+            why = e.cause(); // no answer (SIGTERM, libxl gone)
+        }
+        if (!why.empty()) {
             // libxl may have stopped the guest part way (e.g. the guest
             // suspended but saving the device model failed): make sure it
             // runs.  A resume of a running domain is harmless on both
             // backends, and xl resumes it too on a failed save.
-            std::string how;
             try {
                 d_.resume();
-                how = "; the domain was resumed";
+                why += "; the domain was resumed";
             } catch (const std::exception& e) {
-                how = std::string("; resuming it failed: ") + e.what();
+                why += std::string("; resuming it failed: ") + e.what();
             }
-            throw Error("libxl's suspend callback failed (answered " + std::to_string(r) + ", expected 1)" + how);
+            throw Error(why);
         }
         d_.suspend(timeout);
     }

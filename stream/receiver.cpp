@@ -165,6 +165,8 @@ void Receiver::accept_or_refuse(const wire::StreamHeader& h, std::uint32_t nr_ch
                opt_.one_way ? "a two-way stream (fastmig send) on a one-way input: this end cannot answer it"
                             : "a one-way stream (an image written by libxl's save helper): restore it through "
                               "libxl (xl restore / migrate-receive with fastmig's libxl-save-helper)");
+    if ((h.features & wire::kFeatureOneWay) && (h.features & (wire::kFeatureChannels | wire::kFeatureVerify)))
+        refuse(wire::kAcceptBadFeatures, "a one-way stream cannot have several channels or a verify digest");
     if (nr_channels > 1 && !opt_.accept_channel)
         refuse(wire::kAcceptBadFeatures, "this receiver takes one connection per migration, not " +
                                              std::to_string(nr_channels));

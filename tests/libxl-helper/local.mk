@@ -11,3 +11,9 @@ tests_libxl_helper_libxl_msgs_test_SOURCES = tests/libxl-helper/test_libxl_msgs.
 tests_libxl_helper_libxl_msgs_test_CPPFLAGS = $(UNIT_CPPFLAGS)
 tests_libxl_helper_libxl_msgs_test_LDADD = libxl-plugin/libfmhelper.a libxl-plugin/libfmcli.a $(UNIT_LDADD)
 TESTS += tests/libxl-helper/libxl_msgs.test
+
+check_PROGRAMS += tests/libxl-helper/one_way.test
+tests_libxl_helper_one_way_test_SOURCES = tests/libxl-helper/test_one_way.cpp tests/unit/fake_domain.hpp
+tests_libxl_helper_one_way_test_CPPFLAGS = $(UNIT_CPPFLAGS)
+tests_libxl_helper_one_way_test_LDADD = $(UNIT_LDADD)
+TESTS += tests/libxl-helper/one_way.test
