@@ -55,6 +55,7 @@ struct Opts {
     int check_running = -1;    // sim id that must run when suspend arrives
     int term_save_after = -1;  // progress messages from save before SIGTERM to save
     int term_restore_after = -1; // progress messages from save before SIGTERM to restore
+    bool term_at_suspend = false; // abort like libxl while the suspend callback is pending
     bool framing = true;
 };
 
@@ -238,12 +239,18 @@ bool handle(Helper& h, const Opts& o, Helper* other)
         }
         if (o.pause_on_suspend >= 0)
             fastmig::sim::attach(o.pause_on_suspend)->suspend(std::chrono::seconds(10));
-        line += " reply=" + std::to_string(o.suspend_reply);
+        if (o.term_at_suspend) {
+            // libxl aborting mid-callback: SIGTERM, and no answer ever.
+            ::kill(h.pid, SIGTERM);
+            line += " SIGTERM sent, no reply";
+        } else {
+            line += " reply=" + std::to_string(o.suspend_reply);
+        }
     }
     std::printf("%s\n", line.c_str());
     std::fflush(stdout);
     // Replies: 'W'/'A' messages (suspend..static_data_done, complete).
-    if (type == 3)
+    if (type == 3 && !o.term_at_suspend)
         reply(h, o.suspend_reply);
     else if (type >= 4 && type <= 7)
         reply(h, 0);
@@ -365,6 +372,7 @@ int main(int argc, char** argv)
         else if (a == "--term-save-after") o.term_save_after = std::atoi(val().c_str());
         else if (a == "--term-restore-after") o.term_restore_after = std::atoi(val().c_str());
         else if (a == "--no-framing") o.framing = false;
+        else if (a == "--term-at-suspend") o.term_at_suspend = true;
         else if (a == "save" || a == "restore" || a == "pair") o.mode = a;
         else {
             std::fprintf(stderr, "fake_libxl: unknown argument %s\n", a.c_str());

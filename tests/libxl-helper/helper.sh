@@ -97,6 +97,14 @@ failing_suspend() {
     [ "$(state "$G")" = running ]
 }
 ok "libxl answers 0 to suspend: failure reported, source resumed and running" -- failing_suspend
+term_at_suspend() {
+  FASTMIG_HELPER_SIM_DOMAIN=$G "$FAKE" --helper "$HELPER" --term-at-suspend --pause-on-suspend "$G" \
+    --io "$T/f.img" save >"$T/f.out" 2>&1 || { cat "$T/f.out"; return 1; }
+  cat "$T/f.out"
+  has "$T/f.out" "save: complete retval=-1" && has "$T/f.out" "level=8 .*suspend callback: interrupted: SIGTERM.*resumed" &&
+    [ "$(state "$G")" = running ]
+}
+ok "SIGTERM while libxl handles the suspend callback: source resumed, failure reported" -- term_at_suspend
 restore_bad() {  # restore_bad FILE WHAT: fails naming WHAT, no incoming domain left
   "$FAKE" --helper "$HELPER" --no-framing --io "$1" restore >"$T/b.out" 2>&1 || { cat "$T/b.out"; return 1; }
   cat "$T/b.out"
