@@ -490,7 +490,8 @@ SendResult Sender::run()
                      "there, destroy it here; if not, resume it here. Never both.";
             throw InDoubtError(e.has_context() ? e.domain() : dom_.name(), Phase::commit, cause);
         }
-        if (phase_ != Phase::finish && phase_ != Phase::negotiate && phase_ != Phase::commit) {
+        // One-way: nothing ever comes back, and io_fd may be write-only.
+        if (!opt_.one_way && phase_ != Phase::finish && phase_ != Phase::negotiate && phase_ != Phase::commit) {
             std::string why = peer_reason();
             if (!why.empty())
                 cause += " (destination: " + why + ")";
