@@ -3,6 +3,7 @@
 #pragma once
 
 #include "stream/domain/sim/sim.hpp"
+#include "stream/sender.hpp"
 
 #include <cstdint>
 #include <map>
@@ -57,9 +58,17 @@ sim::SimConfig sim_config(const Options& o);
 // "3" or "sim:3" -> 3; anything else is a UsageError.
 int parse_sim_domain(const std::string& s);
 
+// Options of the precopy policy and the pipeline (see `fastmig help`):
+// the names Options must accept, and their application to SendOptions.
+extern const std::set<std::string> kSendValued;
+extern const std::set<std::string> kSendFlags;
+unsigned default_threads();
+void apply_send_options(const Options& o, SendOptions& so, unsigned& channels);
+
 int cmd_demo(const std::vector<std::string>& args);
 int cmd_send(const std::vector<std::string>& args);
 int cmd_receive(const std::vector<std::string>& args);
 int cmd_sim(const std::vector<std::string>& args, int argc, char** argv);
+int cmd_status(const std::vector<std::string>& args);
 
 } // namespace fastmig::cli

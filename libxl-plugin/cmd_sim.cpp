@@ -15,10 +15,22 @@ const char* kSimUsage =
     "usage: fastmig sim create [--memory SIZE] [--workload NAME] [--seed N] [--rate-scale X]\n"
     "       fastmig sim list\n"
     "       fastmig sim info ID\n"
-    "       fastmig sim pause ID | resume ID\n"
+    "       fastmig sim pause ID | resume ID   (resume also starts a restored, paused domain)\n"
     "       fastmig sim checksum ID   (CRC-64 digest of every page, as --verify computes it)\n"
     "       fastmig sim destroy ID\n"
     "       fastmig sim workloads\n";
+
+// domain_checksums() for a domain being built (its pages as they are now).
+std::vector<std::uint64_t> incoming_checksums(IncomingDomain& d)
+{
+    std::vector<std::uint64_t> sums(d.nr_pages());
+    std::vector<std::uint8_t> buf(kPageSize);
+    for (Pfn p = 0; p < d.nr_pages(); ++p) {
+        d.read_page(p, buf);
+        sums[p] = wire::page_checksum(buf);
+    }
+    return sums;
+}
 
 } // namespace
 
@@ -68,7 +80,19 @@ int cmd_sim(const std::vector<std::string>& args, int argc, char** argv)
     if (sub == "pause" || sub == "resume" || sub == "checksum") {
         if (rest.size() != 1)
             throw UsageError("usage: fastmig sim " + sub + " ID");
-        auto dom = sim::attach(parse_sim_domain(rest[0]));
+        int id = parse_sim_domain(rest[0]);
+        if (sub != "pause" && sim::domain_info(id).state == "incoming") {
+            // A domain built by a restore and left paused (libxl's helper
+            // hands it over so): resume starts it, as libxl's unpause would.
+            auto in = sim::attach_incoming(id);
+            if (sub == "resume") {
+                in->unpause();
+                return 0;
+            }
+            std::printf("%016llx\n", (unsigned long long)wire::page_digest(incoming_checksums(*in)));
+            return 0;
+        }
+        auto dom = sim::attach(id);
         if (sub == "pause") {
             dom->suspend(std::chrono::seconds(10));
         } else if (sub == "resume") {

@@ -32,6 +32,8 @@ const char* kUsage =
     "           [--keep-listening] [--netns NS]\n"
     "  sim      simulated domains: create, list, info, pause, resume, checksum,\n"
     "           destroy, workloads\n"
+    "  status   which libxl-save-helper libxl runs (LIBXL_SAVE_HELPER, the stock path,\n"
+    "           its dpkg diversion to fastmig's)\n"
     "  version  print the version\n"
     "\n"
     "pipeline options (demo and send):\n"
@@ -69,6 +71,8 @@ int main(int argc, char** argv)
             return fastmig::cli::cmd_receive(args);
         if (cmd == "sim")
             return fastmig::cli::cmd_sim(args, argc, argv);
+        if (cmd == "status")
+            return fastmig::cli::cmd_status(args);
         if (cmd == "version" || cmd == "--version") {
             std::printf("fastmig %s\n", PACKAGE_VERSION);
             return 0;

@@ -1,10 +1,49 @@
-# The fastmig command (and, later, the libxl-save-helper drop-in).
+# The fastmig command and the libxl-save-helper drop-in (installed under
+# $(libexecdir)/fastmig/, where LIBXL_SAVE_HELPER or the dpkg diversion of
+# `make install-xl-helper` points libxl).  Both share libfmcli.a.
+noinst_LIBRARIES += libxl-plugin/libfmcli.a
+libxl_plugin_libfmcli_a_SOURCES = \
+	libxl-plugin/cli.hpp libxl-plugin/cli.cpp \
+	libxl-plugin/send_options.cpp
+
 bin_PROGRAMS += fastmig
 fastmig_SOURCES = \
 	libxl-plugin/fastmig_main.cpp \
-	libxl-plugin/cli.hpp libxl-plugin/cli.cpp \
 	libxl-plugin/report.hpp libxl-plugin/report.cpp \
 	libxl-plugin/netns.hpp libxl-plugin/netns.cpp \
 	libxl-plugin/cmd_migrate.cpp \
-	libxl-plugin/cmd_sim.cpp
-fastmig_LDADD = $(FASTMIG_LIBS)
+	libxl-plugin/cmd_sim.cpp \
+	libxl-plugin/cmd_status.cpp
+fastmig_LDADD = libxl-plugin/libfmcli.a $(FASTMIG_LIBS)
+
+# The helper's own code, in a library too so unit tests link it.
+noinst_LIBRARIES += libxl-plugin/libfmhelper.a
+libxl_plugin_libfmhelper_a_SOURCES = \
+	libxl-plugin/helper.hpp \
+	libxl-plugin/helper_args.hpp libxl-plugin/helper_args.cpp \
+	libxl-plugin/libxl_msgs.hpp libxl-plugin/libxl_msgs.cpp \
+	libxl-plugin/libxl_link.hpp libxl-plugin/libxl_link.cpp \
+	libxl-plugin/helper_backend.hpp libxl-plugin/helper_backend_sim.cpp libxl-plugin/helper_backend_xen.cpp \
+	libxl-plugin/helper_save.cpp libxl-plugin/helper_restore.cpp
+
+fastmighelperdir = $(libexecdir)/fastmig
+fastmighelper_PROGRAMS = libxl-plugin/libxl-save-helper
+libxl_plugin_libxl_save_helper_SOURCES = libxl-plugin/helper_main.cpp
+libxl_plugin_libxl_save_helper_LDADD = libxl-plugin/libfmhelper.a libxl-plugin/libfmcli.a $(FASTMIG_LIBS)
+EXTRA_DIST += libxl-plugin/xl-helper-divert.sh
+
+# `fastmig status` names the helper libxl runs and whether it is fastmig's.
+fastmig_CPPFLAGS = $(AM_CPPFLAGS) -DFASTMIG_HELPER_PATH='"$(fastmighelperdir)/libxl-save-helper"'
+
+# make install-xl-helper / uninstall-xl-helper: divert Xen's stock helper to
+# fastmig's (dpkg-divert --rename, a symlink in its place) and back.  See
+# README.md, "xl save, restore and migrate through fastmig".
+XEN_LIBEXEC = /usr/lib/xen-4.17/bin
+XL_HELPER_ROOT =
+install-xl-helper: install-fastmighelperPROGRAMS
+	$(SHELL) $(srcdir)/libxl-plugin/xl-helper-divert.sh install "$(XL_HELPER_ROOT)" \
+	  "$(XEN_LIBEXEC)/libxl-save-helper" "$(fastmighelperdir)/libxl-save-helper"
+uninstall-xl-helper:
+	$(SHELL) $(srcdir)/libxl-plugin/xl-helper-divert.sh uninstall "$(XL_HELPER_ROOT)" \
+	  "$(XEN_LIBEXEC)/libxl-save-helper" "$(fastmighelperdir)/libxl-save-helper"
+.PHONY: install-xl-helper uninstall-xl-helper

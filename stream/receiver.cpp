@@ -35,7 +35,10 @@ struct ChannelCounts {
 
 // One connection of the stream, read by its own thread.
 struct Channel {
-    Channel(int fd_, std::chrono::milliseconds timeout) : fd(fd_), src(fd_, timeout), reader(src) {}
+    Channel(int fd_, std::chrono::milliseconds timeout, bool read_ahead = true)
+        : fd(fd_), src(fd_, timeout, read_ahead), reader(src)
+    {
+    }
     int fd;
     Fd owned; // extra channels are owned here; channel 0 belongs to the caller
     SocketSource src;
@@ -48,7 +51,7 @@ class Receiver {
 public:
     Receiver(int fd, DomainProvider& provider, const ReceiveOptions& opt) : provider_(provider), opt_(opt)
     {
-        channels_.push_back(std::make_unique<Channel>(fd, opt.io_timeout));
+        channels_.push_back(std::make_unique<Channel>(fd, opt.io_timeout, !opt.one_way));
     }
     ReceiveResult run();
 
@@ -96,6 +99,8 @@ private:
 
 void Receiver::send(std::uint32_t c, std::vector<std::uint8_t> rec)
 {
+    if (opt_.one_way)
+        return; // nobody reads: the source learns of failures from its caller
     Channel& ch = *channels_[c];
     if (!ch.magic_sent) {
         ch.magic_sent = true;
@@ -157,6 +162,13 @@ void Receiver::accept_or_refuse(const wire::StreamHeader& h, std::uint32_t nr_ch
         refuse(wire::kAcceptNoMemory, "domain of " + std::to_string(h.nr_pages * kPageSize >> 20) +
                                           " MiB exceeds the receiver's limit of " +
                                           std::to_string(opt_.max_memory_bytes >> 20) + " MiB");
+    if (bool(h.features & wire::kFeatureOneWay) != opt_.one_way)
+        refuse(wire::kAcceptBadFeatures,
+               opt_.one_way ? "a two-way stream (fastmig send) on a one-way input: this end cannot answer it"
+                            : "a one-way stream (an image written by libxl's save helper): restore it through "
+                              "libxl (xl restore / migrate-receive with fastmig's libxl-save-helper)");
+    if ((h.features & wire::kFeatureOneWay) && (h.features & (wire::kFeatureChannels | wire::kFeatureVerify)))
+        refuse(wire::kAcceptBadFeatures, "a one-way stream cannot have several channels or a verify digest");
     if (nr_channels > 1 && !opt_.accept_channel)
         refuse(wire::kAcceptBadFeatures, "this receiver takes one connection per migration, not " +
                                              std::to_string(nr_channels));
@@ -208,6 +220,9 @@ void Receiver::accept_or_refuse(const wire::StreamHeader& h, std::uint32_t nr_ch
     // A receiver that dies before COMMIT must not leave this copy behind.
     dom_->set_orphan_policy(OrphanPolicy::destroy);
     res_.domain = dom_->name();
+    // Still before any page is read (libxl's static_data_done goes here).
+    if (opt_.accepted)
+        opt_.accepted(*dom_);
 }
 
 // Writes one batch into the domain, in descriptor order.  Raw pages that lie
@@ -494,6 +509,17 @@ ReceiveResult Receiver::run()
         Stopwatch restore;
         dom_->restore_state(state_);
         res_.restore_ms = restore.seconds() * 1e3;
+
+        if (opt_.one_way) {
+            // Built and paused: the caller starts it (libxl, after its own
+            // records and, for a migration, xl's handshake).
+            if (opt_.built)
+                opt_.built(*dom_);
+            dom_->set_orphan_policy(OrphanPolicy::none);
+            phase_ = Phase::finish;
+            res_.bytes_received = ch0.reader.bytes_read() + wire::kSourceMagic.size();
+            return res_;
+        }
 
         // Built and paused: ask for COMMIT.  Until it arrives the source owns
         // the domain, so any failure here destroys this copy.

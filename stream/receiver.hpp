@@ -29,6 +29,20 @@ struct ReceiveOptions {
     // waiting at most the given time.  Without it, a multi-channel stream is
     // refused.
     std::function<int(std::chrono::milliseconds)> accept_channel;
+    // One-way stream (docs/stream-format.md, One-way streams; libxl's
+    // restore helper): send nothing back, read no byte past END (libxl reads
+    // its own records after it on the same fd), and leave the domain built
+    // and paused for the caller to start; no READY/COMMIT.  A one-way
+    // receiver refuses a two-way stream and a two-way receiver a one-way one.
+    bool one_way = false;
+    // Called once the header is accepted and the domain created, before any
+    // page (libxl's static_data_done callback goes here).  Throwing fails the
+    // migration: the domain is destroyed.
+    std::function<void(IncomingDomain&)> accepted;
+    // One-way only: called with the domain built and paused, after its state
+    // is restored; throwing destroys it.  On return the receiver drops its
+    // hold (the domain belongs to the caller).
+    std::function<void(IncomingDomain&)> built;
 };
 
 struct ReceiveResult {

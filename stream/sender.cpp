@@ -32,6 +32,8 @@ public:
             throw Error("channels must be 1.." + std::to_string(wire::kMaxChannels));
         if (opt_.channels > 1 && !opt_.connect_channel)
             throw Error("several channels need a way to connect them");
+        if (opt_.one_way && (opt_.channels != 1 || opt_.verify))
+            throw Error("a one-way stream has one channel and no verification (no reply comes back)");
         if (opt_.pipeline.batch_pages == 0 || opt_.pipeline.batch_pages > wire::kMaxBatchPages)
             throw Error("batch size must be 1.." + std::to_string(wire::kMaxBatchPages) + " pages");
         replies_.push_back(std::make_unique<ReplyChannel>(fd, opt.io_timeout));
@@ -57,6 +59,8 @@ private:
     }
     std::string peer_reason();
     std::uint64_t features() const;
+    SendResult hand_over();
+    void take_counters();
 
     Domain& dom_;
     std::vector<int> fds_;
@@ -90,6 +94,8 @@ std::uint64_t Sender::features() const
         f |= wire::kFeatureXbzrle;
     if (opt_.channels > 1)
         f |= wire::kFeatureChannels;
+    if (opt_.one_way)
+        f |= wire::kFeatureOneWay;
     return f;
 }
 
@@ -116,6 +122,8 @@ void Sender::negotiate()
         out.insert(out.end(), ch.begin(), ch.end());
     }
     send_control(out);
+    if (opt_.one_way)
+        return; // nobody answers: the destination checks the header on its own
 
     try {
         wire::read_magic(replies_[0]->src, wire::kReplyMagic);
@@ -243,6 +251,8 @@ wire::Record Sender::next_reply(unsigned channel, wire::RecordType want)
 
 void Sender::wait_round_acks(unsigned round)
 {
+    if (opt_.one_way)
+        return;
     for (unsigned c = 0; c < fds_.size(); ++c) {
         auto ack = wire::parse_round_ack(next_reply(c, wire::RecordType::round_ack).body);
         if (ack.round != round)
@@ -318,6 +328,33 @@ wire::Done Sender::commit()
     return done;
 }
 
+void Sender::take_counters()
+{
+    auto c = pipe_->counters();
+    pipe_.reset();
+    res_.bytes_sent = c.wire_bytes + control_bytes_;
+    res_.pages_deflate = c.deflate_pages;
+    res_.pages_xbzrle = c.xbzrle_pages;
+    res_.deflate_in = c.deflate_in;
+    res_.deflate_out = c.deflate_out;
+    res_.xbzrle_hits = c.xbzrle_hits;
+    res_.xbzrle_misses = c.xbzrle_misses;
+}
+
+// One-way: END is out and nothing will come back.  The domain stays
+// suspended and belongs to the caller from here (libxl destroys it after a
+// save, or after xl's own handshake with the destination; or resumes it), so
+// the hold that would resume it if this process died is dropped.
+SendResult Sender::hand_over()
+{
+    phase_ = Phase::finish;
+    dom_.set_orphan_policy(OrphanPolicy::none);
+    suspended_ = false;
+    take_counters();
+    res_.total_ms = total_.seconds() * 1e3;
+    return res_;
+}
+
 SendResult Sender::run()
 {
     res_.domain = dom_.name();
@@ -334,21 +371,26 @@ SendResult Sender::run()
         pc.io_timeout = opt_.io_timeout;
         pipe_ = std::make_unique<SendPipeline>(dom_, fds_, pc);
 
+        auto read_free_hints = [&] {
+            if (opt_.free_page_hints) {
+                free_.resize(dom_.nr_pages());
+                if (dom_.free_page_hints(free_) == 0)
+                    free_ = DirtyBitmap();
+            }
+        };
         phase_ = Phase::precopy;
         failpoint("send:before-round0");
-        dom_.enable_dirty_log();
-        // Read after logging started: a free page the guest uses from now
-        // on is dirty and goes again with its data.
-        if (opt_.free_page_hints) {
-            free_.resize(dom_.nr_pages());
-            if (dom_.free_page_hints(free_) == 0)
-                free_ = DirtyBitmap();
-        }
         DirtyBitmap dirty(dom_.nr_pages());
         res_.setup_ms = setup.seconds() * 1e3;
         unsigned round = 0;
         Stopwatch precopy;
-        for (;;) {
+        if (opt_.live) {
+            dom_.enable_dirty_log();
+            // Read after logging started: a free page the guest uses from now
+            // on is dirty and goes again with its data.
+            read_free_hints();
+        }
+        while (opt_.live) {
             Stopwatch rt;
             run_round(round, round == 0 ? nullptr : &dirty, false);
             // Wait until the destination has applied the round: the round's
@@ -394,12 +436,17 @@ SendResult Sender::run()
         // Left to send: the set fetched after the last precopy round (which
         // the policy judged small enough) plus whatever the guest dirtied
         // between that fetch and the suspension.
-        {
+        if (opt_.live) {
             DirtyBitmap late(dom_.nr_pages());
             dom_.fetch_and_clear_dirty(late);
             dirty.merge(late);
+            run_round(round, &dirty, true);
+        } else {
+            // Not live: the guest stopped before any page went, so one round
+            // of every page is the whole image (hints are stable now).
+            read_free_hints();
+            run_round(round, nullptr, true);
         }
-        run_round(round, &dirty, true);
         send_state();
         for (unsigned c = 1; c < fds_.size(); ++c)
             pipe_->send_record(c, wire::encode_end());
@@ -410,6 +457,8 @@ SendResult Sender::run()
         res_.stop_copy_ms = sc.seconds() * 1e3;
         res_.rounds = round + 1;
         report(true);
+        if (opt_.one_way)
+            return hand_over();
 
         Stopwatch ready_wait;
         wait_ready(); // READY carries nothing the source needs: the digest comes in DONE
@@ -425,15 +474,7 @@ SendResult Sender::run()
         // be resumed again, whatever happens below.
         suspended_ = false;
         committing_ = false;
-        auto c = pipe_->counters();
-        pipe_.reset();
-        res_.bytes_sent = c.wire_bytes + control_bytes_;
-        res_.pages_deflate = c.deflate_pages;
-        res_.pages_xbzrle = c.xbzrle_pages;
-        res_.deflate_in = c.deflate_in;
-        res_.deflate_out = c.deflate_out;
-        res_.xbzrle_hits = c.xbzrle_hits;
-        res_.xbzrle_misses = c.xbzrle_misses;
+        take_counters();
 
         if (opt_.verify) {
             phase_ = Phase::verify;
@@ -457,7 +498,8 @@ SendResult Sender::run()
                      "there, destroy it here; if not, resume it here. Never both.";
             throw InDoubtError(e.has_context() ? e.domain() : dom_.name(), Phase::commit, cause);
         }
-        if (phase_ != Phase::finish && phase_ != Phase::negotiate && phase_ != Phase::commit) {
+        // One-way: nothing ever comes back, and io_fd may be write-only.
+        if (!opt_.one_way && phase_ != Phase::finish && phase_ != Phase::negotiate && phase_ != Phase::commit) {
             std::string why = peer_reason();
             if (!why.empty())
                 cause += " (destination: " + why + ")";

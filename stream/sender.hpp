@@ -41,6 +41,16 @@ struct SendOptions {
     // nothing but the first connection is opened to a peer that refuses).
     unsigned channels = 1;
     std::function<int()> connect_channel;
+    // One-way stream (docs/stream-format.md, One-way streams): the source
+    // reads nothing back.  Stock libxl gives its save helper no channel from
+    // the destination (`xl migrate`) or no destination at all (`xl save`).
+    // The stream ends at END; the domain is then left suspended and handed to
+    // the caller (libxl decides whether it is destroyed or resumed), so no
+    // ACCEPT, ROUND_ACK, READY, COMMIT or DONE, one channel, no verify.
+    bool one_way = false;
+    // false: suspend first and send every page once (`xl save`, whose
+    // xcflags lack XCFLAGS_LIVE): no precopy rounds, no duplicate pages.
+    bool live = true;
     std::chrono::milliseconds io_timeout{30000};
     std::chrono::milliseconds suspend_timeout{5000};
     // From END to the destination's READY (it builds and checks the domain),

@@ -1,5 +1,6 @@
 #include "stream/transport.hpp"
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 
@@ -10,6 +11,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -85,12 +87,25 @@ void resolve(const HostPort& where, bool passive, AddrList& out)
         throw Error("cannot resolve '" + where.host + "': " + gai_strerror(rc));
 }
 
-// Waits for `events` on fd; false on timeout.
+std::atomic<int> g_cancel_fd{-1};
+std::atomic<const char*> g_cancel_why{nullptr};
+
+void check_cancelled()
+{
+    if (const char* why = g_cancel_why.load(std::memory_order_acquire))
+        throw Error(std::string("interrupted: ") + why);
+}
+
+// Waits for `events` on fd; false on timeout.  Throws if cancel_all_io() was
+// called before or during the wait.
 bool wait_fd(int fd, short events, std::chrono::milliseconds timeout)
 {
-    pollfd p{fd, events, 0};
+    pollfd p[2] = {{fd, events, 0}, {g_cancel_fd.load(std::memory_order_acquire), POLLIN, 0}};
+    const nfds_t n = p[1].fd >= 0 ? 2 : 1;
     for (;;) {
-        int rc = ::poll(&p, 1, static_cast<int>(timeout.count()));
+        check_cancelled();
+        int rc = ::poll(p, n, static_cast<int>(timeout.count()));
+        check_cancelled();
         if (rc > 0)
             return true;
         if (rc == 0)
@@ -109,6 +124,30 @@ void tune_stream_socket(int fd)
 }
 
 } // namespace
+
+void enable_io_cancellation()
+{
+    if (g_cancel_fd.load() >= 0)
+        return;
+    int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (fd < 0)
+        throw_errno("eventfd");
+    g_cancel_fd.store(fd, std::memory_order_release);
+}
+
+void cancel_all_io(const char* why) noexcept
+{
+    g_cancel_why.store(why, std::memory_order_release);
+    int fd = g_cancel_fd.load(std::memory_order_acquire);
+    if (fd >= 0) {
+        // Never read back: the eventfd stays readable, so every later poll
+        // returns at once as well.
+        std::uint64_t one = 1;
+        [[maybe_unused]] auto r = ::write(fd, &one, sizeof one);
+    }
+}
+
+bool io_cancelled() noexcept { return g_cancel_why.load(std::memory_order_acquire) != nullptr; }
 
 Fd tcp_listen(const HostPort& where)
 {
@@ -209,6 +248,7 @@ void write_all(int fd, std::span<const iovec> iov_in, std::chrono::milliseconds 
     std::size_t i = 0;
     bool is_socket = true;
     while (i < n) {
+        check_cancelled(); // a reader that never blocks must not hide a cancel
         int cnt = static_cast<int>(std::min<std::size_t>(n - i, IOV_MAX));
         // sendmsg with MSG_NOSIGNAL: a vanished peer is an error to report,
         // not a SIGPIPE that kills the process holding a suspended domain.
@@ -248,8 +288,8 @@ void write_all(int fd, std::span<const std::uint8_t> data, std::chrono::millisec
     write_all(fd, std::span<const iovec>(&v, 1), timeout);
 }
 
-SocketSource::SocketSource(int fd, std::chrono::milliseconds timeout)
-    : fd_(fd), timeout_(timeout), buf_(256 * 1024)
+SocketSource::SocketSource(int fd, std::chrono::milliseconds timeout, bool read_ahead)
+    : fd_(fd), timeout_(timeout), read_ahead_(read_ahead), buf_(read_ahead ? 256 * 1024 : 0)
 {
 }
 
@@ -258,7 +298,11 @@ std::size_t SocketSource::fill(std::uint8_t* dst, std::size_t max, bool mid_read
     for (;;) {
         if (!wait_fd(fd_, POLLIN, timeout_))
             throw Error("peer sent nothing for " + std::to_string(timeout_.count()) + " ms");
-        ssize_t r = ::recv(fd_, dst, max, 0);
+        ssize_t r = is_socket_ ? ::recv(fd_, dst, max, 0) : ::read(fd_, dst, max);
+        if (r < 0 && errno == ENOTSOCK) { // a pipe or a file (libxl's helper)
+            is_socket_ = false;
+            continue;
+        }
         if (r > 0)
             return static_cast<std::size_t>(r);
         // At a read boundary the peer simply went away (killed, closed): not
@@ -284,7 +328,7 @@ void SocketSource::read_exact(std::span<std::uint8_t> out)
             continue;
         }
         std::size_t want = out.size() - done;
-        if (want >= buf_.size() / 2) {
+        if (!read_ahead_ || want >= buf_.size() / 2) {
             // Large reads (page data) bypass the buffer: one copy, not two.
             done += fill(out.data() + done, want, done > 0);
         } else {

@@ -59,13 +59,27 @@ Fd tcp_connect(const HostPort& where, std::chrono::milliseconds timeout);
 void write_all(int fd, std::span<const iovec> iov, std::chrono::milliseconds timeout);
 void write_all(int fd, std::span<const std::uint8_t> data, std::chrono::milliseconds timeout);
 
-// A buffered reader over a socket: small reads come from a buffer, large
-// ones go straight into the caller's memory.  Each wait for data is bounded
-// by `timeout`; EOF before the first byte of a read is a plain Error ("the
-// peer closed the connection"), EOF in the middle of one a StreamError.
+// Cancels every I/O wait of this process: each wait_fd (inside write_all and
+// SocketSource) and each later write_all throws Error("interrupted: <why>").
+// Why: libxl stops its save helper with SIGTERM and expects it to clean up
+// (resume the source, destroy a half-built domain) and report; a signal
+// alone does not wake the pipeline threads blocked in poll().  Async-signal
+// safe; `why` must be a string literal.  enable_io_cancellation() must have
+// been called first (it creates the eventfd every wait also polls).
+void enable_io_cancellation();
+void cancel_all_io(const char* why) noexcept;
+bool io_cancelled() noexcept;
+
+// A buffered reader over a socket, pipe or file: small reads come from a
+// buffer, large ones go straight into the caller's memory.  Each wait for
+// data is bounded by `timeout`; EOF before the first byte of a read is a plain
+// Error ("the peer closed the connection"), EOF in the middle of one a
+// StreamError.  With read_ahead false it never reads a byte the caller did
+// not ask for: libxl hands its save helper a stream fd that libxl itself
+// reads on after the helper's part (END), so nothing past END may be taken.
 class SocketSource : public wire::ByteSource {
 public:
-    SocketSource(int fd, std::chrono::milliseconds timeout);
+    SocketSource(int fd, std::chrono::milliseconds timeout, bool read_ahead = true);
     void read_exact(std::span<std::uint8_t> buf) override;
     void set_timeout(std::chrono::milliseconds t) { timeout_ = t; }
 
@@ -74,6 +88,8 @@ private:
 
     int fd_;
     std::chrono::milliseconds timeout_;
+    bool read_ahead_;
+    bool is_socket_ = true;
     std::vector<std::uint8_t> buf_;
     std::size_t head_ = 0, tail_ = 0;
 };

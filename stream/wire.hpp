@@ -90,10 +90,11 @@ enum Feature : std::uint64_t {
     kFeatureDeflate = 1u << 1, // DEFLATE pages and groups (any deflate compressor: igzip, zlib)
     kFeatureXbzrle = 1u << 2,  // XBZRLE pages
     kFeatureChannels = 1u << 3, // a CHANNELS record follows HEADER: pages travel on several connections
-    kFeatureRuns = 1u << 4,     // ZERO_RUN and FREE_RUN descriptors
+    kFeatureOneWay = 1u << 4,  // no reply direction: the destination sends nothing (libxl's save helper)
+    kFeatureRuns = 1u << 5,     // ZERO_RUN and FREE_RUN descriptors
 };
 constexpr std::uint64_t kKnownFeatures =
-    kFeatureVerify | kFeatureDeflate | kFeatureXbzrle | kFeatureChannels | kFeatureRuns;
+    kFeatureVerify | kFeatureDeflate | kFeatureXbzrle | kFeatureChannels | kFeatureOneWay | kFeatureRuns;
 
 // The feature bit a page encoding needs before a receiver may accept it (0:
 // always allowed; ZERO, RAW and FREE need no state or codec at either end).

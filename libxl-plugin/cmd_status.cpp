@@ -1,0 +1,143 @@
+// fastmig status: which save helper libxl will run for xl save / restore /
+// migrate, and whether it is fastmig's.  libxl 4.17 runs $LIBXL_SAVE_HELPER
+// when set, else <libexec>/libxl-save-helper (Debian: /usr/lib/xen-4.17/bin);
+// `make install-xl-helper` diverts the latter to fastmig's with dpkg.
+//
+// FASTMIG_STATUS_ROOT (tests) puts every file looked at under another root;
+// FASTMIG_XEN_LIBEXEC names another Xen's libexec directory.
+#include "libxl-plugin/cli.hpp"
+
+#include "config.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <string>
+
+#include <climits>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifndef FASTMIG_HELPER_PATH
+#define FASTMIG_HELPER_PATH "/usr/local/libexec/fastmig/libxl-save-helper"
+#endif
+
+namespace fastmig::cli {
+
+namespace {
+
+// A string only fastmig's helper carries (its usage text).
+const char kMarker[] = "fastmig's drop-in for Xen 4.17's libxl-save-helper";
+
+std::string env_or(const char* name, const std::string& def)
+{
+    const char* v = std::getenv(name);
+    return v && *v ? v : def;
+}
+
+struct HelperFile {
+    bool exists = false;
+    bool fastmig = false;
+    std::string link; // symlink target, if a symlink
+};
+
+// `path` as seen from `root` (an absolute symlink points inside root too).
+HelperFile inspect(const std::string& root, const std::string& path)
+{
+    HelperFile h;
+    struct stat st {};
+    std::string real = root + path;
+    if (::lstat(real.c_str(), &st) != 0)
+        return h;
+    if (S_ISLNK(st.st_mode)) {
+        char buf[PATH_MAX];
+        ssize_t n = ::readlink(real.c_str(), buf, sizeof buf - 1);
+        if (n > 0)
+            h.link.assign(buf, std::size_t(n));
+        if (!h.link.empty() && h.link[0] == '/')
+            real = root + h.link;
+    }
+    std::ifstream in(real, std::ios::binary);
+    if (!in)
+        return h; // dangling symlink: exists = false
+    h.exists = true;
+    std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    h.fastmig = data.find(kMarker) != std::string::npos;
+    return h;
+}
+
+// dpkg's diversions file: groups of three lines (path, diverted-to, package
+// or ':' for a local diversion).
+std::string diverted_to(const std::string& root, const std::string& path)
+{
+    std::ifstream in(root + "/var/lib/dpkg/diversions");
+    std::string from, to, pkg;
+    while (std::getline(in, from) && std::getline(in, to) && std::getline(in, pkg))
+        if (from == path)
+            return to;
+    return {};
+}
+
+std::string describe(const HelperFile& h)
+{
+    if (!h.exists)
+        return h.link.empty() ? "missing" : "missing (dangling symlink to " + h.link + ")";
+    std::string s = h.fastmig ? "fastmig's helper" : "not fastmig's (the stock helper?)";
+    if (!h.link.empty())
+        s += ", symlink to " + h.link;
+    return s;
+}
+
+} // namespace
+
+int cmd_status(const std::vector<std::string>& args)
+{
+    if (!args.empty())
+        throw UsageError("status takes no argument");
+    const std::string root = env_or("FASTMIG_STATUS_ROOT", "");
+    const std::string libexec = env_or("FASTMIG_XEN_LIBEXEC", "/usr/lib/xen-4.17/bin");
+    const std::string stock = libexec + "/libxl-save-helper";
+    const std::string ours = FASTMIG_HELPER_PATH;
+
+    std::printf("libxl save helper (used by xl save, xl restore, xl migrate and migrate-receive):\n");
+    HelperFile mine = inspect(root, ours);
+    std::printf("  fastmig's helper:   %s: %s\n", ours.c_str(), mine.exists ? "installed" : "not installed");
+    HelperFile st = inspect(root, stock);
+    std::string div = diverted_to(root, stock);
+    std::printf("  stock path:         %s: %s\n", stock.c_str(), describe(st).c_str());
+    if (!div.empty())
+        std::printf("  dpkg diversion:     %s -> %s (make uninstall-xl-helper restores it)\n", stock.c_str(),
+                    div.c_str());
+    else
+        std::printf("  dpkg diversion:     none\n");
+
+    const char* env = std::getenv("LIBXL_SAVE_HELPER");
+    std::string runs;
+    HelperFile active;
+    if (env && *env) {
+        runs = env;
+        active = inspect(root, runs);
+        std::printf("  LIBXL_SAVE_HELPER:  %s (set here; it wins over the stock path, but only where xl runs\n"
+                    "                      with it: for xl migrate the receiving side needs it too)\n",
+                    env);
+    } else {
+        runs = stock;
+        active = st;
+        std::printf("  LIBXL_SAVE_HELPER:  not set in this environment\n");
+    }
+    std::printf("libxl runs %s: %s\n", runs.c_str(),
+                !active.exists ? "MISSING (xl save/restore/migrate would fail)"
+                : active.fastmig ? "fastmig"
+                                 : "the stock helper (not fastmig)");
+    std::printf("backend of fastmig's helper: %s (FASTMIG_HELPER_BACKEND=%s)\n",
+#ifdef FASTMIG_HAVE_XEN
+                "Xen libraries found; the Xen backend (stream/domain/xen/) is not built yet",
+#else
+                "the Xen backend is not built (no Xen libraries at configure time)",
+#endif
+                env_or("FASTMIG_HELPER_BACKEND", "xen").c_str());
+    return 0;
+}
+
+} // namespace fastmig::cli

@@ -1,0 +1,30 @@
+// The libxl-save-helper drop-in: save and restore paths (helper_save.cpp,
+// helper_restore.cpp), each returning the `retval` of libxl's `complete`
+// message (0 done, -1 failed, after an error log message to libxl).
+#pragma once
+
+#include "libxl-plugin/helper_args.hpp"
+#include "libxl-plugin/helper_backend.hpp"
+#include "libxl-plugin/libxl_link.hpp"
+
+#include "stream/sender.hpp"
+
+#include <string>
+
+namespace fastmig::helper {
+
+int run_save(const SaveArgs& a, LibxlLink& libxl, HelperBackend& backend);
+int run_restore(const RestoreArgs& a, LibxlLink& libxl, HelperBackend& backend);
+
+// FASTMIG_HELPER_OPTIONS (the options of `fastmig send`, e.g.
+// "--threads 4 --max-bandwidth 1gbit"), applied to `so`.  libxl passes no
+// options of its own, so this is the helper's only configuration.
+void helper_send_options(SendOptions& so);
+
+// "domain 5 (sim:3)": libxl's domid and what it maps to.
+std::string domain_label(std::uint32_t domid, const std::string& backend_name);
+
+// One line "domain 5 (sim:3): <phase>: <cause>" for libxl's log.
+std::string error_line(std::uint32_t domid, const std::string& who, Phase phase, const std::exception& e);
+
+} // namespace fastmig::helper

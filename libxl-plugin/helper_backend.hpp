@@ -1,0 +1,55 @@
+// Which domains the libxl-save-helper drives, behind the engine's Domain
+// interface: real Xen domains (`xen`, the default: libxl's domid is a Xen
+// domain) or simulated ones (`sim`, FASTMIG_HELPER_BACKEND=sim) so that the
+// whole libxl protocol is tested on a host without Xen.
+#pragma once
+
+#include "stream/domain.hpp"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace fastmig::helper {
+
+// What libxl's --restore-domain says about the domain it created.
+struct RestoreParams {
+    std::uint32_t domid = 0;
+    std::uint32_t store_evtchn = 0, store_domid = 0;
+    std::uint32_t console_evtchn = 0, console_domid = 0;
+};
+
+// Frames libxl needs after a restore to connect xenstore and the console.
+struct RestoreResults {
+    std::uint64_t store_gfn = 0;
+    std::uint64_t console_gfn = 0;
+};
+
+class HelperBackend {
+public:
+    virtual ~HelperBackend() = default;
+    virtual std::string name() const = 0;
+
+    // The running domain libxl asked to save.
+    virtual std::unique_ptr<Domain> open_source(std::uint32_t domid) = 0;
+    // HVM guests with a device model: libxl must switch QEMU's own log-dirty
+    // on before the first round and off at the end (switch_qemu_logdirty).
+    virtual bool needs_qemu_logdirty(const Domain&) const { return false; }
+
+    // Builds the destination of a restore (libxl created the empty domain).
+    virtual std::unique_ptr<DomainProvider> provider(const RestoreParams&) = 0;
+    virtual std::vector<std::uint32_t> kinds() const = 0;
+    // Static data the stream lacked, for libxl's static_data_done
+    // (XGR_SDD_MISSING_CPUID = 1, XGR_SDD_MISSING_MSR = 2).
+    virtual unsigned static_data_missing(const IncomingDomain&) const { return 0; }
+    virtual RestoreResults restore_results(IncomingDomain&) = 0;
+};
+
+// FASTMIG_HELPER_BACKEND: "xen" (default) or "sim".  Throws Error with a
+// clear cause (unknown name, backend not built).
+std::unique_ptr<HelperBackend> make_backend();
+std::unique_ptr<HelperBackend> make_sim_backend();
+std::unique_ptr<HelperBackend> make_xen_backend();
+
+} // namespace fastmig::helper

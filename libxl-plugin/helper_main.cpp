@@ -1,0 +1,102 @@
+// libxl-save-helper: fastmig's drop-in for Xen 4.17's helper of the same
+// name.  libxl runs it with the command line of helper_args.hpp, its stdin
+// and stdout as the message pipes (libxl_link.hpp), stderr inherited.
+//
+// Exit status: 0 once `complete` was delivered (its retval carries success
+// or failure, as with the stock helper), 2 for a command line libxl would
+// never produce (usage on stderr, nothing on stdout), 1 when libxl could not
+// be told (its pipes are gone).
+#include "libxl-plugin/helper.hpp"
+
+#include "stream/transport.hpp"
+
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+namespace {
+
+extern "C" void on_term(int sig)
+{
+    // libxl's abort (helper_stop) sends SIGTERM; an interactive ^C reaches
+    // the helper as SIGINT.  Either way: unwind through the engine's error
+    // path (resume the source, destroy a half-built domain), then report.
+    fastmig::cancel_all_io(sig == SIGTERM ? "SIGTERM (libxl aborted the operation)" : "SIGINT");
+}
+
+void install_signals()
+{
+    struct sigaction sa {};
+    sa.sa_handler = on_term;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, nullptr);
+    sigaction(SIGINT, &sa, nullptr);
+    sigset_t unblock;
+    sigemptyset(&unblock);
+    sigaddset(&unblock, SIGTERM);
+    sigaddset(&unblock, SIGINT);
+    pthread_sigmask(SIG_UNBLOCK, &unblock, nullptr);
+    // A vanished reader is an error to report, not a silent death.
+    std::signal(SIGPIPE, SIG_IGN);
+}
+
+} // namespace
+
+int main(int argc, char** argv)
+{
+    using namespace fastmig::helper;
+    std::vector<std::string> args(argv + 1, argv + argc);
+    if (args.size() == 1 && (args[0] == "--help" || args[0] == "-h")) {
+        std::fputs(kHelperUsage, stdout);
+        return 0;
+    }
+    HelperArgs parsed;
+    try {
+        parsed = parse_helper_args(args);
+    } catch (const UsageError& e) {
+        std::fprintf(stderr, "libxl-save-helper (fastmig): %s\n%s", e.what(), kHelperUsage);
+        return 2;
+    }
+    install_signals();
+    try {
+        fastmig::enable_io_cancellation();
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "libxl-save-helper (fastmig): %s\n", e.what());
+        return 1;
+    }
+
+    const bool save = std::holds_alternative<SaveArgs>(parsed);
+    const unsigned cbflags = save ? std::get<SaveArgs>(parsed).cbflags : std::get<RestoreArgs>(parsed).cbflags;
+    const std::uint32_t domid = save ? std::get<SaveArgs>(parsed).domid : std::get<RestoreArgs>(parsed).domid;
+    LibxlLink libxl(STDOUT_FILENO, STDIN_FILENO, cbflags, save);
+    libxl.log(XtlLevel::debug, std::string("fastmig libxl-save-helper: starting ") + (save ? "save" : "restore") +
+                                   " of domain " + std::to_string(domid));
+
+    int retval = -1;
+    try {
+        auto backend = make_backend();
+        retval = save ? run_save(std::get<SaveArgs>(parsed), libxl, *backend)
+                      : run_restore(std::get<RestoreArgs>(parsed), libxl, *backend);
+    } catch (const std::exception& e) {
+        libxl.log(XtlLevel::error, std::string("fastmig: ") + (save ? "save" : "restore") + " failed: domain " +
+                                       std::to_string(domid) + ": setup: " + e.what());
+        if (!save) {
+            try {
+                libxl.restore_results(0, 0);
+            } catch (...) {
+            }
+        }
+        retval = -1;
+    }
+    try {
+        libxl.complete(retval, 0);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "libxl-save-helper (fastmig): domain %u: complete: %s\n", domid, e.what());
+        return 1;
+    }
+    return 0;
+}

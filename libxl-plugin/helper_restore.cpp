@@ -1,0 +1,113 @@
+// --restore-domain: reads fastmig's one-way stream from io_fd into the
+// domain libxl created, in place of xc_domain_restore.  Reads exactly up to
+// the stream's END (libxl reads its own records after it on the same fd),
+// leaves the domain built and paused (libxl unpauses it: `xl restore`, or
+// xl migrate-receive after the source's "go"), then reports restore_results
+// and complete.  Any failure destroys what was built.
+#include "libxl-plugin/helper.hpp"
+
+#include "stream/receiver.hpp"
+
+#include <cstdio>
+
+#include <fcntl.h>
+
+namespace fastmig::helper {
+
+namespace {
+
+// Names the new domain to libxl's log as soon as it exists.
+class LoggingProvider : public DomainProvider {
+public:
+    LoggingProvider(DomainProvider& inner, LibxlLink& libxl, std::uint32_t domid)
+        : inner_(inner), libxl_(libxl), domid_(domid)
+    {
+    }
+    std::unique_ptr<IncomingDomain> create(std::uint64_t nr_pages, std::uint32_t kind,
+                                           const std::string& source_name) override
+    {
+        auto d = inner_.create(nr_pages, kind, source_name);
+        libxl_.log(XtlLevel::info, "fastmig: restoring " + source_name + " into " + domain_label(domid_, d->name()) +
+                                       ", " + std::to_string(nr_pages) + " pages");
+        name = d->name();
+        return d;
+    }
+    std::string name;
+
+private:
+    DomainProvider& inner_;
+    LibxlLink& libxl_;
+    std::uint32_t domid_;
+};
+
+} // namespace
+
+int run_restore(const RestoreArgs& a, LibxlLink& libxl, HelperBackend& backend)
+{
+    std::string who = domain_label(a.domid, "");
+    RestoreResults results;
+    int rc = -1;
+    try {
+        if (a.stream_type != kStreamPlain)
+            throw Error(who, Phase::setup,
+                        "checkpointed streams (Remus/COLO, stream_type " + std::to_string(a.stream_type) +
+                            ") are not supported by fastmig's helper; use the stock libxl-save-helper");
+        if (::fcntl(a.io_fd, F_GETFD) < 0)
+            throw Error(who, Phase::setup, "io_fd " + std::to_string(a.io_fd) + " is not an open descriptor");
+
+        RestoreParams params{a.domid, a.store_evtchn, a.store_domid, a.console_evtchn, a.console_domid};
+        std::unique_ptr<DomainProvider> inner;
+        try {
+            inner = backend.provider(params);
+        } catch (const Error& e) {
+            throw Error(who, Phase::setup, e.cause());
+        }
+        LoggingProvider provider(*inner, libxl, a.domid);
+
+        ReceiveOptions ro;
+        ro.one_way = true;
+        ro.kinds = backend.kinds();
+        SendOptions so; // the same FASTMIG_HELPER_OPTIONS: --timeout-ms applies here too
+        helper_send_options(so);
+        ro.io_timeout = so.io_timeout;
+        ro.log = [&](const std::string& line) { libxl.log(XtlLevel::detail, who + ": " + line); };
+        ro.accepted = [&](IncomingDomain& d) {
+            // libxc calls it at STATIC_DATA_END, before any page; fastmig's
+            // header plays that part.
+            if (libxl.provides(Msg::static_data_done)) {
+                int r = libxl.static_data_done(backend.static_data_missing(d));
+                if (r != 0)
+                    throw Error("libxl's static_data_done callback failed (answered " + std::to_string(r) + ")");
+            }
+        };
+        ro.built = [&](IncomingDomain& d) { results = backend.restore_results(d); };
+
+        ReceiveResult r = receive_domain(a.io_fd, provider, ro);
+        who = domain_label(a.domid, r.domain);
+        char line[320];
+        std::snprintf(line, sizeof line,
+                      "fastmig: restored %s from %s: %llu pages, %.1f MiB read in %.0f ms (%u rounds); paused, "
+                      "libxl starts it",
+                      who.c_str(), r.source_name.c_str(), (unsigned long long)r.nr_pages,
+                      double(r.bytes_received) / (1 << 20), r.receive_ms + r.restore_ms, r.rounds);
+        libxl.log(XtlLevel::info, line);
+        rc = 0;
+    } catch (const std::exception& e) {
+        std::string msg = error_line(a.domid, who, Phase::receive, e);
+        if (msg.find("closed the connection") != std::string::npos)
+            msg += " (the stream ended before its END record: truncated image, or the source gave up)";
+        libxl.log(XtlLevel::error, "fastmig: restore failed: " + msg);
+        results = {};
+    }
+    // Sent whatever happened, as the stock helper does: libxl counts a
+    // restore helper that exits without results as failed.
+    try {
+        libxl.restore_results(results.store_gfn, results.console_gfn);
+    } catch (const std::exception& e) {
+        libxl.log(XtlLevel::error, std::string("fastmig: restore_results: ") + e.what());
+        rc = -1;
+    }
+    return rc;
+}
+
+} // namespace fastmig::helper

@@ -1,0 +1,219 @@
+// --save-domain: fastmig's stream on io_fd, in place of xc_domain_save.
+//
+// Stock libxl 4.17 gives the helper no reply channel from the destination
+// (recv_fd is only set up for COLO; for `xl save` and `xl migrate` it is a
+// copy of xl's stdin, see docs/libxl-helper.md), so the stream is one-way:
+// no ACCEPT/ROUND_ACK/READY/COMMIT/DONE.  The commit decision is xl's own
+// handshake after the stream ("ready" / "go" messages), which keeps the
+// destination paused until the source gives it up, as with libxc.
+#include "libxl-plugin/helper.hpp"
+
+#include "libxl-plugin/cli.hpp"
+#include "stream/transport.hpp"
+
+#include <cstdio>
+#include <cstdlib>
+#include <sstream>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+
+namespace fastmig::helper {
+
+std::string domain_label(std::uint32_t domid, const std::string& backend_name)
+{
+    return "domain " + std::to_string(domid) + (backend_name.empty() ? "" : " (" + backend_name + ")");
+}
+
+std::string error_line(std::uint32_t domid, const std::string& who, Phase phase, const std::exception& e)
+{
+    auto* err = dynamic_cast<const Error*>(&e);
+    if (!err)
+        return who + ": " + phase_name(phase) + ": " + e.what();
+    if (!err->has_context())
+        return who + ": " + phase_name(phase) + ": " + err->cause();
+    // The engine names the backend's domain ("sim:3"); libxl's user knows the domid.
+    std::string d = err->domain().rfind("domain ", 0) == 0 ? err->domain() : domain_label(domid, err->domain());
+    return d + ": " + phase_name(err->phase()) + ": " + err->cause();
+}
+
+void helper_send_options(SendOptions& so)
+{
+    std::vector<std::string> words;
+    if (const char* env = std::getenv("FASTMIG_HELPER_OPTIONS")) {
+        std::istringstream in(env);
+        for (std::string w; in >> w;)
+            words.push_back(w);
+    }
+    try {
+        cli::Options o(words, cli::kSendValued, cli::kSendFlags);
+        if (!o.positional().empty())
+            throw cli::UsageError("unexpected word '" + o.positional()[0] + "'");
+        unsigned channels = 1;
+        cli::apply_send_options(o, so, channels);
+        if (o.get("channels") && channels != 1)
+            throw cli::UsageError("--channels: libxl gives its helper one stream fd, so one channel");
+    } catch (const cli::UsageError& e) {
+        throw Error(std::string("FASTMIG_HELPER_OPTIONS: ") + e.what());
+    }
+    so.channels = 1;
+}
+
+namespace {
+
+// The source domain as libxl must see it: suspension goes through libxl's
+// suspend callback (libxl asks the guest, saves the device model, records
+// that the guest responded), then the backend confirms the guest stopped.
+class LibxlSuspendedDomain : public Domain {
+public:
+    LibxlSuspendedDomain(Domain& inner, LibxlLink& libxl) : d_(inner), libxl_(libxl) {}
+
+    std::string name() const override { return d_.name(); }
+    std::uint64_t nr_pages() const override { return d_.nr_pages(); }
+    std::uint32_t kind() const override { return d_.kind(); }
+    void enable_dirty_log() override { d_.enable_dirty_log(); }
+    void disable_dirty_log() override { d_.disable_dirty_log(); }
+    std::uint64_t fetch_and_clear_dirty(DirtyBitmap& out) override { return d_.fetch_and_clear_dirty(out); }
+    std::uint64_t free_page_hints(DirtyBitmap& out) override { return d_.free_page_hints(out); }
+    void read_pages(std::span<const Pfn> pfns, std::span<std::uint8_t> dst) override { d_.read_pages(pfns, dst); }
+
+    void suspend(std::chrono::milliseconds timeout) override
+    {
+        ++suspend_calls_;
+        int r = 0;
+        std::string why;
+        try {
+            r = libxl_.suspend();
+            if (r != 1)
+                why = "libxl's suspend callback failed (answered " + std::to_string(r) + ", expected 1)";
+        } catch (const Error& e) {
+            why = e.cause(); // no answer (SIGTERM, libxl gone)
+        }
+        if (!why.empty()) {
+            // libxl may have stopped the guest part way (e.g. the guest
+            // suspended but saving the device model failed): make sure it
+            // runs.  A resume of a running domain is harmless on both
+            // backends, and xl resumes it too on a failed save.
+            try {
+                d_.resume();
+                why += "; the domain was resumed";
+            } catch (const std::exception& e) {
+                why += std::string("; resuming it failed: ") + e.what();
+            }
+            throw Error(why);
+        }
+        d_.suspend(timeout);
+    }
+    void resume() override { d_.resume(); }
+    bool running() const override { return d_.running(); }
+    std::vector<StateBlob> save_state() override { return d_.save_state(); }
+    DomainClock clock() const override { return d_.clock(); }
+    void release() override { d_.release(); }
+    void set_orphan_policy(OrphanPolicy p) override { d_.set_orphan_policy(p); }
+
+    unsigned suspend_calls() const { return suspend_calls_; }
+
+private:
+    Domain& d_;
+    LibxlLink& libxl_;
+    unsigned suspend_calls_ = 0;
+};
+
+// libxl hands over the fd blocking; writes to a full pipe must be waits
+// that SIGTERM can cancel (transport.hpp), so the helper makes it
+// non-blocking and gives it back as it was (libxl writes on after us).
+class NonBlocking {
+public:
+    explicit NonBlocking(int fd) : fd_(fd), flags_(::fcntl(fd, F_GETFL))
+    {
+        struct stat st {};
+        if (flags_ >= 0 && ::fstat(fd, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)))
+            changed_ = ::fcntl(fd, F_SETFL, flags_ | O_NONBLOCK) == 0;
+    }
+    ~NonBlocking()
+    {
+        if (changed_)
+            ::fcntl(fd_, F_SETFL, flags_);
+    }
+    NonBlocking(const NonBlocking&) = delete;
+    NonBlocking& operator=(const NonBlocking&) = delete;
+
+private:
+    int fd_;
+    int flags_;
+    bool changed_ = false;
+};
+
+} // namespace
+
+int run_save(const SaveArgs& a, LibxlLink& libxl, HelperBackend& backend)
+{
+    std::string who = domain_label(a.domid, "");
+    try {
+        if (a.stream_type != kStreamPlain)
+            throw Error(who, Phase::setup,
+                        "checkpointed streams (Remus/COLO, stream_type " + std::to_string(a.stream_type) +
+                            ") are not supported by fastmig's helper; use the stock libxl-save-helper");
+        if (!libxl.provides(Msg::suspend))
+            throw Error(who, Phase::setup,
+                        "libxl did not provide the suspend callback (cbflags " + std::to_string(a.cbflags) + ")");
+        if (::fcntl(a.io_fd, F_GETFD) < 0)
+            throw Error(who, Phase::setup, "io_fd " + std::to_string(a.io_fd) + " is not an open descriptor");
+
+        SendOptions so;
+        helper_send_options(so);
+        so.one_way = true;
+        so.live = a.xcflags & kXcflagsLive;
+        so.verify = false;
+        so.release_source = false; // libxl destroys it (xl save, or after xl's handshake)
+        // libxl's reply timeout bounds the suspend callback; the backend's
+        // own confirmation afterwards is quick.
+        so.suspend_timeout = std::chrono::seconds(30);
+
+        std::unique_ptr<Domain> inner;
+        try {
+            inner = backend.open_source(a.domid);
+        } catch (const Error& e) {
+            throw Error(who, Phase::setup, e.cause());
+        }
+        who = domain_label(a.domid, inner->name());
+        libxl.log(XtlLevel::info, "fastmig: saving " + who + ", " + std::to_string(inner->nr_pages()) + " pages, " +
+                                      (so.live ? "live" : "not live") + ", " + std::to_string(so.pipeline.threads) +
+                                      " threads");
+        LibxlSuspendedDomain dom(*inner, libxl);
+        so.progress = [&](const Progress& p) {
+            libxl.progress(p.stop_copy ? "fastmig: stop-and-copy round " + std::to_string(p.round)
+                                       : "Frames iteration " + std::to_string(p.round),
+                           p.pages_done, p.pages_round);
+        };
+        so.log = [&](const std::string& line) { libxl.log(XtlLevel::detail, who + ": " + line); };
+
+        bool qemu = backend.needs_qemu_logdirty(*inner);
+        if (qemu && libxl.switch_qemu_logdirty(a.domid, true) != 0)
+            throw Error(who, Phase::setup, "libxl could not switch QEMU's log-dirty mode on");
+
+        SendResult r;
+        {
+            NonBlocking nb(a.io_fd);
+            r = send_domain(dom, a.io_fd, so);
+        }
+        if (qemu && libxl.switch_qemu_logdirty(a.domid, false) != 0)
+            libxl.log(XtlLevel::warn, who + ": finish: libxl could not switch QEMU's log-dirty mode off");
+        if (dom.suspend_calls() != 1)
+            throw Error(who, Phase::finish,
+                        "internal: suspend was asked " + std::to_string(dom.suspend_calls()) + " times");
+        char line[320];
+        std::snprintf(line, sizeof line,
+                      "fastmig: saved %s: %llu pages in %u rounds (%s), %.1f MiB written in %.0f ms, "
+                      "stop-and-copy %.1f ms; the domain is suspended, libxl takes it from here",
+                      who.c_str(), (unsigned long long)r.nr_pages, r.rounds, stop_reason_name(r.stop_reason),
+                      double(r.bytes_sent) / (1 << 20), r.total_ms, r.stop_copy_ms);
+        libxl.log(XtlLevel::info, line);
+        return 0;
+    } catch (const std::exception& e) {
+        libxl.log(XtlLevel::error, "fastmig: save failed: " + error_line(a.domid, who, Phase::setup, e));
+        return -1;
+    }
+}
+
+} // namespace fastmig::helper

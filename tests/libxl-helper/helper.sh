@@ -1,0 +1,149 @@
+#!/bin/sh
+# The libxl-save-helper drop-in, driven through its pipes by a fake libxl
+# end (fake_libxl: libxl 4.17's command line and message layout, checked
+# byte by byte) with the sim backend: no Xen needed.  TAP.
+. "${top_srcdir:-.}/tests/integration/lib.sh"
+B=$(dirname "$FASTMIG_BIN")
+HELPER=$B/libxl-plugin/libxl-save-helper
+FAKE=$B/tests/libxl-helper/fake_libxl
+export FASTMIG_HELPER_BACKEND=sim
+T=$WORK
+
+has() { grep -q -- "$2" "$1"; }
+count() { grep -c -- "$2" "$1" || true; }
+state() { fm sim info "$1" | sed -n 's/^state: //p'; }
+incoming() { fm sim list | awk '$NF == "incoming" {print $1}'; }
+new_guest() { fm sim create --memory "$1" --workload "$2" --seed 7; }
+
+# --- the command line --------------------------------------------------------
+usage_case() {  # usage_case ARGS...: exit 2, usage on stderr, nothing on stdout
+  "$HELPER" "$@" >"$T/u.out" 2>"$T/u.err"; rc=$?
+  [ $rc -eq 2 ] && [ ! -s "$T/u.out" ] && has "$T/u.err" usage
+}
+ok "bad argv: no mode is a usage error" -- usage_case
+ok "bad argv: wrong argument count" -- usage_case --save-domain 3 -1 5 1 136
+ok "bad argv: non-numeric domid" -- usage_case --save-domain 3 -1 five 1 136 0
+ok "bad argv: unknown mode" -- usage_case --suspend-domain 3 -1 5 1 136 0
+ok "bad argv: restore without io_fd" -- usage_case --restore-domain -1 -1 6 1 0 2 0 768 0
+
+# --- the default backend without Xen: a clear error, never a fake success ----
+xen_case() {
+  FASTMIG_HELPER_BACKEND= "$FAKE" --helper "$HELPER" --io "$T/x.img" save >"$T/x.out" 2>&1 || return 1
+  has "$T/x.out" "save: complete retval=-1" && has "$T/x.out" "level=8 .*Xen backend is not built/available" &&
+    ! has "$T/x.out" "save: suspend"
+}
+ok "xen backend not built: save fails with a clear error, no suspend asked" -- xen_case
+
+# --- xl migrate: save and restore helpers joined by a socketpair -------------
+G=$(new_guest 64M web)
+pair_case() {
+  FASTMIG_HELPER_SIM_DOMAIN=$G FASTMIG_HELPER_OPTIONS="--threads 2 --no-free-hints" \
+    "$FAKE" --helper "$HELPER" --check-running "$G" pair >"$T/p.out" 2>&1 || { cat "$T/p.out"; return 1; }
+  cat "$T/p.out"
+  has "$T/p.out" "save: complete retval=0" && has "$T/p.out" "restore: complete retval=0" &&
+    has "$T/p.out" "restore: libxl suffix intact" && has "$T/p.out" "restore: static_data_done missing=0"
+}
+ok "migrate: save->restore through a socketpair completes on both sides" -- pair_case
+suspend_phase() {
+  [ "$(count "$T/p.out" 'save: suspend')" -eq 1 ] || return 1
+  # live: precopy round 0 went before the suspend, stop-and-copy after it,
+  # and the guest was still running when libxl was asked to suspend it.
+  awk '/Frames iteration 0/ && !s {f=1} /save: suspend/ {s=1; if (!f) exit 1} /stop-and-copy/ {if (!s) exit 1; c=1}
+       END {exit !(f && s && c)}' "$T/p.out" && has "$T/p.out" "save: suspend guest=running reply=1"
+}
+ok "migrate: suspend callback called exactly once, after precopy, before stop-and-copy" -- suspend_phase
+D=$(incoming)
+bitexact() {
+  [ -n "$D" ] && [ "$(state "$G")" = paused ] && [ "$(fm sim checksum "$G")" = "$(fm sim checksum "$D")" ]
+}
+ok "migrate: source left suspended for libxl, destination memory bit-exact" -- bitexact
+runs_after() {
+  before=$(fm sim checksum "$D") && fm sim resume "$D" && [ "$(state "$D")" = running ] &&
+    sleep 1 && [ "$(fm sim checksum "$D")" != "$before" ]
+}
+ok "migrate: the restored guest runs once libxl unpauses it (its memory changes)" -- runs_after
+fm sim destroy "$G" >/dev/null 2>&1; fm sim destroy "$D" >/dev/null 2>&1
+
+# --- xl save to a file (not live), xl restore from it ------------------------
+G=$(new_guest 32M web)
+save_file() {
+  FASTMIG_HELPER_SIM_DOMAIN=$G FASTMIG_HELPER_OPTIONS="--no-free-hints" \
+    "$FAKE" --helper "$HELPER" --xcflags 0 --io "$T/s.img" save >"$T/s.out" 2>&1 || { cat "$T/s.out"; return 1; }
+  cat "$T/s.out"
+  has "$T/s.out" "save: complete retval=0" && [ "$(count "$T/s.out" 'save: suspend')" -eq 1 ] &&
+    ! has "$T/s.out" "Frames iteration" &&
+    awk '/save: suspend/ {s=1} /what=/ && / done=[1-9]/ {if (!s) exit 1} END {exit !s}' "$T/s.out"
+}
+ok "xl save (not live): suspend first, one round, image written" -- save_file
+cp "$T/s.img" "$T/s.orig"
+restore_file() {
+  "$FAKE" --helper "$HELPER" --io "$T/s.img" restore >"$T/r.out" 2>&1 || { cat "$T/r.out"; return 1; }
+  cat "$T/r.out"
+  D=$(incoming)
+  has "$T/r.out" "restore: complete retval=0" && has "$T/r.out" "libxl suffix intact" && [ -n "$D" ] &&
+    [ "$(fm sim checksum "$G")" = "$(fm sim checksum "$D")" ] && fm sim resume "$D" && [ "$(state "$D")" = running ]
+}
+ok "xl restore from the image: bit-exact, libxl's records after it intact, runs" -- restore_file
+fm sim destroy "$G" >/dev/null 2>&1; [ -n "$(incoming)" ] || true
+for d in $(fm sim list | awk 'NR>1 {print $1}'); do fm sim destroy "$d" >/dev/null 2>&1; done
+
+# --- failures ------------------------------------------------------------------
+G=$(new_guest 32M web)
+failing_suspend() {
+  FASTMIG_HELPER_SIM_DOMAIN=$G "$FAKE" --helper "$HELPER" --suspend-reply 0 --pause-on-suspend "$G" \
+    --io "$T/f.img" save >"$T/f.out" 2>&1 || { cat "$T/f.out"; return 1; }
+  cat "$T/f.out"
+  has "$T/f.out" "save: complete retval=-1" && has "$T/f.out" "level=8 .*domain 5 (sim:.*suspend callback failed" &&
+    [ "$(state "$G")" = running ]
+}
+ok "libxl answers 0 to suspend: failure reported, source resumed and running" -- failing_suspend
+term_at_suspend() {
+  FASTMIG_HELPER_SIM_DOMAIN=$G "$FAKE" --helper "$HELPER" --term-at-suspend --pause-on-suspend "$G" \
+    --io "$T/f.img" save >"$T/f.out" 2>&1 || { cat "$T/f.out"; return 1; }
+  cat "$T/f.out"
+  has "$T/f.out" "save: complete retval=-1" && has "$T/f.out" "level=8 .*suspend callback: interrupted: SIGTERM.*resumed" &&
+    [ "$(state "$G")" = running ]
+}
+ok "SIGTERM while libxl handles the suspend callback: source resumed, failure reported" -- term_at_suspend
+restore_bad() {  # restore_bad FILE WHAT: fails naming WHAT, no incoming domain left
+  "$FAKE" --helper "$HELPER" --no-framing --io "$1" restore >"$T/b.out" 2>&1 || { cat "$T/b.out"; return 1; }
+  cat "$T/b.out"
+  has "$T/b.out" "restore: complete retval=-1" && has "$T/b.out" "level=8 .*$2" && [ -z "$(incoming)" ] &&
+    [ "$(fm sim list | wc -l)" -eq 2 ]
+}
+tail -c +33 "$T/s.orig" >"$T/clean.img"   # the helper's part alone
+head -c $(( $(wc -c <"$T/clean.img") / 2 )) "$T/clean.img" >"$T/trunc.img"
+ok "truncated image: clear error, half-built domain destroyed" -- restore_bad "$T/trunc.img" "restore failed: domain 6.*\(truncated\|closed\)"
+cp "$T/clean.img" "$T/corrupt.img"
+printf '\125' | dd of="$T/corrupt.img" bs=1 seek=$(( $(wc -c <"$T/clean.img") / 3 )) conv=notrunc 2>/dev/null
+ok "corrupt image: malformed stream error, domain destroyed" -- restore_bad "$T/corrupt.img" "malformed stream"
+printf '\377\377\377\377\377\377\377\377XENF\0\0\0\3' >"$T/libxc.img"
+ok "a stock libxc image: says so, no domain built" -- restore_bad "$T/libxc.img" "libxc"
+static_fail() {
+  "$FAKE" --helper "$HELPER" --no-framing --static-reply 1 --io "$T/clean.img" restore >"$T/st.out" 2>&1 || return 1
+  has "$T/st.out" "complete retval=-1" && has "$T/st.out" "static_data_done callback failed" && [ -z "$(incoming)" ]
+}
+ok "libxl fails static_data_done: restore fails, domain destroyed" -- static_fail
+remus() {
+  FASTMIG_HELPER_SIM_DOMAIN=$G "$FAKE" --helper "$HELPER" --stream-type 1 --io "$T/rm.img" save >"$T/rm.out" 2>&1 &&
+    has "$T/rm.out" "complete retval=-1" && has "$T/rm.out" "Remus/COLO" && [ "$(state "$G")" = running ]
+}
+ok "checkpointed stream (Remus) refused clearly, guest untouched" -- remus
+fm sim destroy "$G" >/dev/null 2>&1
+
+# --- SIGTERM from libxl mid-stream ---------------------------------------------
+SLOW="--max-bandwidth 8M --compress none --threads 2"
+G=$(new_guest 64M random)
+term_case() {  # term_case save|restore: SIGTERM that helper after 3 progress messages
+  FASTMIG_HELPER_SIM_DOMAIN=$G FASTMIG_HELPER_OPTIONS="$SLOW" \
+    "$FAKE" --helper "$HELPER" --term-$1-after 3 pair >"$T/t.out" 2>&1 || { cat "$T/t.out"; return 1; }
+  cat "$T/t.out"
+  has "$T/t.out" "$1 failed: .*interrupted: SIGTERM" && has "$T/t.out" "save: complete retval=-1" &&
+    has "$T/t.out" "restore: complete retval=-1" && [ "$(state "$G")" = running ] && [ -z "$(incoming)" ]
+}
+ok "SIGTERM to the save helper mid-stream: source running, no half domain at the destination" -- term_case save
+ok "SIGTERM to the restore helper mid-stream: half-built domain destroyed, source running" -- term_case restore
+fm sim destroy "$G" >/dev/null 2>&1
+
+done_testing
+exit 0

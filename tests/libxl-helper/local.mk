@@ -1,0 +1,19 @@
+# The libxl-save-helper drop-in, driven by a fake libxl end through its
+# pipes (no Xen needed): tests/libxl-helper/helper.sh, status.sh.
+check_PROGRAMS += tests/libxl-helper/fake_libxl
+tests_libxl_helper_fake_libxl_SOURCES = tests/libxl-helper/fake_libxl.cpp
+tests_libxl_helper_fake_libxl_LDADD = $(FASTMIG_LIBS)
+TESTS += tests/libxl-helper/helper.sh tests/libxl-helper/status.sh
+EXTRA_DIST += tests/libxl-helper/helper.sh tests/libxl-helper/status.sh
+
+check_PROGRAMS += tests/libxl-helper/libxl_msgs.test
+tests_libxl_helper_libxl_msgs_test_SOURCES = tests/libxl-helper/test_libxl_msgs.cpp
+tests_libxl_helper_libxl_msgs_test_CPPFLAGS = $(UNIT_CPPFLAGS)
+tests_libxl_helper_libxl_msgs_test_LDADD = libxl-plugin/libfmhelper.a libxl-plugin/libfmcli.a $(UNIT_LDADD)
+TESTS += tests/libxl-helper/libxl_msgs.test
+
+check_PROGRAMS += tests/libxl-helper/one_way.test
+tests_libxl_helper_one_way_test_SOURCES = tests/libxl-helper/test_one_way.cpp tests/unit/fake_domain.hpp
+tests_libxl_helper_one_way_test_CPPFLAGS = $(UNIT_CPPFLAGS)
+tests_libxl_helper_one_way_test_LDADD = $(UNIT_LDADD)
+TESTS += tests/libxl-helper/one_way.test
