@@ -60,6 +60,7 @@ int parse_sim_domain(const std::string& s);
 int cmd_demo(const std::vector<std::string>& args);
 int cmd_send(const std::vector<std::string>& args);
 int cmd_receive(const std::vector<std::string>& args);
+int cmd_keygen(const std::vector<std::string>& args);
 int cmd_sim(const std::vector<std::string>& args, int argc, char** argv);
 
 } // namespace fastmig::cli

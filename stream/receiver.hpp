@@ -29,6 +29,10 @@ struct ReceiveOptions {
     // waiting at most the given time.  Without it, a multi-channel stream is
     // refused.
     std::function<int(std::chrono::milliseconds)> accept_channel;
+    // Pre-shared key (docs/stream-format.md, Authentication): every
+    // connection must authenticate before any record is trusted.  Empty:
+    // unauthenticated sources only (a source that asks is refused).
+    std::vector<std::uint8_t> psk;
 };
 
 struct ReceiveResult {

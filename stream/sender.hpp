@@ -41,6 +41,10 @@ struct SendOptions {
     // nothing but the first connection is opened to a peer that refuses).
     unsigned channels = 1;
     std::function<int()> connect_channel;
+    // Pre-shared key (docs/stream-format.md, Authentication): every
+    // connection authenticates the destination and itself, and every record
+    // is tagged.  Empty: no authentication (a destination with a key refuses).
+    std::vector<std::uint8_t> psk;
     std::chrono::milliseconds io_timeout{30000};
     std::chrono::milliseconds suspend_timeout{5000};
     // From END to the destination's READY (it builds and checks the domain),
