@@ -38,7 +38,6 @@ struct PipelineConfig {
     codec::CompressionConfig compression; // algorithm none: never compress
     std::size_t xbzrle_cache_bytes = 0;   // 0: no XBZRLE
     double max_bandwidth = 0;             // bytes/s, 0: unlimited
-    std::chrono::milliseconds io_timeout{30000};
 };
 
 // Counters, summed over the whole migration (the engine diffs them per round).

@@ -362,12 +362,10 @@ SendResult Sender::run()
         // If this process dies before COMMIT, the domain runs on here.
         dom_.set_orphan_policy(OrphanPolicy::resume);
         negotiate();
-        PipelineConfig pc = opt_.pipeline;
-        pc.io_timeout = opt_.io_timeout;
         std::vector<auth::RecordWriter*> ws;
         for (auto& w : writers_)
             ws.push_back(w.get());
-        pipe_ = std::make_unique<SendPipeline>(dom_, ws, pc);
+        pipe_ = std::make_unique<SendPipeline>(dom_, ws, opt_.pipeline);
 
         phase_ = Phase::precopy;
         failpoint("send:before-round0");

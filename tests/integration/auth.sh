@@ -140,6 +140,27 @@ EOF
 }
 ok "a byte flipped on the wire: authentication failure, copy destroyed, source runs" -- flipped_byte
 
+# Listening off loopback without a key warns.  The address lives on the
+# loopback device of a network namespace made for this test (root only).
+warn_off_loopback() {
+  local ns=fma-auth-$$
+  ip netns add "$ns" || return 1
+  ip -n "$ns" link set lo up && ip -n "$ns" addr add 10.213.0.1/32 dev lo || { ip netns del "$ns"; return 1; }
+  local rc=0
+  fm receive --netns "$ns" --listen 10.213.0.1:0 --accept-timeout-ms 200 >/dev/null 2>"$WORK/warn.err" && rc=1
+  fm receive --netns "$ns" --listen 10.213.0.1:0 --accept-timeout-ms 200 --psk-file "$K1" >/dev/null 2>"$WORK/warn-key.err"
+  fm receive --listen 127.0.0.1:0 --accept-timeout-ms 200 >/dev/null 2>"$WORK/warn-lo.err"
+  ip netns del "$ns"
+  [ $rc = 0 ] || return 1
+  grep -q "warning: listening on 10.213.0.1 without --psk-file" "$WORK/warn.err" || { cat "$WORK/warn.err"; return 1; }
+  ! grep -q warning "$WORK/warn-key.err" "$WORK/warn-lo.err" || { cat "$WORK/warn-key.err" "$WORK/warn-lo.err"; return 1; }
+}
+if [ "$(id -u)" = 0 ] && command -v ip >/dev/null; then
+  ok "receive warns when it listens off loopback without a key" -- warn_off_loopback
+else
+  tap_n=$((tap_n + 1)); echo "ok $tap_n - receive warns off loopback # SKIP needs root and ip"
+fi
+
 demo_key() {
   fm demo --memory 64M --warmup-ms 100 --psk-file "$K1" --json >"$WORK/demo.json" || return 1
   [ "$(json_get "$WORK/demo.json" verified)" = true ]
