@@ -103,6 +103,7 @@ private:
     std::chrono::milliseconds timeout_;
     std::mutex lock_;
     std::uint64_t bytes_written_ = 0;
+    std::vector<iovec> iov_; // prefix + record + tag, reused
     std::unique_ptr<RecordMac> mac_;
 };
 

@@ -54,32 +54,30 @@ void RecordWriter::set_mac(std::unique_ptr<RecordMac> m)
 
 std::size_t RecordWriter::write(std::span<const iovec> record, std::span<const std::uint8_t> prefix)
 {
-    constexpr std::size_t kStack = 8;
-    iovec stack[kStack];
-    std::vector<iovec> heap;
-    const std::size_t n = record.size() + 2;
-    iovec* iov = stack;
-    if (n > kStack) {
-        heap.resize(n);
-        iov = heap.data();
-    }
-    std::size_t cnt = 0, bytes = 0;
-    if (!prefix.empty())
-        iov[cnt++] = {const_cast<std::uint8_t*>(prefix.data()), prefix.size()};
-    for (const iovec& v : record) {
-        iov[cnt++] = v;
+    std::size_t bytes = prefix.size();
+    for (const iovec& v : record)
         bytes += v.iov_len;
-    }
     std::lock_guard<std::mutex> l(lock_);
+    if (!mac_ && prefix.empty()) {
+        // The unauthenticated path: the record's iovecs go out as they are.
+        if (bytes)
+            write_all(fd_, record, timeout_);
+        bytes_written_ += bytes;
+        return bytes;
+    }
+    // Prefix, record, tag in one sendmsg; the array is reused (under the lock).
+    iov_.clear();
+    if (!prefix.empty())
+        iov_.push_back({const_cast<std::uint8_t*>(prefix.data()), prefix.size()});
+    iov_.insert(iov_.end(), record.begin(), record.end());
     std::array<std::uint8_t, kTagSize> tag;
-    if (mac_ && bytes) {
+    if (mac_ && !record.empty()) {
         tag = mac_->next_tag(record);
-        iov[cnt++] = {tag.data(), tag.size()};
+        iov_.push_back({tag.data(), tag.size()});
         bytes += tag.size();
     }
-    bytes += prefix.size();
-    if (cnt)
-        write_all(fd_, std::span<const iovec>(iov, cnt), timeout_);
+    if (!iov_.empty())
+        write_all(fd_, iov_, timeout_);
     bytes_written_ += bytes;
     return bytes;
 }
