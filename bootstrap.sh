@@ -12,7 +12,7 @@ mode=${1:-build}
 # Debian packages the build and the tests need.  libxen-dev is optional for
 # the build (the Xen backend is skipped without it) but installed so that the
 # Xen backend is always compiled and tested where it can be.
-PACKAGES="build-essential autoconf automake libtool pkg-config zlib1g-dev libisal-dev \
+PACKAGES="build-essential autoconf automake libtool pkg-config zlib1g-dev libisal-dev nettle-dev \
 libboost-test-dev libxen-dev python3 iproute2 procps nftables"
 
 missing=""

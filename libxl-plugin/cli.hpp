@@ -68,6 +68,7 @@ void apply_send_options(const Options& o, SendOptions& so, unsigned& channels);
 int cmd_demo(const std::vector<std::string>& args);
 int cmd_send(const std::vector<std::string>& args);
 int cmd_receive(const std::vector<std::string>& args);
+int cmd_keygen(const std::vector<std::string>& args);
 int cmd_sim(const std::vector<std::string>& args, int argc, char** argv);
 int cmd_status(const std::vector<std::string>& args);
 

@@ -3,6 +3,7 @@
 #include "libxl-plugin/netns.hpp"
 #include "libxl-plugin/report.hpp"
 
+#include "stream/auth.hpp"
 #include "stream/clock.hpp"
 #include "stream/codec/codec.hpp"
 #include "stream/domain/sim/sim.hpp"
@@ -26,6 +27,31 @@
 namespace fastmig::cli {
 
 namespace {
+
+// --psk-file FILE, else $FASTMIG_PSK_FILE, else no key (docs/stream-format.md,
+// Authentication).  Returns the path too, so demo can hand it on.
+std::vector<std::uint8_t> load_psk(const Options& o, std::string* path_out = nullptr)
+{
+    std::string path;
+    if (auto p = o.get("psk-file"))
+        path = *p;
+    else if (const char* e = std::getenv("FASTMIG_PSK_FILE"); e && *e)
+        path = e;
+    if (path.empty())
+        return {};
+    if (path_out)
+        *path_out = path;
+    try {
+        return auth::load_key_file(path);
+    } catch (const Error& e) {
+        throw UsageError((o.get("psk-file") ? "--psk-file: " : "FASTMIG_PSK_FILE: ") + e.cause());
+    }
+}
+
+bool is_loopback(const std::string& host)
+{
+    return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+}
 
 // Channel 0 is connected here; the sender opens the others after the
 // destination's ACCEPT, through this.
@@ -152,7 +178,7 @@ int cmd_receive(const std::vector<std::string>& args)
 {
     Options o(args,
               {"listen", "listen-fd", "result-fd", "max-memory", "timeout-ms", "commit-timeout-ms", "accept-timeout-ms",
-               "netns"},
+               "netns", "psk-file"},
               {"keep-listening", "quiet"});
     if (!o.positional().empty())
         throw UsageError("receive takes no positional argument (did you mean --listen " + o.positional()[0] + "?)");
@@ -168,6 +194,7 @@ int cmd_receive(const std::vector<std::string>& args)
     if (result_fd >= 0)
         ::fcntl(result_fd, F_SETFD, FD_CLOEXEC);
     bool quiet = o.flag("quiet");
+    ro.psk = load_psk(o);
     auto accept_timeout = std::chrono::milliseconds(o.uint_or("accept-timeout-ms", 24ull * 3600 * 1000));
     if (auto ns = o.get("netns"))
         enter_netns(*ns);
@@ -185,6 +212,11 @@ int cmd_receive(const std::vector<std::string>& args)
         }
         listener = tcp_listen(hp);
         hp.port = bound_port(listener.get());
+        if (ro.psk.empty() && !is_loopback(hp.host) && !quiet)
+            std::fprintf(stderr,
+                         "fastmig receive: warning: listening on %s without --psk-file: anyone who can reach this "
+                         "port can send a domain (see README.md, Authentication)\n",
+                         hp.host.c_str());
         if (!quiet)
             std::printf("listening on %s\n", hp.str().c_str());
         std::fflush(stdout);
@@ -210,7 +242,9 @@ int cmd_send(const std::vector<std::string>& args)
 {
     auto flags = kSendFlags;
     flags.insert({"verify", "json", "no-release", "quiet"});
-    Options o(args, kSendValued, flags);
+    auto valued = kSendValued;
+    valued.insert("psk-file"); // direct channels only: xl migrate keeps its ssh transport
+    Options o(args, valued, flags);
     if (o.positional().size() != 2)
         throw UsageError("usage: fastmig send DOMAIN HOST:PORT [options] (see fastmig help)");
     int id = parse_sim_domain(o.positional()[0]);
@@ -225,6 +259,7 @@ int cmd_send(const std::vector<std::string>& args)
     apply_send_options(o, so, channels);
     so.verify = o.flag("verify");
     so.release_source = !o.flag("no-release");
+    so.psk = load_psk(o);
     bool json = o.flag("json");
     ProgressLine pl(!json && !o.flag("quiet") && isatty(2));
     so.progress = [&](const Progress& p) { pl.update(p); };
@@ -257,7 +292,7 @@ int cmd_demo(const std::vector<std::string>& args)
 {
     auto valued = kSendValued;
     valued.insert({"memory", "workload", "seed", "warmup-ms", "rate-scale", "sender-netns", "receiver-netns",
-                   "receiver-address"});
+                   "receiver-address", "psk-file"});
     auto flags = kSendFlags;
     flags.insert({"json", "keep", "no-verify"});
     Options o(args, valued, flags);
@@ -268,6 +303,8 @@ int cmd_demo(const std::vector<std::string>& args)
     unsigned channels = 2;
     apply_send_options(o, so, channels);
     so.verify = !o.flag("no-verify");
+    std::string psk_path;
+    so.psk = load_psk(o, &psk_path);
     bool json = o.flag("json");
     auto warmup = std::chrono::milliseconds(o.uint_or("warmup-ms", 500));
     std::string raddr = o.get_or("receiver-address", "127.0.0.1");
@@ -323,6 +360,10 @@ int cmd_demo(const std::vector<std::string>& args)
             rargs.push_back("--netns");
             rargs.push_back(*rns);
         }
+        if (!psk_path.empty()) {
+            rargs.push_back("--psk-file");
+            rargs.push_back(psk_path);
+        }
         receiver = ::fork();
         if (receiver < 0)
             throw_errno("fork");
@@ -363,7 +404,8 @@ int cmd_demo(const std::vector<std::string>& args)
         say("migrating sim:" + std::to_string(src_id) + " to a receiver on " + dest.str() + " (" +
             std::to_string(so.pipeline.threads) + " threads, " + std::to_string(channels) + " channels, " +
             codec::algorithm_name(so.pipeline.compression.algorithm) + ", downtime target " +
-            std::to_string(so.policy.downtime_target_ms).substr(0, 5) + " ms)...");
+            std::to_string(so.policy.downtime_target_ms).substr(0, 5) + " ms" +
+            (so.psk.empty() ? "" : ", authenticated") + ")...");
         Fd conn = tcp_connect(dest, so.io_timeout);
         set_channels(so, channels, dest);
         ProgressLine pl(!json && isatty(2));
@@ -421,6 +463,19 @@ int cmd_demo(const std::vector<std::string>& args)
         cleanup(true);
         throw;
     }
+}
+
+int cmd_keygen(const std::vector<std::string>& args)
+{
+    Options o(args, {}, {});
+    if (o.positional().size() > 1)
+        throw UsageError("usage: fastmig keygen [FILE]");
+    if (o.positional().empty()) {
+        std::printf("%s\n", auth::make_key_hex().c_str());
+        return 0;
+    }
+    auth::write_new_key_file(o.positional()[0]);
+    return 0;
 }
 
 } // namespace fastmig::cli

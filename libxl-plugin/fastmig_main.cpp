@@ -30,6 +30,8 @@ const char* kUsage =
     "  receive  receive one migration: fastmig receive --listen HOST:PORT\n"
     "           [--max-memory SIZE] [--timeout-ms N] [--commit-timeout-ms N (30000)]\n"
     "           [--keep-listening] [--netns NS]\n"
+    "  keygen   make a pre-shared key: fastmig keygen FILE (mode 0600; never overwrites)\n"
+    "           or fastmig keygen (prints one)\n"
     "  sim      simulated domains: create, list, info, pause, resume, checksum,\n"
     "           destroy, workloads\n"
     "  status   which libxl-save-helper libxl runs (LIBXL_SAVE_HELPER, the stock path,\n"
@@ -43,6 +45,10 @@ const char* kUsage =
     "  --no-free-hints (read and send the pages the guest reports free)\n"
     "  --max-bandwidth RATE (e.g. 1gbit, 500mbit, 100M bytes/s)  --timeout-ms N (30000)\n"
     "  --done-timeout-ms N (60000: END to READY, COMMIT to DONE)\n"
+    "\n"
+    "authentication (demo, send, receive): --psk-file FILE (or FASTMIG_PSK_FILE):\n"
+    "  both ends prove they hold the key, every record is authenticated (not\n"
+    "  encrypted); recommended on any network but loopback. See docs/stream-format.md.\n"
     "\n"
     "exit status: 0 done, 1 failed (the domain runs on the source), 2 bad usage,\n"
     "  3 in doubt (COMMIT sent, DONE lost: the source keeps the domain paused;\n"
@@ -69,6 +75,8 @@ int main(int argc, char** argv)
             return fastmig::cli::cmd_send(args);
         if (cmd == "receive")
             return fastmig::cli::cmd_receive(args);
+        if (cmd == "keygen")
+            return fastmig::cli::cmd_keygen(args);
         if (cmd == "sim")
             return fastmig::cli::cmd_sim(args, argc, argv);
         if (cmd == "status")

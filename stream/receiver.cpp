@@ -1,5 +1,6 @@
 #include "stream/receiver.hpp"
 
+#include "stream/auth.hpp"
 #include "stream/clock.hpp"
 #include "stream/codec/codec.hpp"
 #include "stream/dirty_bitmap.hpp"
@@ -36,13 +37,14 @@ struct ChannelCounts {
 // One connection of the stream, read by its own thread.
 struct Channel {
     Channel(int fd_, std::chrono::milliseconds timeout, bool read_ahead = true)
-        : fd(fd_), src(fd_, timeout, read_ahead), reader(src)
+        : fd(fd_), src(fd_, timeout, read_ahead), reader(src), writer(fd_, timeout)
     {
     }
     int fd;
     Fd owned; // extra channels are owned here; channel 0 belongs to the caller
     SocketSource src;
     wire::RecordReader reader;
+    auth::RecordWriter writer; // tags records once the connection is authenticated
     bool magic_sent = false;
     ChannelCounts counts;
 };
@@ -59,6 +61,9 @@ private:
     void accept_or_refuse(const wire::StreamHeader& h, std::uint32_t nr_channels, std::uint64_t session);
     void join_channels(std::uint32_t n, std::uint64_t session);
     [[noreturn]] void refuse(std::uint32_t status, const std::string& why);
+    wire::Record first_record(Channel& ch);
+    [[noreturn]] void refuse_auth(Channel& ch, const std::string& why);
+    void send_on(Channel& ch, std::span<const std::uint8_t> rec);
     void channel_main(std::uint32_t c);
     void read_channel(std::uint32_t c);
     void apply_batch(std::uint32_t c, wire::PageBatch& b, std::vector<std::uint8_t>& buf,
@@ -97,16 +102,54 @@ private:
     std::atomic<bool> failed_{false};
 };
 
-void Receiver::send(std::uint32_t c, std::vector<std::uint8_t> rec)
+void Receiver::send_on(Channel& ch, std::span<const std::uint8_t> rec)
 {
     if (opt_.one_way)
         return; // nobody reads: the source learns of failures from its caller
-    Channel& ch = *channels_[c];
+    std::span<const std::uint8_t> prefix;
     if (!ch.magic_sent) {
         ch.magic_sent = true;
-        rec.insert(rec.begin(), wire::kReplyMagic.begin(), wire::kReplyMagic.end());
+        prefix = {wire::kReplyMagic.data(), wire::kReplyMagic.size()};
     }
-    write_all(ch.fd, rec, opt_.io_timeout);
+    ch.writer.write(rec, prefix);
+}
+
+void Receiver::send(std::uint32_t c, std::vector<std::uint8_t> rec) { send_on(*channels_[c], rec); }
+
+void Receiver::refuse_auth(Channel& ch, const std::string& why)
+{
+    try {
+        send_on(ch, wire::encode_accept({wire::kAcceptAuth, why}));
+    } catch (...) {
+        // A source that hung up cannot hear it; the error below says why.
+    }
+    throw AuthError(why);
+}
+
+// The first record of every connection decides (docs/stream-format.md,
+// Authentication): AUTH_HELLO starts the handshake, which needs a key here;
+// anything else is refused when this side has a key.  Returns the first
+// record after the handshake: nothing is trusted before it.
+wire::Record Receiver::first_record(Channel& ch)
+{
+    auto rec = ch.reader.read();
+    const bool hello = rec.type == wire::RecordType::auth_hello;
+    if (opt_.psk.empty() && !hello)
+        return rec;
+    const Phase was = phase_;
+    phase_ = Phase::authenticate;
+    if (!hello)
+        refuse_auth(ch, "this destination requires authentication: give the source the same --psk-file");
+    if (opt_.psk.empty())
+        refuse_auth(ch, "this destination has no pre-shared key: give it the same --psk-file, or none to the source");
+    try {
+        auth::authenticate_source(opt_.psk, rec.body, ch.writer, ch.reader);
+    } catch (const AuthError& e) {
+        refuse_auth(ch, e.cause());
+    }
+    ch.magic_sent = true; // it went with AUTH_CHALLENGE
+    phase_ = was;
+    return ch.reader.read();
 }
 
 void Receiver::refuse(std::uint32_t status, const std::string& why)
@@ -132,7 +175,7 @@ void Receiver::join_channels(std::uint32_t n, std::uint64_t session)
         } catch (const StreamError& e) {
             throw StreamError("extra connection " + std::to_string(k) + " is not a fastmig channel (" + e.cause() + ")");
         }
-        auto rec = ch->reader.read();
+        auto rec = first_record(*ch);
         if (rec.type != wire::RecordType::channel_hello)
             throw StreamError(std::string("expected CHANNEL_HELLO on an extra connection, got ") +
                               wire::record_type_name(static_cast<std::uint32_t>(rec.type)));
@@ -449,7 +492,7 @@ ReceiveResult Receiver::run()
         } catch (const StreamError& e) {
             throw StreamError("the peer is not a fastmig sender (" + e.cause() + ")");
         }
-        auto rec = ch0.reader.read();
+        auto rec = first_record(ch0);
         if (rec.type != wire::RecordType::header)
             throw StreamError(std::string("expected HEADER first, got ") +
                               wire::record_type_name(static_cast<std::uint32_t>(rec.type)));
@@ -577,7 +620,7 @@ ReceiveResult Receiver::run()
                 ph = e->phase();
                 who = e->domain();
             }
-            if (dynamic_cast<const StreamError*>(&ex))
+            if (dynamic_cast<const StreamError*>(&ex) && !dynamic_cast<const AuthError*>(&ex))
                 cause = "malformed stream: " + cause;
         }
         if ((dom_ || accepted_) && phase_ != Phase::finish) {

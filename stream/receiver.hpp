@@ -43,6 +43,10 @@ struct ReceiveOptions {
     // is restored; throwing destroys it.  On return the receiver drops its
     // hold (the domain belongs to the caller).
     std::function<void(IncomingDomain&)> built;
+    // Pre-shared key (docs/stream-format.md, Authentication): every
+    // connection must authenticate before any record is trusted.  Empty:
+    // unauthenticated sources only (a source that asks is refused).
+    std::vector<std::uint8_t> psk;
 };
 
 struct ReceiveResult {

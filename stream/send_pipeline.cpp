@@ -37,25 +37,25 @@ struct SendPipeline::Job {
     PipelineCounters counts;
 };
 
-SendPipeline::SendPipeline(Domain& dom, std::vector<int> fds, PipelineConfig cfg)
-    : dom_(dom), fds_(std::move(fds)), cfg_(cfg), bucket_(cfg.max_bandwidth),
-      free_(2 * cfg.threads + 3 * fds_.size() + 2), work_(2 * cfg.threads + fds_.size())
+SendPipeline::SendPipeline(Domain& dom, std::vector<auth::RecordWriter*> writers, PipelineConfig cfg)
+    : dom_(dom), writers_(std::move(writers)), cfg_(cfg), bucket_(cfg.max_bandwidth),
+      free_(2 * cfg.threads + 3 * writers_.size() + 2), work_(2 * cfg.threads + writers_.size())
 {
-    if (fds_.empty() || fds_.size() > wire::kMaxChannels)
+    if (writers_.empty() || writers_.size() > wire::kMaxChannels)
         throw Error("channels must be 1.." + std::to_string(wire::kMaxChannels));
     if (cfg_.threads < 1 || cfg_.threads > 256)
         throw Error("threads must be 1..256");
-    std::size_t njobs = 2 * cfg_.threads + 3 * fds_.size() + 2;
+    std::size_t njobs = 2 * cfg_.threads + 3 * writers_.size() + 2;
     for (std::size_t i = 0; i < njobs; ++i) {
         jobs_.push_back(std::make_unique<Job>(cfg_.batch_pages));
         free_.push(jobs_.back().get());
     }
-    pending_.assign(fds_.size(), nullptr);
-    pending_free_.assign(fds_.size(), nullptr);
-    for (std::size_t c = 0; c < fds_.size(); ++c) {
+    pending_.assign(writers_.size(), nullptr);
+    pending_free_.assign(writers_.size(), nullptr);
+    for (std::size_t c = 0; c < writers_.size(); ++c) {
         out_.push_back(std::make_unique<BoundedQueue<Job*>>(3));
         if (cfg_.xbzrle_cache_bytes)
-            caches_.push_back(std::make_unique<codec::PageCache>(cfg_.xbzrle_cache_bytes / fds_.size()));
+            caches_.push_back(std::make_unique<codec::PageCache>(cfg_.xbzrle_cache_bytes / writers_.size()));
         cache_locks_.push_back(std::make_unique<std::mutex>());
     }
     for (unsigned t = 0; t < cfg_.threads; ++t) {
@@ -69,7 +69,7 @@ SendPipeline::SendPipeline(Domain& dom, std::vector<int> fds, PipelineConfig cfg
                 name_this_thread("fm-worker-" + std::to_string(t));
                 worker_main(t);
             });
-        for (unsigned c = 0; c < fds_.size(); ++c)
+        for (unsigned c = 0; c < writers_.size(); ++c)
             threads_.emplace_back([this, c] {
                 name_this_thread("fm-writer-" + std::to_string(c));
                 writer_main(c);
@@ -240,14 +240,14 @@ void SendPipeline::writer_main(unsigned c)
             Job* job = *j;
             std::size_t bytes;
             Stopwatch busy;
+            // On an authenticated channel the writer tags the record as it
+            // sends it (the tag's sequence number is the wire order).
             if (!job->record.empty()) {
-                bytes = job->record.size();
-                bucket_.take(bytes);
-                write_all(fds_[c], job->record, cfg_.io_timeout);
+                bucket_.take(job->record.size());
+                bytes = writers_[c]->write(job->record);
             } else {
-                bytes = job->wire_size;
-                bucket_.take(bytes);
-                write_all(fds_[c], job->iov, cfg_.io_timeout);
+                bucket_.take(job->wire_size);
+                bytes = writers_[c]->write(job->iov);
             }
             job->counts.wire_bytes = bytes;
             job->counts.write_ns = std::uint64_t(busy.seconds() * 1e9);

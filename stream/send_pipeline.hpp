@@ -11,6 +11,7 @@
 // each holding 2 x batch_pages x 4 KiB (pages + encoded output).
 #pragma once
 
+#include "stream/auth.hpp"
 #include "stream/bounded_queue.hpp"
 #include "stream/codec/codec.hpp"
 #include "stream/domain.hpp"
@@ -37,7 +38,6 @@ struct PipelineConfig {
     codec::CompressionConfig compression; // algorithm none: never compress
     std::size_t xbzrle_cache_bytes = 0;   // 0: no XBZRLE
     double max_bandwidth = 0;             // bytes/s, 0: unlimited
-    std::chrono::milliseconds io_timeout{30000};
 };
 
 // Counters, summed over the whole migration (the engine diffs them per round).
@@ -76,12 +76,13 @@ struct PipelineCounters {
 
 class SendPipeline {
 public:
-    SendPipeline(Domain& dom, std::vector<int> fds, PipelineConfig cfg);
+    // One writer per channel (authenticated or not: see auth::RecordWriter).
+    SendPipeline(Domain& dom, std::vector<auth::RecordWriter*> writers, PipelineConfig cfg);
     ~SendPipeline();
     SendPipeline(const SendPipeline&) = delete;
     SendPipeline& operator=(const SendPipeline&) = delete;
 
-    unsigned channels() const { return static_cast<unsigned>(fds_.size()); }
+    unsigned channels() const { return static_cast<unsigned>(writers_.size()); }
 
     // Producer side (one thread).  Throws the pipeline's first error.
     void add(Pfn pfn, std::uint32_t round);
@@ -122,7 +123,7 @@ private:
     void queue(std::vector<Job*>& pending, Pfn pfn, std::uint32_t round, bool free_only);
 
     Domain& dom_;
-    std::vector<int> fds_;
+    std::vector<auth::RecordWriter*> writers_;
     PipelineConfig cfg_;
     TokenBucket bucket_;
 

@@ -1,5 +1,6 @@
 #include "stream/sender.hpp"
 
+#include "stream/auth.hpp"
 #include "stream/clock.hpp"
 #include "stream/failpoint.hpp"
 #include "stream/transport.hpp"
@@ -32,17 +33,25 @@ public:
             throw Error("channels must be 1.." + std::to_string(wire::kMaxChannels));
         if (opt_.channels > 1 && !opt_.connect_channel)
             throw Error("several channels need a way to connect them");
-        if (opt_.one_way && (opt_.channels != 1 || opt_.verify))
-            throw Error("a one-way stream has one channel and no verification (no reply comes back)");
+        if (opt_.one_way && (opt_.channels != 1 || opt_.verify || !opt_.psk.empty()))
+            throw Error("a one-way stream has one channel, no verification and no authentication (no reply comes "
+                        "back)");
         if (opt_.pipeline.batch_pages == 0 || opt_.pipeline.batch_pages > wire::kMaxBatchPages)
             throw Error("batch size must be 1.." + std::to_string(wire::kMaxBatchPages) + " pages");
         replies_.push_back(std::make_unique<ReplyChannel>(fd, opt.io_timeout));
+        writers_.push_back(std::make_unique<auth::RecordWriter>(fd, opt.io_timeout));
     }
 
     SendResult run();
 
 private:
     void negotiate();
+    void authenticate(unsigned channel);
+    // Opens a connection: authenticates it with a key, or starts it with
+    // the magic; returns the prefix the first record must carry (the magic
+    // when unauthenticated, nothing otherwise).
+    std::span<const std::uint8_t> open_connection(unsigned channel);
+    void read_reply_magic(unsigned channel);
     void run_round(unsigned round, const DirtyBitmap* dirty, bool stop_copy);
     void send_state();
     void send_control(std::vector<std::uint8_t> rec);
@@ -68,6 +77,7 @@ private:
     const SendOptions& opt_;
     PrecopyPolicy policy_;
     std::vector<std::unique_ptr<ReplyChannel>> replies_;
+    std::vector<std::unique_ptr<auth::RecordWriter>> writers_; // per channel; tags records once keyed
     std::unique_ptr<SendPipeline> pipe_;
     SendResult res_;
     Phase phase_ = Phase::setup;
@@ -101,36 +111,62 @@ std::uint64_t Sender::features() const
 
 void Sender::send_control(std::vector<std::uint8_t> rec)
 {
-    write_all(fds_[0], rec, opt_.io_timeout);
-    control_bytes_ += rec.size();
+    control_bytes_ += writers_[0]->write(rec);
+}
+
+void Sender::authenticate(unsigned c)
+{
+    phase_ = Phase::authenticate;
+    auto& rc = *replies_[c];
+    const std::uint64_t before = writers_[c]->bytes_written();
+    try {
+        auth::authenticate_to_destination(opt_.psk, *writers_[c], rc.src, rc.reader);
+    } catch (const Error& e) {
+        throw Error(dom_.name(), Phase::authenticate,
+                    (c ? "channel " + std::to_string(c) + ": " : std::string()) + e.cause());
+    }
+    control_bytes_ += writers_[c]->bytes_written() - before;
+}
+
+std::span<const std::uint8_t> Sender::open_connection(unsigned c)
+{
+    if (opt_.psk.empty())
+        return {wire::kSourceMagic.data(), wire::kSourceMagic.size()};
+    authenticate(c);
+    return {};
+}
+
+void Sender::read_reply_magic(unsigned c)
+{
+    if (replies_[c]->reader.authenticated())
+        return; // read during the handshake
+    try {
+        wire::read_magic(replies_[c]->src, wire::kReplyMagic);
+    } catch (const StreamError& e) {
+        throw Error("the peer is not a fastmig receiver (" + e.cause() + ")");
+    }
 }
 
 void Sender::negotiate()
 {
+    auto prefix = open_connection(0);
     phase_ = Phase::negotiate;
     wire::StreamHeader h;
     h.nr_pages = dom_.nr_pages();
     h.features = features();
     h.domain_kind = dom_.kind();
     h.domain_name = dom_.name();
-    std::vector<std::uint8_t> out(wire::kSourceMagic.begin(), wire::kSourceMagic.end());
-    auto hdr = wire::encode_header(h);
-    out.insert(out.end(), hdr.begin(), hdr.end());
+    control_bytes_ += writers_[0]->write(wire::encode_header(h), prefix);
     std::uint64_t session = std::random_device{}() | (std::uint64_t(std::random_device{}()) << 32);
-    if (opt_.channels > 1) {
-        auto ch = wire::encode_channels({opt_.channels, session});
-        out.insert(out.end(), ch.begin(), ch.end());
-    }
-    send_control(out);
+    if (opt_.channels > 1)
+        send_control(wire::encode_channels({opt_.channels, session}));
     if (opt_.one_way)
         return; // nobody answers: the destination checks the header on its own
 
-    try {
-        wire::read_magic(replies_[0]->src, wire::kReplyMagic);
-    } catch (const StreamError& e) {
-        throw Error("the peer is not a fastmig receiver (" + e.cause() + ")");
-    }
+    read_reply_magic(0);
     auto a = wire::parse_accept(next_reply(0, wire::RecordType::accept).body);
+    if (a.status == wire::kAcceptAuth)
+        throw Error(dom_.name(), Phase::authenticate, "the destination refused: " + a.message);
     if (a.status != wire::kAcceptOk)
         throw Error("the destination refused the domain: " + a.message);
 
@@ -140,12 +176,11 @@ void Sender::negotiate()
         int fd = owned_.back().get();
         fds_.push_back(fd);
         replies_.push_back(std::make_unique<ReplyChannel>(fd, opt_.io_timeout));
-        std::vector<std::uint8_t> hello(wire::kSourceMagic.begin(), wire::kSourceMagic.end());
-        auto rec = wire::encode_channel_hello({c, session});
-        hello.insert(hello.end(), rec.begin(), rec.end());
-        write_all(fd, hello, opt_.io_timeout);
-        control_bytes_ += hello.size();
-        wire::read_magic(replies_[c]->src, wire::kReplyMagic);
+        writers_.push_back(std::make_unique<auth::RecordWriter>(fd, opt_.io_timeout));
+        auto hello_prefix = open_connection(c);
+        phase_ = Phase::negotiate;
+        control_bytes_ += writers_[c]->write(wire::encode_channel_hello({c, session}), hello_prefix);
+        read_reply_magic(c);
     }
 }
 
@@ -367,9 +402,10 @@ SendResult Sender::run()
         negotiate();
         res_.negotiate_ms = total_.seconds() * 1e3;
         Stopwatch setup;
-        PipelineConfig pc = opt_.pipeline;
-        pc.io_timeout = opt_.io_timeout;
-        pipe_ = std::make_unique<SendPipeline>(dom_, fds_, pc);
+        std::vector<auth::RecordWriter*> ws;
+        for (auto& w : writers_)
+            ws.push_back(w.get());
+        pipe_ = std::make_unique<SendPipeline>(dom_, ws, opt_.pipeline);
 
         auto read_free_hints = [&] {
             if (opt_.free_page_hints) {
@@ -499,7 +535,8 @@ SendResult Sender::run()
             throw InDoubtError(e.has_context() ? e.domain() : dom_.name(), Phase::commit, cause);
         }
         // One-way: nothing ever comes back, and io_fd may be write-only.
-        if (!opt_.one_way && phase_ != Phase::finish && phase_ != Phase::negotiate && phase_ != Phase::commit) {
+        if (!opt_.one_way && phase_ != Phase::finish && phase_ != Phase::negotiate && phase_ != Phase::commit &&
+            phase_ != Phase::authenticate) {
             std::string why = peer_reason();
             if (!why.empty())
                 cause += " (destination: " + why + ")";

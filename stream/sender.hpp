@@ -51,6 +51,10 @@ struct SendOptions {
     // false: suspend first and send every page once (`xl save`, whose
     // xcflags lack XCFLAGS_LIVE): no precopy rounds, no duplicate pages.
     bool live = true;
+    // Pre-shared key (docs/stream-format.md, Authentication): every
+    // connection authenticates the destination and itself, and every record
+    // is tagged.  Empty: no authentication (a destination with a key refuses).
+    std::vector<std::uint8_t> psk;
     std::chrono::milliseconds io_timeout{30000};
     std::chrono::milliseconds suspend_timeout{5000};
     // From END to the destination's READY (it builds and checks the domain),

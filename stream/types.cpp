@@ -13,6 +13,7 @@ const char* phase_name(Phase p)
 {
     switch (p) {
     case Phase::setup: return "setup";
+    case Phase::authenticate: return "authenticate";
     case Phase::negotiate: return "negotiate";
     case Phase::precopy: return "precopy";
     case Phase::stop_copy: return "stop-and-copy";

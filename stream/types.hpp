@@ -23,6 +23,7 @@ constexpr std::uint64_t kMaxPages = std::uint64_t{1} << 40;
 // Where in a migration something went wrong; printed in every error.
 enum class Phase {
     setup,        // parsing options, attaching to the domain, connecting
+    authenticate, // pre-shared key handshake on a connection (docs: Authentication)
     negotiate,    // stream header and the destination's answer
     precopy,      // live rounds
     stop_copy,    // domain suspended, last pages
@@ -66,6 +67,13 @@ private:
 class StreamError : public Error {
 public:
     using Error::Error;
+};
+
+// A record whose tag does not verify, or a failed handshake: the peer does
+// not hold the key, or the stream was altered, replayed or reordered.
+class AuthError : public StreamError {
+public:
+    using StreamError::StreamError;
 };
 
 // The one failure after which the source must not resume the domain: COMMIT

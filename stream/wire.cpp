@@ -92,6 +92,9 @@ constexpr std::size_t kStateFixed = 8;
 constexpr std::size_t kAcceptFixed = 8;
 constexpr std::size_t kDoneFixed = 40;
 constexpr std::size_t kReadySize = 24;
+constexpr std::size_t kAuthHelloSize = 40;
+constexpr std::size_t kAuthChallengeSize = 72;
+constexpr std::size_t kAuthProofSize = 32;
 
 constexpr std::uint32_t kNoSuchType = 0xffffffffu;
 
@@ -113,6 +116,9 @@ std::uint32_t max_body_length(std::uint32_t type)
     case RecordType::done: return kDoneFixed + kMaxMessageLength;
     case RecordType::ready: return kReadySize;
     case RecordType::commit: return 0;
+    case RecordType::auth_hello: return kAuthHelloSize;
+    case RecordType::auth_challenge: return kAuthChallengeSize;
+    case RecordType::auth_proof: return kAuthProofSize;
     }
     return kNoSuchType;
 }
@@ -186,6 +192,9 @@ const char* record_type_name(std::uint32_t type)
     case RecordType::done: return "done";
     case RecordType::ready: return "ready";
     case RecordType::commit: return "commit";
+    case RecordType::auth_hello: return "auth_hello";
+    case RecordType::auth_challenge: return "auth_challenge";
+    case RecordType::auth_proof: return "auth_proof";
     }
     return "unknown";
 }
@@ -494,17 +503,23 @@ Record RecordReader::read()
 
     // Body and padding in one read; the buffer only ever grows to the
     // largest per-type limit (plus 7), whatever the stream claims.
+    // On an authenticated connection the tag follows, in the same read.
     const std::size_t padded = std::size_t{length} + pad_of(length);
-    if (buf_.size() < padded)
-        buf_.resize(padded);
+    const std::size_t tag = verifier_ ? verifier_->tag_size() : 0;
+    if (buf_.size() < padded + tag)
+        buf_.resize(padded + tag);
     try {
-        src_.read_exact({buf_.data(), padded});
+        src_.read_exact({buf_.data(), padded + tag});
     } catch (const StreamError& e) {
         if (e.has_context())
             throw;
         fail(name, "record of " + str(length) + " bytes: " + e.cause());
     }
     std::span<const std::uint8_t> body(buf_.data(), length);
+    // The tag first: an altered record is an authentication failure, not
+    // a CRC error, and nothing in it is looked at before it is trusted.
+    if (verifier_)
+        verifier_->verify(name, {h, sizeof h}, {buf_.data(), padded}, {buf_.data() + padded, tag});
 
     const std::uint32_t want = ~crc32c(body, header_crc_start(h));
     if (crc != want)
@@ -513,7 +528,7 @@ Record RecordReader::read()
         if (buf_[i] != 0)
             fail(name, "padding byte " + str(i - length) + " is " + hex(buf_[i]) + ", must be 0");
 
-    bytes_read_ += kRecordHeaderSize + padded;
+    bytes_read_ += kRecordHeaderSize + padded + tag;
     return {static_cast<RecordType>(type), body};
 }
 

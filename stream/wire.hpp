@@ -18,6 +18,7 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -56,6 +57,9 @@ enum class RecordType : std::uint32_t {
     channel_hello = 9,  // S->D: first record of every extra connection
     ready = 10,         // D->S: domain built, paused, ready to run: the ACK that asks for COMMIT
     commit = 11,        // S->D: run it (the source will not); body empty
+    auth_hello = 12,     // S->D: with a pre-shared key: suite, source nonce (docs: Authentication)
+    auth_challenge = 13, // D->S: suite, destination nonce, destination's proof
+    auth_proof = 14,     // S->D: source's proof
 };
 const char* record_type_name(std::uint32_t type);
 
@@ -134,6 +138,7 @@ enum AcceptStatus : std::uint32_t {
     kAcceptNoMemory = 3,
     kAcceptBadKind = 4,
     kAcceptInternal = 5,
+    kAcceptAuth = 6, // authentication required, impossible or failed (docs: Authentication)
 };
 
 // READY: the destination built the domain (every page, platform state
@@ -267,19 +272,37 @@ struct Record {
     std::span<const std::uint8_t> body; // valid until the next read()
 };
 
+// Checks the tag that follows every record of an authenticated connection
+// (docs: Authentication); implemented in stream/auth.hpp, so this header
+// needs no crypto library.
+class RecordVerifier {
+public:
+    virtual ~RecordVerifier() = default;
+    virtual std::size_t tag_size() const = 0;
+    // `record` is the whole record as received (header, body, padding).
+    // Throws AuthError naming `what` if the tag does not verify.
+    virtual void verify(const char* what, std::span<const std::uint8_t> header, std::span<const std::uint8_t> rest,
+                        std::span<const std::uint8_t> tag) = 0;
+};
+
 // Reads records one by one into a reused buffer: checks the type is known,
-// the length is within the limit for that type, the CRC, and that padding is
-// zero.  Counts the bytes it consumed.
+// the length is within the limit for that type, the record's tag when the
+// connection is authenticated, the CRC, and that padding is zero.  Counts
+// the bytes it consumed (tags included).
 class RecordReader {
 public:
     explicit RecordReader(ByteSource& src) : src_(src) {}
     Record read();
     std::uint64_t bytes_read() const { return bytes_read_; }
+    // From the next record on, every record must carry a tag that `v` accepts.
+    void set_verifier(std::unique_ptr<RecordVerifier> v) { verifier_ = std::move(v); }
+    bool authenticated() const { return verifier_ != nullptr; }
 
 private:
     ByteSource& src_;
     std::vector<std::uint8_t> buf_;
     std::uint64_t bytes_read_ = 0;
+    std::unique_ptr<RecordVerifier> verifier_;
 };
 
 StreamHeader parse_header(std::span<const std::uint8_t> body);

@@ -4,26 +4,6 @@
 # the domain running on exactly one side whatever happens.
 . "$(dirname "$0")/lib.sh"
 
-wait_file() { for _ in $(seq 100); do [ -e "$1" ] && return 0; sleep 0.1; done; echo "timed out waiting for $1"; return 1; }
-# wait_listen PORT: until something listens on 127.0.0.1:PORT (read from /proc, no connection made).
-wait_listen() {
-  local hex; hex=$(printf '%04X' "$1")
-  for _ in $(seq 100); do grep -q ":$hex 00000000:0000 0A" /proc/net/tcp && return 0; sleep 0.1; done
-  echo "nothing listens on port $1"; return 1
-}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-# expect_fail STATUS PATTERN COMMAND...: COMMAND exits STATUS and its stderr
-# is one line matching PATTERN.
-expect_fail() {
-  local want=$1 pat=$2; shift 2
-  local err="$WORK/err.$$.$RANDOM" rc=0
-  "$@" >/dev/null 2>"$err" || rc=$?
-  [ "$rc" = "$want" ] || { echo "exit $rc, wanted $want"; cat "$err"; return 1; }
-  grep -q -- "$pat" "$err" || { echo "stderr lacks '$pat':"; cat "$err"; return 1; }
-  [ "$(grep -c '' "$err")" -le 3 ] || { echo "error is not short:"; cat "$err"; return 1; }
-}
-
 no_command() {
   local rc=0
   fm >/dev/null 2>"$WORK/usage.err" || rc=$?

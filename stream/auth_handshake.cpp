@@ -1,0 +1,186 @@
+// The pre-shared-key handshake (docs/stream-format.md, Handshake): nonces,
+// HKDF-SHA256 key schedule, HMAC-SHA256 proofs, all from nettle.
+#include "stream/auth.hpp"
+
+#include <cstring>
+
+#include <nettle/hkdf.h>
+#include <nettle/hmac.h>
+#include <nettle/memops.h>
+
+namespace fastmig::auth {
+
+namespace {
+
+constexpr std::size_t kHelloSize = 8 + kNonceSize;
+constexpr std::size_t kChallengeSize = 8 + kNonceSize + kProofSize;
+
+constexpr char kProofD[] = "fastmig psk v1 destination proof";
+constexpr char kProofS[] = "fastmig psk v1 source proof";
+constexpr char kKeySD[] = "fastmig psk v1 record key S->D";
+constexpr char kKeyDS[] = "fastmig psk v1 record key D->S";
+
+using Bytes = std::vector<std::uint8_t>;
+
+std::uint32_t load32(const std::uint8_t* p)
+{
+    return std::uint32_t(p[0]) | std::uint32_t(p[1]) << 8 | std::uint32_t(p[2]) << 16 | std::uint32_t(p[3]) << 24;
+}
+
+// suite:u32 reserved:u32 nonce[32]
+Bytes hello_body(std::span<const std::uint8_t> nonce)
+{
+    Bytes b(8 + kNonceSize, 0);
+    b[0] = static_cast<std::uint8_t>(kSuitePskV1);
+    std::memcpy(b.data() + 8, nonce.data(), kNonceSize);
+    return b;
+}
+
+void check_prefix(const char* what, std::span<const std::uint8_t> body, std::size_t size)
+{
+    if (body.size() != size)
+        throw AuthError(std::string(what) + ": body is " + std::to_string(body.size()) + " bytes, must be " +
+                        std::to_string(size));
+    if (load32(body.data()) != kSuitePskV1)
+        throw AuthError(std::string(what) + ": suite " + std::to_string(load32(body.data())) +
+                        " is not supported (this side speaks suite " + std::to_string(kSuitePskV1) + ")");
+    if (load32(body.data() + 4) != 0)
+        throw AuthError(std::string(what) + ": reserved field is not 0");
+}
+
+// Everything both ends derive from the key and the two nonces.
+struct Schedule {
+    std::uint8_t prk[SHA256_DIGEST_SIZE];
+
+    Schedule(const Key& psk, std::span<const std::uint8_t> nonce_s, std::span<const std::uint8_t> nonce_d)
+    {
+        std::uint8_t salt[2 * kNonceSize];
+        std::memcpy(salt, nonce_s.data(), kNonceSize);
+        std::memcpy(salt + kNonceSize, nonce_d.data(), kNonceSize);
+        hmac_sha256_ctx c;
+        hmac_sha256_set_key(&c, sizeof salt, salt);
+        hkdf_extract(&c, reinterpret_cast<nettle_hash_update_func*>(hmac_sha256_update),
+                     reinterpret_cast<nettle_hash_digest_func*>(hmac_sha256_digest), SHA256_DIGEST_SIZE, psk.size(),
+                     psk.data(), prk);
+    }
+    ~Schedule() { std::memset(prk, 0, sizeof prk); }
+
+    Bytes proof(const char* label, std::span<const std::uint8_t> a, std::span<const std::uint8_t> b) const
+    {
+        hmac_sha256_ctx c;
+        hmac_sha256_set_key(&c, sizeof prk, prk);
+        hmac_sha256_update(&c, std::strlen(label), reinterpret_cast<const std::uint8_t*>(label));
+        hmac_sha256_update(&c, a.size(), a.data());
+        hmac_sha256_update(&c, b.size(), b.data());
+        Bytes out(kProofSize);
+        hmac_sha256_digest(&c, out.size(), out.data());
+        return out;
+    }
+
+    // Fills `k` (kRecordKeySize bytes) with the record key of one direction.
+    void record_key(const char* label, std::uint8_t* k) const
+    {
+        hmac_sha256_ctx c;
+        hmac_sha256_set_key(&c, sizeof prk, prk);
+        hkdf_expand(&c, reinterpret_cast<nettle_hash_update_func*>(hmac_sha256_update),
+                    reinterpret_cast<nettle_hash_digest_func*>(hmac_sha256_digest), SHA256_DIGEST_SIZE,
+                    std::strlen(label), reinterpret_cast<const std::uint8_t*>(label), kRecordKeySize, k);
+    }
+
+    // Keys the write side with `send_label` and the read side with `recv_label`.
+    void key(RecordWriter& w, wire::RecordReader& r, const char* send_label, const char* recv_label) const
+    {
+        std::uint8_t k[kRecordKeySize];
+        record_key(send_label, k);
+        w.set_mac(std::make_unique<RecordMac>(k));
+        record_key(recv_label, k);
+        r.set_verifier(std::make_unique<RecordTagVerifier>(k));
+        std::memset(k, 0, sizeof k);
+    }
+};
+
+bool same(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b)
+{
+    return a.size() == b.size() && memeql_sec(a.data(), b.data(), a.size());
+}
+
+} // namespace
+
+void authenticate_to_destination(const Key& psk, RecordWriter& w, wire::ByteSource& src, wire::RecordReader& r)
+{
+    std::uint8_t nonce_s[kNonceSize];
+    random_bytes(nonce_s);
+    const Bytes hello = hello_body(nonce_s);
+    w.write(wire::encode_record(wire::RecordType::auth_hello, hello),
+            {wire::kSourceMagic.data(), wire::kSourceMagic.size()});
+
+    try {
+        wire::read_magic(src, wire::kReplyMagic);
+    } catch (const StreamError& e) {
+        throw AuthError("the peer is not a fastmig receiver (" + e.cause() + ")");
+    } catch (const Error& e) {
+        throw AuthError("the destination closed the connection before answering AUTH_HELLO (" + e.cause() +
+                        "): it may not know authentication (an older fastmig)");
+    }
+    auto rec = r.read();
+    if (rec.type == wire::RecordType::accept) {
+        auto a = wire::parse_accept(rec.body);
+        throw AuthError("the destination refused to authenticate: " +
+                        (a.message.empty() ? std::string("no reason given") : a.message));
+    }
+    if (rec.type != wire::RecordType::auth_challenge)
+        throw AuthError(std::string("expected AUTH_CHALLENGE from the destination, got ") +
+                        wire::record_type_name(static_cast<std::uint32_t>(rec.type)));
+    check_prefix("auth_challenge", rec.body, kChallengeSize);
+    const Bytes challenge(rec.body.begin(), rec.body.end());
+    std::span<const std::uint8_t> nonce_d(challenge.data() + 8, kNonceSize);
+    std::span<const std::uint8_t> proof_d(challenge.data() + 8 + kNonceSize, kProofSize);
+
+    Schedule ks(psk, nonce_s, nonce_d);
+    if (!same(proof_d, ks.proof(kProofD, hello, {challenge.data(), 8 + kNonceSize})))
+        throw AuthError("the destination's proof does not verify: it holds a different key (check --psk-file on "
+                        "both hosts)");
+    const Bytes proof_s = ks.proof(kProofS, hello, challenge);
+    w.write(wire::encode_record(wire::RecordType::auth_proof, proof_s));
+    ks.key(w, r, kKeySD, kKeyDS);
+}
+
+void authenticate_source(const Key& psk, std::span<const std::uint8_t> hello_in, RecordWriter& w,
+                         wire::RecordReader& r)
+{
+    check_prefix("auth_hello", hello_in, kHelloSize);
+    const Bytes hello(hello_in.begin(), hello_in.end());
+    std::span<const std::uint8_t> nonce_s(hello.data() + 8, kNonceSize);
+    std::uint8_t nonce_d[kNonceSize];
+    random_bytes(nonce_d);
+
+    Schedule ks(psk, nonce_s, nonce_d);
+    Bytes challenge = hello_body(nonce_d);
+    const Bytes proof_d = ks.proof(kProofD, hello, challenge);
+    challenge.resize(kChallengeSize);
+    std::memcpy(challenge.data() + 8 + kNonceSize, proof_d.data(), kProofSize);
+    w.write(wire::encode_record(wire::RecordType::auth_challenge, challenge),
+            {wire::kReplyMagic.data(), wire::kReplyMagic.size()});
+
+    wire::Record rec;
+    try {
+        rec = r.read();
+    } catch (const StreamError&) {
+        throw;
+    } catch (const Error& e) {
+        throw AuthError("the source closed the connection instead of proving it holds the key (" + e.cause() +
+                        "): its key differs from ours (see the source's error)");
+    }
+    if (rec.type != wire::RecordType::auth_proof)
+        throw AuthError(std::string("expected AUTH_PROOF from the source, got ") +
+                        wire::record_type_name(static_cast<std::uint32_t>(rec.type)));
+    if (rec.body.size() != kProofSize)
+        throw AuthError("auth_proof: body is " + std::to_string(rec.body.size()) + " bytes, must be " +
+                        std::to_string(kProofSize));
+    if (!same(rec.body, ks.proof(kProofS, hello, challenge)))
+        throw AuthError("the source's proof does not verify: it holds a different key (check --psk-file on both "
+                        "hosts)");
+    ks.key(w, r, kKeyDS, kKeySD);
+}
+
+} // namespace fastmig::auth
