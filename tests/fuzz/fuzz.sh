@@ -124,6 +124,8 @@ run() {
   cov=$(echo "$last" | sed -n 's/.* cov: \([0-9]*\).*/\1/p')
   ft=$(echo "$last" | sed -n 's/.* ft: \([0-9]*\).*/\1/p')
   corp=$(echo "$last" | sed -n 's/.* corp: \([0-9]*\).*/\1/p')
+  # After a crash libFuzzer prints no final stats: its last status line.
+  test -n "$execs" || execs=$(grep -E '^#[0-9]+' "$log" | tail -1 | sed 's/^#\([0-9]*\).*/\1/')
   crashes=$(ls "$rundir/crashes/$t" 2>/dev/null | wc -l)
   echo "$t execs=${execs:-0} cov=${cov:-?} ft=${ft:-?} corpus=${corp:-?} crashes=$crashes secs=$((end - start)) status=$st"
   if test "$st" -ne 0; then
