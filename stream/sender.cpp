@@ -300,7 +300,7 @@ std::string Sender::peer_reason()
 {
     // After a failure, the destination may have said why it gave up.
     try {
-        replies_[0]->src.set_timeout(std::chrono::milliseconds(1000));
+        replies_[0]->src.set_timeout(opt_.peer_reason_timeout);
         for (int i = 0; i < 4; ++i) { // acks of earlier rounds may come first
             auto rec = replies_[0]->reader.read();
             if (rec.type == wire::RecordType::done) {

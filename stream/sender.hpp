@@ -60,6 +60,10 @@ struct SendOptions {
     // From END to the destination's READY (it builds and checks the domain),
     // and from COMMIT to its DONE.
     std::chrono::milliseconds done_timeout{60000};
+    // After a failure before END, how long to wait for the destination's
+    // DONE that may say why (best effort; the fuzz harness uses 0 so that a
+    // refused reply never costs a wait).
+    std::chrono::milliseconds peer_reason_timeout{1000};
     // Called about every 100 ms and at each round boundary.
     std::function<void(const Progress&)> progress;
     // Called with one line per policy decision (rounds, why we stopped).

@@ -1,0 +1,367 @@
+// Writes the seed corpora of the fuzz targets (tests/fuzz/README.md): valid
+// streams and answers built with the project's own encoders, in the input
+// layout each target documents.  Deterministic: the same seeds every run,
+// so they need not be committed.
+//
+// Usage: make-seeds DIR   (creates DIR/wire, DIR/codec, DIR/receiver, DIR/sender)
+#include "stream/codec/codec.hpp"
+#include "stream/wire.hpp"
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+using namespace fastmig;
+using namespace fastmig::wire;
+namespace fs = std::filesystem;
+
+namespace {
+
+using Bytes = std::vector<std::uint8_t>;
+
+void append(Bytes& to, const Bytes& from) { to.insert(to.end(), from.begin(), from.end()); }
+
+// `Bytes{flags} + stream`: a target's input, its leading bytes then a stream.
+Bytes operator+(Bytes a, const Bytes& b)
+{
+    append(a, b);
+    return a;
+}
+
+Bytes gather(std::span<const iovec> iov)
+{
+    Bytes out;
+    for (const auto& v : iov) {
+        auto* p = static_cast<const std::uint8_t*>(v.iov_base);
+        out.insert(out.end(), p, p + v.iov_len);
+    }
+    return out;
+}
+
+unsigned written = 0;
+
+void save(const fs::path& dir, const std::string& name, const Bytes& b)
+{
+    fs::create_directories(dir);
+    std::ofstream f(dir / name, std::ios::binary);
+    f.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
+    if (!f)
+        throw std::runtime_error("cannot write " + (dir / name).string());
+    ++written;
+}
+
+// Page contents: text-like (compresses), pseudo-random (does not).
+Bytes page(Pfn pfn, unsigned version)
+{
+    Bytes p(kPageSize);
+    std::uint64_t x = 0x9e3779b97f4a7c15ull ^ (pfn * 0x100000001b3ull) ^ version;
+    for (std::size_t i = 0; i < kPageSize; ++i) {
+        if (pfn % 2 == 0) {
+            p[i] = static_cast<std::uint8_t>("migrate the page of the guest "[(i + pfn) % 30]);
+        } else {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            p[i] = static_cast<std::uint8_t>(x);
+        }
+    }
+    if (version)
+        for (unsigned k = 0; k < 6; ++k)
+            p[(pfn * 131 + k * 577 + version * 17) % kPageSize] ^= static_cast<std::uint8_t>(0x40 + k);
+    return p;
+}
+
+Bytes magic() { return Bytes(kSourceMagic.begin(), kSourceMagic.end()); }
+Bytes reply_magic() { return Bytes(kReplyMagic.begin(), kReplyMagic.end()); }
+
+// The records of one channel of a migration: round 0 sends every pfn of
+// `pfns` (zero, free, raw, deflate groups, spread over encodings by pfn),
+// round 1 re-sends some as XBZRLE deltas, a deflate group and a zero page.
+// With `sparse`, only a few pfns of every 256 carry data and the rest are
+// zero pages, so that a domain large enough for two channels (pfn 512 and
+// up travel on channel 1) still makes a small seed.
+Bytes channel_rounds(const std::vector<Pfn>& pfns, codec::Algorithm algo, bool sparse = false)
+{
+    auto kind = [&](Pfn p) { return sparse && p % 256 >= 5 ? 0 : p % 5; };
+    Bytes s;
+    auto comp = codec::make_compressor(algo == codec::Algorithm::none ? codec::Algorithm::igzip : algo, 1);
+    std::vector<Bytes> keep; // page data must outlive finish()
+    BatchEncoder enc;
+    // Round 0.
+    enc.begin(0);
+    std::size_t i = 0;
+    std::uint64_t count = 0;
+    auto flush = [&] {
+        if (!enc.empty())
+            append(s, gather(enc.finish()));
+        enc.begin(0);
+    };
+    while (i < pfns.size()) {
+        if (enc.room() < 4)
+            flush();
+        const Pfn p = pfns[i];
+        switch (kind(p)) {
+        case 0:
+        case 1: {
+            // Consecutive zero (or free) pages go as one run, as the sender
+            // sends them (ZERO_RUN / FREE_RUN; a run of one is ZERO / FREE).
+            const auto k = kind(p);
+            std::size_t j = i + 1;
+            while (j < pfns.size() && kind(pfns[j]) == k && pfns[j] == pfns[j - 1] + 1 && j - i < kMaxRun &&
+                   (pfns[j] >> kChannelRegionShift) == (p >> kChannelRegionShift))
+                ++j;
+            enc.add_run(p, static_cast<std::uint32_t>(j - i), k == 0 ? PageEncoding::zero : PageEncoding::free);
+            count += j - i;
+            i = j;
+            break;
+        }
+        case 2:
+            keep.push_back(page(p, 0));
+            enc.add(p, PageEncoding::raw, keep.back());
+            ++i;
+            ++count;
+            break;
+        default: {
+            // A group of up to 3 pages (fewer at the end).
+            std::vector<Pfn> group;
+            Bytes raw;
+            while (group.size() < 3 && i < pfns.size()) {
+                group.push_back(pfns[i]);
+                append(raw, page(pfns[i], 0));
+                ++i;
+            }
+            Bytes out(codec::kMaxEncodedGroup);
+            std::size_t n = comp->compress(raw, out, group.size() * kMaxEncodedPage);
+            out.resize(n ? n : 1);
+            keep.push_back(out);
+            enc.add_group(group, keep.back());
+            count += group.size();
+        }
+        }
+    }
+    flush();
+    append(s, encode_round_end({0, count}));
+    // Round 1: deltas against round 0's content (raw pages, pfn % 5 == 2),
+    // a zero page over a written one, a group of one.
+    enc.begin(1);
+    count = 0;
+    for (Pfn p : pfns) {
+        if (kind(p) == 2 && count < 6) {
+            Bytes d(kMaxEncodedPage);
+            std::size_t n = codec::xbzrle_encode(page(p, 0), page(p, 1), d, d.size());
+            if (!n)
+                continue;
+            d.resize(n);
+            keep.push_back(d);
+            enc.add(p, PageEncoding::xbzrle, keep.back());
+            ++count;
+        }
+    }
+    for (Pfn p : pfns)
+        if (kind(p) == 3) {
+            Bytes raw = page(p, 1);
+            Bytes out(codec::kMaxEncodedGroup);
+            std::size_t n = comp->compress(raw, out, kMaxEncodedPage);
+            if (n) {
+                out.resize(n);
+                keep.push_back(out);
+                enc.add(p, PageEncoding::deflate, keep.back());
+                ++count;
+            }
+            break;
+        }
+    for (Pfn p : pfns)
+        if (kind(p) == 2) {
+            enc.add_zero(p);
+            ++count;
+            break;
+        }
+    if (!enc.empty())
+        append(s, gather(enc.finish()));
+    append(s, encode_round_end({1, count}));
+    return s;
+}
+
+StreamHeader header(std::uint64_t pages, std::uint64_t features)
+{
+    StreamHeader h;
+    h.nr_pages = pages;
+    h.features = features | kFeatureRuns; // round 0 sends its zero and free pages as runs
+    h.domain_kind = 1; // sim
+    h.domain_name = "seed";
+    return h;
+}
+
+// A whole single-channel migration, as the receiver target takes it.
+Bytes one_channel_stream(std::uint64_t pages, std::uint64_t features, codec::Algorithm algo)
+{
+    Bytes s = magic();
+    append(s, encode_header(header(pages, features)));
+    std::vector<Pfn> pfns;
+    for (Pfn p = 0; p < pages; ++p)
+        pfns.push_back(p);
+    append(s, channel_rounds(pfns, algo));
+    const Bytes blob = {1, 2, 3, 4, 5, 6, 7};
+    append(s, encode_platform_state(7, blob));
+    append(s, encode_platform_state(8, {}));
+    append(s, encode_end());
+    append(s, encode_commit());
+    return s;
+}
+
+void u16(Bytes& b, std::size_t v)
+{
+    b.push_back(static_cast<std::uint8_t>(v));
+    b.push_back(static_cast<std::uint8_t>(v >> 8));
+}
+
+void receiver_seeds(const fs::path& dir, const fs::path& wire_dir)
+{
+    const std::uint64_t all = kFeatureVerify | kFeatureDeflate | kFeatureXbzrle;
+    unsigned n = 0;
+    for (auto algo : {codec::Algorithm::igzip, codec::Algorithm::zlib})
+        for (std::uint64_t pages : {1u, 16u, 40u}) {
+            Bytes s = one_channel_stream(pages, pages == 16 ? all & ~kFeatureVerify : all, algo);
+            Bytes in = {0}; // CRCs as encoded
+            append(in, s);
+            save(dir, "stream-" + std::to_string(n), in);
+            // The wire target takes the same stream (flags, nr_pages,
+            // stream); the small ones only, which it runs much faster.
+            if (s.size() < 64 * 1024) {
+                Bytes w = {0};
+                u16(w, pages - 1);
+                append(w, s);
+                save(wire_dir, "stream-" + std::to_string(n), w);
+            }
+            ++n;
+        }
+    // Two channels: pfns 0..511 and 1024.. on channel 0, 512..1023 on 1.
+    {
+        const std::uint64_t pages = 1030;
+        const std::uint64_t session = 0x1234;
+        Bytes c0 = magic();
+        append(c0, encode_header(header(pages, all | kFeatureChannels)));
+        append(c0, encode_channels({2, session}));
+        std::vector<Pfn> p0, p1;
+        for (Pfn p = 0; p < pages; ++p)
+            (channel_of(p, 2) == 0 ? p0 : p1).push_back(p);
+        append(c0, channel_rounds(p0, codec::Algorithm::igzip, true));
+        append(c0, encode_platform_state(7, {}));
+        append(c0, encode_end());
+        append(c0, encode_commit());
+        Bytes c1 = magic();
+        append(c1, encode_channel_hello({1, session}));
+        append(c1, channel_rounds(p1, codec::Algorithm::igzip, true));
+        append(c1, encode_end());
+        if (c1.size() > 0xffff)
+            throw std::runtime_error("channel 1 seed too large for its u16 length");
+        Bytes in = {2}; // one extra connection
+        u16(in, c1.size());
+        append(in, c1);
+        append(in, c0);
+        save(dir, "channels-2", in);
+    }
+    // Refused at once: a header the receiver will not take.
+    {
+        Bytes s = magic();
+        append(s, encode_header(header(1u << 20, 0))); // larger than the harness's host
+        save(dir, "too-large", Bytes{0} + s);
+    }
+}
+
+void sender_seeds(const fs::path& dir, const fs::path& wire_dir)
+{
+    for (unsigned cfg = 0; cfg < 64; ++cfg) {
+        if (cfg & 2)
+            continue; // CRC fixing: the seeds are already right
+        const unsigned channels = (cfg & 1) ? 2 : 1;
+        const unsigned rounds = 1 + ((cfg >> 4) & 3) + 1; // precopy + stop-and-copy
+        Bytes r0 = reply_magic();
+        append(r0, encode_accept({kAcceptOk, ""}));
+        for (unsigned r = 0; r < rounds; ++r)
+            append(r0, encode_round_ack({r, 10}));
+        append(r0, encode_ready({96, 4096, 0x1234}));
+        append(r0, encode_done({0, 1, 96, 4096, 0x1234, ""}));
+        Bytes in = {static_cast<std::uint8_t>(cfg)};
+        if (channels == 2) {
+            Bytes r1 = reply_magic();
+            for (unsigned r = 0; r < rounds; ++r)
+                append(r1, encode_round_ack({r, 0}));
+            u16(in, r1.size());
+            append(in, r1);
+        }
+        append(in, r0);
+        save(dir, "answers-" + std::to_string(cfg), in);
+        if (cfg < 4) {
+            Bytes w = {2, 95, 0}; // reply stream, 96 pages
+            append(w, r0);
+            save(wire_dir, "answers-" + std::to_string(cfg), w);
+        }
+    }
+    // A refusal; a destination that gives up mid-way; DONE with an error
+    // after COMMIT.
+    {
+        Bytes r = reply_magic();
+        append(r, encode_accept({kAcceptNoMemory, "domain of 384 KiB exceeds the receiver's limit"}));
+        Bytes in = {0};
+        append(in, r);
+        save(dir, "refused", in);
+        Bytes g = reply_magic();
+        append(g, encode_accept({kAcceptOk, ""}));
+        append(g, encode_done({1, 0, 0, 0, 0, "malformed stream: the destination gave up"}));
+        save(dir, "gave-up", Bytes{0} + g);
+        Bytes c = reply_magic();
+        append(c, encode_accept({kAcceptOk, ""}));
+        append(c, encode_round_ack({0, 96}));
+        append(c, encode_round_ack({1, 9}));
+        append(c, encode_ready({96, 4096, 0}));
+        append(c, encode_done({1, 0, 0, 0, 0, "cannot start the domain"}));
+        save(dir, "failed-after-commit", Bytes{0} + c);
+    }
+}
+
+void codec_seeds(const fs::path& dir)
+{
+    unsigned n = 0;
+    for (unsigned v = 1; v < 4; ++v) {
+        Bytes d(kMaxEncodedPage);
+        std::size_t len = codec::xbzrle_encode(page(2, 0), page(2, v), d, d.size());
+        d.resize(len);
+        save(dir, "xbzrle-" + std::to_string(n++), Bytes{0} + d);
+    }
+    for (auto algo : {codec::Algorithm::igzip, codec::Algorithm::zlib})
+        for (unsigned pages : {1u, 3u, 16u}) {
+            Bytes raw;
+            for (unsigned p = 0; p < pages; ++p)
+                append(raw, page(p, 0));
+            Bytes out(codec::kMaxEncodedGroup);
+            auto comp = codec::make_compressor(algo, 1);
+            std::size_t len = comp->compress(raw, out, pages * kMaxEncodedPage);
+            out.resize(len);
+            // flags: both inflaters compared, pages - 1 in the top bits.
+            Bytes in = {static_cast<std::uint8_t>(3 | (pages - 1) << 4)};
+            append(in, out);
+            save(dir, "deflate-" + std::to_string(n++), in);
+        }
+}
+
+} // namespace
+
+int main(int argc, char** argv)
+{
+    if (argc != 2) {
+        std::fprintf(stderr, "usage: %s DIR\n", argv[0]);
+        return 2;
+    }
+    try {
+        const fs::path dir = argv[1];
+        receiver_seeds(dir / "receiver", dir / "wire");
+        sender_seeds(dir / "sender", dir / "wire");
+        codec_seeds(dir / "codec");
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "make-seeds: %s\n", e.what());
+        return 1;
+    }
+    std::printf("make-seeds: %u seeds in %s\n", written, argv[1]);
+    return 0;
+}
