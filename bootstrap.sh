@@ -11,9 +11,11 @@ mode=${1:-build}
 
 # Debian packages the build and the tests need.  libxen-dev is optional for
 # the build (the Xen backend is skipped without it) but installed so that the
-# Xen backend is always compiled and tested where it can be.
+# Xen backend is always compiled and tested where it can be.  nftables: the
+# fault matrix's stalled and lossy links; clang and libclang-rt-14-dev: the
+# libFuzzer part of the fuzz check (skipped, not failed, without them).
 PACKAGES="build-essential autoconf automake libtool pkg-config zlib1g-dev libisal-dev nettle-dev \
-libboost-test-dev libxen-dev python3 iproute2 procps nftables"
+libboost-test-dev libxen-dev python3 iproute2 procps nftables clang libclang-rt-14-dev"
 
 missing=""
 for p in $PACKAGES; do
