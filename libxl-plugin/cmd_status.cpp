@@ -132,7 +132,7 @@ int cmd_status(const std::vector<std::string>& args)
                                  : "the stock helper (not fastmig)");
     std::printf("backend of fastmig's helper: %s (FASTMIG_HELPER_BACKEND=%s)\n",
 #ifdef FASTMIG_HAVE_XEN
-                "Xen libraries found; the Xen backend (stream/domain/xen/) is not built yet",
+                "built with the Xen backend (stream/domain/xen/: 64-bit PV guests; HVM refused)",
 #else
                 "the Xen backend is not built (no Xen libraries at configure time)",
 #endif

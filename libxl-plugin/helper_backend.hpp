@@ -7,6 +7,7 @@
 #include "stream/domain.hpp"
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -31,6 +32,11 @@ public:
     virtual ~HelperBackend() = default;
     virtual std::string name() const = 0;
 
+    // Where the backend's own progress lines go (libxl's log, set by the
+    // helper before open_source/provider); unset: the backend's default.
+    using LogFn = std::function<void(const std::string&)>;
+    void set_log(LogFn log) { log_ = std::move(log); }
+
     // The running domain libxl asked to save.
     virtual std::unique_ptr<Domain> open_source(std::uint32_t domid) = 0;
     // HVM guests with a device model: libxl must switch QEMU's own log-dirty
@@ -44,10 +50,13 @@ public:
     // (XGR_SDD_MISSING_CPUID = 1, XGR_SDD_MISSING_MSR = 2).
     virtual unsigned static_data_missing(const IncomingDomain&) const { return 0; }
     virtual RestoreResults restore_results(IncomingDomain&) = 0;
+
+protected:
+    LogFn log_;
 };
 
 // FASTMIG_HELPER_BACKEND: "xen" (default) or "sim".  Throws Error with a
-// clear cause (unknown name, backend not built).
+// clear cause (unknown name, Xen backend not built: no Xen libraries).
 std::unique_ptr<HelperBackend> make_backend();
 std::unique_ptr<HelperBackend> make_sim_backend();
 std::unique_ptr<HelperBackend> make_xen_backend();

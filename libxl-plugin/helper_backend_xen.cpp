@@ -1,26 +1,108 @@
-// The Xen backend of the helper.  The Domain implementation for real Xen
-// domains lives in stream/domain/xen/ (issue 6, written separately); until
-// it is part of this build, the helper refuses Xen domains with a clear
-// error, which libxl reports and `xl save`/`xl migrate` fail cleanly on: the
-// domain keeps running (the helper fails before asking libxl to suspend it).
+// The Xen backend of the helper: libxl's domid is a real Xen domain, driven
+// through stream/domain/xen/ (64-bit PV guests only).  This file is only the
+// adapter between libxl's view and that backend:
 //
-// When stream/domain/xen/ lands, this file becomes the adapter: open_source
-// attaches the Xen Domain for `domid`, needs_qemu_logdirty is true for HVM
-// guests with a device model, provider() fills libxl's already created
-// domain (RestoreParams carries the xenstore/console event channels), and
-// restore_results returns the store and console frames it set up.
+// * save: attach_save(domid) with SaveOptions::suspend_request set.  The
+//   request itself goes through libxl's suspend callback, which the helper's
+//   LibxlSuspendedDomain (helper_save.cpp) sends before it calls suspend()
+//   on this domain; so the request here only reports "libxl did it", and the
+//   backend then checks with Xen that the guest really stopped.  Setting it
+//   also keeps the backend from subscribing the guest's suspend event
+//   channel, which would take VIRQ_DOM_EXC (and so libxl's own wait for the
+//   suspension) away from libxl.
+// * restore: a XenProvider building into the domain libxl created, with the
+//   xenstore/console event channels from argv; destroy_on_failure is false
+//   because libxl destroys the half-built domain itself after a failure.
+//   restore_results are the store and console frames the backend set up.
+// * HVM/PVH and 32-bit PV guests are refused by the backend with an error
+//   saying so (at attach on save, on the stream's kind on restore), before
+//   libxl is asked to suspend anything; so QEMU's log-dirty is never needed.
+//
+// Without the Xen libraries (configure found none) the helper refuses Xen
+// domains with a clear error instead, before touching the domain.
 #include "libxl-plugin/helper_backend.hpp"
 
 #include "config.h"
 
+#ifdef FASTMIG_HAVE_XEN
+#include "stream/domain/xen/xen_domain.hpp"
+#endif
+
 namespace fastmig::helper {
+
+#ifdef FASTMIG_HAVE_XEN
+namespace {
+
+// libxc's XGR_SDD_MISSING_* bits (xenguest.h, struct restore_callbacks).
+constexpr unsigned kMissingCpuid = 1u << 0;
+constexpr unsigned kMissingMsr = 1u << 1;
+
+class XenBackend : public HelperBackend {
+public:
+    std::string name() const override { return "xen"; }
+
+    std::unique_ptr<Domain> open_source(std::uint32_t domid) override
+    {
+        xen::SaveOptions o;
+        o.log = domain_log(domid);
+        // helper_save.cpp has already asked libxl (and got "suspended")
+        // when the engine's suspend() reaches the backend.
+        o.suspend_request = [] { return true; };
+        return xen::attach_save(domid, std::move(o));
+    }
+
+    std::unique_ptr<DomainProvider> provider(const RestoreParams& p) override
+    {
+        xen::RestoreParams xp;
+        xp.domid = p.domid;
+        xp.store_evtchn = p.store_evtchn;
+        xp.store_domid = p.store_domid;
+        xp.console_evtchn = p.console_evtchn;
+        xp.console_domid = p.console_domid;
+        xp.destroy_on_failure = false;
+        xp.log = domain_log(p.domid);
+        return std::make_unique<xen::XenProvider>(std::move(xp));
+    }
+
+    // HVM is listed only so that the provider's refusal, which says "HVM
+    // restore is not implemented", is what libxl logs, rather than the
+    // receiver's bare "cannot build domains of kind 3".
+    std::vector<std::uint32_t> kinds() const override { return {kDomainKindXenPv, kDomainKindXenHvm}; }
+
+    // The backend sends no CPUID or MSR policy records (see
+    // stream/domain/xen/README.md): as for a pre-4.14 libxc stream, libxl
+    // must then apply its own policy (libxl__build_pre leaves CPUID to
+    // static_data_done on restore).
+    unsigned static_data_missing(const IncomingDomain&) const override { return kMissingCpuid | kMissingMsr; }
+
+    RestoreResults restore_results(IncomingDomain& d) override
+    {
+        auto* x = dynamic_cast<xen::XenIncomingDomain*>(&d);
+        if (!x)
+            throw Error(d.name(), Phase::restore, "internal: the restored domain is not a Xen domain");
+        xen::RestoreResult r = x->result();
+        return {r.store_mfn, r.console_mfn};
+    }
+
+private:
+    // The backend's own lines ("attached: ...", suspend fallbacks) go to
+    // libxl's log with the rest, not to xl's stderr.
+    xen::LogFn domain_log(std::uint32_t domid) const
+    {
+        if (!log_)
+            return {};
+        auto log = log_;
+        return [log, domid](const std::string& line) { log("domain " + std::to_string(domid) + " (xen): " + line); };
+    }
+};
+
+} // namespace
+#endif
 
 std::unique_ptr<HelperBackend> make_xen_backend()
 {
 #ifdef FASTMIG_HAVE_XEN
-    throw Error("the Xen backend is not built/available in this fastmig: the Xen libraries are present but "
-                "stream/domain/xen/ is not part of this build yet; use the stock libxl-save-helper "
-                "(unset LIBXL_SAVE_HELPER or 'make uninstall-xl-helper')");
+    return std::make_unique<XenBackend>();
 #else
     throw Error("the Xen backend is not built/available in this fastmig (configured without the Xen libraries: "
                 "apt-get install libxen-dev and rebuild); use the stock libxl-save-helper");

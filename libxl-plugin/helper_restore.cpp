@@ -3,7 +3,9 @@
 // the stream's END (libxl reads its own records after it on the same fd),
 // leaves the domain built and paused (libxl unpauses it: `xl restore`, or
 // xl migrate-receive after the source's "go"), then reports restore_results
-// and complete.  Any failure destroys what was built.
+// and complete.  On a failure the backend's destroy() runs: the sim backend
+// destroys its half-built guest; the Xen backend leaves the paused domain to
+// libxl, which created it and destroys it after a failed restore.
 #include "libxl-plugin/helper.hpp"
 
 #include "stream/receiver.hpp"
@@ -56,6 +58,7 @@ int run_restore(const RestoreArgs& a, LibxlLink& libxl, HelperBackend& backend)
             throw Error(who, Phase::setup, "io_fd " + std::to_string(a.io_fd) + " is not an open descriptor");
 
         RestoreParams params{a.domid, a.store_evtchn, a.store_domid, a.console_evtchn, a.console_domid};
+        backend.set_log([&](const std::string& line) { libxl.log(XtlLevel::detail, line); });
         std::unique_ptr<DomainProvider> inner;
         try {
             inner = backend.provider(params);

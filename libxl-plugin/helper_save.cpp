@@ -92,8 +92,12 @@ public:
         if (!why.empty()) {
             // libxl may have stopped the guest part way (e.g. the guest
             // suspended but saving the device model failed): make sure it
-            // runs.  A resume of a running domain is harmless on both
-            // backends, and xl resumes it too on a failed save.
+            // runs where the backend can tell.  The sim backend resumes a
+            // stopped guest and ignores a running one; the Xen backend's
+            // resume acts only after its own confirmation of the
+            // suspension, which has not happened here.  Either way xl
+            // resumes the domain after a failed save (libxl_domain_resume
+            // in xl save and xl migrate).
             try {
                 d_.resume();
                 why += "; the domain was resumed";
@@ -170,6 +174,7 @@ int run_save(const SaveArgs& a, LibxlLink& libxl, HelperBackend& backend)
         // own confirmation afterwards is quick.
         so.suspend_timeout = std::chrono::seconds(30);
 
+        backend.set_log([&](const std::string& line) { libxl.log(XtlLevel::detail, line); });
         std::unique_ptr<Domain> inner;
         try {
             inner = backend.open_source(a.domid);

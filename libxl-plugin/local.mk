@@ -29,7 +29,10 @@ libxl_plugin_libfmhelper_a_SOURCES = \
 fastmighelperdir = $(libexecdir)/fastmig
 fastmighelper_PROGRAMS = libxl-plugin/libxl-save-helper
 libxl_plugin_libxl_save_helper_SOURCES = libxl-plugin/helper_main.cpp
-libxl_plugin_libxl_save_helper_LDADD = libxl-plugin/libfmhelper.a libxl-plugin/libfmcli.a $(FASTMIG_LIBS)
+# The Xen backend (stream/domain/xen/, empty without the Xen libraries) goes
+# before the engine it builds on.
+libxl_plugin_libxl_save_helper_LDADD = libxl-plugin/libfmhelper.a libxl-plugin/libfmcli.a \
+	$(FASTMIG_XEN_LIBS) $(FASTMIG_LIBS)
 EXTRA_DIST += libxl-plugin/xl-helper-divert.sh
 
 # `fastmig status` names the helper libxl runs and whether it is fastmig's.

@@ -11,6 +11,7 @@ T=$WORK
 
 has() { grep -q -- "$2" "$1"; }
 count() { grep -c -- "$2" "$1" || true; }
+have_xen() { grep -q '^#define FASTMIG_HAVE_XEN 1' "$B/config.h" 2>/dev/null; }
 state() { fm sim info "$1" | sed -n 's/^state: //p'; }
 incoming() { fm sim list | awk '$NF == "incoming" {print $1}'; }
 new_guest() { fm sim create --memory "$1" --workload "$2" --seed 7; }
@@ -26,13 +27,28 @@ ok "bad argv: non-numeric domid" -- usage_case --save-domain 3 -1 five 1 136 0
 ok "bad argv: unknown mode" -- usage_case --suspend-domain 3 -1 5 1 136 0
 ok "bad argv: restore without io_fd" -- usage_case --restore-domain -1 -1 6 1 0 2 0 768 0
 
-# --- the default backend without Xen: a clear error, never a fake success ----
-xen_case() {
-  FASTMIG_HELPER_BACKEND= "$FAKE" --helper "$HELPER" --io "$T/x.img" save >"$T/x.out" 2>&1 || return 1
-  has "$T/x.out" "save: complete retval=-1" && has "$T/x.out" "level=8 .*Xen backend is not built/available" &&
-    ! has "$T/x.out" "save: suspend"
+# --- the default (Xen) backend where no hypervisor runs ----------------------
+# Built with the Xen libraries, the helper attaches the Xen domain and libxc's
+# cause comes through (no /dev/xen/privcmd here; on a Xen host, no such
+# domain: 32751 is below DOMID_FIRST_RESERVED but never allocated in tests);
+# built without them, it says the backend is not built.  Either way: an
+# error log naming the domain, the phase and the cause, then complete with
+# retval -1 (fake_libxl checks the order and the helper's exit status), and
+# libxl is never asked to suspend anything.
+NODOM=32751
+if have_xen; then
+  XEN_CAUSE="domain $NODOM.*: setup: .*\(cannot open the hypervisor interface\|does not exist\)"
+else
+  XEN_CAUSE="domain $NODOM: setup: .*Xen backend is not built/available"
+fi
+xen_save() {
+  FASTMIG_HELPER_BACKEND= "$FAKE" --helper "$HELPER" --domid $NODOM --io "$T/x.img" save >"$T/x.out" 2>&1 ||
+    { cat "$T/x.out"; return 1; }
+  cat "$T/x.out"
+  has "$T/x.out" "save: complete retval=-1" && has "$T/x.out" "level=8 .*save failed: $XEN_CAUSE" &&
+    has "$T/x.out" "save: exit 0" && ! has "$T/x.out" "save: suspend" && ! has "$T/x.out" "switch_qemu_logdirty"
 }
-ok "xen backend not built: save fails with a clear error, no suspend asked" -- xen_case
+ok "xen backend, no hypervisor: save fails naming domain, phase and cause; no suspend asked" -- xen_save
 
 # --- xl migrate: save and restore helpers joined by a socketpair -------------
 G=$(new_guest 64M web)
@@ -124,6 +140,50 @@ static_fail() {
   has "$T/st.out" "complete retval=-1" && has "$T/st.out" "static_data_done callback failed" && [ -z "$(incoming)" ]
 }
 ok "libxl fails static_data_done: restore fails, domain destroyed" -- static_fail
+# A fastmig stream whose HEADER says KIND, alone: the magic and HEADER of the
+# helper's part of the sim image, with domain_kind (HEADER body offset 24)
+# rewritten and the record's CRC-32C recomputed (docs/stream-format.md).
+kind_stream() {  # kind_stream KIND OUT
+  python3 - "$T/clean.img" "$1" "$2" <<'PY'
+import struct, sys
+def crc32c(data):
+    c = 0xFFFFFFFF
+    for b in data:
+        c ^= b
+        for _ in range(8):
+            c = (c >> 1) ^ (0x82F63B78 if c & 1 else 0)
+    return c ^ 0xFFFFFFFF
+img = open(sys.argv[1], 'rb').read()
+magic, img = img[:8], img[8:]
+rtype, length = struct.unpack_from('<II', img, 0)
+assert rtype == 1, rtype
+body = bytearray(img[16:16 + length])
+struct.pack_into('<I', body, 24, int(sys.argv[2]))
+head = struct.pack('<IIII', rtype, length, 0, 0)
+rec = struct.pack('<IIII', rtype, length, crc32c(head + bytes(body)), 0) + bytes(body)
+open(sys.argv[3], 'wb').write(magic + rec + bytes((8 - length % 8) % 8))
+PY
+}
+xen_restore() {  # xen_restore KIND WHAT: the default backend fails the restore naming WHAT
+  kind_stream "$1" "$T/k$1.img" || return 1
+  FASTMIG_HELPER_BACKEND= "$FAKE" --helper "$HELPER" --no-framing --rdomid $NODOM --io "$T/k$1.img" restore \
+    >"$T/xr.out" 2>&1 || { cat "$T/xr.out"; return 1; }
+  cat "$T/xr.out"
+  has "$T/xr.out" "restore: complete retval=-1" && has "$T/xr.out" "level=8 .*restore failed: .*$2" &&
+    has "$T/xr.out" "restore: restore_results store_gfn=0 console_gfn=0" && has "$T/xr.out" "restore: exit 0" &&
+    ! has "$T/xr.out" "static_data_done"
+}
+ok "xen backend, no hypervisor: restore of a PV stream fails naming domain, phase and cause" -- \
+  xen_restore 2 "$XEN_CAUSE"
+if have_xen; then
+  ok "xen backend: an HVM stream is refused as HVM before touching Xen" -- \
+    xen_restore 3 "domain $NODOM.*HVM restore is not implemented"
+  ok "xen backend: a sim stream is refused, nothing built" -- xen_restore 1 "kind 1"
+else
+  for d in "an HVM stream is refused as HVM" "a sim stream is refused"; do
+    tap_n=$((tap_n + 1)); echo "ok $tap_n - xen backend: $d # SKIP built without the Xen libraries"
+  done
+fi
 remus() {
   FASTMIG_HELPER_SIM_DOMAIN=$G "$FAKE" --helper "$HELPER" --stream-type 1 --io "$T/rm.img" save >"$T/rm.out" 2>&1 &&
     has "$T/rm.out" "complete retval=-1" && has "$T/rm.out" "Remus/COLO" && [ "$(state "$G")" = running ]

@@ -17,3 +17,13 @@ tests_libxl_helper_one_way_test_SOURCES = tests/libxl-helper/test_one_way.cpp te
 tests_libxl_helper_one_way_test_CPPFLAGS = $(UNIT_CPPFLAGS)
 tests_libxl_helper_one_way_test_LDADD = $(UNIT_LDADD)
 TESTS += tests/libxl-helper/one_way.test
+
+# The helper's Xen adapter, without a hypervisor (Xen builds only).
+if HAVE_XEN
+check_PROGRAMS += tests/libxl-helper/xen_adapter.test
+tests_libxl_helper_xen_adapter_test_SOURCES = tests/libxl-helper/test_xen_adapter.cpp
+tests_libxl_helper_xen_adapter_test_CPPFLAGS = $(UNIT_CPPFLAGS)
+tests_libxl_helper_xen_adapter_test_LDADD = libxl-plugin/libfmhelper.a libxl-plugin/libfmcli.a \
+	$(FASTMIG_XEN_LIBS) $(UNIT_LDADD)
+TESTS += tests/libxl-helper/xen_adapter.test
+endif
