@@ -6,7 +6,7 @@ stream_libfmstream_a_CPPFLAGS += $(NETTLE_CFLAGS)
 FASTMIG_LIBS += $(NETTLE_LIBS)
 
 check_PROGRAMS += tests/unit/auth.test
-tests_unit_auth_test_SOURCES = tests/unit/test_auth.cpp tests/unit/fake_domain.hpp
+tests_unit_auth_test_SOURCES = tests/unit/test_auth.cpp tests/unit/fake_domain.hpp tests/unit/migrate_pairs.hpp
 tests_unit_auth_test_CPPFLAGS = $(UNIT_CPPFLAGS)
 tests_unit_auth_test_LDADD = $(UNIT_LDADD)
 TESTS += tests/unit/auth.test tests/integration/auth.sh

@@ -5,6 +5,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include "fake_domain.hpp"
+#include "migrate_pairs.hpp"
 #include "stream/auth.hpp"
 #include "stream/receiver.hpp"
 #include "stream/sender.hpp"
@@ -116,38 +117,10 @@ ReceiveOptions quick_receive(const auth::Key& psk)
     return o;
 }
 
-struct Outcome {
-    std::optional<SendResult> sent;
-    std::string send_error;
-    std::optional<ReceiveResult> received;
-    std::string receive_error;
-};
-
 // One migration over `channels` socket pairs.
 Outcome migrate(FakeDomain& src, FakeProvider& prov, SendOptions so, ReceiveOptions ro, unsigned channels = 1)
 {
-    std::vector<Pair> pairs(channels);
-    std::size_t next_send = 1, next_recv = 1;
-    so.channels = channels;
-    so.connect_channel = [&] { return ::dup(pairs.at(next_send++).a.get()); };
-    ro.accept_channel = [&](std::chrono::milliseconds) { return ::dup(pairs.at(next_recv++).b.get()); };
-    Outcome out;
-    auto rx = std::async(std::launch::async, [&] {
-        try {
-            out.received = receive_domain(pairs[0].b.get(), prov, ro);
-        } catch (const std::exception& e) {
-            out.receive_error = e.what();
-        }
-        pairs[0].b.reset();
-    });
-    try {
-        out.sent = send_domain(src, pairs[0].a.get(), so);
-    } catch (const std::exception& e) {
-        out.send_error = e.what();
-    }
-    pairs[0].a.reset();
-    rx.get();
-    return out;
+    return migrate_over_pairs(src, prov, std::move(so), std::move(ro), channels);
 }
 
 // The source keeps running and the destination never created a domain.

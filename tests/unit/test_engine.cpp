@@ -5,6 +5,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include "fake_domain.hpp"
+#include "migrate_pairs.hpp"
 #include "stream/receiver.hpp"
 #include "stream/sender.hpp"
 #include "stream/transport.hpp"
@@ -37,33 +38,9 @@ ReceiveOptions quick_receive()
     return o;
 }
 
-struct Outcome {
-    std::optional<SendResult> sent;
-    std::string send_error;
-    std::optional<ReceiveResult> received;
-    std::string receive_error;
-};
-
 Outcome migrate(FakeDomain& src, FakeProvider& prov, SendOptions so = quick_send(), ReceiveOptions ro = quick_receive())
 {
-    Pair p;
-    Outcome out;
-    auto rx = std::async(std::launch::async, [&] {
-        try {
-            out.received = receive_domain(p.b.get(), prov, ro);
-        } catch (const std::exception& e) {
-            out.receive_error = e.what();
-        }
-        p.b.reset();
-    });
-    try {
-        out.sent = send_domain(src, p.a.get(), so);
-    } catch (const std::exception& e) {
-        out.send_error = e.what();
-    }
-    p.a.reset();
-    rx.get();
-    return out;
+    return migrate_over_pairs(src, prov, std::move(so), std::move(ro));
 }
 
 } // namespace
