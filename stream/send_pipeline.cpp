@@ -280,8 +280,7 @@ void SendPipeline::encode(Job& job, WorkerPolicy& wp)
         // Free pages come in pfn order: consecutive ones go as FREE_RUNs.
         for (std::size_t i = 0; i < n;) {
             std::size_t j = i + 1;
-            while (j < n && job.pfns[j] == job.pfns[j - 1] + 1 && j - i < wire::kMaxRun &&
-                   (job.pfns[j] >> wire::kChannelRegionShift) == (job.pfns[i] >> wire::kChannelRegionShift))
+            while (j < n && wire::extends_run(job.pfns[i], j - i, job.pfns[j]))
                 ++j;
             enc.add_run(job.pfns[i], static_cast<std::uint32_t>(j - i), wire::PageEncoding::free);
             i = j;
@@ -364,8 +363,7 @@ void SendPipeline::encode(Job& job, WorkerPolicy& wp)
         if (cfg_.zero_detect && is_zero_page(page)) {
             flush_run();
             const Pfn p = job.pfns[i];
-            if (zero_len && p == zero_start + zero_len && zero_len < wire::kMaxRun &&
-                (p >> wire::kChannelRegionShift) == (zero_start >> wire::kChannelRegionShift)) {
+            if (zero_len && wire::extends_run(zero_start, zero_len, p)) {
                 ++zero_len;
             } else {
                 flush_zeros();

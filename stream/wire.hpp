@@ -229,6 +229,13 @@ inline std::uint32_t channel_of(Pfn pfn, std::uint32_t nr_channels)
 {
     return static_cast<std::uint32_t>((pfn >> kChannelRegionShift) % nr_channels);
 }
+// Does `next` extend the run of `len` pages from `first` (ZERO_RUN,
+// FREE_RUN)?  It must follow it directly and stay in its channel region,
+// which also keeps the run within kMaxRun pages.
+inline bool extends_run(Pfn first, std::uint64_t len, Pfn next)
+{
+    return next == first + len && (next >> kChannelRegionShift) == (first >> kChannelRegionShift);
+}
 struct Channels {
     std::uint32_t count = 1;   // 1..kMaxChannels, including channel 0
     std::uint64_t session = 0; // random; joins the extra connections to this stream

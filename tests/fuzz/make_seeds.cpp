@@ -107,8 +107,7 @@ Bytes channel_rounds(const std::vector<Pfn>& pfns, codec::Algorithm algo, bool s
             // sends them (ZERO_RUN / FREE_RUN; a run of one is ZERO / FREE).
             const auto k = kind(p);
             std::size_t j = i + 1;
-            while (j < pfns.size() && kind(pfns[j]) == k && pfns[j] == pfns[j - 1] + 1 && j - i < kMaxRun &&
-                   (pfns[j] >> kChannelRegionShift) == (p >> kChannelRegionShift))
+            while (j < pfns.size() && kind(pfns[j]) == k && extends_run(p, j - i, pfns[j]))
                 ++j;
             enc.add_run(p, static_cast<std::uint32_t>(j - i), k == 0 ? PageEncoding::zero : PageEncoding::free);
             count += j - i;
