@@ -69,12 +69,13 @@ stamp() { echo "$1 $(( $(date +%s) - t0 ))s" >>"$work/timings"; log "$1 done at 
 
 root=$work/root
 # Packages: Xen (hypervisor only for its xen.gz; the tools run in dom0), the
-# kernel, and what the dom0 test scripts use. minbase keeps it small; we do
+# kernel, and what the dom0 test scripts use (linux-perf: the job's PERF=1
+# profile). minbase keeps it small; we do
 # not boot systemd (our own init is faster, which matters under TCG).
 pkgs=(linux-image-amd64 initramfs-tools kmod
       xen-hypervisor-4.17-amd64 xen-utils-4.17 xen-utils-common
       busybox-static iproute2 iputils-ping procps e2fsprogs util-linux
-      coreutils gawk)
+      coreutils gawk linux-perf)
 log "debootstrap $suite from $mirror (log: $work/build.log)"
 timeout 1800 debootstrap --variant=minbase --include="$(IFS=,; echo "${pkgs[*]}")" \
   "$suite" "$root" "$mirror" >&3 2>&1 || die "debootstrap failed, see tail of log:

@@ -11,6 +11,12 @@
 #                      guest/init and guest/memwriter (compiled here, static)
 #   results/           empty; dom0 writes into it, the host reads it back
 #                      with debugfs (boot.sh)
+#   fastmig/           only with FASTMIG_HELPER_BIN set (nested-check.sh sets
+#                      it to this tree's build when it exists): fastmig's
+#                      libxl-save-helper, the libraries it needs that the
+#                      image lacks (lib/), and helper.sh, the program dom0's
+#                      LIBXL_SAVE_HELPER names. The Xen libraries come from
+#                      the image (same Debian 12 Xen 4.17 as the build host).
 # It is rebuilt every run: it is small and cheap (about a second).
 set -euo pipefail
 
@@ -44,9 +50,30 @@ mkdir -p "$j/results"
 install -m 0755 "$here/job/run.sh" "$j/run.sh"
 : >"$j/params"
 for kv in "$@"; do
-  [[ $kv =~ ^[A-Z_][A-Z0-9_]*=[-A-Za-z0-9_.\ ]*$ ]] || die "bad parameter '$kv' (NAME=VALUE)"
+  [[ $kv =~ ^[A-Z_][A-Z0-9_]*=[-A-Za-z0-9_.,/\ ]*$ ]] || die "bad parameter '$kv' (NAME=VALUE)"
   printf '%s="%s"\n' "${kv%%=*}" "${kv#*=}" >>"$j/params"
 done
+
+if [[ -n ${FASTMIG_HELPER_BIN:-} ]]; then
+  [[ -x $FASTMIG_HELPER_BIN ]] || die "FASTMIG_HELPER_BIN=$FASTMIG_HELPER_BIN is not an executable"
+  ldd "$FASTMIG_HELPER_BIN" | grep -q 'libxenctrl' \
+    || die "$FASTMIG_HELPER_BIN is not linked with the Xen libraries (configure found no libxen-dev?)"
+  mkdir -p "$j/fastmig/lib"
+  install -m 0755 "$FASTMIG_HELPER_BIN" "$j/fastmig/libxl-save-helper"
+  # Everything but glibc and Xen's own libraries, which dom0 has.
+  ldd "$FASTMIG_HELPER_BIN" | awk '$2 == "=>" && $3 ~ /^\// { print $3 }' \
+    | grep -Ev '/(libc|libm|libxen[a-z]*|ld-linux[-a-z0-9_]*)\.so' \
+    | while read -r lib; do cp -L "$lib" "$j/fastmig/lib/"; done
+  cat >"$j/fastmig/helper.sh" <<'EOS'
+#!/bin/sh
+# What LIBXL_SAVE_HELPER names in dom0: fastmig's helper with its libraries.
+LD_LIBRARY_PATH=/job/fastmig/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export LD_LIBRARY_PATH
+exec /job/fastmig/libxl-save-helper "$@"
+EOS
+  chmod 0755 "$j/fastmig/helper.sh"
+  log "fastmig helper $FASTMIG_HELPER_BIN with $(ls "$j/fastmig/lib" | tr '\n' ' ')"
+fi
 
 # Room for results (ping logs at 1 kHz are the bulk); sparse on the host.
 rm -f "$out"

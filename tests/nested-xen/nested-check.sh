@@ -10,6 +10,9 @@
 #      FASTMIG_NESTED_ACCEL   tcg (default) or kvm
 #      FASTMIG_NESTED_MEM     nested host RAM in MiB (default 4096)
 #      FASTMIG_NESTED_TIMEOUT job time limit in s (default 5400)
+#      FASTMIG_HELPER_BIN     fastmig's libxl-save-helper to test beside the
+#                             stock one (make nested-check sets it to this
+#                             build's, when built with the Xen libraries)
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${FASTMIG_NESTED_CACHE:-/var/cache/fastmig-nested}

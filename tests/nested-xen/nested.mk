@@ -4,8 +4,10 @@
 # root (debootstrap, chroot) and QEMU.
 #
 #   make nested-image    build or reuse the cached nested Xen host image
-#   make nested-check    image + boot + stock xl save/restore and migrate
-#                        baseline; NESTED_ARGS passes job parameters, e.g.
+#   make nested-check    image + boot + xl save/restore and migrate with the
+#                        stock helper and, in a build with the Xen libraries,
+#                        this build's fastmig helper, side by side;
+#                        NESTED_ARGS passes job parameters, e.g.
 #                        make nested-check NESTED_ARGS='SIZES=512 RUNS=1'
 # Cache: $(FASTMIG_NESTED_CACHE), default /var/cache/fastmig-nested.
 
@@ -31,5 +33,14 @@ EXTRA_DIST += \
 nested-image:
 	bash $(NESTED_DIR)/build-image.sh
 
-nested-check:
-	bash $(NESTED_DIR)/nested-check.sh $(NESTED_ARGS)
+if HAVE_XEN
+NESTED_HELPER_DEP = libxl-plugin/libxl-save-helper
+NESTED_HELPER = $(abs_builddir)/$(NESTED_HELPER_DEP)
+else
+NESTED_HELPER_DEP =
+NESTED_HELPER =
+endif
+
+nested-check: $(NESTED_HELPER_DEP)
+	FASTMIG_HELPER_BIN=$${FASTMIG_HELPER_BIN-$(NESTED_HELPER)} \
+	  bash $(NESTED_DIR)/nested-check.sh $(NESTED_ARGS)

@@ -14,6 +14,19 @@
 #     xl     xl runs with -vvv and every line it prints is timestamped in
 #            dom0; downtime = from libxl's "guest has suspended" (sender)
 #            to "Domain started successsfully" (receiver, after unpause)
+# Each step runs once per helper in HELPERS, alternating within a run so
+# that stock and fastmig see the same machine state:
+#   stock    Xen's own libxl-save-helper (xc_domain_save/restore)
+#   fastmig  /job/fastmig/helper.sh (make-job.sh puts it there), selected
+#            with LIBXL_SAVE_HELPER in the environment of xl, which
+#            reaches `xl migrate-receive` too (xl -s "" runs it as a child);
+#            FASTMIG_OPTIONS become its FASTMIG_HELPER_OPTIONS
+#   fastmig-raw    the same with --compress none added
+#   fastmig-libxl  the same with FASTMIG_HELPER_SUSPEND=libxl (suspension
+#                  through libxl's callback and @releaseDomain, as stock)
+# Memory: memwriter checks every page of its buffer (generation + stream,
+# see guest/memwriter.c); any "CORRUPT" line on the guest's console, or a
+# guest whose checker stops making progress, fails the job.
 # Results: /job/results/results.tsv (one line a run), logs beside it.
 #
 # Parameters come from /job/params (written by make-job.sh).
@@ -26,6 +39,8 @@ mkdir -p "$R"
 . /job/params
 : "${SIZES:=512 1024}" "${MODES:=idle write}" "${RUNS:=3}" "${WRITE_MIB:=128}"
 : "${WRITE_RATE:=8}" "${PING_MS:=1}" "${STEP_TIMEOUT:=600}" "${DO_SAVE:=1}" "${DO_MIGRATE:=1}"
+if [[ -x /job/fastmig/helper.sh ]]; then : "${HELPERS:=stock fastmig}"; else : "${HELPERS:=stock}"; fi
+: "${FASTMIG_OPTIONS:=}" "${XS_LOAD:=0}" "${PERF:=0}"
 
 T0=$(date +%s.%N)
 say() { printf 'JOB [%7.1fs] %s\n' "$(awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN{print b-a}')" "$*"; }
@@ -63,7 +78,17 @@ ip link add xenbr0 type bridge
 ip addr add 169.254.100.1/24 dev xenbr0
 ip link set xenbr0 up
 say "xen daemons up in $(dt "$ts" "$(now)")s; free for guests: $(xl info | awk '/^free_memory/{print $3}') MiB"
-echo "step	size_mib	mode	run	total_s	save_s	restore_s	ping_gap_ms	ping_sent	ping_recv	guest_gap_ms	file_mib	xl_gap_ms	xl_mem_ms" >"$R/results.tsv"
+echo "step	size_mib	mode	run	total_s	save_s	restore_s	ping_gap_ms	ping_sent	ping_recv	guest_gap_ms	file_mib	xl_gap_ms	xl_mem_ms	stream_mib	suspend_ms" >"$R/results.tsv"
+for h in $HELPERS; do
+  case $h in
+    stock) ;;
+    fastmig|fastmig-raw|fastmig-libxl) [[ -x /job/fastmig/helper.sh ]] || fail "HELPERS has fastmig but the job disk has no /job/fastmig (FASTMIG_HELPER_BIN)"
+             LD_LIBRARY_PATH=/job/fastmig/lib ldd /job/fastmig/libxl-save-helper >"$R/fastmig-ldd.txt" 2>&1 || true
+             grep -q 'not found' "$R/fastmig-ldd.txt" && fail "fastmig helper: missing libraries: $(grep 'not found' "$R/fastmig-ldd.txt" | tr '\n' ' ')" ;;
+    *) fail "unknown helper '$h' in HELPERS (stock, fastmig, fastmig-raw, fastmig-libxl)" ;;
+  esac
+done
+say "helpers: $HELPERS${FASTMIG_OPTIONS:+ (FASTMIG_HELPER_OPTIONS=$FASTMIG_OPTIONS)}"
 
 kernel=$(ls /boot/vmlinuz-* | sort -V | tail -n1)
 GIP=169.254.100.2
@@ -110,11 +135,54 @@ xl_gap() { # from the timestamped xl log $1: "downtime_ms memory_part_ms"
   # memory part: suspended -> receiver's "Restore successful" (the last
   # pages and vCPU state are in); the rest is devices and hotplug scripts
   # on the receiver before it unpauses.
-  awk '/guest has suspended/ && !s { s = $1 }
-       /Restore successful/ && s && !r { r = $1 }
+  # (fastmig's own suspension, FASTMIG_HELPER_SUSPEND=channel, has no
+  # libxl line: its "suspended in ... from the request" marks the moment)
+  awk '(/guest has suspended/ || /suspended in [0-9.]+ ms from the request/) && !s { s = $1 }
+       (/Restore successful/ || /fastmig: restored/) && s && !r { r = $1 }
        /migration target: Domain started/ && s { e = $1 }
        END { if (s && e) printf "%.1f %.1f\n", (e - s) * 1000, r ? (r - s) * 1000 : -1; else print "NA NA" }' "$1"
 }
+suspend_ms() { # from the timestamped xl log $1: request -> "suspended" seen, ms
+  # libxl's own wait (stock helper, or FASTMIG_HELPER_SUSPEND=libxl):
+  # "issuing PV suspend request" -> "guest has suspended" (@releaseDomain);
+  # fastmig's channel: the helper's own measurement of the same interval.
+  awk '/suspended in [0-9.]+ ms from the request/ && $0 ~ /channel\)/ { for (i = 1; i < NF; i++) if ($i == "in") { v = $(i + 1); break } }
+       /issuing PV suspend request/ && !a { a = $1 }
+       /guest has suspended/ && a && !b { b = $1 }
+       END { if (v != "") print v; else if (a && b) printf "%.2f\n", (b - a) * 1000; else print "NA" }' "$1"
+}
+# XS_LOAD > 0: that many background loops writing and reading xenstore
+# during each operation, to see what a busy xenstored does to a suspend
+# noticed through @releaseDomain.
+xs_load_start() {
+  XS_PIDS=()
+  for i in $(seq "$XS_LOAD"); do
+    ( while :; do xenstore-write "/local/domain/0/fmload/$i" "$RANDOM$RANDOM" && xenstore-read "/local/domain/0/fmload/$i" >/dev/null; done ) &
+    XS_PIDS+=($!)
+  done
+}
+xs_load_stop() { [[ ${#XS_PIDS[@]} -gt 0 ]] && { kill "${XS_PIDS[@]}" 2>/dev/null; wait "${XS_PIDS[@]}" 2>/dev/null; } ; XS_PIDS=(); return 0; }
+
+# PERF=1: a system-wide CPU profile of dom0 (cpu-clock: no hardware
+# counters under TCG) during each migration, reported in dom0 itself
+# (its binaries and symbols) to perf-<id>.txt.
+perf_start() {
+  PERF_PID=
+  [[ $PERF == 1 ]] || return 0
+  command -v perf >/dev/null || { say "PERF=1 but the image has no perf"; return 0; }
+  perf record -a -e cpu-clock -F 499 -o "/tmp/perf-$1.data" >/dev/null 2>&1 &
+  PERF_PID=$!
+}
+perf_stop() {
+  [[ -n $PERF_PID ]] || return 0
+  kill -INT "$PERF_PID" 2>/dev/null; wait "$PERF_PID" 2>/dev/null || true
+  perf report -i "/tmp/perf-$1.data" --stdio --no-children --sort comm,dso,sym 2>/dev/null \
+    | grep -v '^$' | head -n 400 >"$R/perf-$1.txt" || true
+  perf report -i "/tmp/perf-$1.data" --stdio --no-children --sort comm 2>/dev/null \
+    | grep -v '^#' | grep -v '^$' | head -n 40 >"$R/perf-comm-$1.txt" || true
+  rm -f "/tmp/perf-$1.data"
+}
+
 guest_gap() { # largest GAP memwriter printed for an operation between
   # dom0 times $1 and $2 (s), in ms. Matched by the guest's realtime stamp,
   # not by file position: after a migration the guest's console goes to
@@ -122,6 +190,41 @@ guest_gap() { # largest GAP memwriter printed for an operation between
   cat /var/log/xen/console/guest-g1*.log 2>/dev/null \
     | awk -v a="$1" -v b="$2" '/^GAP/ { t = $NF / 1e6; if (t >= a && t <= b + 10 && $2 > g) g = $2 }
                                END { printf "%.1f\n", g / 1000 }'
+}
+
+# The environment prefix (an env command line) that selects helper $1,
+# into the array HENV.
+helper_env() {
+  if [[ $1 == fastmig ]]; then
+    HENV=(env LIBXL_SAVE_HELPER=/job/fastmig/helper.sh "FASTMIG_HELPER_OPTIONS=$FASTMIG_OPTIONS")
+  elif [[ $1 == fastmig-raw ]]; then
+    HENV=(env LIBXL_SAVE_HELPER=/job/fastmig/helper.sh "FASTMIG_HELPER_OPTIONS=$FASTMIG_OPTIONS --compress none")
+  elif [[ $1 == fastmig-libxl ]]; then
+    HENV=(env LIBXL_SAVE_HELPER=/job/fastmig/helper.sh "FASTMIG_HELPER_OPTIONS=$FASTMIG_OPTIONS"
+          FASTMIG_HELPER_SUSPEND=libxl)
+  else
+    HENV=(env -u LIBXL_SAVE_HELPER)
+  fi
+}
+# memwriter's own verdict on the guest's memory: no CORRUPT line at all,
+# and its checker still making progress (a newer STAT line than at $1,
+# a dom0 time, with more pages verified). Fails the job otherwise.
+check_memory() { # $1 = dom0 time the operation ended, $2 = what it was
+  local logs=/var/log/xen/console/guest-g1*.log end=$(( $(date +%s) + 30 )) last
+  if grep -h '^CORRUPT' $logs 2>/dev/null | head -n5 | grep -q .; then
+    fail "$2: the guest's memory is corrupt: $(grep -h '^CORRUPT' $logs | head -n3 | tr '\n' ' ')"
+  fi
+  while :; do
+    # The newest STAT line (by the guest's boottime, which goes on across
+    # save and migration; a migrated guest's console is another file)
+    # gives the pages verified so far, which must grow after the operation.
+    last=$(cat $logs 2>/dev/null | awk '/^STAT/ && $3 + 0 > b { b = $3 + 0; v = $(NF - 2) } END { print v + 0 }')
+    [[ -n ${VERIFIED_BEFORE:-} && $last -gt $VERIFIED_BEFORE ]] && break
+    [[ -z ${VERIFIED_BEFORE:-} && $last -gt 0 ]] && break
+    (( $(date +%s) < end )) || fail "$2: memwriter made no progress checking memory for 30 s after it (verified $last pages)"
+    sleep 1
+  done
+  VERIFIED_BEFORE=$last
 }
 
 for size in $SIZES; do
@@ -137,44 +240,64 @@ for size in $SIZES; do
     sleep "${SETTLE_S:-10}"
     say "guest up (pings) after ${boot_s}s"
     echo "boot	$size	$mode	0	$boot_s								" >>"$R/results.tsv"; sync
+    VERIFIED_BEFORE=
+    check_memory "$(now)" "boot"
     for run in $(seq "$RUNS"); do
+     for h in $HELPERS; do
+      helper_env "$h"
       if [[ $DO_SAVE == 1 ]]; then
         f=/var/lib/fastmig/g1.save
-        ping_start "$R/ping-save-$size-$mode-$run.txt"
+        id=$h-$size-$mode-$run
+        ping_start "$R/ping-save-$id.txt"
         t1=$(now)
-        timeout "$STEP_TIMEOUT" xl -v save g1 "$f" >"$R/save-$size-$mode-$run.log" 2>&1 || fail "xl save"
+        timeout "$STEP_TIMEOUT" "${HENV[@]}" xl -v save g1 "$f" >"$R/save-$id.log" 2>&1 \
+          || fail "xl save ($h): $(tail -n3 "$R/save-$id.log")"
         t2=$(now)
-        timeout "$STEP_TIMEOUT" xl -v restore -e "$f" >"$R/restore-$size-$mode-$run.log" 2>&1 || fail "xl restore"
+        timeout "$STEP_TIMEOUT" "${HENV[@]}" xl -v restore -e "$f" >"$R/restore-$id.log" 2>&1 \
+          || fail "xl restore ($h): $(tail -n3 "$R/restore-$id.log")"
         t3=$(now)
-        wait_ping 60 || fail "guest did not answer after restore"
-        read -r gap sent recv < <(ping_stop "$R/ping-save-$size-$mode-$run.txt")
-        fmib=$(( $(stat -c %s "$f") / 1048576 )); rm -f "$f"
+        wait_ping 60 || fail "guest did not answer after restore ($h)"
+        read -r gap sent recv < <(ping_stop "$R/ping-save-$id.txt")
+        fmib=$(awk -v b="$(stat -c %s "$f")" 'BEGIN { printf "%.1f", b / 1048576 }'); rm -f "$f"
         sleep 2
         ggap=$(guest_gap "$t1" "$t3")
-        printf 'saverestore\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$size" "$mode" "$run" \
-          "$(dt "$t1" "$t3")" "$(dt "$t1" "$t2")" "$(dt "$t2" "$t3")" "$gap" "$sent" "$recv" "$ggap" "$fmib" >>"$R/results.tsv"; sync
-        say "save+restore run $run: total $(dt "$t1" "$t3")s (save $(dt "$t1" "$t2")s, restore $(dt "$t2" "$t3")s), ping gap ${gap} ms, guest gap ${ggap} ms"
+        check_memory "$t3" "save+restore ($h, run $run)"
+        printf 'saverestore-%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\t\t%s\n' "$h" "$size" "$mode" "$run" \
+          "$(dt "$t1" "$t3")" "$(dt "$t1" "$t2")" "$(dt "$t2" "$t3")" "$gap" "$sent" "$recv" "$ggap" "$fmib" "$fmib" >>"$R/results.tsv"; sync
+        say "save+restore ($h) run $run: total $(dt "$t1" "$t3")s (save $(dt "$t1" "$t2")s, restore $(dt "$t2" "$t3")s), ping gap ${gap} ms, guest gap ${ggap} ms"
         sleep 3
       fi
       if [[ $DO_MIGRATE == 1 ]]; then
-        ping_start "$R/ping-mig-$size-$mode-$run.txt"
+        id=$h-$size-$mode-$run
+        ping_start "$R/ping-mig-$id.txt"
         t1=$(now)
-        # -s "": xl runs the "host" argument itself instead of ssh host xl
-        # migrate-receive, so this is a localhost migration over a pipe.
-        ml=$R/migrate-$size-$mode-$run.log
-        timeout "$STEP_TIMEOUT" xl -vvv migrate -s "" -e g1 "xl -vvv migrate-receive -e" 2>&1 \
-          | stamp >"$ml" || fail "xl migrate ($(tail -n3 "$ml"))"
+        # -s "": xl runs the "host" argument itself (sh -c) instead of ssh
+        # host xl migrate-receive, so this is a localhost migration over a
+        # pipe. dd in front of the receiver counts the stream's bytes (it
+        # passes each read on as it comes, so it adds no waiting).
+        ml=$R/migrate-$id.log
+        xs_load_start
+        perf_start "$id"
+        timeout "$STEP_TIMEOUT" "${HENV[@]}" xl -vvv migrate -s "" -e g1 \
+          "dd bs=1M 2>$R/dd-$id.txt | xl -vvv migrate-receive -e" 2>&1 \
+          | stamp >"$ml" || { xs_load_stop; fail "xl migrate ($h): $(tail -n3 "$ml")"; }
         t2=$(now)
+        perf_stop "$id"
+        xs_load_stop
+        sus=$(suspend_ms "$ml")
         read -r xgap xmem < <(xl_gap "$ml")
-        wait_ping 60 || fail "guest did not answer after migrate"
-        read -r gap sent recv < <(ping_stop "$R/ping-mig-$size-$mode-$run.txt")
+        smib=$(awk '/bytes/ { printf "%.1f", $1 / 1048576 }' "$R/dd-$id.txt")
+        wait_ping 60 || fail "guest did not answer after migrate ($h)"
+        read -r gap sent recv < <(ping_stop "$R/ping-mig-$id.txt")
         sleep 2
         ggap=$(guest_gap "$t1" "$t2")
-        printf 'migrate\t%s\t%s\t%s\t%s\t\t\t%s\t%s\t%s\t%s\t\t%s\t%s\n' "$size" "$mode" "$run" \
-          "$(dt "$t1" "$t2")" "$gap" "$sent" "$recv" "$ggap" "$xgap" "$xmem" >>"$R/results.tsv"; sync
-        say "migrate run $run: total $(dt "$t1" "$t2")s, xl downtime ${xgap} ms (memory part ${xmem} ms), ping gap ${gap} ms, guest gap ${ggap} ms"
+        check_memory "$t2" "migrate ($h, run $run)"
+        printf 'migrate-%s\t%s\t%s\t%s\t%s\t\t\t%s\t%s\t%s\t%s\t\t%s\t%s\t%s\t%s\n' "$h" "$size" "$mode" "$run" \
+          "$(dt "$t1" "$t2")" "$gap" "$sent" "$recv" "$ggap" "$xgap" "$xmem" "$smib" "$sus" >>"$R/results.tsv"; sync
+        say "migrate ($h) run $run: total $(dt "$t1" "$t2")s, xl downtime ${xgap} ms (memory part ${xmem} ms), ${smib} MiB stream, suspend ${sus} ms, ping gap ${gap} ms, guest gap ${ggap} ms"
         sleep 3
       fi
+     done
     done
     cat /var/log/xen/console/guest-g1*.log >"$R/console-$size-$mode.log" 2>/dev/null || true
     timeout 60 xl destroy g1 || fail "xl destroy"
