@@ -22,7 +22,9 @@ public:
     bool provides(Msg callback) const { return cbflags_ & cbflag(callback); }
 
     // Never throw: a log line that cannot be delivered is dropped.
-    void log(XtlLevel level, const std::string& text, int errnoval = 0) noexcept;
+    // errnoval -1 is xentoollog's "no errno" (0 would make xl print the
+    // line with ": Success" after it).
+    void log(XtlLevel level, const std::string& text, int errnoval = -1) noexcept;
     void progress(const std::string& doing_what, std::uint64_t done, std::uint64_t total) noexcept;
 
     // Callbacks: send, then wait for libxl's int (bounded by reply_timeout;

@@ -187,7 +187,7 @@ bool handle(Helper& h, const Opts& o, Helper* other)
         auto text = str_arg(b, off, h, "formatted");
         if (level < 1 || level > 9)
             die(h.who + ": log level " + std::to_string(level));
-        line += " level=" + std::to_string(level) + " errno=" + std::to_string(err) + " context=" + ctx + " text=" + text;
+        line += " level=" + std::to_string(level) + " errno=" + std::to_string(std::int32_t(err)) + " context=" + ctx + " text=" + text;
         break;
     }
     case 2: {

@@ -45,7 +45,7 @@ xen_save() {
   FASTMIG_HELPER_BACKEND= "$FAKE" --helper "$HELPER" --domid $NODOM --io "$T/x.img" save >"$T/x.out" 2>&1 ||
     { cat "$T/x.out"; return 1; }
   cat "$T/x.out"
-  has "$T/x.out" "save: complete retval=-1" && has "$T/x.out" "level=8 .*save failed: $XEN_CAUSE" &&
+  has "$T/x.out" "save: complete retval=-1" && has "$T/x.out" "level=8 errno=-1 .*save failed: $XEN_CAUSE" &&
     has "$T/x.out" "save: exit 0" && ! has "$T/x.out" "save: suspend" && ! has "$T/x.out" "switch_qemu_logdirty"
 }
 ok "xen backend, no hypervisor: save fails naming domain, phase and cause; no suspend asked" -- xen_save
