@@ -116,9 +116,16 @@ public:
 
     // Write pages (pfns.size() * kPageSize bytes from src, in order).
     virtual void write_pages(std::span<const Pfn> pfns, std::span<const std::uint8_t> src) = 0;
-    // Make a page read as zeros.  A fresh domain's memory is already zero, so
-    // the engine only calls this for pages it wrote before.
+    // Make a page read as zeros.  The engine calls this for pages it wrote
+    // before; pages it never wrote go through zero_fresh_pages.
     virtual void zero_page(Pfn pfn) = 0;
+    // Pages the stream names zero (or free) the first time it names them,
+    // while they were never written: once per page, as the records arrive.
+    // The sim's new memory reads as zeros already (nothing to do).  A backend
+    // that must allocate the page, or whose new memory may hold old data
+    // (Xen hands out frames a running guest freed without scrubbing), does
+    // it here: during the receive, not in the downtime at restore_state.
+    virtual void zero_fresh_pages(std::span<const Pfn>) {}
     // Read back a page as it now is in the domain (XBZRLE bases, tests).
     virtual void read_page(Pfn pfn, std::span<std::uint8_t> dst) = 0;
     // The same for several pages (pfns.size() * kPageSize bytes); backends

@@ -283,6 +283,9 @@ void Receiver::apply_batch(std::uint32_t c, wire::PageBatch& b, std::vector<std:
         run.clear();
         run_data = nullptr;
     };
+    // Zero or free pages named for the first time: one call per batch.
+    thread_local std::vector<Pfn> fresh;
+    fresh.clear();
     auto mark = [&](Pfn pfn, const std::uint8_t* page) {
         written_.set(pfn);
         ++k.written;
@@ -305,13 +308,15 @@ void Receiver::apply_batch(std::uint32_t c, wire::PageBatch& b, std::vector<std:
             const bool run = d.encoding == wire::PageEncoding::zero_run || d.encoding == wire::PageEncoding::free_run;
             const Pfn end = d.pfn + (run ? d.length : 1);
             for (Pfn p = d.pfn; p < end; ++p) {
-                seen_.set(p);
                 if (written_.test(p)) {
                     flush(); // the page may be in the pending run: keep stream order
                     dom_->zero_page(p);
                     written_.clear(p);
                     ++k.zeroed;
+                } else if (!seen_.test(p)) {
+                    fresh.push_back(p); // no pending write of p: order does not matter
                 }
+                seen_.set(p);
                 if (res_.verify)
                     sums_[p] = zero_sum_;
             }
@@ -379,6 +384,8 @@ void Receiver::apply_batch(std::uint32_t c, wire::PageBatch& b, std::vector<std:
         }
     }
     flush();
+    if (!fresh.empty())
+        dom_->zero_fresh_pages(fresh);
 }
 
 void Receiver::read_channel(std::uint32_t c)

@@ -231,6 +231,8 @@ struct IncomingState {
     bool running = false, destroyed = false;
     std::uint64_t resumed_at = 0;
     OrphanPolicy orphan = OrphanPolicy::none;
+    // zero_fresh_pages calls per page (sized with mem).
+    std::vector<std::uint32_t> fresh_calls;
 };
 
 class FakeIncoming : public IncomingDomain {
@@ -246,6 +248,13 @@ public:
             std::memcpy(st_->mem.data() + pfns[i] * kPageSize, src.data() + i * kPageSize, kPageSize);
     }
     void zero_page(Pfn p) override { std::memset(st_->mem.data() + p * kPageSize, 0, kPageSize); }
+    void zero_fresh_pages(std::span<const Pfn> pfns) override
+    {
+        for (Pfn p : pfns) {
+            ++st_->fresh_calls.at(p);
+            zero_page(p);
+        }
+    }
     void read_page(Pfn p, std::span<std::uint8_t> dst) override
     {
         std::memcpy(dst.data(), st_->mem.data() + p * kPageSize, kPageSize);
@@ -275,19 +284,23 @@ private:
 
 class FakeProvider : public DomainProvider {
 public:
-    explicit FakeProvider(FailAt f = {}) : fail_(f) {}
+    // new_memory: the byte a new domain's memory holds (0 as for sim; not 0
+    // plays Xen, whose new frames may hold what another guest left there).
+    explicit FakeProvider(FailAt f = {}, std::uint8_t new_memory = 0) : fail_(f), fill_(new_memory) {}
     std::unique_ptr<IncomingDomain> create(std::uint64_t pages, std::uint32_t, const std::string&) override
     {
         if (fail_.create)
             throw Error("injected create failure");
         last = std::make_shared<IncomingState>();
-        last->mem.assign(pages * kPageSize, 0);
+        last->mem.assign(pages * kPageSize, fill_);
+        last->fresh_calls.assign(pages, 0);
         return std::make_unique<FakeIncoming>(last, fail_);
     }
     std::shared_ptr<IncomingState> last;
 
 private:
     FailAt fail_;
+    std::uint8_t fill_;
 };
 
 } // namespace fastmig::test

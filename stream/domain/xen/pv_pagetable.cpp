@@ -89,7 +89,9 @@ void localise_pagetable(unsigned level, std::span<std::uint8_t> page, const Fram
             continue;
         refuse_superpage(level, i, pte);
         Pfn pfn = (pte & kPteFrameMask) >> kPageShift;
-        Mfn mfn = dest_mfn_of(dest, pfn, entry_name(level, i, pte));
+        Mfn mfn = pfn <= dest.max_pfn() ? dest.p2m(pfn) : kInvalidFrame;
+        if (mfn == kInvalidFrame) // the entry's name only for the error: this loop runs in the downtime
+            mfn = dest_mfn_of(dest, pfn, entry_name(level, i, pte));
         store<std::uint64_t>(page, i * 8, with_frame(pte, mfn));
     }
 }

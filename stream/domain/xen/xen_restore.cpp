@@ -10,7 +10,10 @@
 
 #include <sys/mman.h>
 
+#include <cstdio>
+
 #include <algorithm>
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -21,6 +24,9 @@ namespace {
 
 constexpr std::size_t kBatch = 1024; // frames per populate / map call
 constexpr std::size_t kPinBatch = 512;
+// In the p2m while a populate call for the pfn is being built; never left
+// there (replaced by the frame, or by kInvalidFrame when it fails).
+constexpr Mfn kPendingFrame = kInvalidFrame - 1;
 
 class XenRestoreDomain final : public XenIncomingDomain, private FrameTranslation {
 public:
@@ -47,11 +53,12 @@ public:
         }
     }
 
-    void zero_page(Pfn pfn) override
-    {
-        static const std::vector<std::uint8_t> zeros(kPageSize, 0);
-        write_pages(std::span<const Pfn>(&pfn, 1), zeros);
-    }
+    void zero_page(Pfn pfn) override { zero_fresh_pages(std::span<const Pfn>(&pfn, 1)); }
+
+    // Frames from populate_physmap are not scrubbed when a running guest
+    // freed them (Xen scrubs only a dying domain's pages): allocate and
+    // clear, a mapping per batch.
+    void zero_fresh_pages(std::span<const Pfn> pfns) override { clear_pages(pfns, Phase::receive); }
 
     void read_page(Pfn pfn, std::span<std::uint8_t> dst) override { read_pages(std::span<const Pfn>(&pfn, 1), dst); }
 
@@ -114,11 +121,17 @@ public:
 private:
     // ---- FrameTranslation over the p2m this restore builds.
     Pfn max_pfn() const override { return p2m_.size() - 1; }
+    // Lock-free: page-table localisation asks this for every entry of every
+    // table, in the downtime (a mutex per lookup cost ~1 us each under
+    // emulation, half a second for 455 tables).  Writers (ensure_populated)
+    // hold m_ among themselves and store through set_frame.
     Mfn p2m(Pfn pfn) const override
     {
-        std::lock_guard<std::mutex> g(m_);
-        return pfn < p2m_.size() ? p2m_[pfn] : kInvalidFrame;
+        if (pfn >= p2m_.size())
+            return kInvalidFrame;
+        return std::atomic_ref<const Mfn>(p2m_[pfn]).load(std::memory_order_acquire);
     }
+    void set_frame(Pfn pfn, Mfn mfn) { std::atomic_ref<Mfn>(p2m_[pfn]).store(mfn, std::memory_order_release); }
     Pfn m2p(Mfn) const override { throw Error("internal: no m2p lookup at the destination"); }
 
     void setup(std::uint64_t nr_pages)
@@ -159,7 +172,8 @@ private:
         std::vector<Pfn> which;
         for (Pfn p : pfns) {
             check_pfn(p, ph);
-            if (p2m_[p] == kInvalidFrame && std::find(which.begin(), which.end(), p) == which.end()) {
+            if (p2m_[p] == kInvalidFrame) {
+                set_frame(p, kPendingFrame); // a pfn twice in pfns is populated once
                 todo.push_back(p);
                 which.push_back(p);
             }
@@ -167,12 +181,28 @@ private:
         if (todo.empty())
             return;
         // For a PV guest the array goes in as pfns and comes back as mfns.
-        if (xc_domain_populate_physmap_exact(h_.xch, p_.domid, todo.size(), 0, 0, todo.data()) < 0)
+        if (xc_domain_populate_physmap_exact(h_.xch, p_.domid, todo.size(), 0, 0, todo.data()) < 0) {
+            int e = errno;
+            for (Pfn p : which)
+                set_frame(p, kInvalidFrame);
+            errno = e;
             fail_errno(who_, ph, "cannot populate " + std::to_string(todo.size()) + " pages from pfn " + hex(which[0]));
-        for (std::size_t i = 0; i < todo.size(); ++i) {
+        }
+        for (std::size_t i = 0; i < todo.size(); ++i)
+            set_frame(which[i], todo[i] == 0 ? kInvalidFrame : todo[i]);
+        for (std::size_t i = 0; i < todo.size(); ++i)
             if (todo[i] == kInvalidFrame || todo[i] == 0)
                 throw Error(who_, ph, "Xen populated pfn " + hex(which[i]) + " with no frame");
-            p2m_[which[i]] = todo[i];
+    }
+
+    void clear_pages(std::span<const Pfn> pfns, Phase ph)
+    {
+        for (std::size_t off = 0; off < pfns.size(); off += kBatch) {
+            auto ps = pfns.subspan(off, std::min(kBatch, pfns.size() - off));
+            ensure_populated(ps, ph);
+            auto map = map_pfns(ps, PROT_READ | PROT_WRITE, ph);
+            for (std::size_t i = 0; i < ps.size(); ++i)
+                std::memset(map.page(i), 0, kPageSize);
         }
     }
 
@@ -188,6 +218,17 @@ private:
     // Everything that xc_domain_restore does at the end of a PV stream.
     void restore(const std::vector<StateBlob>& state)
     {
+        // Each step's time goes in the "restored" line: this all happens in
+        // the downtime.
+        std::string steps;
+        std::uint64_t t = monotonic_ns();
+        auto lap = [&](const std::string& what) {
+            std::uint64_t now = monotonic_ns();
+            char ms[32];
+            std::snprintf(ms, sizeof ms, " %.1f ms", double(now - t) / 1e6);
+            steps += (steps.empty() ? "" : ", ") + what + ms;
+            t = now;
+        };
         PvState st = parse_pv_state(state, p2m_.size(), info_.max_vcpu_id);
         const auto& tsc = st.tsc;
         const auto& types = st.types;
@@ -199,31 +240,40 @@ private:
                                  who_, Phase::restore, "the shared info page");
             merge_shared_info(st.shared_info, {sh.page(0), kPageSize});
         }
+        lap("state and shared info");
 
-        // Pages never written (zeros at the source) still need a frame,
-        // unless the source had none for them.
+        // Zero and free pages got their frames as they arrived
+        // (zero_fresh_pages); a page the stream never named at all but whose
+        // type says it exists still needs one, cleared.
         std::vector<Pfn> missing;
         for (Pfn p = 0; p < p2m_.size(); ++p)
             if (p2m_[p] == kInvalidFrame && page_type_to_populate(types.get(p)))
                 missing.push_back(p);
-        for (std::size_t off = 0; off < missing.size(); off += kBatch)
-            ensure_populated(std::span<const Pfn>(missing).subspan(off, std::min(kBatch, missing.size() - off)),
-                             Phase::restore);
+        if (!missing.empty()) {
+            log_("restore: " + std::to_string(missing.size()) + " pages the stream never named get cleared frames");
+            clear_pages(missing, Phase::restore);
+            lap(std::to_string(missing.size()) + " unnamed pages");
+        }
 
         localise_pagetables(types);
+        lap("page tables localised");
 
         for (auto& [id, v] : vcpus)
             set_vcpu(id, v.basic, v.extra, types);
+        lap("vCPUs");
 
         pin_pagetables(types);
+        lap("pinned");
         write_guest_p2m(st.p2m_frames, types);
+        lap("guest p2m");
 
         if (xc_dom_gnttab_seed(h_.xch, p_.domid, false, result_.console_mfn, result_.store_mfn, p_.console_domid,
                                p_.store_domid) < 0)
             fail_errno(who_, Phase::restore, "cannot seed the grant table");
+        lap("grant table");
         restored_ = true;
         log_("restored: " + std::to_string(p2m_.size()) + " pfns, " + std::to_string(types.count_not_plain()) +
-             " typed pages, " + std::to_string(vcpus.size()) + " vCPUs");
+             " typed pages, " + std::to_string(vcpus.size()) + " vCPUs; " + steps);
     }
 
     void localise_pagetables(const PfnTypeMap& types)

@@ -11,6 +11,7 @@
 #include <sys/mman.h>
 
 #include <atomic>
+#include <cstdio>
 #include <mutex>
 
 namespace fastmig::xen {
@@ -94,6 +95,7 @@ public:
     {
         if (paused_)
             return;
+        const std::uint64_t asked = monotonic_ns();
         if (opt_.suspend_request) {
             if (!opt_.suspend_request())
                 throw Error(who_, Phase::stop_copy, "the toolstack's suspend callback reported failure");
@@ -103,7 +105,9 @@ public:
             paused_at_ = suspend_->suspend(timeout);
         }
         paused_ = true;
-        log_("suspended (" + std::string(suspend_->mode()) + ")");
+        char ms[32];
+        std::snprintf(ms, sizeof ms, "%.2f ms", double(paused_at_ - asked) / 1e6);
+        log_(std::string("suspended in ") + ms + " from the request (" + suspend_->mode() + ")");
     }
 
     void resume() override
@@ -133,7 +137,16 @@ public:
     {
         if (!paused_)
             throw Error(who_, Phase::state, "platform state read while the guest runs");
-        return in_phase(who_, Phase::state, [&] { return state(); });
+        const std::uint64_t t0 = monotonic_ns();
+        auto out = in_phase(who_, Phase::state, [&] { return state(); });
+        std::size_t bytes = 0;
+        for (const auto& b : out)
+            bytes += b.data.size();
+        char line[96];
+        std::snprintf(line, sizeof line, "platform state: %zu records, %zu bytes, read in %.1f ms", out.size(), bytes,
+                      double(monotonic_ns() - t0) / 1e6);
+        log_(line);
+        return out;
     }
 
     DomainClock clock() const override { return DomainClock{paused_at_, 0}; }
