@@ -137,6 +137,11 @@ int cmd_status(const std::vector<std::string>& args)
                 "the Xen backend is not built (no Xen libraries at configure time)",
 #endif
                 env_or("FASTMIG_HELPER_BACKEND", "xen").c_str());
+    std::printf("suspend of Xen guests: %s (FASTMIG_HELPER_SUSPEND=%s)\n",
+                env_or("FASTMIG_HELPER_SUSPEND", "channel") == "libxl"
+                    ? "libxl's suspend callback (request, then the @releaseDomain watch)"
+                    : "fastmig's event channel (control/shutdown request, xc_domain_subscribe_for_suspend)",
+                env_or("FASTMIG_HELPER_SUSPEND", "channel").c_str());
     return 0;
 }
 

@@ -39,6 +39,11 @@ public:
 
     // The running domain libxl asked to save.
     virtual std::unique_ptr<Domain> open_source(std::uint32_t domid) = 0;
+    // True: the source domain's suspend() asks the guest and learns of its
+    // suspension itself (the Xen backend's event channel), and libxl's
+    // suspend callback is not used.  False: the helper sends that callback
+    // first (libxl asks the guest and waits through @releaseDomain).
+    virtual bool suspends_itself() const { return false; }
     // HVM guests with a device model: libxl must switch QEMU's own log-dirty
     // on before the first round and off at the end (switch_qemu_logdirty).
     virtual bool needs_qemu_logdirty(const Domain&) const { return false; }

@@ -2,14 +2,24 @@
 // through stream/domain/xen/ (64-bit PV guests only).  This file is only the
 // adapter between libxl's view and that backend:
 //
-// * save: attach_save(domid) with SaveOptions::suspend_request set.  The
-//   request itself goes through libxl's suspend callback, which the helper's
-//   LibxlSuspendedDomain (helper_save.cpp) sends before it calls suspend()
-//   on this domain; so the request here only reports "libxl did it", and the
-//   backend then checks with Xen that the guest really stopped.  Setting it
-//   also keeps the backend from subscribing the guest's suspend event
-//   channel, which would take VIRQ_DOM_EXC (and so libxl's own wait for the
-//   suspension) away from libxl.
+// * save, FASTMIG_HELPER_SUSPEND=channel (the default): the backend
+//   suspends the guest itself.  It subscribes an event channel for the
+//   suspension (xc_domain_subscribe_for_suspend; the guest's own suspend
+//   channel when it has one), asks through control/shutdown, and wakes on
+//   that channel: no @releaseDomain watch on the critical path.  libxl's
+//   suspend callback is not sent; for a PV guest it does nothing more than
+//   that request and that wait (libxl_dom_suspend.c: the device model step
+//   is for HVM only).  Xen then signals our channel instead of
+//   VIRQ_DOM_EXC, so libxl must not be waiting for the suspension too.
+// * save, FASTMIG_HELPER_SUSPEND=libxl: attach_save(domid) with
+//   SaveOptions::suspend_request set.  The request goes through libxl's
+//   suspend callback, which the helper's LibxlSuspendedDomain
+//   (helper_save.cpp) sends before it calls suspend() on this domain; so
+//   the request here only reports "libxl did it", and the backend then
+//   checks with Xen that the guest really stopped.  Setting it also keeps
+//   the backend from subscribing a suspend event channel, which would take
+//   VIRQ_DOM_EXC (and so libxl's own wait for the suspension) away from
+//   libxl.
 // * restore: a XenProvider building into the domain libxl created, with the
 //   xenstore/console event channels from argv; destroy_on_failure is false
 //   because libxl destroys the half-built domain itself after a failure.
@@ -23,6 +33,8 @@
 #include "libxl-plugin/helper_backend.hpp"
 
 #include "config.h"
+
+#include <cstdlib>
 
 #ifdef FASTMIG_HAVE_XEN
 #include "stream/domain/xen/xen_domain.hpp"
@@ -39,15 +51,27 @@ constexpr unsigned kMissingMsr = 1u << 1;
 
 class XenBackend : public HelperBackend {
 public:
+    // FASTMIG_HELPER_SUSPEND: who suspends the guest (see above).
+    XenBackend()
+    {
+        const char* v = std::getenv("FASTMIG_HELPER_SUSPEND");
+        std::string m = v && *v ? v : "channel";
+        if (m != "channel" && m != "libxl")
+            throw Error("FASTMIG_HELPER_SUSPEND=" + m + " is not a suspend mode (channel or libxl)");
+        by_channel_ = m == "channel";
+    }
+
     std::string name() const override { return "xen"; }
+    bool suspends_itself() const override { return by_channel_; }
 
     std::unique_ptr<Domain> open_source(std::uint32_t domid) override
     {
         xen::SaveOptions o;
         o.log = domain_log(domid);
-        // helper_save.cpp has already asked libxl (and got "suspended")
-        // when the engine's suspend() reaches the backend.
-        o.suspend_request = [] { return true; };
+        // libxl mode: helper_save.cpp has already asked libxl (and got
+        // "suspended") when the engine's suspend() reaches the backend.
+        if (!by_channel_)
+            o.suspend_request = [] { return true; };
         return xen::attach_save(domid, std::move(o));
     }
 
@@ -94,6 +118,8 @@ private:
         auto log = log_;
         return [log, domid](const std::string& line) { log("domain " + std::to_string(domid) + " (xen): " + line); };
     }
+
+    bool by_channel_ = true;
 };
 
 } // namespace

@@ -7,6 +7,7 @@
 // destroys its half-built guest; the Xen backend leaves the paused domain to
 // libxl, which created it and destroys it after a failed restore.
 #include "libxl-plugin/helper.hpp"
+#include "libxl-plugin/helper_pipe.hpp"
 
 #include "stream/receiver.hpp"
 
@@ -85,6 +86,8 @@ int run_restore(const RestoreArgs& a, LibxlLink& libxl, HelperBackend& backend)
         };
         ro.built = [&](IncomingDomain& d) { results = backend.restore_results(d); };
 
+        if (auto line = widen_pipe(a.io_fd); !line.empty())
+            libxl.log(XtlLevel::detail, who + ": " + line);
         ReceiveResult r = receive_domain(a.io_fd, provider, ro);
         who = domain_label(a.domid, r.domain);
         char line[320];

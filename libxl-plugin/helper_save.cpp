@@ -7,6 +7,7 @@
 // handshake after the stream ("ready" / "go" messages), which keeps the
 // destination paused until the source gives it up, as with libxc.
 #include "libxl-plugin/helper.hpp"
+#include "libxl-plugin/helper_pipe.hpp"
 
 #include "libxl-plugin/cli.hpp"
 #include "stream/transport.hpp"
@@ -64,9 +65,14 @@ namespace {
 // The source domain as libxl must see it: suspension goes through libxl's
 // suspend callback (libxl asks the guest, saves the device model, records
 // that the guest responded), then the backend confirms the guest stopped.
+// With a backend that suspends the guest itself (ask_libxl false), the
+// callback is skipped and only the call count is kept.
 class LibxlSuspendedDomain : public Domain {
 public:
-    LibxlSuspendedDomain(Domain& inner, LibxlLink& libxl) : d_(inner), libxl_(libxl) {}
+    LibxlSuspendedDomain(Domain& inner, LibxlLink& libxl, bool ask_libxl)
+        : d_(inner), libxl_(libxl), ask_libxl_(ask_libxl)
+    {
+    }
 
     std::string name() const override { return d_.name(); }
     std::uint64_t nr_pages() const override { return d_.nr_pages(); }
@@ -80,6 +86,10 @@ public:
     void suspend(std::chrono::milliseconds timeout) override
     {
         ++suspend_calls_;
+        if (!ask_libxl_) {
+            d_.suspend(timeout);
+            return;
+        }
         int r = 0;
         std::string why;
         try {
@@ -120,6 +130,7 @@ public:
 private:
     Domain& d_;
     LibxlLink& libxl_;
+    bool ask_libxl_;
     unsigned suspend_calls_ = 0;
 };
 
@@ -158,7 +169,7 @@ int run_save(const SaveArgs& a, LibxlLink& libxl, HelperBackend& backend)
             throw Error(who, Phase::setup,
                         "checkpointed streams (Remus/COLO, stream_type " + std::to_string(a.stream_type) +
                             ") are not supported by fastmig's helper; use the stock libxl-save-helper");
-        if (!libxl.provides(Msg::suspend))
+        if (!backend.suspends_itself() && !libxl.provides(Msg::suspend))
             throw Error(who, Phase::setup,
                         "libxl did not provide the suspend callback (cbflags " + std::to_string(a.cbflags) + ")");
         if (::fcntl(a.io_fd, F_GETFD) < 0)
@@ -170,8 +181,9 @@ int run_save(const SaveArgs& a, LibxlLink& libxl, HelperBackend& backend)
         so.live = a.xcflags & kXcflagsLive;
         so.verify = false;
         so.release_source = false; // libxl destroys it (xl save, or after xl's handshake)
-        // libxl's reply timeout bounds the suspend callback; the backend's
-        // own confirmation afterwards is quick.
+        // libxl's reply timeout bounds its suspend callback, and the
+        // backend's confirmation afterwards is quick; a backend that
+        // suspends the guest itself waits this long for it (libxl: 60 s).
         so.suspend_timeout = std::chrono::seconds(30);
 
         backend.set_log([&](const std::string& line) { libxl.log(XtlLevel::detail, line); });
@@ -185,7 +197,9 @@ int run_save(const SaveArgs& a, LibxlLink& libxl, HelperBackend& backend)
         libxl.log(XtlLevel::info, "fastmig: saving " + who + ", " + std::to_string(inner->nr_pages()) + " pages, " +
                                       (so.live ? "live" : "not live") + ", " + std::to_string(so.pipeline.threads) +
                                       " threads");
-        LibxlSuspendedDomain dom(*inner, libxl);
+        LibxlSuspendedDomain dom(*inner, libxl, !backend.suspends_itself());
+        if (auto line = widen_pipe(a.io_fd); !line.empty())
+            libxl.log(XtlLevel::detail, who + ": " + line);
         so.progress = [&](const Progress& p) {
             libxl.progress(p.stop_copy ? "fastmig: stop-and-copy round " + std::to_string(p.round)
                                        : "Frames iteration " + std::to_string(p.round),

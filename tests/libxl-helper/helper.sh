@@ -49,6 +49,17 @@ xen_save() {
     has "$T/x.out" "save: exit 0" && ! has "$T/x.out" "save: suspend" && ! has "$T/x.out" "switch_qemu_logdirty"
 }
 ok "xen backend, no hypervisor: save fails naming domain, phase and cause; no suspend asked" -- xen_save
+bad_suspend_mode() {
+  FASTMIG_HELPER_BACKEND= FASTMIG_HELPER_SUSPEND=watch "$FAKE" --helper "$HELPER" --domid $NODOM --io "$T/x.img" save \
+    >"$T/s.out" 2>&1 || { cat "$T/s.out"; return 1; }
+  cat "$T/s.out"
+  if have_xen; then
+    has "$T/s.out" "level=8 .*save failed: .*FASTMIG_HELPER_SUSPEND=watch is not a suspend mode (channel or libxl)"
+  else
+    has "$T/s.out" "level=8 .*save failed: $XEN_CAUSE"
+  fi && has "$T/s.out" "save: complete retval=-1" && ! has "$T/s.out" "save: suspend"
+}
+ok "xen backend: an unknown FASTMIG_HELPER_SUSPEND is refused by name before anything happens" -- bad_suspend_mode
 
 # --- xl migrate: save and restore helpers joined by a socketpair -------------
 G=$(new_guest 64M web)

@@ -4,7 +4,12 @@
 #include <boost/test/unit_test.hpp>
 
 #include "libxl-plugin/helper_args.hpp"
+#include "libxl-plugin/helper_pipe.hpp"
 #include "libxl-plugin/libxl_msgs.hpp"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <vector>
 
@@ -88,4 +93,24 @@ BOOST_AUTO_TEST_CASE(argv_errors_name_the_argument)
     BOOST_TEST(fails({"--save-domain", "3", "-1", "5", "1", "136", "3"}, "stream_type"));
     BOOST_TEST(fails({"--save-domain", "3", "-1", "5", "1", "99999999999999999999", "0"}, "cbflags"));
     BOOST_TEST(fails({"--restore", "3"}, "unknown mode"));
+}
+
+BOOST_AUTO_TEST_CASE(stream_pipe_is_widened_other_fds_untouched)
+{
+    int p[2];
+    BOOST_REQUIRE(::pipe(p) == 0);
+    const int before = ::fcntl(p[0], F_GETPIPE_SZ);
+    std::string line = fastmig::helper::widen_pipe(p[0]);
+    const int after = ::fcntl(p[1], F_GETPIPE_SZ); // one buffer for both ends
+    BOOST_TEST(line.find("is a pipe") != std::string::npos, line);
+    BOOST_TEST(after > before, before << " -> " << after << ": " << line);
+    ::close(p[0]);
+    ::close(p[1]);
+
+    int s[2];
+    BOOST_REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM, 0, s) == 0);
+    BOOST_TEST(fastmig::helper::widen_pipe(s[0]).empty());
+    ::close(s[0]);
+    ::close(s[1]);
+    BOOST_TEST(fastmig::helper::widen_pipe(-1).empty());
 }

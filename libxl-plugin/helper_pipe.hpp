@@ -1,0 +1,20 @@
+// libxl hands the helper its stream as a pipe more often than not: xl
+// migrate's ssh (or `-s ""`'s shell) and xl migrate-receive's stdin.  A pipe
+// holds 64 KiB by default, so a stream of hundreds of MiB goes through it in
+// 16-page steps, each a wake-up of the process on the other side.  A larger
+// buffer lets the writer run ahead by whole records.
+#pragma once
+
+#include <string>
+
+namespace fastmig::helper {
+
+constexpr int kPipeBytes = 4 << 20;
+
+// If fd is a pipe (or FIFO), grow its buffer to kPipeBytes, or as far as the
+// system allows (pipe-max-size for an unprivileged process).  Returns a line
+// for the log saying what happened ("" when fd is not a pipe).  Never fails:
+// a pipe left at its size still works.
+std::string widen_pipe(int fd);
+
+} // namespace fastmig::helper
