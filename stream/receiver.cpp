@@ -1,6 +1,7 @@
 #include "stream/receiver.hpp"
 
 #include "stream/auth.hpp"
+#include "stream/batch_applier.hpp"
 #include "stream/clock.hpp"
 #include "stream/codec/codec.hpp"
 #include "stream/dirty_bitmap.hpp"
@@ -394,9 +395,11 @@ void Receiver::read_channel(std::uint32_t c)
     const auto nch = static_cast<std::uint32_t>(channels_.size());
     std::uint32_t open_round = 0;
     std::uint64_t round_pages = 0;
-    wire::PageBatch batch;
+    // Used only by the applier's thread.
     std::vector<std::uint8_t> buf;
     auto inflater = codec::make_decompressor(codec::Algorithm::igzip);
+    BatchApplier applier([&](wire::PageBatch& b) { apply_batch(c, b, buf, *inflater); },
+                         "fm-apply-" + std::to_string(c));
     bool state_seen = false;
     for (;;) {
         auto rec = ch.reader.read();
@@ -404,6 +407,9 @@ void Receiver::read_channel(std::uint32_t c)
         case wire::RecordType::page_batch: {
             if (state_seen)
                 throw StreamError("page batch after platform state");
+            BatchApplier::Slot& slot = applier.slot();
+            ch.reader.swap_buffer(slot.body); // rec.body now lives in the slot
+            wire::PageBatch& batch = slot.batch;
             wire::parse_page_batch(rec.body, res_.nr_pages, batch);
             // One connection delivers rounds in order (0, 1, 2... each closed
             // by its ROUND_END), and a pfn always travels on the same channel,
@@ -416,7 +422,7 @@ void Receiver::read_channel(std::uint32_t c)
                     throw StreamError("pfn " + std::to_string(d.pfn) + " arrived on channel " + std::to_string(c) +
                                       ", it belongs to channel " + std::to_string(wire::channel_of(d.pfn, nch)));
             round_pages += batch.page_count;
-            apply_batch(c, batch, buf, *inflater);
+            applier.submit(slot);
             break;
         }
         case wire::RecordType::round_end: {
@@ -429,8 +435,9 @@ void Receiver::read_channel(std::uint32_t c)
             ++open_round;
             if (c == 0 && r.round == 0)
                 failpoint("recv:mid-precopy");
-            // Every page of the round is in the domain now (writes are
-            // synchronous): tell the source, which paces itself on it.
+            // Every page of the round is in the domain once the applier has
+            // caught up: tell the source, which paces itself on it.
+            applier.drain();
             send(c, wire::encode_round_ack({r.round, round_pages}));
             round_pages = 0;
             break;
@@ -452,6 +459,7 @@ void Receiver::read_channel(std::uint32_t c)
         }
         case wire::RecordType::end: {
             wire::parse_end(rec.body);
+            applier.drain();
             std::lock_guard<std::mutex> l(state_lock_);
             res_.rounds = std::max(res_.rounds, open_round);
             ch.counts.bytes = ch.reader.bytes_read() + wire::kSourceMagic.size();

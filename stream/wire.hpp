@@ -300,6 +300,10 @@ class RecordReader {
 public:
     explicit RecordReader(ByteSource& src) : src_(src) {}
     Record read();
+    // Hands the buffer holding the last record's body to the caller and
+    // reads the next records into `spare`: the body span stays valid for as
+    // long as the caller keeps the buffer (records passed on without a copy).
+    void swap_buffer(std::vector<std::uint8_t>& spare) { buf_.swap(spare); }
     std::uint64_t bytes_read() const { return bytes_read_; }
     // From the next record on, every record must carry a tag that `v` accepts.
     void set_verifier(std::unique_ptr<RecordVerifier> v) { verifier_ = std::move(v); }

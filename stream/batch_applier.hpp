@@ -1,0 +1,131 @@
+// The second stage of a receiving channel: page batches are written into
+// the domain by their own thread while the channel's thread reads, checks
+// (CRC, tag) and parses the next records.  With one connection (the libxl
+// helper's only fd) that is the difference between one busy core and two.
+//
+// Order: one applier per channel, first in first out, so the last copy of a
+// page written is its newest, as before.  A slot carries a record body (the
+// reader hands its buffer over: no copy) and the batch parsed from it.
+// drain() waits until every submitted batch is in the domain: the channel
+// calls it before ROUND_ACK and at the end of the stream.  An error in the
+// applier stops it and is thrown, unchanged, from the channel's next call.
+#pragma once
+
+#include "stream/bounded_queue.hpp"
+#include "stream/types.hpp"
+#include "stream/wire.hpp"
+
+#include <condition_variable>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace fastmig {
+
+class BatchApplier {
+public:
+    struct Slot {
+        std::vector<std::uint8_t> body; // owns the bytes batch's spans point into
+        wire::PageBatch batch;
+    };
+    using ApplyFn = std::function<void(wire::PageBatch&)>;
+
+    // depth: batches in flight (each up to a record of the largest type).
+    BatchApplier(ApplyFn apply, std::string thread_name, std::size_t depth = 3)
+        : apply_(std::move(apply)), work_(depth), free_(depth)
+    {
+        for (std::size_t i = 0; i < depth; ++i) {
+            slots_.push_back(std::make_unique<Slot>());
+            free_.push(slots_.back().get());
+        }
+        thread_ = std::thread([this, name = std::move(thread_name)] {
+            name_this_thread(name);
+            run();
+        });
+    }
+
+    ~BatchApplier()
+    {
+        work_.close();
+        free_.close();
+        thread_.join();
+    }
+
+    BatchApplier(const BatchApplier&) = delete;
+    BatchApplier& operator=(const BatchApplier&) = delete;
+
+    // A slot to fill; waits while all are in flight.
+    Slot& slot()
+    {
+        auto s = free_.pop();
+        if (!s)
+            rethrow();
+        return **s;
+    }
+
+    void submit(Slot& s)
+    {
+        {
+            std::lock_guard<std::mutex> l(m_);
+            ++submitted_;
+        }
+        if (!work_.push(&s))
+            rethrow();
+    }
+
+    void drain()
+    {
+        std::unique_lock<std::mutex> l(m_);
+        done_cv_.wait(l, [&] { return error_ || applied_ == submitted_; });
+        if (error_)
+            std::rethrow_exception(error_);
+    }
+
+private:
+    void run()
+    {
+        while (auto s = work_.pop()) {
+            try {
+                apply_((*s)->batch);
+            } catch (...) {
+                {
+                    std::lock_guard<std::mutex> l(m_);
+                    error_ = std::current_exception();
+                }
+                done_cv_.notify_all();
+                work_.close();
+                free_.close();
+                return;
+            }
+            {
+                std::lock_guard<std::mutex> l(m_);
+                ++applied_;
+            }
+            done_cv_.notify_all();
+            free_.push(*s);
+        }
+    }
+
+    [[noreturn]] void rethrow()
+    {
+        std::lock_guard<std::mutex> l(m_);
+        if (error_)
+            std::rethrow_exception(error_);
+        throw Error("internal: the batch applier stopped without an error");
+    }
+
+    ApplyFn apply_;
+    std::vector<std::unique_ptr<Slot>> slots_;
+    BoundedQueue<Slot*> work_, free_;
+    std::mutex m_;
+    std::condition_variable done_cv_;
+    std::uint64_t submitted_ = 0, applied_ = 0;
+    std::exception_ptr error_;
+    std::thread thread_;
+};
+
+} // namespace fastmig
