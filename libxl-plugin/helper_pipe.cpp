@@ -9,13 +9,15 @@
 
 namespace fastmig::helper {
 
-std::string widen_pipe(int fd)
+std::string widen_pipe(int fd, int bytes)
 {
     struct stat st {};
     if (::fstat(fd, &st) < 0 || !S_ISFIFO(st.st_mode))
         return "";
     const int before = ::fcntl(fd, F_GETPIPE_SZ);
-    int got = ::fcntl(fd, F_SETPIPE_SZ, kPipeBytes);
+    if (before >= bytes)
+        return "";
+    int got = ::fcntl(fd, F_SETPIPE_SZ, bytes);
     std::string why;
     if (got < 0) {
         why = std::strerror(errno);
@@ -29,7 +31,7 @@ std::string widen_pipe(int fd)
     std::string line = "stream fd " + std::to_string(fd) + " is a pipe: buffer " + std::to_string(before >> 10) +
                        " KiB -> " + std::to_string(now >> 10) + " KiB";
     if (!why.empty())
-        line += " (" + std::to_string(kPipeBytes >> 10) + " KiB refused: " + why + ")";
+        line += " (" + std::to_string(bytes >> 10) + " KiB refused: " + why + ")";
     return line;
 }
 

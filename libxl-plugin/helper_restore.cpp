@@ -86,7 +86,7 @@ int run_restore(const RestoreArgs& a, LibxlLink& libxl, HelperBackend& backend)
         };
         ro.built = [&](IncomingDomain& d) { results = backend.restore_results(d); };
 
-        if (auto line = widen_pipe(a.io_fd); !line.empty())
+        if (auto line = widen_pipe(a.io_fd, kDestinationPipeBytes); !line.empty())
             libxl.log(XtlLevel::detail, who + ": " + line);
         ReceiveResult r = receive_domain(a.io_fd, provider, ro);
         who = domain_label(a.domid, r.domain);

@@ -198,7 +198,7 @@ int run_save(const SaveArgs& a, LibxlLink& libxl, HelperBackend& backend)
                                       (so.live ? "live" : "not live") + ", " + std::to_string(so.pipeline.threads) +
                                       " threads");
         LibxlSuspendedDomain dom(*inner, libxl, !backend.suspends_itself());
-        if (auto line = widen_pipe(a.io_fd); !line.empty())
+        if (auto line = widen_pipe(a.io_fd, kSourcePipeBytes); !line.empty())
             libxl.log(XtlLevel::detail, who + ": " + line);
         so.progress = [&](const Progress& p) {
             libxl.progress(p.stop_copy ? "fastmig: stop-and-copy round " + std::to_string(p.round)

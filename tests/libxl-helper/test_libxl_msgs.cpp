@@ -100,7 +100,7 @@ BOOST_AUTO_TEST_CASE(stream_pipe_is_widened_other_fds_untouched)
     int p[2];
     BOOST_REQUIRE(::pipe(p) == 0);
     const int before = ::fcntl(p[0], F_GETPIPE_SZ);
-    std::string line = fastmig::helper::widen_pipe(p[0]);
+    std::string line = fastmig::helper::widen_pipe(p[0], 1 << 20);
     const int after = ::fcntl(p[1], F_GETPIPE_SZ); // one buffer for both ends
     BOOST_TEST(line.find("is a pipe") != std::string::npos, line);
     BOOST_TEST(after > before, before << " -> " << after << ": " << line);
@@ -109,8 +109,8 @@ BOOST_AUTO_TEST_CASE(stream_pipe_is_widened_other_fds_untouched)
 
     int s[2];
     BOOST_REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM, 0, s) == 0);
-    BOOST_TEST(fastmig::helper::widen_pipe(s[0]).empty());
+    BOOST_TEST(fastmig::helper::widen_pipe(s[0], 1 << 20).empty());
     ::close(s[0]);
     ::close(s[1]);
-    BOOST_TEST(fastmig::helper::widen_pipe(-1).empty());
+    BOOST_TEST(fastmig::helper::widen_pipe(-1, 1 << 20).empty());
 }
