@@ -564,6 +564,8 @@ ReceiveResult Receiver::run()
             throw StreamError("the stream ended with " + std::to_string(res_.nr_pages - seen) + " pages never sent");
 
         phase_ = Phase::restore;
+        if (opt_.one_way && opt_.log) // the time of this line shows what reading the stream's tail cost
+            opt_.log(label() + ": stream complete (" + std::to_string(res_.rounds) + " rounds), restoring the platform state");
         Stopwatch restore;
         dom_->restore_state(state_);
         res_.restore_ms = restore.seconds() * 1e3;

@@ -488,6 +488,13 @@ SendResult Sender::run()
             pipe_->send_record(c, wire::encode_end());
         pipe_->send_record(0, wire::encode_end());
         pipe_->drain();
+        {
+            char line[160];
+            std::snprintf(line, sizeof line,
+                          "stop-and-copy: %llu pages, %.2f MiB, state and END written %.1f ms after the suspension",
+                          (unsigned long long)cur_.pages, double(cur_.bytes) / (1 << 20), paused.seconds() * 1e3);
+            log(line);
+        }
         cur_.seconds = sc.seconds();
         res_.round_stats.push_back(cur_);
         res_.stop_copy_ms = sc.seconds() * 1e3;
