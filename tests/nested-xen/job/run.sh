@@ -40,7 +40,7 @@ mkdir -p "$R"
 : "${SIZES:=512 1024}" "${MODES:=idle write}" "${RUNS:=3}" "${WRITE_MIB:=128}"
 : "${WRITE_RATE:=8}" "${PING_MS:=1}" "${STEP_TIMEOUT:=600}" "${DO_SAVE:=1}" "${DO_MIGRATE:=1}"
 if [[ -x /job/fastmig/helper.sh ]]; then : "${HELPERS:=stock fastmig}"; else : "${HELPERS:=stock}"; fi
-: "${FASTMIG_OPTIONS:=}" "${XS_LOAD:=0}" "${PERF:=0}"
+: "${FASTMIG_OPTIONS:=}" "${XS_LOAD:=0}" "${PERF:=0}" "${FAULTS:=0}" "${CUT_MIB:=16}"
 
 T0=$(date +%s.%N)
 say() { printf 'JOB [%7.1fs] %s\n' "$(awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN{print b-a}')" "$*"; }
@@ -78,7 +78,7 @@ ip link add xenbr0 type bridge
 ip addr add 169.254.100.1/24 dev xenbr0
 ip link set xenbr0 up
 say "xen daemons up in $(dt "$ts" "$(now)")s; free for guests: $(xl info | awk '/^free_memory/{print $3}') MiB"
-echo "step	size_mib	mode	run	total_s	save_s	restore_s	ping_gap_ms	ping_sent	ping_recv	guest_gap_ms	file_mib	xl_gap_ms	xl_mem_ms	stream_mib	suspend_ms" >"$R/results.tsv"
+echo "step	size_mib	mode	run	total_s	save_s	restore_s	ping_gap_ms	ping_sent	ping_recv	guest_gap_ms	file_mib	xl_gap_ms	xl_mem_ms	stream_mib	suspend_ms	stream_s" >"$R/results.tsv"
 for h in $HELPERS; do
   case $h in
     stock) ;;
@@ -141,6 +141,13 @@ xl_gap() { # from the timestamped xl log $1: "downtime_ms memory_part_ms"
        (/Restore successful/ || /fastmig: restored/) && s && !r { r = $1 }
        /migration target: Domain started/ && s { e = $1 }
        END { if (s && e) printf "%.1f %.1f\n", (e - s) * 1000, r ? (r - s) * 1000 : -1; else print "NA NA" }' "$1"
+}
+stream_s() { # from the timestamped xl log $1: the helper's start at the
+  # source to the end of the restore at the destination (libxc's "Restore
+  # successful", fastmig's "restored"): the memory stream end to end,
+  # without libxl's device set-up and tear-down around it.
+  awk '/starting save/ && !a { a = $1 } (/Restore successful/ || /fastmig: restored /) && a && !b { b = $1 }
+       END { if (a && b) printf "%.2f\n", b - a; else print "NA" }' "$1"
 }
 suspend_ms() { # from the timestamped xl log $1: request -> "suspended" seen, ms
   # libxl's own wait (stock helper, or FASTMIG_HELPER_SUSPEND=libxl):
@@ -285,6 +292,7 @@ for size in $SIZES; do
         perf_stop "$id"
         xs_load_stop
         sus=$(suspend_ms "$ml")
+        sts=$(stream_s "$ml")
         read -r xgap xmem < <(xl_gap "$ml")
         smib=$(awk '/bytes/ { printf "%.1f", $1 / 1048576 }' "$R/dd-$id.txt")
         wait_ping 60 || fail "guest did not answer after migrate ($h)"
@@ -292,13 +300,41 @@ for size in $SIZES; do
         sleep 2
         ggap=$(guest_gap "$t1" "$t2")
         check_memory "$t2" "migrate ($h, run $run)"
-        printf 'migrate-%s\t%s\t%s\t%s\t%s\t\t\t%s\t%s\t%s\t%s\t\t%s\t%s\t%s\t%s\n' "$h" "$size" "$mode" "$run" \
-          "$(dt "$t1" "$t2")" "$gap" "$sent" "$recv" "$ggap" "$xgap" "$xmem" "$smib" "$sus" >>"$R/results.tsv"; sync
-        say "migrate ($h) run $run: total $(dt "$t1" "$t2")s, xl downtime ${xgap} ms (memory part ${xmem} ms), ${smib} MiB stream, suspend ${sus} ms, ping gap ${gap} ms, guest gap ${ggap} ms"
+        printf 'migrate-%s\t%s\t%s\t%s\t%s\t\t\t%s\t%s\t%s\t%s\t\t%s\t%s\t%s\t%s\t%s\n' "$h" "$size" "$mode" "$run" \
+          "$(dt "$t1" "$t2")" "$gap" "$sent" "$recv" "$ggap" "$xgap" "$xmem" "$smib" "$sus" "$sts" >>"$R/results.tsv"; sync
+        say "migrate ($h) run $run: total $(dt "$t1" "$t2")s (stream ${sts}s), xl downtime ${xgap} ms (memory part ${xmem} ms), ${smib} MiB stream, suspend ${sus} ms, ping gap ${gap} ms, guest gap ${ggap} ms"
         sleep 3
       fi
      done
     done
+    # FAULTS=1: per helper, one migration whose stream is cut after CUT_MIB
+    # (the destination sees a truncated stream during precopy).  It must
+    # fail, and leave exactly one g1, running on the source, its memory
+    # intact, and no half-built domain behind.
+    if [[ $FAULTS == 1 ]]; then
+      for h in $HELPERS; do
+        helper_env "$h"
+        fl=$R/fault-cut-$h-$size-$mode.log
+        t1=$(now)
+        if timeout "$STEP_TIMEOUT" "${HENV[@]}" xl -vvv migrate -s "" -e g1 \
+             "head -c $((CUT_MIB << 20)) | xl -vvv migrate-receive -e" 2>&1 | stamp >"$fl"; then
+          fail "fault-cut ($h): xl migrate succeeded on a stream cut after $CUT_MIB MiB"
+        fi
+        t2=$(now)
+        sleep 5
+        xl list >"$R/fault-cut-$h-$size-$mode.list" 2>&1
+        n=$(awk '$1 ~ /^g1/ { n++ } END { print n + 0 }' "$R/fault-cut-$h-$size-$mode.list")
+        st=$(awk '$1 == "g1" { print $5 }' "$R/fault-cut-$h-$size-$mode.list")
+        [[ $n == 1 ]] || fail "fault-cut ($h): $n domains named g1* after the failed migration: $(tr '\n' ' ' <"$R/fault-cut-$h-$size-$mode.list")"
+        [[ $st == *r* || $st == *b* ]] && [[ $st != *s* && $st != *p* ]] \
+          || fail "fault-cut ($h): g1 is '$st', not running, after the failed migration"
+        wait_ping 60 || fail "fault-cut ($h): the guest does not answer after the failed migration"
+        check_memory "$t2" "fault-cut ($h)"
+        printf 'faultcut-%s\t%s\t%s\t1\t%s\t\t\t\t\t\t\t\t\t\t\t\t\n' "$h" "$size" "$mode" "$(dt "$t1" "$t2")" >>"$R/results.tsv"; sync
+        say "fault-cut ($h): xl migrate failed as it must after $(dt "$t1" "$t2")s; g1 runs on the source ('$st'), memory intact"
+        sleep 3
+      done
+    fi
     cat /var/log/xen/console/guest-g1*.log >"$R/console-$size-$mode.log" 2>/dev/null || true
     timeout 60 xl destroy g1 || fail "xl destroy"
     rm -f /var/log/xen/console/guest-g1*.log
