@@ -168,7 +168,10 @@ xs_load_start() {
     XS_PIDS+=($!)
   done
 }
-xs_load_stop() { [[ ${#XS_PIDS[@]} -gt 0 ]] && { kill "${XS_PIDS[@]}" 2>/dev/null; wait "${XS_PIDS[@]}" 2>/dev/null; } ; XS_PIDS=(); return 0; }
+xs_load_stop() { # (wait returns the loops' 143: not an error here)
+  if [[ ${#XS_PIDS[@]} -gt 0 ]]; then kill "${XS_PIDS[@]}" 2>/dev/null || true; wait "${XS_PIDS[@]}" 2>/dev/null || true; fi
+  XS_PIDS=()
+}
 
 # PERF=1: a system-wide CPU profile of dom0 (cpu-clock: no hardware
 # counters under TCG) during each migration, reported in dom0 itself
