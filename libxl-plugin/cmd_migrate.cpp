@@ -28,6 +28,16 @@ namespace fastmig::cli {
 
 namespace {
 
+// receive's default --max-memory: this host's RAM.  A sim guest lives in it
+// (a memfd), so a larger one cannot be received here anyway, and a hostile
+// header cannot make the receiver size its per-page bookkeeping for 2^40
+// pages (about 2 bits a page, 8 bytes with --verify) before refusing.
+std::uint64_t host_memory_bytes()
+{
+    long pages = ::sysconf(_SC_PHYS_PAGES), size = ::sysconf(_SC_PAGESIZE);
+    return pages > 0 && size > 0 ? std::uint64_t(pages) * std::uint64_t(size) : 0;
+}
+
 // --psk-file FILE, else $FASTMIG_PSK_FILE, else no key (docs/stream-format.md,
 // Authentication).  Returns the path too, so demo can hand it on.
 std::vector<std::uint8_t> load_psk(const Options& o, std::string* path_out = nullptr)
@@ -183,7 +193,7 @@ int cmd_receive(const std::vector<std::string>& args)
     if (!o.positional().empty())
         throw UsageError("receive takes no positional argument (did you mean --listen " + o.positional()[0] + "?)");
     ReceiveOptions ro;
-    ro.max_memory_bytes = o.size_or("max-memory", 0);
+    ro.max_memory_bytes = o.size_or("max-memory", host_memory_bytes()); // 0: no limit
     ro.io_timeout = std::chrono::milliseconds(o.uint_or("timeout-ms", 30000));
     ro.commit_timeout = std::chrono::milliseconds(o.uint_or("commit-timeout-ms", 30000));
     if (ro.io_timeout.count() < 100 || ro.commit_timeout.count() < 100)

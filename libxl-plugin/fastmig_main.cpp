@@ -28,7 +28,7 @@ const char* kUsage =
     "  send     migrate a domain: fastmig send DOMAIN HOST:PORT\n"
     "           [--downtime-ms N] [--max-rounds N] [--verify] [--json] [--no-release]\n"
     "  receive  receive one migration: fastmig receive --listen HOST:PORT\n"
-    "           [--max-memory SIZE] [--timeout-ms N] [--commit-timeout-ms N (30000)]\n"
+    "           [--max-memory SIZE (host RAM; 0: none)] [--timeout-ms N] [--commit-timeout-ms N (30000)]\n"
     "           [--keep-listening] [--netns NS]\n"
     "  keygen   make a pre-shared key: fastmig keygen FILE (mode 0600; never overwrites)\n"
     "           or fastmig keygen (prints one)\n"

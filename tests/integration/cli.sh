@@ -79,6 +79,23 @@ refused() {
 }
 ok "destination refuses (memory): source keeps running" -- refused
 
+# Without --max-memory the limit is this host's RAM: a guest larger than it
+# (a sparse sim guest) is refused before any page, not half received.
+refused_by_default() {
+  local port id gib
+  port=$(free_port)
+  gib=$(awk '/^MemTotal:/ { print int($2 / 1048576) + 2 }' /proc/meminfo)
+  id=$(fm sim create --memory "${gib}G" --workload idle) || return 1
+  fm receive --listen "127.0.0.1:$port" >/dev/null 2>"$WORK/recv.err" &
+  local rpid=$!
+  wait_listen "$port" || return 1
+  expect_fail 1 "refused the domain: .*exceeds the receiver's limit" fm send "$id" "127.0.0.1:$port" || return 1
+  wait $rpid && return 1
+  fm sim info "$id" | grep -q "state: running" || return 1
+  fm sim destroy "$id"
+}
+ok "destination refuses a guest larger than its RAM by default" -- refused_by_default
+
 not_fastmig_peer() {
   local port id
   port=$(free_port)
