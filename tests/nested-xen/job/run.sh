@@ -315,6 +315,38 @@ for size in $SIZES; do
     # fail, and leave exactly one g1, running on the source, its memory
     # intact, and no half-built domain behind.
     if [[ $FAULTS == 1 ]]; then
+      # fastmig's own failpoint, after the guest is suspended: "error" makes
+      # the helper fail there; its error path resumes the guest
+      # (cooperatively), the migration fails, the guest must run on the
+      # source.  ("kill" is not run: a SIGKILLed channel-mode helper leaves
+      # Xen's suspend subscription on a dead port, so the guest's next
+      # suspension would not reach libxl's watch; see docs/libxl-helper.md.)
+      for h in $HELPERS; do
+        [[ $h == stock ]] && continue
+        for act in error; do
+          helper_env "$h"
+          fl=$R/fault-stopcopy-$act-$h-$size-$mode.log
+          t1=$(now)
+          if timeout "$STEP_TIMEOUT" "${HENV[@]}" FASTMIG_FAILPOINTS="send:stop-copy=$act" xl -vvv migrate -s "" -e g1 \
+               "xl -vvv migrate-receive -e" 2>&1 | stamp >"$fl"; then
+            fail "fault-stopcopy-$act ($h): xl migrate succeeded with a failing source helper"
+          fi
+          t2=$(now)
+          sleep 5
+          xl list >"$fl.list" 2>&1
+          n=$(awk '$1 ~ /^g1/ { n++ } END { print n + 0 }' "$fl.list")
+          st=$(awk '$1 == "g1" { print $5 }' "$fl.list")
+          [[ $n == 1 ]] || fail "fault-stopcopy-$act ($h): $n domains named g1* afterwards: $(tr '\n' ' ' <"$fl.list")"
+          [[ $st == *r* || $st == *b* ]] && [[ $st != *s* && $st != *p* ]] \
+            || fail "fault-stopcopy-$act ($h): g1 is '$st', not running, afterwards"
+          grep -q 'suspended in\|guest has suspended' "$fl" || fail "fault-stopcopy-$act ($h): the guest was never suspended"
+          wait_ping 60 || fail "fault-stopcopy-$act ($h): the guest does not answer afterwards"
+          check_memory "$t2" "fault-stopcopy-$act ($h)"
+          printf 'faultstop%s-%s\t%s\t%s\t1\t%s\t\t\t\t\t\t\t\t\t\t\t\t\n' "$act" "$h" "$size" "$mode" "$(dt "$t1" "$t2")" >>"$R/results.tsv"; sync
+          say "fault-stopcopy-$act ($h): xl migrate failed after the suspension, as it must; g1 runs on the source ('$st'), memory intact"
+          sleep 3
+        done
+      done
       for h in $HELPERS; do
         helper_env "$h"
         fl=$R/fault-cut-$h-$size-$mode.log
