@@ -216,6 +216,9 @@ helper_env() {
     HENV=(env -u LIBXL_SAVE_HELPER)
   fi
 }
+# xl list's state column (r b p s c d): running, blocked or waiting for a
+# CPU ("------"), but not paused, shut down, crashed or dying.
+runnable() { [[ -n $1 && $1 != *p* && $1 != *s* && $1 != *c* && $1 != *d* ]]; }
 # memwriter's own verdict on the guest's memory: no CORRUPT line at all,
 # and its checker still making progress (a newer STAT line than at $1,
 # a dom0 time, with more pages verified). Fails the job otherwise.
@@ -337,8 +340,7 @@ for size in $SIZES; do
           n=$(awk '$1 ~ /^g1/ { n++ } END { print n + 0 }' "$fl.list")
           st=$(awk '$1 == "g1" { print $5 }' "$fl.list")
           [[ $n == 1 ]] || fail "fault-stopcopy-$act ($h): $n domains named g1* afterwards: $(tr '\n' ' ' <"$fl.list")"
-          [[ $st == *r* || $st == *b* ]] && [[ $st != *s* && $st != *p* ]] \
-            || fail "fault-stopcopy-$act ($h): g1 is '$st', not running, afterwards"
+          runnable "$st" || fail "fault-stopcopy-$act ($h): g1 is '$st', not running, afterwards"
           grep -q 'suspended in\|guest has suspended' "$fl" || fail "fault-stopcopy-$act ($h): the guest was never suspended"
           wait_ping 60 || fail "fault-stopcopy-$act ($h): the guest does not answer afterwards"
           check_memory "$t2" "fault-stopcopy-$act ($h)"
@@ -361,8 +363,7 @@ for size in $SIZES; do
         n=$(awk '$1 ~ /^g1/ { n++ } END { print n + 0 }' "$R/fault-cut-$h-$size-$mode.list")
         st=$(awk '$1 == "g1" { print $5 }' "$R/fault-cut-$h-$size-$mode.list")
         [[ $n == 1 ]] || fail "fault-cut ($h): $n domains named g1* after the failed migration: $(tr '\n' ' ' <"$R/fault-cut-$h-$size-$mode.list")"
-        [[ $st == *r* || $st == *b* ]] && [[ $st != *s* && $st != *p* ]] \
-          || fail "fault-cut ($h): g1 is '$st', not running, after the failed migration"
+        runnable "$st" || fail "fault-cut ($h): g1 is '$st', not running, after the failed migration"
         wait_ping 60 || fail "fault-cut ($h): the guest does not answer after the failed migration"
         check_memory "$t2" "fault-cut ($h)"
         printf 'faultcut-%s\t%s\t%s\t1\t%s\t\t\t\t\t\t\t\t\t\t\t\t\n' "$h" "$size" "$mode" "$(dt "$t1" "$t2")" >>"$R/results.tsv"; sync
