@@ -219,6 +219,19 @@ helper_env() {
 # xl list's state column (r b p s c d): running, blocked or waiting for a
 # CPU ("------"), but not paused, shut down, crashed or dying.
 runnable() { [[ -n $1 && $1 != *p* && $1 != *s* && $1 != *c* && $1 != *d* ]]; }
+# After a migration that had to fail ($1 names it in errors, $2 is dom0's
+# time it ended, $3 a file for xl list): exactly one g1, runnable, answering
+# pings, its memory intact.  Leaves its state column in ST.
+survived_on_source() {
+  sleep 5
+  xl list >"$3" 2>&1
+  local n; n=$(awk '$1 ~ /^g1/ { n++ } END { print n + 0 }' "$3")
+  ST=$(awk '$1 == "g1" { print $5 }' "$3")
+  [[ $n == 1 ]] || fail "$1: $n domains named g1* after the failed migration: $(tr '\n' ' ' <"$3")"
+  runnable "$ST" || fail "$1: g1 is '$ST', not running, after the failed migration"
+  wait_ping 60 || fail "$1: the guest does not answer after the failed migration"
+  check_memory "$2" "$1"
+}
 # memwriter's own verdict on the guest's memory: no CORRUPT line at all,
 # and its checker still making progress (a newer STAT line than at $1,
 # a dom0 time, with more pages verified). Fails the job otherwise.
@@ -326,28 +339,20 @@ for size in $SIZES; do
       # suspension would not reach libxl's watch; see docs/libxl-helper.md.)
       for h in $HELPERS; do
         [[ $h == stock ]] && continue
-        for act in error; do
-          helper_env "$h"
-          fl=$R/fault-stopcopy-$act-$h-$size-$mode.log
-          t1=$(now)
-          if timeout "$STEP_TIMEOUT" "${HENV[@]}" FASTMIG_FAILPOINTS="send:stop-copy=$act" xl -vvv migrate -s "" -e g1 \
-               "xl -vvv migrate-receive -e" 2>&1 | stamp >"$fl"; then
-            fail "fault-stopcopy-$act ($h): xl migrate succeeded with a failing source helper"
-          fi
-          t2=$(now)
-          sleep 5
-          xl list >"$fl.list" 2>&1
-          n=$(awk '$1 ~ /^g1/ { n++ } END { print n + 0 }' "$fl.list")
-          st=$(awk '$1 == "g1" { print $5 }' "$fl.list")
-          [[ $n == 1 ]] || fail "fault-stopcopy-$act ($h): $n domains named g1* afterwards: $(tr '\n' ' ' <"$fl.list")"
-          runnable "$st" || fail "fault-stopcopy-$act ($h): g1 is '$st', not running, afterwards"
-          grep -q 'suspended in\|guest has suspended' "$fl" || fail "fault-stopcopy-$act ($h): the guest was never suspended"
-          wait_ping 60 || fail "fault-stopcopy-$act ($h): the guest does not answer afterwards"
-          check_memory "$t2" "fault-stopcopy-$act ($h)"
-          printf 'faultstop%s-%s\t%s\t%s\t1\t%s\t\t\t\t\t\t\t\t\t\t\t\t\n' "$act" "$h" "$size" "$mode" "$(dt "$t1" "$t2")" >>"$R/results.tsv"; sync
-          say "fault-stopcopy-$act ($h): xl migrate failed after the suspension, as it must; g1 runs on the source ('$st'), memory intact"
-          sleep 3
-        done
+        act=error
+        helper_env "$h"
+        fl=$R/fault-stopcopy-$act-$h-$size-$mode.log
+        t1=$(now)
+        if timeout "$STEP_TIMEOUT" "${HENV[@]}" FASTMIG_FAILPOINTS="send:stop-copy=$act" xl -vvv migrate -s "" -e g1 \
+             "xl -vvv migrate-receive -e" 2>&1 | stamp >"$fl"; then
+          fail "fault-stopcopy-$act ($h): xl migrate succeeded with a failing source helper"
+        fi
+        t2=$(now)
+        grep -q 'suspended in\|guest has suspended' "$fl" || fail "fault-stopcopy-$act ($h): the guest was never suspended"
+        survived_on_source "fault-stopcopy-$act ($h)" "$t2" "$fl.list"
+        printf 'faultstop%s-%s\t%s\t%s\t1\t%s\t\t\t\t\t\t\t\t\t\t\t\t\n' "$act" "$h" "$size" "$mode" "$(dt "$t1" "$t2")" >>"$R/results.tsv"; sync
+        say "fault-stopcopy-$act ($h): xl migrate failed after the suspension, as it must; g1 runs on the source ('$ST'), memory intact"
+        sleep 3
       done
       for h in $HELPERS; do
         helper_env "$h"
@@ -358,16 +363,9 @@ for size in $SIZES; do
           fail "fault-cut ($h): xl migrate succeeded on a stream cut after $CUT_MIB MiB"
         fi
         t2=$(now)
-        sleep 5
-        xl list >"$R/fault-cut-$h-$size-$mode.list" 2>&1
-        n=$(awk '$1 ~ /^g1/ { n++ } END { print n + 0 }' "$R/fault-cut-$h-$size-$mode.list")
-        st=$(awk '$1 == "g1" { print $5 }' "$R/fault-cut-$h-$size-$mode.list")
-        [[ $n == 1 ]] || fail "fault-cut ($h): $n domains named g1* after the failed migration: $(tr '\n' ' ' <"$R/fault-cut-$h-$size-$mode.list")"
-        runnable "$st" || fail "fault-cut ($h): g1 is '$st', not running, after the failed migration"
-        wait_ping 60 || fail "fault-cut ($h): the guest does not answer after the failed migration"
-        check_memory "$t2" "fault-cut ($h)"
+        survived_on_source "fault-cut ($h)" "$t2" "$R/fault-cut-$h-$size-$mode.list"
         printf 'faultcut-%s\t%s\t%s\t1\t%s\t\t\t\t\t\t\t\t\t\t\t\t\n' "$h" "$size" "$mode" "$(dt "$t1" "$t2")" >>"$R/results.tsv"; sync
-        say "fault-cut ($h): xl migrate failed as it must after $(dt "$t1" "$t2")s; g1 runs on the source ('$st'), memory intact"
+        say "fault-cut ($h): xl migrate failed as it must after $(dt "$t1" "$t2")s; g1 runs on the source ('$ST'), memory intact"
         sleep 3
       done
     fi
