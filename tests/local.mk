@@ -10,7 +10,7 @@ UNIT_LDADD = $(FASTMIG_LIBS) $(BOOST_TEST_LIBS)
 UNIT_CPPFLAGS = $(AM_CPPFLAGS) -DBOOST_TEST_DYN_LINK
 
 check_PROGRAMS += tests/unit/wire.test
-tests_unit_wire_test_SOURCES = tests/unit/test_wire.cpp tests/unit/stream_error_check.hpp
+tests_unit_wire_test_SOURCES = tests/unit/test_wire.cpp tests/unit/stream_error_check.hpp tests/unit/iovec_bytes.hpp
 tests_unit_wire_test_CPPFLAGS = $(UNIT_CPPFLAGS)
 tests_unit_wire_test_LDADD = $(UNIT_LDADD)
 TESTS += tests/unit/wire.test
@@ -21,7 +21,7 @@ check_PROGRAMS += tests/unit/policy.test tests/unit/engine.test tests/unit/commi
 tests_unit_policy_test_SOURCES = tests/unit/test_policy.cpp
 tests_unit_policy_test_CPPFLAGS = $(UNIT_CPPFLAGS)
 tests_unit_policy_test_LDADD = $(UNIT_LDADD)
-tests_unit_engine_test_SOURCES = tests/unit/test_engine.cpp tests/unit/fake_domain.hpp tests/unit/migrate_pairs.hpp
+tests_unit_engine_test_SOURCES = tests/unit/test_engine.cpp tests/unit/fake_domain.hpp tests/unit/migrate_pairs.hpp tests/unit/iovec_bytes.hpp
 tests_unit_engine_test_CPPFLAGS = $(UNIT_CPPFLAGS)
 tests_unit_engine_test_LDADD = $(UNIT_LDADD)
 tests_unit_commit_test_SOURCES = tests/unit/test_commit.cpp tests/unit/fake_domain.hpp

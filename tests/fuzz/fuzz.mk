@@ -10,7 +10,7 @@
 FUZZ_REPLAY_SOURCES = tests/fuzz/replay_main.cpp tests/fuzz/fuzz_common.hpp
 check_PROGRAMS += tests/fuzz/make-seeds tests/fuzz/fuzz-wire-replay tests/fuzz/fuzz-codec-replay \
 	tests/fuzz/fuzz-receiver-replay tests/fuzz/fuzz-sender-replay
-tests_fuzz_make_seeds_SOURCES = tests/fuzz/make_seeds.cpp
+tests_fuzz_make_seeds_SOURCES = tests/fuzz/make_seeds.cpp tests/unit/iovec_bytes.hpp
 tests_fuzz_make_seeds_LDADD = $(FASTMIG_LIBS)
 tests_fuzz_fuzz_wire_replay_SOURCES = tests/fuzz/fuzz_wire.cpp $(FUZZ_REPLAY_SOURCES)
 tests_fuzz_fuzz_wire_replay_LDADD = $(FASTMIG_LIBS)

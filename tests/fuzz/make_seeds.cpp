@@ -6,6 +6,7 @@
 // Usage: make-seeds DIR   (creates DIR/wire, DIR/codec, DIR/receiver, DIR/sender)
 #include "stream/codec/codec.hpp"
 #include "stream/wire.hpp"
+#include "tests/unit/iovec_bytes.hpp"
 
 #include <cstdio>
 #include <filesystem>
@@ -19,6 +20,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
+using fastmig::test::gather;
+
 using Bytes = std::vector<std::uint8_t>;
 
 void append(Bytes& to, const Bytes& from) { to.insert(to.end(), from.begin(), from.end()); }
@@ -28,16 +31,6 @@ Bytes operator+(Bytes a, const Bytes& b)
 {
     append(a, b);
     return a;
-}
-
-Bytes gather(std::span<const iovec> iov)
-{
-    Bytes out;
-    for (const auto& v : iov) {
-        auto* p = static_cast<const std::uint8_t*>(v.iov_base);
-        out.insert(out.end(), p, p + v.iov_len);
-    }
-    return out;
 }
 
 unsigned written = 0;

@@ -5,6 +5,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include "fake_domain.hpp"
+#include "iovec_bytes.hpp"
 #include "migrate_pairs.hpp"
 #include "stream/receiver.hpp"
 #include "stream/sender.hpp"
@@ -572,9 +573,7 @@ BOOST_AUTO_TEST_CASE(pfn_on_wrong_channel_is_refused)
         wire::BatchEncoder enc;
         enc.begin(0);
         enc.add_zero(0);
-        auto iov = enc.finish();
-        for (auto& v : iov)
-            s1.insert(s1.end(), static_cast<std::uint8_t*>(v.iov_base), static_cast<std::uint8_t*>(v.iov_base) + v.iov_len);
+        add(s1, test::gather(enc.finish()));
         (void)!::send(links.pairs[0].a.get(), s0.data(), s0.size(), MSG_NOSIGNAL);
         (void)!::send(links.pairs[1].a.get(), s1.data(), s1.size(), MSG_NOSIGNAL);
     });

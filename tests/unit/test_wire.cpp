@@ -7,6 +7,7 @@
 #include "stream_error_check.hpp"
 
 #include "stream/wire.hpp"
+#include "tests/unit/iovec_bytes.hpp"
 
 #include <cstring>
 #include <functional>
@@ -28,6 +29,8 @@ using namespace fastmig;
 using namespace fastmig::wire;
 
 namespace {
+
+using fastmig::test::gather;
 
 using Bytes = std::vector<std::uint8_t>;
 
@@ -107,16 +110,6 @@ Bytes page_of(std::uint8_t seed)
     for (std::size_t i = 0; i < p.size(); ++i)
         p[i] = static_cast<std::uint8_t>(seed * 31 + i * 7 + (i >> 8));
     return p;
-}
-
-Bytes gather(std::span<const iovec> iov)
-{
-    Bytes out;
-    for (const auto& v : iov) {
-        auto* p = static_cast<const std::uint8_t*>(v.iov_base);
-        out.insert(out.end(), p, p + v.iov_len);
-    }
-    return out;
 }
 
 // Record reader over a single record, for the body parsers.
