@@ -5,8 +5,11 @@
 // Exit status: 0 once `complete` was delivered (its retval carries success
 // or failure, as with the stock helper), 2 for a command line libxl would
 // never produce (usage on stderr, nothing on stdout), 1 when libxl could not
-// be told (its pipes are gone).
+// be told (its pipes are gone).  The process libxl started supervises a
+// worker that does the job (helper_supervisor.hpp): it exits as soon as
+// libxl has `complete`, and the worker's teardown runs after that.
 #include "libxl-plugin/helper.hpp"
+#include "libxl-plugin/helper_supervisor.hpp"
 
 #include "stream/transport.hpp"
 
@@ -61,6 +64,7 @@ int main(int argc, char** argv)
         std::fprintf(stderr, "libxl-save-helper (fastmig): %s\n%s", e.what(), kHelperUsage);
         return 2;
     }
+    split_supervisor(); // from here on: the worker
     install_signals();
     try {
         fastmig::enable_io_cancellation();
@@ -74,7 +78,11 @@ int main(int argc, char** argv)
     const std::uint32_t domid = save ? std::get<SaveArgs>(parsed).domid : std::get<RestoreArgs>(parsed).domid;
     LibxlLink libxl(STDOUT_FILENO, STDIN_FILENO, cbflags, save);
     libxl.log(XtlLevel::debug, std::string("fastmig libxl-save-helper: starting ") + (save ? "save" : "restore") +
-                                   " of domain " + std::to_string(domid));
+                                   " of domain " + std::to_string(domid) +
+                                   (supervised() ? "; worker pid " + std::to_string(::getpid()) +
+                                                       " (its teardown continues after libxl has complete)"
+                                                 : std::string("; unsupervised (fork failed)")));
+    libxl.set_on_complete(release_supervisor);
 
     int retval = -1;
     try {
@@ -93,7 +101,8 @@ int main(int argc, char** argv)
         retval = -1;
     }
     try {
-        libxl.complete(retval, 0);
+        if (!libxl.completed()) // save may have completed early (helper_save.cpp)
+            libxl.complete(retval, 0);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "libxl-save-helper (fastmig): domain %u: complete: %s\n", domid, e.what());
         return 1;

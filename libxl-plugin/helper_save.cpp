@@ -10,6 +10,7 @@
 #include "libxl-plugin/helper_pipe.hpp"
 
 #include "libxl-plugin/cli.hpp"
+#include "stream/failpoint.hpp"
 #include "stream/transport.hpp"
 
 #include <cstdio>
@@ -145,10 +146,15 @@ public:
         if (flags_ >= 0 && ::fstat(fd, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)))
             changed_ = ::fcntl(fd, F_SETFL, flags_ | O_NONBLOCK) == 0;
     }
-    ~NonBlocking()
+    ~NonBlocking() { restore(); }
+    // Before libxl has the fd back: the flags live in the open file
+    // description libxl shares, and libxl sets its own once the helper is
+    // done.
+    void restore()
     {
         if (changed_)
             ::fcntl(fd_, F_SETFL, flags_);
+        changed_ = false;
     }
     NonBlocking(const NonBlocking&) = delete;
     NonBlocking& operator=(const NonBlocking&) = delete;
@@ -211,23 +217,48 @@ int run_save(const SaveArgs& a, LibxlLink& libxl, HelperBackend& backend)
         if (qemu && libxl.switch_qemu_logdirty(a.domid, true) != 0)
             throw Error(who, Phase::setup, "libxl could not switch QEMU's log-dirty mode on");
 
-        SendResult r;
-        {
-            NonBlocking nb(a.io_fd);
-            r = send_domain(dom, a.io_fd, so);
-        }
+        // The result is final once END is out: say so, and (no QEMU to
+        // switch back) tell libxl `complete` right there, before the
+        // pipeline's buffers, the m2p and the p2m are unmapped and
+        // log-dirty goes off: libxl's END, which the destination waits for
+        // before it can start the guest, follows the helper's exit
+        // (helper_supervisor.hpp).
+        auto saved = [&](const SendResult& r) {
+            if (dom.suspend_calls() != 1)
+                throw Error(who, Phase::finish,
+                            "internal: suspend was asked " + std::to_string(dom.suspend_calls()) + " times");
+            char line[320];
+            std::snprintf(line, sizeof line,
+                          "fastmig: saved %s: %llu pages in %u rounds (%s), %.1f MiB written in %.0f ms, "
+                          "stop-and-copy %.1f ms; the domain is suspended, libxl takes it from here",
+                          who.c_str(), (unsigned long long)r.nr_pages, r.rounds, stop_reason_name(r.stop_reason),
+                          double(r.bytes_sent) / (1 << 20), r.total_ms, r.stop_copy_ms);
+            libxl.log(XtlLevel::info, line);
+        };
+        NonBlocking nb(a.io_fd);
+        bool handed_over = false, failed = false;
+        if (!qemu)
+            so.on_handover = [&](const SendResult& r) {
+                try {
+                    saved(r);
+                    nb.restore();
+                    libxl.complete(0, 0);
+                    handed_over = true;
+                } catch (const std::exception& e) {
+                    // Not handed over: main tells libxl (complete, -1).
+                    libxl.log(XtlLevel::error, "fastmig: save failed: " + error_line(a.domid, who, Phase::finish, e));
+                    failed = true;
+                }
+            };
+        SendResult r = send_domain(dom, a.io_fd, so);
+        nb.restore();
+        if (handed_over)
+            failpoint("helper:after-handover"); // libxl has moved on; the teardown is ours
+        if (handed_over || failed)
+            return handed_over ? 0 : -1;
         if (qemu && libxl.switch_qemu_logdirty(a.domid, false) != 0)
             libxl.log(XtlLevel::warn, who + ": finish: libxl could not switch QEMU's log-dirty mode off");
-        if (dom.suspend_calls() != 1)
-            throw Error(who, Phase::finish,
-                        "internal: suspend was asked " + std::to_string(dom.suspend_calls()) + " times");
-        char line[320];
-        std::snprintf(line, sizeof line,
-                      "fastmig: saved %s: %llu pages in %u rounds (%s), %.1f MiB written in %.0f ms, "
-                      "stop-and-copy %.1f ms; the domain is suspended, libxl takes it from here",
-                      who.c_str(), (unsigned long long)r.nr_pages, r.rounds, stop_reason_name(r.stop_reason),
-                      double(r.bytes_sent) / (1 << 20), r.total_ms, r.stop_copy_ms);
-        libxl.log(XtlLevel::info, line);
+        saved(r);
         return 0;
     } catch (const std::exception& e) {
         libxl.log(XtlLevel::error, "fastmig: save failed: " + error_line(a.domid, who, Phase::setup, e));

@@ -4,6 +4,7 @@
 #include "stream/types.hpp"
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include <poll.h>
@@ -40,6 +41,11 @@ void LibxlLink::send(const Frame& f)
 
 void LibxlLink::log(XtlLevel level, const std::string& text, int errnoval) noexcept
 {
+    if (completed_) {
+        if (level >= XtlLevel::warn)
+            std::fprintf(stderr, "libxl-save-helper (fastmig): %s\n", text.c_str());
+        return;
+    }
     try {
         send(encode_log(level, std::uint32_t(errnoval), kContext, text));
     } catch (...) {
@@ -48,6 +54,8 @@ void LibxlLink::log(XtlLevel level, const std::string& text, int errnoval) noexc
 
 void LibxlLink::progress(const std::string& doing_what, std::uint64_t done, std::uint64_t total) noexcept
 {
+    if (completed_)
+        return;
     try {
         send(encode_progress("xc", doing_what, done, total));
     } catch (...) {
@@ -67,6 +75,8 @@ void LibxlLink::require(Msg m, const char* what) const
 
 int LibxlLink::call(const Frame& f, Msg m, const char* what)
 {
+    if (completed_)
+        throw Error(std::string("the ") + what + " message after complete: libxl reads nothing more");
     require(m, what);
     send(f);
     // One native int, exactly 4 bytes (nothing else is ours to read).
@@ -120,13 +130,19 @@ int LibxlLink::static_data_done(unsigned missing)
 
 void LibxlLink::restore_results(std::uint64_t store_gfn, std::uint64_t console_gfn)
 {
+    if (completed_)
+        throw Error("restore_results after complete: libxl reads nothing more");
     require(Msg::restore_results, "restore_results");
     send(encode_restore_results(store_gfn, console_gfn));
 }
 
 int LibxlLink::complete(int retval, int errnoval)
 {
-    return call(encode_complete(retval, errnoval), Msg::complete, "complete");
+    int r = call(encode_complete(retval, errnoval), Msg::complete, "complete");
+    completed_ = true;
+    if (on_complete_)
+        on_complete_();
+    return r;
 }
 
 } // namespace fastmig::helper

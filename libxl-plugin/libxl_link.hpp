@@ -7,6 +7,7 @@
 
 #include "libxl-plugin/libxl_msgs.hpp"
 
+#include <atomic>
 #include <chrono>
 #include <mutex>
 #include <string>
@@ -35,7 +36,13 @@ public:
     void restore_results(std::uint64_t store_gfn, std::uint64_t console_gfn);
     // The last message; libxl answers it too, and the helper must read that
     // answer before exiting (libxl writes it and treats EPIPE as a failure).
+    // After libxl's answer, `on_complete` runs (the helper releases its
+    // supervisor there) and the link is closed: libxl reads nothing more,
+    // so later log lines of level warn and above go to stderr, others are
+    // dropped, and every other message is an error.
     int complete(int retval, int errnoval);
+    bool completed() const { return completed_; }
+    void set_on_complete(void (*f)() noexcept) { on_complete_ = f; }
 
     void set_reply_timeout(std::chrono::milliseconds t) { reply_timeout_ = t; }
 
@@ -47,6 +54,8 @@ private:
     int out_fd_, in_fd_;
     unsigned cbflags_;
     bool save_;
+    std::atomic<bool> completed_{false};
+    void (*on_complete_)() noexcept = nullptr;
     std::chrono::milliseconds reply_timeout_{std::chrono::minutes(10)};
     std::mutex m_;
 };

@@ -387,6 +387,8 @@ SendResult Sender::hand_over()
     suspended_ = false;
     take_counters();
     res_.total_ms = total_.seconds() * 1e3;
+    if (opt_.on_handover)
+        opt_.on_handover(res_);
     return res_;
 }
 

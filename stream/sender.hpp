@@ -28,6 +28,8 @@ struct Progress {
     double bandwidth = 0;           // bytes/s, policy estimate
 };
 
+struct SendResult;
+
 struct SendOptions {
     PolicyConfig policy;
     PipelineConfig pipeline; // threads, batch size, codecs, XBZRLE, bandwidth cap
@@ -48,6 +50,12 @@ struct SendOptions {
     // the caller (libxl decides whether it is destroyed or resumed), so no
     // ACCEPT, ROUND_ACK, READY, COMMIT or DONE, one channel, no verify.
     bool one_way = false;
+    // One-way only: called once END is out and the result is final, before
+    // the pipeline's threads and buffers are torn down (freeing them is
+    // not free).  The libxl helper tells libxl `complete` from here: on the
+    // source, libxl's own END and so the guest's downtime wait for that.
+    // Must not throw.
+    std::function<void(const SendResult&)> on_handover;
     // false: suspend first and send every page once (`xl save`, whose
     // xcflags lack XCFLAGS_LIVE): no precopy rounds, no duplicate pages.
     bool live = true;

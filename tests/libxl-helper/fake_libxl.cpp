@@ -69,6 +69,7 @@ struct Helper {
     int retval = 0, status = -1;
     int progress = 0, suspends = 0;
     int io = -1; // pair mode: our copy of this side's stream fd
+    pid_t worker = -1; // the helper's worker process (its "starting" log line)
 };
 
 std::string str_arg(const std::vector<std::uint8_t>& b, std::size_t& off, const Helper& h, const char* what)
@@ -157,8 +158,10 @@ bool read_exact(int fd, void* buf, std::size_t n)
 bool handle(Helper& h, const Opts& o, Helper* other)
 {
     std::uint16_t len;
-    if (!read_exact(h.from, &len, 2))
+    if (!read_exact(h.from, &len, 2)) {
+        h.eof = true; // EOF before complete: finish() says so
         return false;
+    }
     if (h.completed)
         die(h.who + ": a message after complete");
     std::vector<std::uint8_t> b(len);
@@ -188,6 +191,8 @@ bool handle(Helper& h, const Opts& o, Helper* other)
         if (level < 1 || level > 9)
             die(h.who + ": log level " + std::to_string(level));
         line += " level=" + std::to_string(level) + " errno=" + std::to_string(std::int32_t(err)) + " context=" + ctx + " text=" + text;
+        if (auto at = text.find("worker pid "); at != std::string::npos)
+            h.worker = pid_t(std::atoi(text.c_str() + at + 11));
         break;
     }
     case 2: {
@@ -258,6 +263,10 @@ bool handle(Helper& h, const Opts& o, Helper* other)
         reply(h, o.static_reply);
     else if (type == 10)
         reply(h, 0);
+    // As libxl (libxl__srm_callout_callback_complete): nothing is read after
+    // complete; what counts from here is the helper's exit.
+    if (type == 10)
+        return false;
     if (type == 2 && h.save) {
         if (h.progress == o.term_save_after)
             ::kill(h.pid, SIGTERM), std::printf("%s: SIGTERM sent\n", h.who.c_str());
@@ -267,9 +276,38 @@ bool handle(Helper& h, const Opts& o, Helper* other)
     return true;
 }
 
+// The helper's worker outlives the process libxl waits for, to tear down
+// after libxl has moved on (helper_supervisor.hpp).  Say whether it was
+// still there at the helper's exit, then wait for it (bounded): the next
+// test step must not find its domain still attached.
+bool process_gone(pid_t pid)
+{
+    if (::kill(pid, 0) < 0)
+        return errno == ESRCH;
+    char path[64], buf[256] = {};
+    std::snprintf(path, sizeof path, "/proc/%d/stat", int(pid));
+    int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return true;
+    ssize_t n = ::read(fd, buf, sizeof buf - 1);
+    ::close(fd);
+    const char* paren = n > 0 ? std::strrchr(buf, ')') : nullptr;
+    return paren && paren[1] == ' ' && paren[2] == 'Z'; // a zombie has finished
+}
+
+void wait_worker(const Helper& h)
+{
+    std::printf("%s: worker %s after exit\n", h.who.c_str(), process_gone(h.worker) ? "gone" : "alive");
+    for (int i = 0; i < 6000 && !process_gone(h.worker); ++i)
+        ::usleep(10000);
+    if (!process_gone(h.worker))
+        die(h.who + ": the helper's worker " + std::to_string(h.worker) + " still runs 60 s after the helper's exit");
+    std::printf("%s: worker finished\n", h.who.c_str());
+    std::fflush(stdout);
+}
+
 void finish(Helper& h)
 {
-    ::close(h.from);
     ::close(h.to);
     int st = 0;
     ::waitpid(h.pid, &st, 0);
@@ -282,6 +320,14 @@ void finish(Helper& h)
         die(h.who + ": exited without complete");
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
         die(h.who + ": exit status not 0 after complete");
+    if (h.worker > 0)
+        wait_worker(h);
+    // Everyone holding the helper's stdout is gone now: anything left in the
+    // pipe was written after complete, which libxl never reads.
+    char c;
+    if (!h.eof && ::read(h.from, &c, 1) != 0)
+        die(h.who + ": a message after complete");
+    ::close(h.from);
 }
 
 void run(std::vector<Helper*> hs, const Opts& o)
@@ -302,8 +348,8 @@ void run(std::vector<Helper*> hs, const Opts& o)
             if (p[i].revents) {
                 Helper* other = hs.size() > 1 ? (live[i] == hs[0] ? hs[1] : hs[0]) : nullptr;
                 if (!handle(*live[i], o, other)) {
-                    live[i]->eof = true;
                     finish(*live[i]);
+                    live[i]->eof = true;
                     // A failed save or restore makes xl (migrate or
                     // migrate-receive) exit, which closes its end of the
                     // stream: the other side sees it at once.

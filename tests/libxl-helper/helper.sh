@@ -111,6 +111,26 @@ restore_file() {
     [ "$(fm sim checksum "$G")" = "$(fm sim checksum "$D")" ] && fm sim resume "$D" && [ "$(state "$D")" = running ]
 }
 ok "xl restore from the image: bit-exact, libxl's records after it intact, runs" -- restore_file
+# libxl goes on when the helper exits; the worker's teardown comes after
+# (helper_supervisor.hpp).  A failpoint holds the worker 3 s past its
+# hand-over: the process libxl waits for must be gone by then.
+handover() {
+  FASTMIG_FAILPOINTS=helper:after-handover=sleep:3000 FASTMIG_HELPER_SIM_DOMAIN=$G \
+    FASTMIG_HELPER_OPTIONS="--no-free-hints" "$FAKE" --helper "$HELPER" --xcflags 0 --io "$T/h.img" save \
+    >"$T/h.out" 2>&1 || { cat "$T/h.out"; return 1; }
+  cat "$T/h.out"
+  awk '/save: complete retval=0/ {c=NR} /save: exit 0/ {e=NR} /save: worker alive after exit/ {a=NR}
+       /save: worker finished/ {f=NR} END {exit !(c && e > c && a > e && f > a)}' "$T/h.out" &&
+    has "$T/h.out" "worker pid [0-9]" && [ "$(state "$G")" = paused ]
+}
+ok "save: the helper exits once libxl has complete, its worker tears down after" -- handover
+handover_both() { # the pair run above: both workers ended, nothing sent after complete
+  for side in save restore; do
+    awk -v s="$side" '$0 ~ s": complete retval=0" {c=NR} $0 ~ s": exit 0" {e=NR} $0 ~ s": worker finished" {f=NR}
+         END {exit !(c && e > c && f > e)}' "$T/p.out" || return 1
+  done
+}
+ok "migrate: save and restore helpers both hand over, then their workers finish" -- handover_both
 fm sim destroy "$G" >/dev/null 2>&1; [ -n "$(incoming)" ] || true
 for d in $(fm sim list | awk 'NR>1 {print $1}'); do fm sim destroy "$d" >/dev/null 2>&1; done
 
