@@ -7,7 +7,7 @@ set -euo pipefail
 awk -F'\t' '
   NR == 1 || $1 == "boot" { next }
   { k = $1 "\t" $2 "\t" $3; keys[k] = 1; n[k]++
-    tot[k, n[k]] = $5; pg[k, n[k]] = $8; gg[k, n[k]] = $11; xg[k, n[k]] = $13; xm[k, n[k]] = $14; sm[k, n[k]] = $15; su[k, n[k]] = $16; ss[k, n[k]] = $17 }
+    tot[k, n[k]] = $5; pg[k, n[k]] = $8; gg[k, n[k]] = $11; xg[k, n[k]] = $13; xm[k, n[k]] = $14; sm[k, n[k]] = $15; su[k, n[k]] = $16; ss[k, n[k]] = $17; hd[k, n[k]] = $18 }
   function stat(arr, k, cnt,   i, j, v, t, m, any) {
     for (i = 1; i <= cnt; i++) { v[i] = arr[k, i] + 0; if (arr[k, i] ~ /[0-9]/) any = 1 }
     if (!any) return "-"
@@ -16,9 +16,9 @@ awk -F'\t' '
     return sprintf("%.1f [%.1f..%.1f]", m, v[1], v[cnt])
   }
   END {
-    printf "%-22s %5s %-6s %4s  %-22s %-24s %-22s %-26s %-22s %-22s %-20s %-18s\n", "step", "MiB", "mode", "runs", "total s: med [min..max]", "xl downtime ms", "of which memory ms", "ping gap ms", "guest gap ms", "stream MiB", "suspend ms", "stream s"
+    printf "%-22s %5s %-6s %4s  %-22s %-24s %-22s %-26s %-22s %-22s %-20s %-18s %-22s\n", "step", "MiB", "mode", "runs", "total s: med [min..max]", "xl downtime ms", "of which memory ms", "ping gap ms", "guest gap ms", "stream MiB", "suspend ms", "stream s", "helpers done ms"
     for (k in keys) {
       split(k, p, "\t")
-      printf "%-22s %5s %-6s %4d  %-22s %-24s %-22s %-26s %-22s %-22s %-20s %-18s\n", p[1], p[2], p[3], n[k], stat(tot, k, n[k]), stat(xg, k, n[k]), stat(xm, k, n[k]), stat(pg, k, n[k]), stat(gg, k, n[k]), stat(sm, k, n[k]), stat(su, k, n[k]), stat(ss, k, n[k])
+      printf "%-22s %5s %-6s %4d  %-22s %-24s %-22s %-26s %-22s %-22s %-20s %-18s %-22s\n", p[1], p[2], p[3], n[k], stat(tot, k, n[k]), stat(xg, k, n[k]), stat(xm, k, n[k]), stat(pg, k, n[k]), stat(gg, k, n[k]), stat(sm, k, n[k]), stat(su, k, n[k]), stat(ss, k, n[k]), stat(hd, k, n[k])
     }
   }' "$1" | { IFS= read -r h; echo "$h"; sort -k1,1 -k2,2n -k3,3; }

@@ -78,7 +78,7 @@ ip link add xenbr0 type bridge
 ip addr add 169.254.100.1/24 dev xenbr0
 ip link set xenbr0 up
 say "xen daemons up in $(dt "$ts" "$(now)")s; free for guests: $(xl info | awk '/^free_memory/{print $3}') MiB"
-echo "step	size_mib	mode	run	total_s	save_s	restore_s	ping_gap_ms	ping_sent	ping_recv	guest_gap_ms	file_mib	xl_gap_ms	xl_mem_ms	stream_mib	suspend_ms	stream_s" >"$R/results.tsv"
+echo "step	size_mib	mode	run	total_s	save_s	restore_s	ping_gap_ms	ping_sent	ping_recv	guest_gap_ms	file_mib	xl_gap_ms	xl_mem_ms	stream_mib	suspend_ms	stream_s	xl_helpers_ms" >"$R/results.tsv"
 for h in $HELPERS; do
   case $h in
     stock) ;;
@@ -131,16 +131,21 @@ ping_stop() { # -> "maxgap_ms sent recv"
 # no process per line, so xl is not slowed by its log).
 # (gawk 5.2 warns that "time" is obsolete; it works, so keep the log clean.)
 stamp() { gawk '@load "time"; { printf "%.6f %s\n", gettimeofday(), $0; fflush() }' 2>/dev/null; }
-xl_gap() { # from the timestamped xl log $1: "downtime_ms memory_part_ms"
+xl_gap() { # from the timestamped xl log $1: "downtime_ms memory_part_ms helpers_ms"
   # memory part: suspended -> receiver's "Restore successful" (the last
   # pages and vCPU state are in); the rest is devices and hotplug scripts
   # on the receiver before it unpauses.
+  # helpers: suspended -> the receiver's libxl reads libxl's END record,
+  # which the sender's libxl writes only once its helper has exited: the
+  # part of the downtime that both helpers (and their exits) account for.
   # (fastmig's own suspension, FASTMIG_HELPER_SUSPEND=channel, has no
   # libxl line: its "suspended in ... from the request" marks the moment)
   awk '(/guest has suspended/ || /suspended in [0-9.]+ ms from the request/) && !s { s = $1 }
        (/Restore successful/ || /fastmig: restored/) && s && !r { r = $1 }
+       /process_record: Record: 0, length 0/ && s && !h { h = $1 }
        /migration target: Domain started/ && s { e = $1 }
-       END { if (s && e) printf "%.1f %.1f\n", (e - s) * 1000, r ? (r - s) * 1000 : -1; else print "NA NA" }' "$1"
+       END { if (s && e) printf "%.1f %.1f %.1f\n", (e - s) * 1000, r ? (r - s) * 1000 : -1, h ? (h - s) * 1000 : -1
+             else print "NA NA NA" }' "$1"
 }
 stream_s() { # from the timestamped xl log $1: the helper's start at the
   # source to the end of the restore at the destination (libxc's "Restore
@@ -312,16 +317,16 @@ for size in $SIZES; do
         xs_load_stop
         sus=$(suspend_ms "$ml")
         sts=$(stream_s "$ml")
-        read -r xgap xmem < <(xl_gap "$ml")
+        read -r xgap xmem xhelp < <(xl_gap "$ml")
         smib=$(awk '/bytes/ { printf "%.1f", $1 / 1048576 }' "$R/dd-$id.txt")
         wait_ping 60 || fail "guest did not answer after migrate ($h)"
         read -r gap sent recv < <(ping_stop "$R/ping-mig-$id.txt")
         sleep 2
         ggap=$(guest_gap "$t1" "$t2")
         check_memory "$t2" "migrate ($h, run $run)"
-        printf 'migrate-%s\t%s\t%s\t%s\t%s\t\t\t%s\t%s\t%s\t%s\t\t%s\t%s\t%s\t%s\t%s\n' "$h" "$size" "$mode" "$run" \
-          "$(dt "$t1" "$t2")" "$gap" "$sent" "$recv" "$ggap" "$xgap" "$xmem" "$smib" "$sus" "$sts" >>"$R/results.tsv"; sync
-        say "migrate ($h) run $run: total $(dt "$t1" "$t2")s (stream ${sts}s), xl downtime ${xgap} ms (memory part ${xmem} ms), ${smib} MiB stream, suspend ${sus} ms, ping gap ${gap} ms, guest gap ${ggap} ms"
+        printf 'migrate-%s\t%s\t%s\t%s\t%s\t\t\t%s\t%s\t%s\t%s\t\t%s\t%s\t%s\t%s\t%s\t%s\n' "$h" "$size" "$mode" "$run" \
+          "$(dt "$t1" "$t2")" "$gap" "$sent" "$recv" "$ggap" "$xgap" "$xmem" "$smib" "$sus" "$sts" "$xhelp" >>"$R/results.tsv"; sync
+        say "migrate ($h) run $run: total $(dt "$t1" "$t2")s (stream ${sts}s), xl downtime ${xgap} ms (memory part ${xmem} ms, helpers done ${xhelp} ms), ${smib} MiB stream, suspend ${sus} ms, ping gap ${gap} ms, guest gap ${ggap} ms"
         sleep 3
       fi
      done
