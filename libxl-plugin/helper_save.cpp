@@ -124,6 +124,7 @@ public:
     std::vector<StateBlob> save_state() override { return d_.save_state(); }
     DomainClock clock() const override { return d_.clock(); }
     void release() override { d_.release(); }
+    void handed_over() override { d_.handed_over(); }
     void set_orphan_policy(OrphanPolicy p) override { d_.set_orphan_policy(p); }
 
     unsigned suspend_calls() const { return suspend_calls_; }
@@ -236,14 +237,14 @@ int run_save(const SaveArgs& a, LibxlLink& libxl, HelperBackend& backend)
             libxl.log(XtlLevel::info, line);
         };
         NonBlocking nb(a.io_fd);
-        bool handed_over = false, failed = false;
+        bool completed_early = false, failed = false;
         if (!qemu)
             so.on_handover = [&](const SendResult& r) {
                 try {
                     saved(r);
                     nb.restore();
                     libxl.complete(0, 0);
-                    handed_over = true;
+                    completed_early = true;
                 } catch (const std::exception& e) {
                     // Not handed over: main tells libxl (complete, -1).
                     libxl.log(XtlLevel::error, "fastmig: save failed: " + error_line(a.domid, who, Phase::finish, e));
@@ -252,10 +253,10 @@ int run_save(const SaveArgs& a, LibxlLink& libxl, HelperBackend& backend)
             };
         SendResult r = send_domain(dom, a.io_fd, so);
         nb.restore();
-        if (handed_over)
+        if (completed_early)
             failpoint("helper:after-handover"); // libxl has moved on; the teardown is ours
-        if (handed_over || failed)
-            return handed_over ? 0 : -1;
+        if (completed_early || failed)
+            return completed_early ? 0 : -1;
         if (qemu && libxl.switch_qemu_logdirty(a.domid, false) != 0)
             libxl.log(XtlLevel::warn, who + ": finish: libxl could not switch QEMU's log-dirty mode off");
         saved(r);

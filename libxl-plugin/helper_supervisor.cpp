@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -101,6 +102,12 @@ void release_supervisor() noexcept
     }
     ::close(g_release_fd);
     g_release_fd = -1;
+    // The teardown is not urgent, and on a host that is also the destination
+    // (a local migration, the nested harness) it would take CPU from the
+    // restore the guest is waiting for: run it only when nothing else wants
+    // the CPU.  Per thread in Linux: the caller does the teardown.
+    sched_param sp{};
+    (void)::sched_setscheduler(0, SCHED_IDLE, &sp);
 }
 
 } // namespace fastmig::helper

@@ -35,8 +35,9 @@ void split_supervisor() noexcept;
 bool supervised() noexcept;
 
 // In the worker, after libxl answered `complete`: the supervisor exits 0
-// now.  From here the worker is on its own: libxl reads nothing more.
-// Idempotent; a no-op when unsupervised.
+// now.  From here the worker is on its own: libxl reads nothing more, and
+// the calling thread (which tears down) runs as SCHED_IDLE.  Idempotent; a
+// no-op when unsupervised.
 void release_supervisor() noexcept;
 
 } // namespace fastmig::helper

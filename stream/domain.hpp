@@ -101,6 +101,14 @@ public:
     // sim process; on Xen, libxl destroys the domain itself).
     virtual void release() = 0;
 
+    // One-way streams: END is out and the caller (libxl) takes the domain,
+    // suspended.  Undo now what the migration changed in the domain itself
+    // (log-dirty, a suspend notification): once the caller has it, another
+    // migration of the same domain may start, and a late undo would break
+    // that one.  Local resources (mappings, buffers) may go later, in
+    // release() or the destructor.  Errors are thrown; the sender logs them.
+    virtual void handed_over() {}
+
     // See OrphanPolicy.  The sender holds resume from the start and switches
     // to keep_paused just before COMMIT; a resume drops the hold.
     virtual void set_orphan_policy(OrphanPolicy) {}

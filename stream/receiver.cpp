@@ -401,8 +401,23 @@ void Receiver::read_channel(std::uint32_t c)
     BatchApplier applier([&](wire::PageBatch& b) { apply_batch(c, b, buf, *inflater); },
                          "fm-apply-" + std::to_string(c));
     bool state_seen = false;
+    // A read that fails (timeout, reset) says on which channel and where in
+    // the stream: with several channels, "peer sent nothing" alone does not
+    // tell a stalled channel from a stalled source.
+    auto next = [&] {
+        try {
+            return ch.reader.read();
+        } catch (const StreamError&) {
+            throw;
+        } catch (const Error& e) {
+            if (nch == 1 || e.has_context())
+                throw;
+            throw Error("channel " + std::to_string(c) + " (round " + std::to_string(open_round) + ", " +
+                        std::to_string(round_pages) + " pages of it read): " + e.cause());
+        }
+    };
     for (;;) {
-        auto rec = ch.reader.read();
+        auto rec = next();
         switch (rec.type) {
         case wire::RecordType::page_batch: {
             if (state_seen)

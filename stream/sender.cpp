@@ -17,6 +17,12 @@
 namespace fastmig {
 
 namespace {
+// What a one-way stream may leave in its pipe or socket at a round's end: the
+// default pipe size, so the final backlog is what stock libxc's would be.
+constexpr std::size_t kOneWayBacklog = 64 * 1024;
+} // namespace
+
+namespace {
 
 // One connection's reply direction (destination to source).
 struct ReplyChannel {
@@ -272,7 +278,17 @@ void Sender::send_state()
 // the destination gave up, and its reason is the error.
 wire::Record Sender::next_reply(unsigned channel, wire::RecordType want)
 {
-    auto rec = replies_[channel]->reader.read();
+    wire::Record rec{};
+    try {
+        rec = replies_[channel]->reader.read();
+    } catch (const StreamError&) {
+        throw;
+    } catch (const Error& e) {
+        if (replies_.size() == 1 || e.has_context())
+            throw;
+        throw Error("channel " + std::to_string(channel) + ", waiting for " +
+                    wire::record_type_name(static_cast<std::uint32_t>(want)) + ": " + e.cause());
+    }
     if (rec.type == wire::RecordType::done && want != wire::RecordType::done) {
         auto d = wire::parse_done(rec.body);
         throw Error("the destination gave up: " + (d.message.empty() ? std::string("no reason given") : d.message));
@@ -286,8 +302,17 @@ wire::Record Sender::next_reply(unsigned channel, wire::RecordType want)
 
 void Sender::wait_round_acks(unsigned round)
 {
-    if (opt_.one_way)
+    if (opt_.one_way) {
+        // No ROUND_ACK comes back; the nearest thing is this end's own queue.
+        // Waiting for the pipe or socket to empty keeps what the policy
+        // measures end to end (not the rate at which a 4 MiB pipe fills)
+        // and leaves no backlog that the destination would still be
+        // applying when the guest stops.  A reader that takes nothing for
+        // io_timeout shows in the next write anyway: no error here.
+        for (int fd : fds_)
+            wait_drained(fd, kOneWayBacklog, opt_.io_timeout);
         return;
+    }
     for (unsigned c = 0; c < fds_.size(); ++c) {
         auto ack = wire::parse_round_ack(next_reply(c, wire::RecordType::round_ack).body);
         if (ack.round != round)
@@ -385,6 +410,12 @@ SendResult Sender::hand_over()
     phase_ = Phase::finish;
     dom_.set_orphan_policy(OrphanPolicy::none);
     suspended_ = false;
+    try {
+        dom_.handed_over();
+    } catch (const std::exception& e) {
+        // The stream is complete: the domain still goes to the caller.
+        log(std::string("handing the domain over: ") + e.what());
+    }
     take_counters();
     res_.total_ms = total_.seconds() * 1e3;
     if (opt_.on_handover)

@@ -11,6 +11,9 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <linux/sockios.h>
+#include <sys/stat.h>
+#include <sys/ioctl.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -286,6 +289,33 @@ void write_all(int fd, std::span<const std::uint8_t> data, std::chrono::millisec
 {
     iovec v{const_cast<std::uint8_t*>(data.data()), data.size()};
     write_all(fd, std::span<const iovec>(&v, 1), timeout);
+}
+
+std::size_t unread_bytes(int fd) noexcept
+{
+    struct stat st {};
+    if (::fstat(fd, &st) < 0)
+        return 0;
+    int n = 0;
+    if (S_ISFIFO(st.st_mode) && ::ioctl(fd, FIONREAD, &n) == 0 && n > 0)
+        return std::size_t(n);
+    if (S_ISSOCK(st.st_mode) && ::ioctl(fd, SIOCOUTQ, &n) == 0 && n > 0)
+        return std::size_t(n);
+    return 0;
+}
+
+bool wait_drained(int fd, std::size_t low, std::chrono::milliseconds max)
+{
+    const auto until = std::chrono::steady_clock::now() + max;
+    for (;;) {
+        if (unread_bytes(fd) <= low)
+            return true;
+        if (std::chrono::steady_clock::now() >= until)
+            return false;
+        check_cancelled();
+        pollfd p{g_cancel_fd.load(std::memory_order_acquire), POLLIN, 0};
+        ::poll(&p, p.fd >= 0 ? 1 : 0, 1);
+    }
 }
 
 SocketSource::SocketSource(int fd, std::chrono::milliseconds timeout, bool read_ahead)

@@ -59,6 +59,16 @@ Fd tcp_connect(const HostPort& where, std::chrono::milliseconds timeout);
 void write_all(int fd, std::span<const iovec> iov, std::chrono::milliseconds timeout);
 void write_all(int fd, std::span<const std::uint8_t> data, std::chrono::milliseconds timeout);
 
+// Bytes written to fd that its reader has not taken yet: what a pipe holds
+// (FIONREAD), a socket's send queue (SIOCOUTQ: for TCP, unsent and unacked).
+// 0 for a file or anything that cannot tell.
+std::size_t unread_bytes(int fd) noexcept;
+// Waits until fd holds at most `low` unread bytes (true) or `max` has passed
+// (false).  Polls every millisecond: no readiness event says "the reader has
+// caught up" (POLLOUT only means there is some room).  Cancellable like
+// every wait here.
+bool wait_drained(int fd, std::size_t low, std::chrono::milliseconds max);
+
 // Cancels every I/O wait of this process: each wait_fd (inside write_all and
 // SocketSource) and each later write_all throws Error("interrupted: <why>").
 // Why: libxl stops its save helper with SIGTERM and expects it to clean up

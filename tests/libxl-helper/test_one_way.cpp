@@ -7,9 +7,13 @@
 
 #include "stream/receiver.hpp"
 #include "stream/sender.hpp"
+#include "stream/transport.hpp"
 
 #include <future>
 #include <optional>
+#include <thread>
+
+#include <cstdlib>
 
 #include <unistd.h>
 
@@ -25,6 +29,9 @@ struct Result {
     std::optional<ReceiveResult> received;
     std::string send_error, receive_error, after;
     bool accepted_before_pages = false, built = false;
+    // on_handover: calls, and what the source looked like then.
+    int handovers = 0, handed_over_then = -1;
+    bool logging_then = true;
 };
 
 Result run(FakeDomain& src, FakeProvider& prov, bool live, bool one_way_sender = true, bool one_way_receiver = true)
@@ -36,6 +43,11 @@ Result run(FakeDomain& src, FakeProvider& prov, bool live, bool one_way_sender =
     so.live = live;
     so.io_timeout = std::chrono::milliseconds(5000);
     so.done_timeout = std::chrono::milliseconds(2000);
+    so.on_handover = [&](const SendResult&) {
+        ++r.handovers;
+        r.handed_over_then = src.handed_over_;
+        r.logging_then = src.logging();
+    };
     ReceiveOptions ro;
     ro.one_way = one_way_receiver;
     ro.io_timeout = std::chrono::milliseconds(5000);
@@ -108,6 +120,12 @@ BOOST_AUTO_TEST_CASE(live_one_way_is_bit_exact_and_reads_nothing_past_end)
     BOOST_TEST(!prov.last->destroyed);
     BOOST_TEST((prov.last->orphan == OrphanPolicy::none));
     BOOST_TEST(r.received->bytes_received == r.sent->bytes_sent);
+    // Handed over once, END out: the domain's own state undone first
+    // (log-dirty off), then the caller told (before the sender's teardown).
+    BOOST_TEST(r.handovers == 1);
+    BOOST_TEST(r.handed_over_then == 1);
+    BOOST_TEST(!r.logging_then);
+    BOOST_TEST(src.handed_over_ == 1);
 }
 
 BOOST_AUTO_TEST_CASE(not_live_suspends_first_and_sends_one_round)
@@ -135,4 +153,41 @@ BOOST_AUTO_TEST_CASE(one_way_and_two_way_ends_refuse_each_other)
         BOOST_TEST(!r.sent); // it waited for an ACCEPT that never came
         BOOST_TEST(src.running());
     }
+}
+
+// A one-way source has no ROUND_ACK: after each round it waits for its own
+// pipe or socket to empty instead (Sender::wait_round_acks).
+BOOST_AUTO_TEST_CASE(unread_bytes_of_pipes_sockets_and_files)
+{
+    int p[2];
+    BOOST_REQUIRE(::pipe(p) == 0);
+    Fd r(p[0]), w(p[1]);
+    std::vector<std::uint8_t> buf(10000, 0x5a);
+    BOOST_REQUIRE(::write(w.get(), buf.data(), buf.size()) == ssize_t(buf.size()));
+    BOOST_TEST(unread_bytes(w.get()) == 10000u);
+    BOOST_TEST(unread_bytes(r.get()) == 10000u);
+    BOOST_TEST(!wait_drained(w.get(), 8192, std::chrono::milliseconds(20)));
+    BOOST_REQUIRE(::read(r.get(), buf.data(), 4000) == 4000);
+    BOOST_TEST(unread_bytes(w.get()) == 6000u);
+    BOOST_TEST(wait_drained(w.get(), 8192, std::chrono::milliseconds(20)));
+    // Drained by a reader while waiting.
+    std::thread reader([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(30));
+        [[maybe_unused]] auto n = ::read(r.get(), buf.data(), buf.size());
+    });
+    BOOST_TEST(wait_drained(w.get(), 0, std::chrono::seconds(10)));
+    reader.join();
+
+    Pair s;
+    BOOST_REQUIRE(::write(s.a.get(), buf.data(), 5000) == 5000);
+    BOOST_TEST(unread_bytes(s.a.get()) >= 5000u); // a socket's queue counts its buffers' overhead too
+    BOOST_REQUIRE(::read(s.b.get(), buf.data(), buf.size()) == 5000);
+    BOOST_TEST(unread_bytes(s.a.get()) == 0u);
+
+    char path[] = "/tmp/fastmig-unread-XXXXXX";
+    Fd f(::mkstemp(path));
+    BOOST_REQUIRE(f.get() >= 0);
+    ::unlink(path);
+    BOOST_REQUIRE(::write(f.get(), buf.data(), 5000) == 5000);
+    BOOST_TEST(unread_bytes(f.get()) == 0u);
 }

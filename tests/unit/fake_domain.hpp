@@ -169,11 +169,21 @@ public:
     std::vector<StateBlob> save_state() override { return {{7, {1, 2, 3, 4, 5}}, {8, {}}}; }
     DomainClock clock() const override { return {paused_at_, 0}; }
     void release() override { released_ = true; }
+    void handed_over() override
+    {
+        disable_dirty_log(); // what the Xen backend undoes there
+        ++handed_over_;
+    }
+    bool logging() const
+    {
+        std::lock_guard<std::mutex> l(m_);
+        return logging_;
+    }
     void set_orphan_policy(OrphanPolicy p) override { orphan_ = p; }
 
     // Memory at the instant of the last suspend.
     std::vector<std::uint8_t> snapshot_;
-    std::atomic<int> suspends_{0}, resumes_{0};
+    std::atomic<int> suspends_{0}, resumes_{0}, handed_over_{0};
     std::atomic<bool> released_{false};
     std::atomic<OrphanPolicy> orphan_{OrphanPolicy::none};
     std::atomic<std::uint64_t> writes_{0};
@@ -209,7 +219,7 @@ private:
     std::vector<std::uint8_t> mem_;
     DirtyBitmap dirty_;
     std::mt19937_64 rng_;
-    std::mutex m_;
+    mutable std::mutex m_;
     std::condition_variable cv_;
     std::thread writer_;
     std::atomic<bool> stop_{false};

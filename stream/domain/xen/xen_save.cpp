@@ -155,6 +155,23 @@ public:
     // downtime (libxc does it before reporting completion).
     void release() override { cleanup(); }
 
+    // What must not happen late (a new migration of this domain may start as
+    // soon as libxl has it): log-dirty off, suspend subscription dropped.
+    // Two hypercalls, inside the downtime as in libxc; the unmapping waits.
+    void handed_over() override
+    {
+        const std::uint64_t t0 = monotonic_ns();
+        {
+            std::lock_guard<std::mutex> g(cleanup_m_);
+            if (suspend_)
+                suspend_->close();
+        }
+        disable_dirty_log();
+        char ms[32];
+        std::snprintf(ms, sizeof ms, "%.1f ms", double(monotonic_ns() - t0) / 1e6);
+        log_(std::string("handed over: log-dirty off, suspend subscription dropped in ") + ms);
+    }
+
 private:
     // ---- FrameTranslation over Xen's m2p and the guest's live p2m.
     Pfn max_pfn() const override { return max_pfn_; }
