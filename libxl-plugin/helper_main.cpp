@@ -12,6 +12,7 @@
 #include "libxl-plugin/helper_supervisor.hpp"
 
 #include "stream/transport.hpp"
+#include "stream/wire.hpp"
 
 #include <csignal>
 #include <cstdio>
@@ -86,6 +87,8 @@ int main(int argc, char** argv)
 
     int retval = -1;
     try {
+        // Throws on a bad FASTMIG_CRC32C (reported below like any setup error).
+        libxl.log(XtlLevel::detail, "record checksums (CRC-32C): " + fastmig::wire::crc32c_implementation());
         auto backend = make_backend();
         retval = save ? run_save(std::get<SaveArgs>(parsed), libxl, *backend)
                       : run_restore(std::get<RestoreArgs>(parsed), libxl, *backend);

@@ -360,7 +360,14 @@ void check_batch_features(const PageBatch& batch, std::uint64_t features);
 // un-complemented value so that it chains: crc32c(b, crc32c(a)) equals
 // crc32c(a followed by b).  The standard CRC-32C, as stored in a record, is
 // ~crc32c(data) (0xe3069283 for "123456789").
+// The implementation is ISA-L's instruction-based one or its table, whichever
+// runs faster on this machine (timed once; see wire.cpp; FASTMIG_CRC32C
+// forces one): they compute the same CRC.
 std::uint32_t crc32c(std::span<const std::uint8_t> data, std::uint32_t seed = 0xffffffffu);
+// Which one, and the rates that chose it (for logs).
+const std::string& crc32c_implementation();
+// One of them by name (tests: both must agree); data below 2 GiB.
+std::uint32_t crc32c_with(std::span<const std::uint8_t> data, bool table, std::uint32_t seed = 0xffffffffu);
 // Per-page checksum used by verification (ISA-L crc64 ECMA reflected).
 std::uint64_t page_checksum(std::span<const std::uint8_t> page);
 // Digest of a whole domain: CRC64 over the little-endian array of per-page
