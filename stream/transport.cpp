@@ -255,10 +255,15 @@ void write_all(int fd, std::span<const iovec> iov_in, std::chrono::milliseconds 
         int cnt = static_cast<int>(std::min<std::size_t>(n - i, IOV_MAX));
         // sendmsg with MSG_NOSIGNAL: a vanished peer is an error to report,
         // not a SIGPIPE that kills the process holding a suspended domain.
+        // MSG_DONTWAIT: connections are blocking sockets (tcp_connect,
+        // accept), and a blocking send to a peer that stopped reading waits
+        // forever; the wait must be the poll below, bounded by `timeout`
+        // (found by the fault matrix: a sender hung after a relay's flipped
+        // byte made the destination stop reading).
         msghdr mh{};
         mh.msg_iov = iov + i;
         mh.msg_iovlen = static_cast<std::size_t>(cnt);
-        ssize_t w = is_socket ? ::sendmsg(fd, &mh, MSG_NOSIGNAL) : ::writev(fd, iov + i, cnt);
+        ssize_t w = is_socket ? ::sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) : ::writev(fd, iov + i, cnt);
         if (w < 0 && errno == ENOTSOCK) {
             is_socket = false;
             continue;

@@ -289,6 +289,13 @@ class Run:
             return p.wait(timeout)
         except subprocess.TimeoutExpired:
             self.errors.append("%s still running after %d s (hang): killed" % (p.name, timeout))
+            if shutil.which("gdb"):  # where it hangs, for the log
+                bt = os.path.join(self.dir, p.name + ".hang-bt")
+                with open(bt, "w") as f:
+                    subprocess.run(["gdb", "-batch", "-p", str(p.pid), "-ex", "thread apply all bt 25"],
+                                   stdout=f, stderr=subprocess.STDOUT, timeout=120, check=False)
+                frames = [l for l in open(bt).read().splitlines() if l.startswith("#") or l.startswith("Thread ")]
+                self.errors += ["%s: %s" % (os.path.basename(bt), l[:160]) for l in frames[:60]]
             os.killpg(p.pid, signal.SIGKILL)
             return p.wait()
 
@@ -400,7 +407,14 @@ class Run:
         finally:
             self.cleanup()
         res["ok"] = not self.errors
-        res["notes"] = self.errors
+        res["notes"] = list(self.errors)
+        if self.errors:
+            # What each side said last: a failure seen only on CI must be
+            # diagnosable from its log (the work directory is gone there).
+            for name in ("send", "recv"):
+                for ext in ("err", "out"):
+                    tail = self.read(name, ext).splitlines()[-8:]
+                    res["notes"] += ["%s.%s: %s" % (name, ext, l) for l in tail]
         return res
 
     def check_send(self, rc, src):
@@ -606,7 +620,8 @@ def main():
                 for note in r["notes"]:
                     print("#   " + note, flush=True)
     finally:
-        if not a.keep:
+        # Kept when asked, and when a case failed (every run's logs).
+        if not a.keep and all(r["ok"] for r in results):
             shutil.rmtree(h.work, ignore_errors=True)
         else:
             print("# logs kept in " + h.work)

@@ -191,3 +191,25 @@ BOOST_AUTO_TEST_CASE(unread_bytes_of_pipes_sockets_and_files)
     BOOST_REQUIRE(::write(f.get(), buf.data(), 5000) == 5000);
     BOOST_TEST(unread_bytes(f.get()) == 0u);
 }
+
+// A blocking socket whose peer stopped reading: write_all gives up after its
+// timeout with a clear error instead of blocking in send() for ever.
+BOOST_AUTO_TEST_CASE(write_all_times_out_when_the_peer_stops_reading)
+{
+    Pair s; // blocking, as tcp_connect and accept leave connections
+    std::vector<std::uint8_t> big(16 << 20, 0x42);
+    auto w = std::async(std::launch::async, [&]() -> std::string {
+        try {
+            write_all(s.a.get(), std::span<const std::uint8_t>(big), std::chrono::milliseconds(200));
+            return "16 MiB went into a socket nobody reads";
+        } catch (const Error& e) {
+            return e.what();
+        }
+    });
+    if (w.wait_for(std::chrono::seconds(30)) != std::future_status::ready) {
+        BOOST_ERROR("write_all still blocked after 30 s with a 200 ms timeout");
+        ::shutdown(s.b.get(), SHUT_RDWR); // unblock it, to end the test
+    }
+    const std::string what = w.get();
+    BOOST_TEST(what.find("peer stopped reading for 200 ms") != std::string::npos, what);
+}
