@@ -17,12 +17,10 @@
 namespace fastmig {
 
 namespace {
+
 // What a one-way stream may leave in its pipe or socket at a round's end: the
 // default pipe size, so the final backlog is what stock libxc's would be.
 constexpr std::size_t kOneWayBacklog = 64 * 1024;
-} // namespace
-
-namespace {
 
 // One connection's reply direction (destination to source).
 struct ReplyChannel {

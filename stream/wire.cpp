@@ -793,12 +793,12 @@ void check_batch_features(const PageBatch& batch, std::uint64_t features)
 namespace {
 
 // Two ISA-L implementations of the same CRC.  crc32_iscsi dispatches on
-// CPUID to the SSE4.2 crc32 instruction (with PCLMULQDQ folding), which is
-// the right choice on real hardware by a factor of ~50.  But CPUID can claim
-// an instruction that is emulated: under QEMU's TCG (the nested-Xen
-// harness, or any emulated host) crc32 runs one bit at a time in a C helper
-// and the byte-table crc32_iscsi_base is several times faster.  So time
-// both once, on a small buffer, and keep the faster (as Linux picks its
+// CPUID to the SSE4.2 crc32 instruction (with PCLMULQDQ folding), the right
+// choice on real hardware.  But CPUID can claim an instruction that is
+// emulated: under QEMU's TCG (the nested-Xen harness, or any emulated host)
+// crc32 runs one bit at a time in a C helper, and there the byte-table
+// crc32_iscsi_base was measured faster (116-175 MiB/s against 84-138).  So
+// time both once, on a small buffer, and keep the faster (as Linux picks its
 // RAID6 and xor routines at boot).  FASTMIG_CRC32C=instruction|table forces one.
 using CrcFn = unsigned int (*)(unsigned char*, int, unsigned int);
 

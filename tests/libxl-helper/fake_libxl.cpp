@@ -162,8 +162,6 @@ bool handle(Helper& h, const Opts& o, Helper* other)
         h.eof = true; // EOF before complete: finish() says so
         return false;
     }
-    if (h.completed)
-        die(h.who + ": a message after complete");
     std::vector<std::uint8_t> b(len);
     if (len < 2 || !read_exact(h.from, b.data(), len))
         die(h.who + ": truncated message of length " + std::to_string(len));
