@@ -11,7 +11,8 @@ const char* const kHelperUsage =
     "fastmig's drop-in for Xen 4.17's libxl-save-helper: libxl runs it (see LIBXL_SAVE_HELPER)\n"
     "and talks to it on stdin/stdout in libxl's binary protocol; not for interactive use.\n"
     "Environment: FASTMIG_HELPER_BACKEND=xen|sim, FASTMIG_HELPER_OPTIONS='--threads 4 ...',\n"
-    "FASTMIG_HELPER_SIM_DOMAIN=sim:N, FASTMIG_HELPER_SUSPEND=channel|libxl (see fastmig's README.md).\n";
+    "FASTMIG_HELPER_SIM_DOMAIN=sim:N, FASTMIG_HELPER_SUSPEND=channel|libxl,\n"
+    "FASTMIG_CRC32C=auto|instruction|table (see fastmig's README.md).\n";
 
 namespace {
 
