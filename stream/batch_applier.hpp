@@ -12,6 +12,7 @@
 #pragma once
 
 #include "stream/bounded_queue.hpp"
+#include "stream/clock.hpp"
 #include "stream/types.hpp"
 #include "stream/wire.hpp"
 
@@ -77,6 +78,14 @@ public:
             rethrow();
     }
 
+    // Time the applier spent applying since the start, in ns (read after
+    // drain() for an exact figure; the receiver logs the last round's).
+    std::uint64_t busy_ns() const
+    {
+        std::lock_guard<std::mutex> l(m_);
+        return busy_ns_;
+    }
+
     void drain()
     {
         std::unique_lock<std::mutex> l(m_);
@@ -89,6 +98,7 @@ private:
     void run()
     {
         while (auto s = work_.pop()) {
+            const std::uint64_t t0 = monotonic_ns();
             try {
                 apply_((*s)->batch);
             } catch (...) {
@@ -104,6 +114,7 @@ private:
             {
                 std::lock_guard<std::mutex> l(m_);
                 ++applied_;
+                busy_ns_ += monotonic_ns() - t0;
             }
             done_cv_.notify_all();
             free_.push(*s);
@@ -121,9 +132,9 @@ private:
     ApplyFn apply_;
     std::vector<std::unique_ptr<Slot>> slots_;
     BoundedQueue<Slot*> work_, free_;
-    std::mutex m_;
+    mutable std::mutex m_;
     std::condition_variable done_cv_;
-    std::uint64_t submitted_ = 0, applied_ = 0;
+    std::uint64_t submitted_ = 0, applied_ = 0, busy_ns_ = 0;
     std::exception_ptr error_;
     std::thread thread_;
 };

@@ -95,6 +95,15 @@ public:
     // Only valid while suspended.
     virtual std::vector<StateBlob> save_state() = 0;
 
+    // Early state: what the destination can prepare with while this source
+    // suspends, so that less is left for the downtime (Xen PV: the page
+    // types, so that page tables are localised before the stream ends).
+    // Asked once, after the last precopy round and before suspend(), of a
+    // live migration on one channel; it describes the pages as the engine
+    // last read them, and save_state() has the final word.
+    virtual bool offers_early_state() const { return false; }
+    virtual std::vector<StateBlob> early_state() { return {}; }
+
     virtual DomainClock clock() const = 0;
 
     // Release the source after the destination owns the guest (destroy the
@@ -124,9 +133,28 @@ public:
 
     // Write pages (pfns.size() * kPageSize bytes from src, in order).
     virtual void write_pages(std::span<const Pfn> pfns, std::span<const std::uint8_t> src) = 0;
-    // Make a page read as zeros.  The engine calls this for pages it wrote
-    // before; pages it never wrote go through zero_fresh_pages.
-    virtual void zero_page(Pfn pfn) = 0;
+    // Write pages whose bytes lie anywhere: srcs[i] is the page of pfns[i]
+    // (kPageSize bytes).  The receiver gathers a whole batch into one call;
+    // a backend where every call costs (Xen maps and unmaps the pages)
+    // overrides it.  By default: write_pages for each run of pages that lie
+    // back to back.
+    virtual void write_pages_gather(std::span<const Pfn> pfns, std::span<const std::uint8_t* const> srcs)
+    {
+        if (pfns.size() != srcs.size())
+            throw Error("write_pages_gather: " + std::to_string(pfns.size()) + " pfns but " +
+                        std::to_string(srcs.size()) + " pages");
+        for (std::size_t i = 0; i < pfns.size();) {
+            std::size_t j = i + 1;
+            while (j < pfns.size() && srcs[j] == srcs[j - 1] + kPageSize)
+                ++j;
+            write_pages(pfns.subspan(i, j - i), {srcs[i], (j - i) * kPageSize});
+            i = j;
+        }
+    }
+    // Make pages read as zeros.  The engine calls this for pages it wrote
+    // before (one call per batch); pages it never wrote go through
+    // zero_fresh_pages.
+    virtual void zero_pages(std::span<const Pfn> pfns) = 0;
     // Pages the stream names zero (or free) the first time it names them,
     // while they were never written: once per page, as the records arrive.
     // The sim's new memory reads as zeros already (nothing to do).  A backend
@@ -143,6 +171,12 @@ public:
         for (std::size_t i = 0; i < pfns.size(); ++i)
             read_page(pfns[i], dst.subspan(i * kPageSize, kPageSize));
     }
+
+    // Early state from the source (Domain::early_state), one blob at a
+    // time, with every page sent before it already written here.  Pages may
+    // be written again afterwards; restore_state() gets the final word.  A
+    // backend whose sources offer none ignores it.
+    virtual void early_state(const StateBlob&) {}
 
     virtual void restore_state(const std::vector<StateBlob>& state) = 0;
     // Start the guest; it runs from here on, and belongs to nobody: this

@@ -33,6 +33,7 @@ constexpr std::uint64_t kMaxStateBytes = 64ull << 20;
 // Counters of one channel; summed at the end.
 struct ChannelCounts {
     std::uint64_t written = 0, zeroed = 0, deflate = 0, xbzrle = 0, bytes = 0;
+    std::uint64_t domain_calls = 0; // writes, reads and zeroings asked of the domain (applier's thread)
 };
 
 // One connection of the stream, read by its own thread.
@@ -69,9 +70,14 @@ private:
     void read_channel(std::uint32_t c);
     void apply_batch(std::uint32_t c, wire::PageBatch& b, std::vector<std::uint8_t>& buf,
                      codec::Decompressor& inflater);
+    void apply_descriptors(std::uint32_t c, wire::PageBatch& b, std::size_t lo, std::size_t hi,
+                           std::vector<std::uint8_t>& buf, codec::Decompressor& inflater);
     void send(std::uint32_t c, std::vector<std::uint8_t> rec);
     void send_done(const wire::Done& d) { send(0, wire::encode_done(d)); }
     void channel_failed(std::exception_ptr e);
+    void log_tail(std::uint32_t c, std::uint32_t round, std::uint64_t pages, std::uint64_t start_ns,
+                  std::uint64_t end_ns, std::uint64_t read_ns, std::uint64_t apply_ns, std::uint64_t calls,
+                  std::uint64_t first_after_ns, std::uint64_t state_after_ns, std::uint64_t drained_after_ns);
     std::string label() const
     {
         return dom_ ? dom_->name() : (res_.source_name.empty() ? std::string("incoming") : "incoming " + res_.source_name);
@@ -96,7 +102,8 @@ private:
 
     std::mutex state_lock_;
     std::vector<StateBlob> state_;
-    std::uint64_t state_bytes_ = 0;
+    std::uint64_t state_bytes_ = 0; // platform and early state together
+    std::size_t early_blobs_ = 0;
 
     std::mutex error_lock_;
     std::exception_ptr error_;
@@ -213,6 +220,9 @@ void Receiver::accept_or_refuse(const wire::StreamHeader& h, std::uint32_t nr_ch
                               "libxl (xl restore / migrate-receive with fastmig's libxl-save-helper)");
     if ((h.features & wire::kFeatureOneWay) && (h.features & (wire::kFeatureChannels | wire::kFeatureVerify)))
         refuse(wire::kAcceptBadFeatures, "a one-way stream cannot have several channels or a verify digest");
+    if ((h.features & wire::kFeatureEarlyState) && nr_channels > 1)
+        refuse(wire::kAcceptBadFeatures, "early state on a stream of " + std::to_string(nr_channels) +
+                                             " channels: it may only travel on a stream of one");
     if (nr_channels > 1 && !opt_.accept_channel)
         refuse(wire::kAcceptBadFeatures, "this receiver takes one connection per migration, not " +
                                              std::to_string(nr_channels));
@@ -269,36 +279,86 @@ void Receiver::accept_or_refuse(const wire::StreamHeader& h, std::uint32_t nr_ch
         opt_.accepted(*dom_);
 }
 
-// Writes one batch into the domain, in descriptor order.  Raw pages that lie
-// back to back in the record (zero pages carry no data) go in one call.
+// Writes one batch into the domain.  A batch whose pfns rise (the order
+// this sender writes) names every page once, so it goes in at most four
+// calls: one read of its XBZRLE bases, one gathered write of every page
+// with data, one clearing of the zero pages that held data, one allocation
+// of the fresh zero pages.  Each call maps and unmaps guest memory on Xen, which
+// costs far more than copying a page, and the batches of the last round
+// are inside the downtime.  Any other batch (not from this sender) goes in
+// descriptor by descriptor, in order, so that a later copy of a page wins.
 void Receiver::apply_batch(std::uint32_t c, wire::PageBatch& b, std::vector<std::uint8_t>& buf,
                            codec::Decompressor& inflater)
 {
-    ChannelCounts& k = channels_[c]->counts;
-    std::vector<Pfn> run;
-    const std::uint8_t* run_data = nullptr;
-    auto flush = [&] {
-        if (run.empty())
-            return;
-        dom_->write_pages(run, {run_data, run.size() * kPageSize});
-        run.clear();
-        run_data = nullptr;
-    };
-    // Zero or free pages named for the first time: one call per batch.
-    thread_local std::vector<Pfn> fresh;
-    fresh.clear();
-    auto mark = [&](Pfn pfn, const std::uint8_t* page) {
-        written_.set(pfn);
-        ++k.written;
-        if (res_.verify)
-            sums_[pfn] = wire::page_checksum({page, kPageSize});
-    };
     const std::size_t n = b.pages.size();
-    for (std::size_t i = 0; i < n;) {
+    bool rising = true;
+    Pfn next = 0;
+    for (std::size_t i = 0; i < n; ++i) {
         const auto& d = b.pages[i];
         if (!(wire::encoding_feature(d.encoding) == 0 || (features_ & wire::encoding_feature(d.encoding))))
             throw StreamError(std::string("page encoding ") + std::to_string(unsigned(d.encoding)) +
                               " was not negotiated");
+        const bool run = d.encoding == wire::PageEncoding::zero_run || d.encoding == wire::PageEncoding::free_run;
+        if (d.pfn < next)
+            rising = false;
+        next = d.pfn + (run ? d.length : 1);
+    }
+    if (rising) {
+        apply_descriptors(c, b, 0, n, buf, inflater);
+        return;
+    }
+    for (std::size_t i = 0; i < n;) {
+        // A deflate group's pages stay together (one blob).
+        const std::size_t len = b.pages[i].encoding == wire::PageEncoding::deflate ? b.group_pages[i] : 1;
+        apply_descriptors(c, b, i, i + len, buf, inflater);
+        i += len;
+    }
+}
+
+// Descriptors [lo, hi) of a batch, no pfn named twice among them.
+void Receiver::apply_descriptors(std::uint32_t c, wire::PageBatch& b, std::size_t lo, std::size_t hi,
+                                 std::vector<std::uint8_t>& buf, codec::Decompressor& inflater)
+{
+    ChannelCounts& k = channels_[c]->counts;
+    // Decoded pages (XBZRLE bases then results, inflated groups) live in
+    // buf, sized first so that the pointers gathered below stay valid.
+    thread_local std::vector<Pfn> bases;
+    bases.clear();
+    std::size_t inflated = 0;
+    for (std::size_t i = lo; i < hi; ++i) {
+        if (b.pages[i].encoding == wire::PageEncoding::xbzrle)
+            bases.push_back(b.pages[i].pfn);
+        else if (b.pages[i].encoding == wire::PageEncoding::deflate)
+            inflated += b.group_pages[i]; // validated: 1..kMaxGroupPages, continuations follow
+    }
+    buf.resize((bases.size() + inflated) * kPageSize);
+    std::uint8_t* xb = buf.data();
+    std::uint8_t* db = buf.data() + bases.size() * kPageSize;
+    if (!bases.empty()) {
+        // A delta applies to the page as this destination holds it: the
+        // copy the source sent last (one channel per pfn keeps the order).
+        dom_->read_pages(bases, {xb, bases.size() * kPageSize});
+        ++k.domain_calls;
+    }
+    thread_local std::vector<Pfn> pfns;
+    thread_local std::vector<const std::uint8_t*> srcs;
+    thread_local std::vector<Pfn> rezero; // zero or free pages that held data
+    thread_local std::vector<Pfn> fresh;  // zero or free pages named for the first time
+    pfns.clear();
+    srcs.clear();
+    rezero.clear();
+    fresh.clear();
+    auto put = [&](Pfn pfn, const std::uint8_t* page) {
+        seen_.set(pfn);
+        written_.set(pfn);
+        ++k.written;
+        if (res_.verify)
+            sums_[pfn] = wire::page_checksum({page, kPageSize});
+        pfns.push_back(pfn);
+        srcs.push_back(page);
+    };
+    for (std::size_t i = lo; i < hi;) {
+        const auto& d = b.pages[i];
         switch (d.encoding) {
         case wire::PageEncoding::zero:
         case wire::PageEncoding::free:
@@ -309,13 +369,12 @@ void Receiver::apply_batch(std::uint32_t c, wire::PageBatch& b, std::vector<std:
             const bool run = d.encoding == wire::PageEncoding::zero_run || d.encoding == wire::PageEncoding::free_run;
             const Pfn end = d.pfn + (run ? d.length : 1);
             for (Pfn p = d.pfn; p < end; ++p) {
-                if (written_.test(p)) {
-                    flush(); // the page may be in the pending run: keep stream order
-                    dom_->zero_page(p);
+                if (written_.test(p)) { // holds data: clear it
                     written_.clear(p);
+                    rezero.push_back(p);
                     ++k.zeroed;
                 } else if (!seen_.test(p)) {
-                    fresh.push_back(p); // no pending write of p: order does not matter
+                    fresh.push_back(p);
                 }
                 seen_.set(p);
                 if (res_.verify)
@@ -324,69 +383,43 @@ void Receiver::apply_batch(std::uint32_t c, wire::PageBatch& b, std::vector<std:
             ++i;
             break;
         }
-        case wire::PageEncoding::raw: {
-            seen_.set(d.pfn);
-            const std::uint8_t* data = b.data[i].data();
-            if (!run.empty() && data != run_data + run.size() * kPageSize)
-                flush();
-            if (run.empty())
-                run_data = data;
-            run.push_back(d.pfn);
-            mark(d.pfn, data);
+        case wire::PageEncoding::raw:
+            put(d.pfn, b.data[i].data());
             ++i;
             break;
-        }
         case wire::PageEncoding::deflate: {
-            flush();
-            const std::size_t g = b.group_pages[i]; // validated: 1..kMaxGroupPages, continuations follow
-            buf.resize(g * kPageSize);
-            inflater.decompress(b.data[i], {buf.data(), g * kPageSize});
-            thread_local std::vector<Pfn> pfns;
-            pfns.clear();
-            for (std::size_t j = 0; j < g; ++j) {
-                pfns.push_back(b.pages[i + j].pfn);
-                seen_.set(b.pages[i + j].pfn);
-                mark(b.pages[i + j].pfn, buf.data() + j * kPageSize);
-            }
-            dom_->write_pages(pfns, {buf.data(), g * kPageSize});
+            const std::size_t g = b.group_pages[i];
+            inflater.decompress(b.data[i], {db, g * kPageSize});
+            for (std::size_t j = 0; j < g; ++j)
+                put(b.pages[i + j].pfn, db + j * kPageSize);
+            db += g * kPageSize;
             k.deflate += g;
             i += g;
             break;
         }
-        case wire::PageEncoding::xbzrle: {
-            flush();
-            // A delta applies to the page as this destination holds it: the
-            // copy the source sent last (one channel per pfn keeps the order).
-            // Consecutive deltas are applied together: one read of their
-            // bases, one write of the results (a hot set arrives this way).
-            std::size_t j = i;
-            thread_local std::vector<Pfn> pfns;
-            pfns.clear();
-            while (j < n && b.pages[j].encoding == wire::PageEncoding::xbzrle &&
-                   std::find(pfns.begin(), pfns.end(), b.pages[j].pfn) == pfns.end() && pfns.size() < 256) {
-                pfns.push_back(b.pages[j].pfn);
-                ++j;
-            }
-            buf.resize(pfns.size() * kPageSize);
-            dom_->read_pages(pfns, {buf.data(), buf.size()});
-            for (std::size_t x = 0; x < pfns.size(); ++x) {
-                std::uint8_t* page = buf.data() + x * kPageSize;
-                codec::xbzrle_decode(b.data[i + x], {page, kPageSize});
-                seen_.set(pfns[x]);
-                mark(pfns[x], page);
-            }
-            dom_->write_pages(pfns, {buf.data(), buf.size()});
-            k.xbzrle += pfns.size();
-            i = j;
+        case wire::PageEncoding::xbzrle:
+            codec::xbzrle_decode(b.data[i], {xb, kPageSize});
+            put(d.pfn, xb);
+            xb += kPageSize;
+            ++k.xbzrle;
+            ++i;
             break;
-        }
         default:
             throw StreamError("page encoding " + std::to_string(unsigned(d.encoding)) + " is not supported");
         }
     }
-    flush();
-    if (!fresh.empty())
+    if (!pfns.empty()) {
+        dom_->write_pages_gather(pfns, srcs);
+        ++k.domain_calls;
+    }
+    if (!rezero.empty()) {
+        dom_->zero_pages(rezero);
+        ++k.domain_calls;
+    }
+    if (!fresh.empty()) {
         dom_->zero_fresh_pages(fresh);
+        ++k.domain_calls;
+    }
 }
 
 void Receiver::read_channel(std::uint32_t c)
@@ -401,12 +434,33 @@ void Receiver::read_channel(std::uint32_t c)
     BatchApplier applier([&](wire::PageBatch& b) { apply_batch(c, b, buf, *inflater); },
                          "fm-apply-" + std::to_string(c));
     bool state_seen = false;
+    // The stop-and-copy round (its pages, its ROUND_END if any, the platform
+    // state, END) is inside the downtime: its parts are timed and logged, to
+    // tell a slow source or link (reading waits for bytes) from a slow domain
+    // (applying).  A mark is taken where each round opens; the round the
+    // platform state follows is the last one.
+    struct Mark {
+        std::uint64_t at_ns, read_ns, apply_ns, calls;
+    };
+    std::uint64_t read_ns = 0;
+    auto mark_now = [&] { // only once the applier is drained
+        return Mark{monotonic_ns(), read_ns, applier.busy_ns(), ch.counts.domain_calls};
+    };
+    Mark opened = mark_now(), opened_before = opened, last_round = opened;
+    std::uint64_t closed_pages = 0, last_pages = 0, state_at_ns = 0;
+    // When the open round's first batch arrived, and the closed round's.
+    std::uint64_t first_batch_ns = 0, closed_first_batch_ns = 0, last_first_batch_ns = 0;
+    std::uint32_t last_no = 0;
+    bool after_round_end = false;
     // A read that fails (timeout, reset) says on which channel and where in
     // the stream: with several channels, "peer sent nothing" alone does not
     // tell a stalled channel from a stalled source.
     auto next = [&] {
         try {
-            return ch.reader.read();
+            const std::uint64_t t0 = monotonic_ns();
+            auto r = ch.reader.read();
+            read_ns += monotonic_ns() - t0;
+            return r;
         } catch (const StreamError&) {
             throw;
         } catch (const Error& e) {
@@ -436,7 +490,10 @@ void Receiver::read_channel(std::uint32_t c)
                 if (wire::channel_of(d.pfn, nch) != c)
                     throw StreamError("pfn " + std::to_string(d.pfn) + " arrived on channel " + std::to_string(c) +
                                       ", it belongs to channel " + std::to_string(wire::channel_of(d.pfn, nch)));
+            if (round_pages == 0 && first_batch_ns == 0)
+                first_batch_ns = monotonic_ns();
             round_pages += batch.page_count;
+            after_round_end = false;
             applier.submit(slot);
             break;
         }
@@ -454,19 +511,54 @@ void Receiver::read_channel(std::uint32_t c)
             // caught up: tell the source, which paces itself on it.
             applier.drain();
             send(c, wire::encode_round_ack({r.round, round_pages}));
+            closed_pages = round_pages;
+            closed_first_batch_ns = first_batch_ns;
+            first_batch_ns = 0;
             round_pages = 0;
+            opened_before = opened;
+            opened = mark_now();
+            after_round_end = true;
+            break;
+        }
+        case wire::RecordType::early_state: {
+            // Only between rounds (after a ROUND_END or another early blob),
+            // before any platform state, and only if announced; the stream
+            // has one channel (accept_or_refuse), so every page sent before
+            // it is in the domain once this channel's applier is drained.
+            if (!(features_ & wire::kFeatureEarlyState))
+                throw StreamError("early state, but the header did not announce it");
+            if (state_seen || !after_round_end)
+                throw StreamError("early state must follow a ROUND_END and precede the platform state");
+            auto es = wire::parse_early_state(rec.body);
+            {
+                std::lock_guard<std::mutex> l(state_lock_);
+                state_bytes_ += es.data.size();
+                if (++early_blobs_ + state_.size() > kMaxStateBlobs || state_bytes_ > kMaxStateBytes)
+                    throw StreamError("early and platform state exceed " + std::to_string(kMaxStateBlobs) +
+                                      " blobs or " + std::to_string(kMaxStateBytes >> 20) + " MiB");
+            }
+            applier.drain();
+            dom_->early_state({es.state_type, {es.data.begin(), es.data.end()}});
             break;
         }
         case wire::RecordType::platform_state: {
             if (c != 0)
                 throw StreamError("platform state on channel " + std::to_string(c) + " (only channel 0 carries it)");
-            if (!state_seen)
+            if (!state_seen) {
                 failpoint("recv:stop-copy"); // the source is suspended by now
+                state_at_ns = monotonic_ns();
+                if (after_round_end) // the last round was closed by its ROUND_END
+                    last_round = opened_before, last_no = open_round - 1, last_pages = closed_pages,
+                    last_first_batch_ns = closed_first_batch_ns;
+                else
+                    last_round = opened, last_no = open_round, last_pages = round_pages,
+                    last_first_batch_ns = first_batch_ns;
+            }
             state_seen = true;
             auto ps = wire::parse_platform_state(rec.body);
             std::lock_guard<std::mutex> l(state_lock_);
             state_bytes_ += ps.data.size();
-            if (state_.size() >= kMaxStateBlobs || state_bytes_ > kMaxStateBytes)
+            if (state_.size() + early_blobs_ >= kMaxStateBlobs || state_bytes_ > kMaxStateBytes)
                 throw StreamError("platform state exceeds " + std::to_string(kMaxStateBlobs) + " blobs or " +
                                   std::to_string(kMaxStateBytes >> 20) + " MiB");
             state_.push_back({ps.state_type, {ps.data.begin(), ps.data.end()}});
@@ -474,7 +566,17 @@ void Receiver::read_channel(std::uint32_t c)
         }
         case wire::RecordType::end: {
             wire::parse_end(rec.body);
+            const std::uint64_t end_ns = monotonic_ns();
             applier.drain();
+            if (!state_seen)
+                last_round = opened, last_no = open_round, last_pages = round_pages, last_first_batch_ns = first_batch_ns;
+            if (opt_.log) {
+                const Mark m = mark_now();
+                log_tail(c, last_no, last_pages, last_round.at_ns, end_ns, m.read_ns - last_round.read_ns,
+                         m.apply_ns - last_round.apply_ns, m.calls - last_round.calls,
+                         last_first_batch_ns ? last_first_batch_ns - last_round.at_ns : 0,
+                         state_at_ns ? state_at_ns - last_round.at_ns : 0, m.at_ns - end_ns);
+            }
             std::lock_guard<std::mutex> l(state_lock_);
             res_.rounds = std::max(res_.rounds, open_round);
             ch.counts.bytes = ch.reader.bytes_read() + wire::kSourceMagic.size();
@@ -486,6 +588,27 @@ void Receiver::read_channel(std::uint32_t c)
                               " record from the source on channel " + std::to_string(c));
         }
     }
+}
+
+void Receiver::log_tail(std::uint32_t c, std::uint32_t round, std::uint64_t pages, std::uint64_t start_ns,
+                        std::uint64_t end_ns, std::uint64_t read_ns, std::uint64_t apply_ns, std::uint64_t calls,
+                        std::uint64_t first_after_ns, std::uint64_t state_after_ns,
+                        std::uint64_t drained_after_ns)
+{
+    auto ms = [](std::uint64_t ns) {
+        char b[32];
+        std::snprintf(b, sizeof b, "%.1f ms", double(ns) * 1e-6);
+        return std::string(b);
+    };
+    std::string where = channels_.size() > 1 ? " on channel " + std::to_string(c) : "";
+    // Times are from the instant the round opened (the previous ROUND_END).
+    std::string first = first_after_ns ? ": first pages at +" + ms(first_after_ns) : "";
+    std::string state = state_after_ns ? ", the platform state from +" + ms(state_after_ns) : "";
+    opt_.log(label() + ": the stream's tail" + where + ": round " + std::to_string(round) + " (" +
+             std::to_string(pages) + " pages" + first + ") to END at +" + ms(end_ns - start_ns) + " (reading " +
+             ms(read_ns) +
+             ", applying " + ms(apply_ns) + " in " + std::to_string(calls) + " domain calls" + state +
+             "), the last page applied " + ms(drained_after_ns) + " after END");
 }
 
 void Receiver::channel_failed(std::exception_ptr e)

@@ -58,6 +58,7 @@ private:
     void read_reply_magic(unsigned channel);
     void run_round(unsigned round, const DirtyBitmap* dirty, bool stop_copy);
     void send_state();
+    void send_early_state();
     void send_control(std::vector<std::uint8_t> rec);
     wire::Record next_reply(unsigned channel, wire::RecordType want);
     void wait_round_acks(unsigned round);
@@ -110,6 +111,10 @@ std::uint64_t Sender::features() const
         f |= wire::kFeatureChannels;
     if (opt_.one_way)
         f |= wire::kFeatureOneWay;
+    // With several channels the early state could overtake pages of other
+    // channels at the destination: one channel only.
+    if (opt_.live && opt_.channels <= 1 && dom_.offers_early_state())
+        f |= wire::kFeatureEarlyState;
     return f;
 }
 
@@ -259,6 +264,22 @@ void Sender::run_round(unsigned round, const DirtyBitmap* dirty, bool stop_copy)
     res_.pages_zero += cur_.zero_pages;
     res_.pages_free += cur_.free_pages;
     res_.pages_data += cur_.pages - cur_.zero_pages - cur_.free_pages;
+}
+
+// Queued, not waited for: the writer sends it while the guest suspends,
+// and the destination prepares with it meanwhile.  Every page of the
+// precopy rounds went before it (the rounds are drained).
+void Sender::send_early_state()
+{
+    if (!(features() & wire::kFeatureEarlyState))
+        return;
+    for (const auto& blob : dom_.early_state()) {
+        if (blob.data.size() > wire::kMaxStateBlob)
+            throw Error("early state blob of type " + std::to_string(blob.type) + " is " +
+                        std::to_string(blob.data.size()) + " bytes, above the stream's limit");
+        pipe_->send_record(0, wire::encode_early_state(blob.type, blob.data));
+        ++res_.early_state_blobs;
+    }
 }
 
 void Sender::send_state()
@@ -492,6 +513,7 @@ SendResult Sender::run()
             }
         }
         res_.precopy_ms = precopy.seconds() * 1e3;
+        send_early_state();
 
         phase_ = Phase::stop_copy;
         Stopwatch sc;

@@ -105,6 +105,7 @@ struct SendResult {
     std::uint64_t xbzrle_hits = 0, xbzrle_misses = 0;
     unsigned channels = 1, threads = 1;
     unsigned rounds = 0;            // precopy rounds + the stop-and-copy round
+    unsigned early_state_blobs = 0; // EARLY_STATE records sent before the suspension
     StopReason stop_reason = StopReason::none;
     std::string stop_why;
     double total_ms = 0;            // connect to DONE received and source released

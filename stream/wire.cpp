@@ -115,7 +115,8 @@ std::uint32_t max_body_length(std::uint32_t type)
     case RecordType::round_ack: return kRoundEndSize;
     case RecordType::channels: return 16;
     case RecordType::channel_hello: return 16;
-    case RecordType::platform_state: return kStateFixed + kMaxStateBlob;
+    case RecordType::platform_state:
+    case RecordType::early_state: return kStateFixed + kMaxStateBlob;
     case RecordType::accept: return kAcceptFixed + kMaxMessageLength;
     case RecordType::done: return kDoneFixed + kMaxMessageLength;
     case RecordType::ready: return kReadySize;
@@ -192,6 +193,7 @@ const char* record_type_name(std::uint32_t type)
     case RecordType::channels: return "channels";
     case RecordType::channel_hello: return "channel_hello";
     case RecordType::platform_state: return "platform_state";
+    case RecordType::early_state: return "early_state";
     case RecordType::accept: return "accept";
     case RecordType::done: return "done";
     case RecordType::ready: return "ready";
@@ -268,17 +270,41 @@ RoundEnd parse_round(const char* what, std::span<const std::uint8_t> body)
 std::vector<std::uint8_t> encode_round_end(const RoundEnd& r) { return encode_round(RecordType::round_end, r); }
 std::vector<std::uint8_t> encode_round_ack(const RoundEnd& r) { return encode_round(RecordType::round_ack, r); }
 
-std::vector<std::uint8_t> encode_platform_state(std::uint32_t state_type, std::span<const std::uint8_t> blob)
+namespace {
+std::vector<std::uint8_t> encode_state(RecordType type, std::uint32_t state_type, std::span<const std::uint8_t> blob)
 {
     if (blob.size() > kMaxStateBlob)
-        throw Error("platform state blob of type " + str(state_type) + " is " + str(blob.size()) +
-                    " bytes, above the stream limit of " + str(kMaxStateBlob));
+        throw Error(std::string(record_type_name(std::uint32_t(type))) + " blob of type " + str(state_type) + " is " +
+                    str(blob.size()) + " bytes, above the stream limit of " + str(kMaxStateBlob));
     std::vector<std::uint8_t> b;
     b.reserve(kStateFixed + blob.size());
     put32(b, state_type);
     put32(b, 0);
     b.insert(b.end(), blob.begin(), blob.end());
-    return encode_record(RecordType::platform_state, b);
+    return encode_record(type, b);
+}
+
+PlatformState parse_state(const char* what, std::span<const std::uint8_t> body)
+{
+    if (body.size() < kStateFixed)
+        fail(what, "body of " + str(body.size()) + " bytes is shorter than " + str(kStateFixed));
+    if (body.size() > kStateFixed + kMaxStateBlob)
+        fail(what, "blob of " + str(body.size() - kStateFixed) + " bytes exceeds " + str(kMaxStateBlob));
+    const std::uint32_t reserved = load32(body.data() + 4);
+    if (reserved != 0)
+        fail(what, "reserved field is " + hex(reserved) + ", must be 0");
+    return {load32(body.data()), body.subspan(kStateFixed)};
+}
+} // namespace
+
+std::vector<std::uint8_t> encode_platform_state(std::uint32_t state_type, std::span<const std::uint8_t> blob)
+{
+    return encode_state(RecordType::platform_state, state_type, blob);
+}
+
+std::vector<std::uint8_t> encode_early_state(std::uint32_t state_type, std::span<const std::uint8_t> blob)
+{
+    return encode_state(RecordType::early_state, state_type, blob);
 }
 
 std::vector<std::uint8_t> encode_accept(const Accept& a)
@@ -620,18 +646,9 @@ void parse_commit(std::span<const std::uint8_t> body)
         fail("commit", "body is " + str(body.size()) + " bytes, must be empty");
 }
 
-PlatformState parse_platform_state(std::span<const std::uint8_t> body)
-{
-    if (body.size() < kStateFixed)
-        fail("platform_state", "body of " + str(body.size()) + " bytes is shorter than " + str(kStateFixed));
-    if (body.size() > kStateFixed + kMaxStateBlob)
-        fail("platform_state", "blob of " + str(body.size() - kStateFixed) + " bytes exceeds " +
-                                   str(kMaxStateBlob));
-    const std::uint32_t reserved = load32(body.data() + 4);
-    if (reserved != 0)
-        fail("platform_state", "reserved field is " + hex(reserved) + ", must be 0");
-    return {load32(body.data()), body.subspan(kStateFixed)};
-}
+PlatformState parse_platform_state(std::span<const std::uint8_t> body) { return parse_state("platform_state", body); }
+
+PlatformState parse_early_state(std::span<const std::uint8_t> body) { return parse_state("early_state", body); }
 
 void parse_page_batch(std::span<const std::uint8_t> body, std::uint64_t nr_pages, PageBatch& out)
 {

@@ -60,6 +60,7 @@ enum class RecordType : std::uint32_t {
     auth_hello = 12,     // S->D: with a pre-shared key: suite, source nonce (docs: Authentication)
     auth_challenge = 13, // D->S: suite, destination nonce, destination's proof
     auth_proof = 14,     // S->D: source's proof
+    early_state = 15,    // S->D: between precopy rounds: a backend blob the destination may prepare with
 };
 const char* record_type_name(std::uint32_t type);
 
@@ -96,9 +97,10 @@ enum Feature : std::uint64_t {
     kFeatureChannels = 1u << 3, // a CHANNELS record follows HEADER: pages travel on several connections
     kFeatureOneWay = 1u << 4,  // no reply direction: the destination sends nothing (libxl's save helper)
     kFeatureRuns = 1u << 5,     // ZERO_RUN and FREE_RUN descriptors
+    kFeatureEarlyState = 1u << 6, // EARLY_STATE records after a ROUND_END (one channel only)
 };
-constexpr std::uint64_t kKnownFeatures =
-    kFeatureVerify | kFeatureDeflate | kFeatureXbzrle | kFeatureChannels | kFeatureOneWay | kFeatureRuns;
+constexpr std::uint64_t kKnownFeatures = kFeatureVerify | kFeatureDeflate | kFeatureXbzrle | kFeatureChannels |
+                                         kFeatureOneWay | kFeatureRuns | kFeatureEarlyState;
 
 // The feature bit a page encoding needs before a receiver may accept it (0:
 // always allowed; ZERO, RAW and FREE need no state or codec at either end).
@@ -166,6 +168,8 @@ std::vector<std::uint8_t> encode_header(const StreamHeader& h);
 std::vector<std::uint8_t> encode_round_end(const RoundEnd& r);
 std::vector<std::uint8_t> encode_round_ack(const RoundEnd& r);
 std::vector<std::uint8_t> encode_platform_state(std::uint32_t state_type, std::span<const std::uint8_t> blob);
+// EARLY_STATE: the same body as PLATFORM_STATE under another record type.
+std::vector<std::uint8_t> encode_early_state(std::uint32_t state_type, std::span<const std::uint8_t> blob);
 std::vector<std::uint8_t> encode_accept(const Accept& a);
 std::vector<std::uint8_t> encode_done(const Done& d);
 std::vector<std::uint8_t> encode_end();
@@ -330,6 +334,7 @@ struct PlatformState {
     std::span<const std::uint8_t> data; // points into the record body
 };
 PlatformState parse_platform_state(std::span<const std::uint8_t> body);
+PlatformState parse_early_state(std::span<const std::uint8_t> body);
 
 // A decoded page batch; data spans point into the record body.
 struct PageBatch {

@@ -74,11 +74,13 @@ public:
             std::memcpy(map_.mem + pfns[i] * kPageSize, src.data() + i * kPageSize, kPageSize);
         }
     }
-    void zero_page(Pfn pfn) override
+    void zero_pages(std::span<const Pfn> pfns) override
     {
         usable();
-        FUZZ_ASSERT(pfn < pages_);
-        std::memset(map_.mem + pfn * kPageSize, 0, kPageSize);
+        for (Pfn pfn : pfns) {
+            FUZZ_ASSERT(pfn < pages_);
+            std::memset(map_.mem + pfn * kPageSize, 0, kPageSize);
+        }
     }
     void read_page(Pfn pfn, std::span<std::uint8_t> dst) override
     {

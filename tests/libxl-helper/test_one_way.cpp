@@ -4,6 +4,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include "tests/unit/fake_domain.hpp"
+#include "tests/unit/iovec_bytes.hpp"
 
 #include "stream/receiver.hpp"
 #include "stream/sender.hpp"
@@ -128,6 +129,46 @@ BOOST_AUTO_TEST_CASE(live_one_way_is_bit_exact_and_reads_nothing_past_end)
     BOOST_TEST(src.handed_over_ == 1);
 }
 
+// Early state: asked once, after the precopy rounds and before the
+// suspension; at the destination it arrives with every page sent before it
+// already written (each page as the source last read it), and before the
+// platform state.
+BOOST_AUTO_TEST_CASE(early_state_goes_before_the_suspension_after_every_earlier_page)
+{
+    FakeDomain src(3000, 8);
+    src.early = true;
+    src.hot_on_fetch = 40; // every round re-dirties pages: the last read differs from the first
+    FakeProvider prov;
+    auto r = run_writing(src, prov, true);
+    BOOST_TEST(r.sent->rounds >= 2u);
+    BOOST_TEST(src.early_calls_ == 1);
+    BOOST_TEST(src.suspends_at_early_ == 0);
+    BOOST_TEST(r.sent->early_state_blobs == 1u);
+    BOOST_TEST(prov.last->early_blobs == 1);
+    BOOST_TEST(!prov.last->early_after_restore);
+    BOOST_TEST(prov.last->early_pages > 2000u);
+    BOOST_TEST(prov.last->early_mismatches == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(no_early_state_without_precopy_or_an_offer)
+{
+    {
+        FakeDomain src(1000, 9); // offers none
+        FakeProvider prov;
+        auto r = run_writing(src, prov, true);
+        BOOST_TEST(r.sent->early_state_blobs == 0u);
+        BOOST_TEST(prov.last->early_blobs == 0);
+    }
+    {
+        FakeDomain src(1000, 10); // offers, but not live: suspended before any page
+        src.early = true;
+        FakeProvider prov;
+        auto r = run_writing(src, prov, false);
+        BOOST_TEST(src.early_calls_ == 0);
+        BOOST_TEST(prov.last->early_blobs == 0);
+    }
+}
+
 BOOST_AUTO_TEST_CASE(not_live_suspends_first_and_sends_one_round)
 {
     FakeDomain src(2000, 4);
@@ -153,6 +194,66 @@ BOOST_AUTO_TEST_CASE(one_way_and_two_way_ends_refuse_each_other)
         BOOST_TEST(!r.sent); // it waited for an ACCEPT that never came
         BOOST_TEST(src.running());
     }
+}
+
+// EARLY_STATE is checked like any record from the network: announced in
+// the header, only between rounds, never with several channels.
+namespace {
+std::string receive_made_up(std::uint64_t features, bool early_first, bool with_channels = false)
+{
+    wire::StreamHeader h;
+    h.nr_pages = 64;
+    h.features = features;
+    h.domain_kind = kDomainKindSim;
+    std::vector<std::uint8_t> s(wire::kSourceMagic.begin(), wire::kSourceMagic.end());
+    auto add = [&](const std::vector<std::uint8_t>& r) { s.insert(s.end(), r.begin(), r.end()); };
+    add(wire::encode_header(h));
+    if (with_channels)
+        add(wire::encode_channels({2, 42}));
+    const std::vector<std::uint8_t> blob; // FakeIncoming: no checksums (type 9, empty)
+    if (early_first)
+        add(wire::encode_early_state(9, blob));
+    wire::BatchEncoder enc;
+    enc.begin(0);
+    for (Pfn p = 0; p < 64; ++p)
+        enc.add_zero(p);
+    add(test::gather(enc.finish()));
+    add(wire::encode_round_end({0, 64}));
+    add(wire::encode_early_state(9, blob));
+    add(wire::encode_end());
+    Pair p;
+    auto feeder = std::async(std::launch::async, [&] {
+        (void)!::send(p.a.get(), s.data(), s.size(), MSG_NOSIGNAL);
+    });
+    FakeProvider prov;
+    ReceiveOptions ro;
+    ro.one_way = features & wire::kFeatureOneWay;
+    ro.io_timeout = std::chrono::milliseconds(2000);
+    ro.accept_channel = [](std::chrono::milliseconds) -> int { throw Error("no second connection here"); };
+    std::string err;
+    try {
+        receive_domain(p.b.get(), prov, ro);
+    } catch (const std::exception& e) {
+        err = e.what();
+    }
+    feeder.get();
+    return err;
+}
+} // namespace
+
+BOOST_AUTO_TEST_CASE(early_state_records_are_checked)
+{
+    using namespace wire;
+    // Accepted between rounds when announced (the sim destination ignores it;
+    // the stream then fails only at its own checks: here it must succeed).
+    auto ok = receive_made_up(kFeatureOneWay | kFeatureEarlyState, false);
+    BOOST_TEST(ok.empty(), ok);
+    auto e = receive_made_up(kFeatureOneWay, false);
+    BOOST_TEST(e.find("early state, but the header did not announce it") != std::string::npos, e);
+    e = receive_made_up(kFeatureOneWay | kFeatureEarlyState, true);
+    BOOST_TEST(e.find("early state must follow a ROUND_END") != std::string::npos, e);
+    e = receive_made_up(kFeatureEarlyState | kFeatureChannels, false, true);
+    BOOST_TEST(e.find("early state on a stream of 2 channels") != std::string::npos, e);
 }
 
 // A one-way source has no ROUND_ACK: after each round it waits for its own

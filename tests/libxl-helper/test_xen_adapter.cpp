@@ -44,7 +44,7 @@ public:
     std::string name() const override { return "test"; }
     std::uint64_t nr_pages() const override { return 1; }
     void write_pages(std::span<const Pfn>, std::span<const std::uint8_t>) override {}
-    void zero_page(Pfn) override {}
+    void zero_pages(std::span<const Pfn>) override {}
     void read_page(Pfn, std::span<std::uint8_t>) override {}
     void restore_state(const std::vector<StateBlob>&) override {}
     void unpause() override {}

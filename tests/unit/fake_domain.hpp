@@ -7,6 +7,7 @@
 #include "stream/domain.hpp"
 
 #include "stream/transport.hpp"
+#include "stream/wire.hpp"
 
 #include <atomic>
 #include <condition_variable>
@@ -37,7 +38,7 @@ public:
     // A mix like a guest: ~half zero pages, the rest random bytes, or (with
     // text_regions) every other 2 MiB region filled with compressible text.
     FakeDomain(std::uint64_t pages, std::uint64_t seed, bool text_regions = false)
-        : mem_(pages * kPageSize), dirty_(pages), rng_(seed), text_(text_regions)
+        : mem_(pages * kPageSize), dirty_(pages), rng_(seed), text_(text_regions), last_read_(pages, {false, 0})
     {
         for (std::uint64_t p = 0; p < pages; ++p)
             if (rng_() % 2)
@@ -145,9 +146,33 @@ public:
         if (free_hint.size() && !paused_) // verification reads everything once paused
             for (Pfn p : pfns)
                 reads_of_free += free_hint.test(p);
-        for (std::size_t i = 0; i < pfns.size(); ++i)
+        for (std::size_t i = 0; i < pfns.size(); ++i) {
             std::memcpy(dst.data() + i * kPageSize, mem_.data() + pfns[i] * kPageSize, kPageSize);
+            if (early && !paused_)
+                last_read_[pfns[i]] = {true, wire::page_checksum({dst.data() + i * kPageSize, kPageSize})};
+        }
     }
+    // Early state (with `early` set): the checksum of every page as the
+    // engine last read it (u32 pfn, u32 0, u64 sum; pages never read left
+    // out), so a destination can check it got them all before the blob.
+    bool early = false;
+    std::atomic<int> early_calls_{0}, suspends_at_early_{-1};
+    bool offers_early_state() const override { return early; }
+    std::vector<StateBlob> early_state() override
+    {
+        std::lock_guard<std::mutex> l(m_);
+        ++early_calls_;
+        suspends_at_early_ = suspends_.load();
+        StateBlob b{kEarlyChecksums, {}};
+        for (Pfn p = 0; p < last_read_.size(); ++p)
+            if (last_read_[p].first) {
+                std::uint64_t rec[2] = {p, last_read_[p].second};
+                auto* r = reinterpret_cast<const std::uint8_t*>(rec);
+                b.data.insert(b.data.end(), r, r + sizeof rec);
+            }
+        return {b};
+    }
+    static constexpr std::uint32_t kEarlyChecksums = 9;
     void suspend(std::chrono::milliseconds) override
     {
         std::lock_guard<std::mutex> l(m_);
@@ -227,6 +252,7 @@ private:
     bool logging_ = false;
     bool text_ = false;
     std::uint64_t paused_at_ = 0;
+    std::vector<std::pair<bool, std::uint64_t>> last_read_; // read while running, and the checksum then
 };
 
 struct FailAt {
@@ -243,6 +269,11 @@ struct IncomingState {
     OrphanPolicy orphan = OrphanPolicy::none;
     // zero_fresh_pages calls per page (sized with mem).
     std::vector<std::uint32_t> fresh_calls;
+    // Early state: blobs received, and pages whose content then differed
+    // from the source's last read (FakeDomain::early_state's checksums).
+    int early_blobs = 0;
+    std::uint64_t early_pages = 0, early_mismatches = 0;
+    bool early_after_restore = false;
 };
 
 class FakeIncoming : public IncomingDomain {
@@ -257,7 +288,12 @@ public:
         for (std::size_t i = 0; i < pfns.size(); ++i)
             std::memcpy(st_->mem.data() + pfns[i] * kPageSize, src.data() + i * kPageSize, kPageSize);
     }
-    void zero_page(Pfn p) override { std::memset(st_->mem.data() + p * kPageSize, 0, kPageSize); }
+    void zero_pages(std::span<const Pfn> pfns) override
+    {
+        for (Pfn p : pfns)
+            zero_page(p);
+    }
+    void zero_page(Pfn p) { std::memset(st_->mem.data() + p * kPageSize, 0, kPageSize); }
     void zero_fresh_pages(std::span<const Pfn> pfns) override
     {
         for (Pfn p : pfns) {
@@ -268,6 +304,22 @@ public:
     void read_page(Pfn p, std::span<std::uint8_t> dst) override
     {
         std::memcpy(dst.data(), st_->mem.data() + p * kPageSize, kPageSize);
+    }
+    void early_state(const StateBlob& b) override
+    {
+        ++st_->early_blobs;
+        st_->early_after_restore = !st_->state.empty();
+        if (b.type != FakeDomain::kEarlyChecksums || b.data.size() % 16)
+            throw Error("unexpected early state blob");
+        for (std::size_t o = 0; o < b.data.size(); o += 16) {
+            std::uint64_t rec[2];
+            std::memcpy(rec, b.data.data() + o, sizeof rec);
+            if (rec[0] >= nr_pages())
+                throw Error("early state names a pfn beyond the domain");
+            ++st_->early_pages;
+            if (wire::page_checksum({st_->mem.data() + rec[0] * kPageSize, kPageSize}) != rec[1])
+                ++st_->early_mismatches;
+        }
     }
     void restore_state(const std::vector<StateBlob>& s) override
     {

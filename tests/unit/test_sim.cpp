@@ -361,7 +361,8 @@ BOOST_AUTO_TEST_CASE(incoming_domain_write_read_zero_restore_unpause)
     }
     in->read_page(8, page);
     BOOST_TEST(std::all_of(page.begin(), page.end(), [](std::uint8_t x) { return x == 0; }));
-    in->zero_page(6);
+    const Pfn six[] = {6};
+    in->zero_pages(six);
     in->read_page(6, page);
     BOOST_TEST(std::all_of(page.begin(), page.end(), [](std::uint8_t x) { return x == 0; }));
     in->read_page(7, page);
@@ -369,7 +370,8 @@ BOOST_AUTO_TEST_CASE(incoming_domain_write_read_zero_restore_unpause)
     std::vector<Pfn> beyond = {pages};
     BOOST_CHECK_THROW(in->write_pages(beyond, std::span(src.data(), kPageSize)), Error);
     BOOST_CHECK_THROW(in->read_page(pages, page), Error);
-    BOOST_CHECK_THROW(in->zero_page(pages), Error);
+    const Pfn past[] = {pages};
+    BOOST_CHECK_THROW(in->zero_pages(past), Error);
 
     // State from the network: garbage is refused, the domain stays incoming.
     BOOST_CHECK_THROW(in->restore_state({}), Error);

@@ -149,6 +149,7 @@ Bytes sample_stream(const std::vector<Bytes>& pages)
     append(s, gather(enc.finish()));
     append(s, encode_round_end({0, 4}));
     const Bytes blob = {1, 2, 3, 4, 5};
+    append(s, encode_early_state(9, blob));
     append(s, encode_platform_state(9, blob));
     append(s, encode_end());
     return s;
@@ -156,7 +157,7 @@ Bytes sample_stream(const std::vector<Bytes>& pages)
 
 struct Decoded {
     StreamHeader header;
-    std::size_t batches = 0, pages = 0, states = 0, round_ends = 0;
+    std::size_t batches = 0, pages = 0, states = 0, round_ends = 0, early = 0;
     std::uint64_t bytes = 0;
 };
 
@@ -187,6 +188,7 @@ Decoded decode_source(std::span<const std::uint8_t> bytes)
         case RecordType::channels: parse_channels(rec.body); break;
         case RecordType::channel_hello: parse_channel_hello(rec.body); break;
         case RecordType::platform_state: parse_platform_state(rec.body); ++d.states; break;
+        case RecordType::early_state: parse_early_state(rec.body); ++d.early; break;
         case RecordType::accept: parse_accept(rec.body); break;
         case RecordType::done: parse_done(rec.body); break;
         case RecordType::ready: parse_ready(rec.body); break;
@@ -327,7 +329,7 @@ BOOST_AUTO_TEST_CASE(record_layout)
         BOOST_TEST(r[i] == 0);
     BOOST_TEST(record_type_name(2) == std::string("page_batch"));
     BOOST_TEST(record_type_name(77) == std::string("unknown"));
-    BOOST_CHECK_THROW(encode_record(static_cast<RecordType>(15), {}), Error);
+    BOOST_CHECK_THROW(encode_record(static_cast<RecordType>(16), {}), Error);
     BOOST_CHECK_THROW(encode_record(RecordType::round_end, Bytes(17)), Error);
 }
 
@@ -428,6 +430,25 @@ BOOST_AUTO_TEST_CASE(platform_state)
         BOOST_TEST(one.src.remaining() == 0u);
     }
     BOOST_CHECK_THROW(encode_platform_state(1, Bytes(kMaxStateBlob + 1)), Error);
+}
+
+BOOST_AUTO_TEST_CASE(early_state)
+{
+    const Bytes blob = {9, 8, 7};
+    One one(encode_early_state(0x10001u, blob));
+    Record rec = one.read();
+    BOOST_TEST(rec.type == RecordType::early_state);
+    BOOST_TEST(std::string(record_type_name(15)) == "early_state");
+    PlatformState es = parse_early_state(rec.body);
+    BOOST_TEST(es.state_type == 0x10001u);
+    BOOST_TEST(std::equal(es.data.begin(), es.data.end(), blob.begin(), blob.end()));
+    BOOST_CHECK_THROW(encode_early_state(1, Bytes(kMaxStateBlob + 1)), Error);
+    CHECK_STREAM_ERROR(parse_early_state(Bytes(7)), "early_state: body of 7 bytes is shorter than 8");
+    Bytes bad = encode_early_state(1, Bytes(3));
+    le32(bad, 16 + 4, 0x100);
+    fix_crc(bad, 0);
+    One b(bad);
+    CHECK_STREAM_ERROR(parse_early_state(b.read().body), "early_state: reserved field is 0x100");
 }
 
 BOOST_AUTO_TEST_CASE(accept_and_done)
@@ -614,6 +635,7 @@ BOOST_AUTO_TEST_CASE(whole_stream)
     BOOST_TEST(d.pages == 4u);
     BOOST_TEST(d.round_ends == 1u);
     BOOST_TEST(d.states == 1u);
+    BOOST_TEST(d.early == 1u);
     BOOST_TEST(d.bytes + 8 == s.size());
 }
 
@@ -648,6 +670,7 @@ BOOST_AUTO_TEST_CASE(oversized_length)
         {RecordType::round_end, 16},
         {RecordType::round_ack, 16},
         {RecordType::platform_state, 8 + kMaxStateBlob},
+        {RecordType::early_state, 8 + kMaxStateBlob},
         {RecordType::accept, 8 + kMaxMessageLength},
         {RecordType::done, 40 + kMaxMessageLength},
         {RecordType::ready, 24},
@@ -729,7 +752,7 @@ BOOST_AUTO_TEST_CASE(nonzero_reserved)
 
 BOOST_AUTO_TEST_CASE(unknown_type)
 {
-    for (std::uint32_t t : {15u, 16u, 0x80000000u, 0xffffffffu}) {
+    for (std::uint32_t t : {16u, 17u, 0x80000000u, 0xffffffffu}) {
         One one(raw_record(t, {}));
         CHECK_STREAM_ERROR(one.read(), "unknown record type " + std::to_string(t));
     }

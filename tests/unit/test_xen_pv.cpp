@@ -5,6 +5,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include "stream/domain/xen/bytes.hpp"
+#include "stream/domain/xen/pv_early_tables.hpp"
 #include "stream/domain/xen/pv_page_types.hpp"
 #include "stream/domain/xen/pv_pagetable.hpp"
 #include "stream/domain/xen/pv_records.hpp"
@@ -239,6 +240,57 @@ BOOST_AUTO_TEST_CASE(localise_is_the_inverse_after_population)
     set_pte(bad, 0, (16ull << 12) | 1);
     BOOST_TEST(throws_with([&] { unpopulated_references(1, bad, d); }, "beyond the guest's last pfn"));
     BOOST_TEST(throws_with([&] { localise_pagetable(1, bad, d); }, "L1[0]"));
+}
+
+// The destination's early page tables: localised once each, the stream's
+// bytes kept for deltas, forgotten when the stream writes the page again;
+// at the end only the page tables not local are left to localise.
+BOOST_AUTO_TEST_CASE(early_tables_track_what_the_stream_wrote)
+{
+    const auto l1 = PageType(kPfinfoL1), l2 = PageType(kPfinfoL2);
+    PfnTypeMap early(16);
+    early.set(3, l1);
+    early.set(5, l2);
+    EarlyTables et;
+    BOOST_TEST((et.to_localise(early) == std::vector<Pfn>{3, 5}));
+
+    // What the stream sent for pfn 3 (pfns), localised in place afterwards.
+    FakeFrames f;
+    Page src = page(), sent = page();
+    set_pte(src, 0, (Mfn(0x1000 + 3 * 4) << 12) | kFlags);
+    BOOST_REQUIRE((normalise_pagetable(1, src, sent, f, nullptr) == Normalised::ok));
+    DestFrames d;
+    d.populate(4);
+    Page held = sent;
+    et.keep(3, held);
+    localise_pagetable(1, held, d);
+    BOOST_TEST(pte(held, 0) == ((Mfn(0x9000 + 4) << 12) | kFlags));
+    et.keep(5, page());
+    BOOST_TEST(et.local(3));
+    BOOST_TEST(et.size() == 2u);
+    BOOST_TEST(throws_with([&] { et.keep(3, sent); }, "already local"));
+    BOOST_TEST(throws_with([&] { et.keep(4, Page(100)); }, "not one page"));
+    BOOST_TEST(et.to_localise(early).empty()); // a second early map localises nothing twice
+
+    // A delta's base is what the stream sent, not the localised page.
+    Page base = page();
+    BOOST_TEST(et.sent_bytes(3, base));
+    BOOST_TEST((base == sent));
+    BOOST_TEST(!et.sent_bytes(4, base));
+
+    // The stream writes pfn 3 again: its bytes are the stream's now.
+    const Pfn again[] = {3, 9};
+    et.forget(again);
+    BOOST_TEST(!et.local(3));
+    BOOST_TEST(!et.sent_bytes(3, base));
+    BOOST_TEST(et.local(5));
+
+    // Final types: 3 (written again) and 6 (new) need localising; 5 is local.
+    PfnTypeMap final_types(16);
+    final_types.set(3, l1);
+    final_types.set(5, l2);
+    final_types.set(6, l1);
+    BOOST_TEST((et.left_at_end(final_types) == std::vector<Pfn>{3, 6}));
 }
 
 BOOST_AUTO_TEST_CASE(prepare_page_per_type)

@@ -327,14 +327,16 @@ public:
         });
     }
 
-    void zero_page(Pfn pfn) override
+    void zero_pages(std::span<const Pfn> pfns) override
     {
-        Pfn one[1] = {pfn};
-        a_.check_pfns(one, kPageSize, "zero_page");
+        a_.check_pfns(pfns, pfns.size() * kPageSize, "zero_pages");
         // A hole reads as zeros and frees the page's memory.
-        if (::fallocate(a_.ram_fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off_t(pfn * kPageSize),
-                        off_t(kPageSize)) < 0)
-            throw_errno(a_.name() + ": zeroing pfn " + std::to_string(pfn));
+        Attachment::for_runs(pfns, [&](std::size_t i, std::size_t n) {
+            if (::fallocate(a_.ram_fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off_t(pfns[i] * kPageSize),
+                            off_t(n * kPageSize)) < 0)
+                throw_errno(a_.name() + ": zeroing pfns " + std::to_string(pfns[i]) + ".." +
+                            std::to_string(pfns[i] + n - 1));
+        });
     }
 
     void read_page(Pfn pfn, std::span<std::uint8_t> dst) override

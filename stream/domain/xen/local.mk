@@ -10,7 +10,8 @@ stream_domain_xen_libfmxenpv_a_SOURCES = \
 	stream/domain/xen/pv_pagetable.hpp stream/domain/xen/pv_pagetable.cpp \
 	stream/domain/xen/pv_records.hpp stream/domain/xen/pv_records.cpp \
 	stream/domain/xen/pv_state.hpp stream/domain/xen/pv_state.cpp \
-	stream/domain/xen/pv_save_page.hpp stream/domain/xen/pv_save_page.cpp
+	stream/domain/xen/pv_save_page.hpp stream/domain/xen/pv_save_page.cpp \
+	stream/domain/xen/pv_early_tables.hpp stream/domain/xen/pv_early_tables.cpp
 EXTRA_DIST += stream/domain/xen/README.md
 
 check_PROGRAMS += tests/unit/xen_pv.test

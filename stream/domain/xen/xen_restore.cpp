@@ -1,6 +1,7 @@
 // The destination side: an empty, paused PV domain (created by the
 // toolstack) built from the stream, as xc_domain_restore does for PV.
 #include "stream/domain/xen/bytes.hpp"
+#include "stream/domain/xen/pv_early_tables.hpp"
 #include "stream/domain/xen/pv_pagetable.hpp"
 #include "stream/domain/xen/pv_records.hpp"
 #include "stream/domain/xen/pv_state.hpp"
@@ -43,17 +44,31 @@ public:
     {
         if (src.size() != pfns.size() * kPageSize)
             throw Error(who_, Phase::receive, "write buffer does not match the page count");
+        std::vector<const std::uint8_t*> srcs(pfns.size());
+        for (std::size_t i = 0; i < pfns.size(); ++i)
+            srcs[i] = src.data() + i * kPageSize;
+        write_pages_gather(pfns, srcs);
+    }
+
+    // One mapping for a whole batch, wherever its bytes lie: each mapping
+    // costs hypercalls and a TLB flush at unmap, far more than the copies.
+    void write_pages_gather(std::span<const Pfn> pfns, std::span<const std::uint8_t* const> srcs) override
+    {
+        if (pfns.size() != srcs.size())
+            throw Error(who_, Phase::receive, "gathered write of " + std::to_string(pfns.size()) + " pfns with " +
+                                                  std::to_string(srcs.size()) + " pages");
         for (std::size_t off = 0; off < pfns.size(); off += kBatch) {
             std::size_t n = std::min(kBatch, pfns.size() - off);
             auto ps = pfns.subspan(off, n);
             ensure_populated(ps, Phase::receive);
             auto map = map_pfns(ps, PROT_READ | PROT_WRITE, Phase::receive);
             for (std::size_t i = 0; i < n; ++i)
-                std::memcpy(map.page(i), src.data() + (off + i) * kPageSize, kPageSize);
+                std::memcpy(map.page(i), srcs[off + i], kPageSize);
+            early_.forget(ps);
         }
     }
 
-    void zero_page(Pfn pfn) override { zero_fresh_pages(std::span<const Pfn>(&pfn, 1)); }
+    void zero_pages(std::span<const Pfn> pfns) override { clear_pages(pfns, Phase::receive); }
 
     // Frames from populate_physmap are not scrubbed when a running guest
     // freed them (Xen scrubs only a dying domain's pages): allocate and
@@ -72,6 +87,8 @@ public:
             check_pfn(pfns[i], Phase::receive);
             if (p2m(pfns[i]) == kInvalidFrame)
                 std::fill_n(dst.begin() + i * kPageSize, kPageSize, 0); // never written: zeros
+            else if (early_.sent_bytes(pfns[i], dst.subspan(i * kPageSize, kPageSize)))
+                continue; // localised early: the bytes the stream sent, as a delta expects
             else {
                 present.push_back(pfns[i]);
                 where.push_back(i);
@@ -83,6 +100,27 @@ public:
             for (std::size_t i = 0; i < n; ++i)
                 std::memcpy(dst.data() + where[off + i] * kPageSize, map.page(i), kPageSize);
         }
+    }
+
+    // The source's page types as of its last precopy round (blob
+    // FASTMIG_PFN_TYPES): its page tables are localised now, while the
+    // source suspends the guest, instead of at the end (pv_early_tables.hpp).
+    void early_state(const StateBlob& blob) override
+    {
+        in_phase(who_, Phase::receive, [&] {
+            if (blob.type != rec::kFastmigPfnTypes)
+                throw StreamError("early state of type " + hex(blob.type) +
+                                  ": a PV destination knows only the page types (" + hex(rec::kFastmigPfnTypes) + ")");
+            const std::uint64_t t0 = monotonic_ns();
+            PfnTypeMap types(p2m_.size());
+            types.apply(blob.data);
+            auto tables = early_.to_localise(types);
+            localise(tables, types, Phase::receive, &early_);
+            char line[160];
+            std::snprintf(line, sizeof line, "early: %zu page tables localised in %.1f ms, before the suspension",
+                          tables.size(), double(monotonic_ns() - t0) / 1e6);
+            log_(line);
+        });
     }
 
     void restore_state(const std::vector<StateBlob>& state) override
@@ -203,6 +241,7 @@ private:
             auto map = map_pfns(ps, PROT_READ | PROT_WRITE, ph);
             for (std::size_t i = 0; i < ps.size(); ++i)
                 std::memset(map.page(i), 0, kPageSize);
+            early_.forget(ps);
         }
     }
 
@@ -255,8 +294,13 @@ private:
             lap(std::to_string(missing.size()) + " unnamed pages");
         }
 
-        localise_pagetables(types);
-        lap("page tables localised");
+        {
+            auto tables = early_.left_at_end(types);
+            localise(tables, types, Phase::restore, nullptr);
+            const std::size_t early = early_.size();
+            lap(std::to_string(tables.size()) + " page tables localised" +
+                (early ? " (" + std::to_string(early) + " more before the suspension)" : std::string()));
+        }
 
         for (auto& [id, v] : vcpus)
             set_vcpu(id, v.basic, v.extra, types);
@@ -280,23 +324,23 @@ private:
              " typed pages, " + std::to_string(vcpus.size()) + " vCPUs; " + steps);
     }
 
-    void localise_pagetables(const PfnTypeMap& types)
+    // In place, pfns to this host's mfns, in the page tables `tables` (typed
+    // in `types`).  With `keep`, each page's bytes are kept there first: an
+    // early localisation the stream may still send deltas against.
+    void localise(const std::vector<Pfn>& tables, const PfnTypeMap& types, Phase ph, EarlyTables* keep)
     {
-        std::vector<Pfn> tables;
-        for (Pfn p = 0; p < p2m_.size(); ++p)
-            if (page_type_level(types.get(p)))
-                tables.push_back(p);
         for (std::size_t off = 0; off < tables.size(); off += kBatch) {
             auto ps = std::span<const Pfn>(tables).subspan(off, std::min(kBatch, tables.size() - off));
-            ensure_populated(ps, Phase::restore);
-            auto map = map_pfns(ps, PROT_READ | PROT_WRITE, Phase::restore);
+            ensure_populated(ps, ph);
+            auto map = map_pfns(ps, PROT_READ | PROT_WRITE, ph);
             for (std::size_t i = 0; i < ps.size(); ++i) {
                 std::span<std::uint8_t> page(map.page(i), kPageSize);
                 unsigned level = page_type_level(types.get(ps[i]));
                 auto need = unpopulated_references(level, page, *this);
                 for (std::size_t k = 0; k < need.size(); k += kBatch)
-                    ensure_populated(std::span<const Pfn>(need).subspan(k, std::min(kBatch, need.size() - k)),
-                                     Phase::restore);
+                    ensure_populated(std::span<const Pfn>(need).subspan(k, std::min(kBatch, need.size() - k)), ph);
+                if (keep)
+                    keep->keep(ps[i], page);
                 try {
                     localise_pagetable(level, page, *this);
                 } catch (const Error& e) {
@@ -417,6 +461,7 @@ private:
     xc_domaininfo_t info_{};
     mutable std::mutex m_;
     std::vector<Mfn> p2m_;
+    EarlyTables early_; // page tables localised before the end of the stream
     RestoreResult result_;
     bool restored_ = false;
     std::uint64_t resumed_at_ = 0;

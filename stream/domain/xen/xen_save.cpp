@@ -133,6 +133,16 @@ public:
         }
     }
 
+    // The page types as each page was last read: the destination localises
+    // those page tables while this side suspends the guest.  A type changes
+    // only with a write or a type-count change, and Xen marks both dirty, so
+    // a page whose type is not final here is sent again with its new type.
+    bool offers_early_state() const override { return true; }
+    std::vector<StateBlob> early_state() override
+    {
+        return in_phase(who_, Phase::precopy, [&] { return types_.encode((wire::kMaxStateBlob - 8) / 8); });
+    }
+
     std::vector<StateBlob> save_state() override
     {
         if (!paused_)
