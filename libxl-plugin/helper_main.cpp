@@ -104,7 +104,7 @@ int main(int argc, char** argv)
         retval = -1;
     }
     try {
-        if (!libxl.completed()) // save may have completed early (helper_save.cpp)
+        if (!libxl.completed()) // completed early at the hand-over (helper_save.cpp, helper_restore.cpp)
             libxl.complete(retval, 0);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "libxl-save-helper (fastmig): domain %u: complete: %s\n", domid, e.what());

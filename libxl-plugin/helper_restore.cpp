@@ -9,6 +9,7 @@
 #include "libxl-plugin/helper.hpp"
 #include "libxl-plugin/helper_pipe.hpp"
 
+#include "stream/failpoint.hpp"
 #include "stream/receiver.hpp"
 
 #include <cstdio>
@@ -50,6 +51,7 @@ int run_restore(const RestoreArgs& a, LibxlLink& libxl, HelperBackend& backend)
     std::string who = domain_label(a.domid, "");
     RestoreResults results;
     int rc = -1;
+    bool results_sent = false, completed_early = false;
     try {
         if (a.stream_type != kStreamPlain)
             throw Error(who, Phase::setup,
@@ -84,21 +86,39 @@ int run_restore(const RestoreArgs& a, LibxlLink& libxl, HelperBackend& backend)
                     throw Error("libxl's static_data_done callback failed (answered " + std::to_string(r) + ")");
             }
         };
-        ro.built = [&](IncomingDomain& d) { results = backend.restore_results(d); };
+        // Built and restored: hand it to libxl right here (restore_results,
+        // complete), so that the receiver's and the backend's teardown
+        // (mappings, handles, buffers) runs after libxl has moved on, as on
+        // the save side: the receiving libxl starts the guest only after its
+        // helper has exited.
+        ro.built = [&](IncomingDomain& d, const ReceiveResult& r) {
+            results = backend.restore_results(d);
+            who = domain_label(a.domid, d.name());
+            char line[320];
+            std::snprintf(line, sizeof line,
+                          "fastmig: restored %s from %s: %llu pages, %.1f MiB read in %.0f ms (%u rounds); paused, "
+                          "libxl starts it",
+                          who.c_str(), r.source_name.c_str(), (unsigned long long)r.nr_pages,
+                          double(r.bytes_received) / (1 << 20), r.receive_ms + r.restore_ms, r.rounds);
+            libxl.log(XtlLevel::info, line);
+            results_sent = true; // tried: never twice
+            libxl.restore_results(results.store_gfn, results.console_gfn);
+            libxl.complete(0, 0);
+            completed_early = true;
+        };
 
         if (auto line = widen_pipe(a.io_fd, kDestinationPipeBytes); !line.empty())
             libxl.log(XtlLevel::detail, who + ": " + line);
-        ReceiveResult r = receive_domain(a.io_fd, provider, ro);
-        who = domain_label(a.domid, r.domain);
-        char line[320];
-        std::snprintf(line, sizeof line,
-                      "fastmig: restored %s from %s: %llu pages, %.1f MiB read in %.0f ms (%u rounds); paused, "
-                      "libxl starts it",
-                      who.c_str(), r.source_name.c_str(), (unsigned long long)r.nr_pages,
-                      double(r.bytes_received) / (1 << 20), r.receive_ms + r.restore_ms, r.rounds);
-        libxl.log(XtlLevel::info, line);
-        rc = 0;
+        receive_domain(a.io_fd, provider, ro);
+        if (!completed_early)
+            throw Error(who, Phase::finish, "internal: the restored domain was never handed to libxl");
+        failpoint("helper:after-handover"); // libxl has moved on; the teardown is ours
+        return 0;
     } catch (const std::exception& e) {
+        if (completed_early) { // only the teardown failed: libxl has the domain
+            libxl.log(XtlLevel::warn, "fastmig: after the hand-over: " + error_line(a.domid, who, Phase::finish, e));
+            return 0;
+        }
         std::string msg = error_line(a.domid, who, Phase::receive, e);
         if (msg.find("closed the connection") != std::string::npos)
             msg += " (the stream ended before its END record: truncated image, or the source gave up)";
@@ -108,7 +128,8 @@ int run_restore(const RestoreArgs& a, LibxlLink& libxl, HelperBackend& backend)
     // Sent whatever happened, as the stock helper does: libxl counts a
     // restore helper that exits without results as failed.
     try {
-        libxl.restore_results(results.store_gfn, results.console_gfn);
+        if (!results_sent)
+            libxl.restore_results(results.store_gfn, results.console_gfn);
     } catch (const std::exception& e) {
         libxl.log(XtlLevel::error, std::string("fastmig: restore_results: ") + e.what());
         rc = -1;

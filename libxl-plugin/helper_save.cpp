@@ -68,21 +68,12 @@ namespace {
 // that the guest responded), then the backend confirms the guest stopped.
 // With a backend that suspends the guest itself (ask_libxl false), the
 // callback is skipped and only the call count is kept.
-class LibxlSuspendedDomain : public Domain {
+class LibxlSuspendedDomain : public ForwardingDomain {
 public:
     LibxlSuspendedDomain(Domain& inner, LibxlLink& libxl, bool ask_libxl)
-        : d_(inner), libxl_(libxl), ask_libxl_(ask_libxl)
+        : ForwardingDomain(inner), libxl_(libxl), ask_libxl_(ask_libxl)
     {
     }
-
-    std::string name() const override { return d_.name(); }
-    std::uint64_t nr_pages() const override { return d_.nr_pages(); }
-    std::uint32_t kind() const override { return d_.kind(); }
-    void enable_dirty_log() override { d_.enable_dirty_log(); }
-    void disable_dirty_log() override { d_.disable_dirty_log(); }
-    std::uint64_t fetch_and_clear_dirty(DirtyBitmap& out) override { return d_.fetch_and_clear_dirty(out); }
-    std::uint64_t free_page_hints(DirtyBitmap& out) override { return d_.free_page_hints(out); }
-    void read_pages(std::span<const Pfn> pfns, std::span<std::uint8_t> dst) override { d_.read_pages(pfns, dst); }
 
     void suspend(std::chrono::milliseconds timeout) override
     {
@@ -119,18 +110,9 @@ public:
         }
         d_.suspend(timeout);
     }
-    void resume() override { d_.resume(); }
-    bool running() const override { return d_.running(); }
-    std::vector<StateBlob> save_state() override { return d_.save_state(); }
-    DomainClock clock() const override { return d_.clock(); }
-    void release() override { d_.release(); }
-    void handed_over() override { d_.handed_over(); }
-    void set_orphan_policy(OrphanPolicy p) override { d_.set_orphan_policy(p); }
-
     unsigned suspend_calls() const { return suspend_calls_; }
 
 private:
-    Domain& d_;
     LibxlLink& libxl_;
     bool ask_libxl_;
     unsigned suspend_calls_ = 0;

@@ -123,6 +123,37 @@ public:
     virtual void set_orphan_policy(OrphanPolicy) {}
 };
 
+// A Domain that wraps another and forwards every call to it: decorators
+// derive from it and override only what they change, so that a call added
+// to Domain later reaches the backend through them too (a hand-written
+// wrapper that missed one would silently fall back to its default).
+class ForwardingDomain : public Domain {
+public:
+    explicit ForwardingDomain(Domain& inner) : d_(inner) {}
+
+    std::string name() const override { return d_.name(); }
+    std::uint64_t nr_pages() const override { return d_.nr_pages(); }
+    std::uint32_t kind() const override { return d_.kind(); }
+    void enable_dirty_log() override { d_.enable_dirty_log(); }
+    void disable_dirty_log() override { d_.disable_dirty_log(); }
+    std::uint64_t fetch_and_clear_dirty(DirtyBitmap& out) override { return d_.fetch_and_clear_dirty(out); }
+    std::uint64_t free_page_hints(DirtyBitmap& out) override { return d_.free_page_hints(out); }
+    void read_pages(std::span<const Pfn> pfns, std::span<std::uint8_t> dst) override { d_.read_pages(pfns, dst); }
+    void suspend(std::chrono::milliseconds timeout) override { d_.suspend(timeout); }
+    void resume() override { d_.resume(); }
+    bool running() const override { return d_.running(); }
+    std::vector<StateBlob> save_state() override { return d_.save_state(); }
+    bool offers_early_state() const override { return d_.offers_early_state(); }
+    std::vector<StateBlob> early_state() override { return d_.early_state(); }
+    DomainClock clock() const override { return d_.clock(); }
+    void release() override { d_.release(); }
+    void handed_over() override { d_.handed_over(); }
+    void set_orphan_policy(OrphanPolicy p) override { d_.set_orphan_policy(p); }
+
+protected:
+    Domain& d_;
+};
+
 // The destination side: a domain being built from a stream.
 class IncomingDomain {
 public:

@@ -105,6 +105,8 @@ private:
     std::uint64_t state_bytes_ = 0; // platform and early state together
     std::size_t early_blobs_ = 0;
 
+    std::uint64_t end_ns_ = 0; // when channel 0 read END
+
     std::mutex error_lock_;
     std::exception_ptr error_;
     std::atomic<bool> failed_{false};
@@ -567,6 +569,8 @@ void Receiver::read_channel(std::uint32_t c)
         case wire::RecordType::end: {
             wire::parse_end(rec.body);
             const std::uint64_t end_ns = monotonic_ns();
+            if (c == 0)
+                end_ns_ = end_ns; // read by run() after this thread is joined
             applier.drain();
             if (!state_seen)
                 last_round = opened, last_no = open_round, last_pages = round_pages, last_first_batch_ns = first_batch_ns;
@@ -702,8 +706,13 @@ ReceiveResult Receiver::run()
             throw StreamError("the stream ended with " + std::to_string(res_.nr_pages - seen) + " pages never sent");
 
         phase_ = Phase::restore;
-        if (opt_.one_way && opt_.log) // the time of this line shows what reading the stream's tail cost
-            opt_.log(label() + ": stream complete (" + std::to_string(res_.rounds) + " rounds), restoring the platform state");
+        if (opt_.one_way && opt_.log) {
+            char after[48] = "";
+            if (end_ns_)
+                std::snprintf(after, sizeof after, " %.1f ms after END", double(monotonic_ns() - end_ns_) / 1e6);
+            opt_.log(label() + ": stream complete (" + std::to_string(res_.rounds) + " rounds)" + after +
+                     ", restoring the platform state");
+        }
         Stopwatch restore;
         dom_->restore_state(state_);
         res_.restore_ms = restore.seconds() * 1e3;
@@ -711,11 +720,11 @@ ReceiveResult Receiver::run()
         if (opt_.one_way) {
             // Built and paused: the caller starts it (libxl, after its own
             // records and, for a migration, xl's handshake).
-            if (opt_.built)
-                opt_.built(*dom_);
-            dom_->set_orphan_policy(OrphanPolicy::none);
             phase_ = Phase::finish;
             res_.bytes_received = ch0.reader.bytes_read() + wire::kSourceMagic.size();
+            dom_->set_orphan_policy(OrphanPolicy::none);
+            if (opt_.built)
+                opt_.built(*dom_, res_);
             return res_;
         }
 

@@ -14,6 +14,8 @@
 
 namespace fastmig {
 
+struct ReceiveResult;
+
 struct ReceiveOptions {
     std::chrono::milliseconds io_timeout{30000};
     // From READY to the source's COMMIT.  Without COMMIT in time the copy is
@@ -40,9 +42,12 @@ struct ReceiveOptions {
     // migration: the domain is destroyed.
     std::function<void(IncomingDomain&)> accepted;
     // One-way only: called with the domain built and paused, after its state
-    // is restored; throwing destroys it.  On return the receiver drops its
-    // hold (the domain belongs to the caller).
-    std::function<void(IncomingDomain&)> built;
+    // is restored, with the result as it will be returned; throwing destroys
+    // the domain.  The receiver has dropped its hold (orphan policy) by then:
+    // the caller may hand the domain over from here (libxl's helper tells
+    // libxl, so that the receiver's and the backend's teardown happens after
+    // libxl has moved on, not in the guest's downtime).
+    std::function<void(IncomingDomain&, const ReceiveResult&)> built;
     // Pre-shared key (docs/stream-format.md, Authentication): every
     // connection must authenticate before any record is trusted.  Empty:
     // unauthenticated sources only (a source that asks is refused).

@@ -194,6 +194,8 @@ Bytes one_channel_stream(std::uint64_t pages, std::uint64_t features, codec::Alg
         pfns.push_back(p);
     append(s, channel_rounds(pfns, algo));
     const Bytes blob = {1, 2, 3, 4, 5, 6, 7};
+    if (features & kFeatureEarlyState)
+        append(s, encode_early_state(0x10001, blob));
     append(s, encode_platform_state(7, blob));
     append(s, encode_platform_state(8, {}));
     append(s, encode_end());
@@ -213,7 +215,11 @@ void receiver_seeds(const fs::path& dir, const fs::path& wire_dir)
     unsigned n = 0;
     for (auto algo : {codec::Algorithm::igzip, codec::Algorithm::zlib})
         for (std::uint64_t pages : {1u, 16u, 40u}) {
-            Bytes s = one_channel_stream(pages, pages == 16 ? all & ~kFeatureVerify : all, algo);
+            Bytes s = one_channel_stream(pages,
+                                         pages == 16   ? all & ~kFeatureVerify
+                                         : pages == 40 ? all | kFeatureEarlyState
+                                                       : all,
+                                         algo);
             Bytes in = {0}; // CRCs as encoded
             append(in, s);
             save(dir, "stream-" + std::to_string(n), in);

@@ -124,6 +124,22 @@ handover() {
     has "$T/h.out" "worker pid [0-9]" && [ "$(state "$G")" = paused ]
 }
 ok "save: the helper exits once libxl has complete, its worker tears down after" -- handover
+# The same on the restore side: restore_results and complete go out as soon
+# as the domain is built; the receiver's teardown runs in the worker after.
+restore_handover() {
+  cp "$T/s.orig" "$T/rh.img"
+  fm sim list | awk 'NR>1 {print $1}' >"$T/rh.before"
+  FASTMIG_FAILPOINTS=helper:after-handover=sleep:3000 "$FAKE" --helper "$HELPER" --io "$T/rh.img" restore     >"$T/rh.out" 2>&1 || { cat "$T/rh.out"; return 1; }
+  cat "$T/rh.out"
+  for d in $(fm sim list | awk 'NR>1 {print $1}' | grep -vxF -f "$T/rh.before"); do
+    fm sim destroy "$d" >/dev/null 2>&1
+  done
+  awk '/fastmig: restored/ {r=NR} /restore: restore_results/ {s=NR} /restore: complete retval=0/ {c=NR}
+       /restore: exit 0/ {e=NR} /restore: worker alive after exit/ {a=NR} /restore: worker finished/ {f=NR}
+       END {exit !(r && s > r && c > s && e > c && a > e && f > a)}' "$T/rh.out" &&
+    has "$T/rh.out" "libxl suffix intact" && [ "$(count "$T/rh.out" 'restore: restore_results')" -eq 1 ]
+}
+ok "restore: the helper exits once libxl has complete, its worker tears down after" -- restore_handover
 handover_both() { # the pair run above: both workers ended, nothing sent after complete
   for side in save restore; do
     awk -v s="$side" '$0 ~ s": complete retval=0" {c=NR} $0 ~ s": exit 0" {e=NR} $0 ~ s": worker finished" {f=NR}

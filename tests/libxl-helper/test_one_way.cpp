@@ -30,12 +30,15 @@ struct Result {
     std::optional<ReceiveResult> received;
     std::string send_error, receive_error, after;
     bool accepted_before_pages = false, built = false;
+    unsigned built_rounds = 0; // the result as built() saw it
     // on_handover: calls, and what the source looked like then.
     int handovers = 0, handed_over_then = -1;
     bool logging_then = true;
 };
 
-Result run(FakeDomain& src, FakeProvider& prov, bool live, bool one_way_sender = true, bool one_way_receiver = true)
+// via: the Domain the sender is given, when not src itself (a decorator).
+Result run(FakeDomain& src, FakeProvider& prov, bool live, bool one_way_sender = true, bool one_way_receiver = true,
+           Domain* via = nullptr)
 {
     Pair p;
     Result r;
@@ -58,7 +61,10 @@ Result run(FakeDomain& src, FakeProvider& prov, bool live, bool one_way_sender =
         d.read_page(0, page);
         r.accepted_before_pages = page == std::vector<std::uint8_t>(kPageSize, 0);
     };
-    ro.built = [&](IncomingDomain&) { r.built = true; };
+    ro.built = [&](IncomingDomain&, const ReceiveResult& res) {
+        r.built = true;
+        r.built_rounds = res.rounds;
+    };
     auto rx = std::async(std::launch::async, [&] {
         try {
             r.received = receive_domain(p.b.get(), prov, ro);
@@ -78,7 +84,7 @@ Result run(FakeDomain& src, FakeProvider& prov, bool live, bool one_way_sender =
         p.b.reset();
     });
     try {
-        r.sent = send_domain(src, p.a.get(), so);
+        r.sent = send_domain(via ? *via : src, p.a.get(), so);
         if (::write(p.a.get(), kTrailer.data(), kTrailer.size()) != ssize_t(kTrailer.size()))
             throw Error("trailer");
     } catch (const std::exception& e) {
@@ -111,6 +117,7 @@ BOOST_AUTO_TEST_CASE(live_one_way_is_bit_exact_and_reads_nothing_past_end)
     auto r = run_writing(src, prov, true);
     BOOST_TEST(r.accepted_before_pages);
     BOOST_TEST(r.built);
+    BOOST_TEST(r.built_rounds == r.received->rounds); // built() saw the final result
     // Both domains belong to the caller now: the source suspended once and
     // never resumed or released, the destination built, paused, not held.
     BOOST_TEST(src.suspends_ == 1);
@@ -148,6 +155,26 @@ BOOST_AUTO_TEST_CASE(early_state_goes_before_the_suspension_after_every_earlier_
     BOOST_TEST(!prov.last->early_after_restore);
     BOOST_TEST(prov.last->early_pages > 2000u);
     BOOST_TEST(prov.last->early_mismatches == 0u);
+}
+
+// The libxl helper wraps its backend's domain (LibxlSuspendedDomain); a
+// ForwardingDomain passes every call on, early state included.
+BOOST_AUTO_TEST_CASE(early_state_goes_through_a_forwarding_domain)
+{
+    FakeDomain src(2000, 11);
+    src.early = true;
+    src.start_writer(2);
+    FakeProvider prov;
+    ForwardingDomain wrapped(src);
+    auto r = run(src, prov, true, true, true, &wrapped);
+    src.stop_writer();
+    BOOST_REQUIRE_MESSAGE(r.sent, r.send_error);
+    BOOST_REQUIRE_MESSAGE(r.received, r.receive_error);
+    BOOST_TEST((prov.last->mem == src.snapshot_));
+    BOOST_TEST(src.early_calls_ == 1);
+    BOOST_TEST(prov.last->early_blobs == 1);
+    BOOST_TEST(prov.last->early_mismatches == 0u);
+    BOOST_TEST(src.handed_over_ == 1);
 }
 
 BOOST_AUTO_TEST_CASE(no_early_state_without_precopy_or_an_offer)
