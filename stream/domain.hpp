@@ -98,7 +98,7 @@ public:
     // Early state: what the destination can prepare with while this source
     // suspends, so that less is left for the downtime (Xen PV: the page
     // types, so that page tables are localised before the stream ends).
-    // Asked once, after the last precopy round and before suspend(), of a
+    // Asked after every precopy round (the last one: before suspend()) of a
     // live migration on one channel; it describes the pages as the engine
     // last read them, and save_state() has the final word.
     virtual bool offers_early_state() const { return false; }

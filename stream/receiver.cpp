@@ -49,6 +49,13 @@ struct Channel {
     auth::RecordWriter writer; // tags records once the connection is authenticated
     bool magic_sent = false;
     ChannelCounts counts;
+    // The second stage and its buffers (read_channel).  They outlive the
+    // reading once END is in: freeing a few MiB of record buffers takes
+    // tens of ms under TCG, which after END is downtime, so they go with the
+    // Receiver, after the domain is handed over.
+    std::unique_ptr<BatchApplier> applier;
+    std::vector<std::uint8_t> apply_buf; // the applier's thread only
+    std::unique_ptr<codec::Decompressor> inflater;
 };
 
 class Receiver {
@@ -68,6 +75,7 @@ private:
     void send_on(Channel& ch, std::span<const std::uint8_t> rec);
     void channel_main(std::uint32_t c);
     void read_channel(std::uint32_t c);
+    void read_records(std::uint32_t c, Channel& ch, BatchApplier& applier);
     void apply_batch(std::uint32_t c, wire::PageBatch& b, std::vector<std::uint8_t>& buf,
                      codec::Decompressor& inflater);
     void apply_descriptors(std::uint32_t c, wire::PageBatch& b, std::size_t lo, std::size_t hi,
@@ -102,8 +110,7 @@ private:
 
     std::mutex state_lock_;
     std::vector<StateBlob> state_;
-    std::uint64_t state_bytes_ = 0; // platform and early state together
-    std::size_t early_blobs_ = 0;
+    std::uint64_t state_bytes_ = 0;
 
     std::uint64_t end_ns_ = 0; // when channel 0 read END
 
@@ -427,14 +434,25 @@ void Receiver::apply_descriptors(std::uint32_t c, wire::PageBatch& b, std::size_
 void Receiver::read_channel(std::uint32_t c)
 {
     Channel& ch = *channels_[c];
+    ch.inflater = codec::make_decompressor(codec::Algorithm::igzip);
+    ch.applier = std::make_unique<BatchApplier>(
+        [this, c, &ch](wire::PageBatch& b) { apply_batch(c, b, ch.apply_buf, *ch.inflater); },
+        "fm-apply-" + std::to_string(c));
+    try {
+        read_records(c, ch, *ch.applier);
+    } catch (...) {
+        // A failed stream stops its applier before anything else happens to
+        // the domain (the receiver destroys it next).
+        ch.applier.reset();
+        throw;
+    }
+}
+
+void Receiver::read_records(std::uint32_t c, Channel& ch, BatchApplier& applier)
+{
     const auto nch = static_cast<std::uint32_t>(channels_.size());
     std::uint32_t open_round = 0;
     std::uint64_t round_pages = 0;
-    // Used only by the applier's thread.
-    std::vector<std::uint8_t> buf;
-    auto inflater = codec::make_decompressor(codec::Algorithm::igzip);
-    BatchApplier applier([&](wire::PageBatch& b) { apply_batch(c, b, buf, *inflater); },
-                         "fm-apply-" + std::to_string(c));
     bool state_seen = false;
     // The stop-and-copy round (its pages, its ROUND_END if any, the platform
     // state, END) is inside the downtime: its parts are timed and logged, to
@@ -531,14 +549,8 @@ void Receiver::read_channel(std::uint32_t c)
                 throw StreamError("early state, but the header did not announce it");
             if (state_seen || !after_round_end)
                 throw StreamError("early state must follow a ROUND_END and precede the platform state");
+            // Used at once, not kept: only the record's own limit applies.
             auto es = wire::parse_early_state(rec.body);
-            {
-                std::lock_guard<std::mutex> l(state_lock_);
-                state_bytes_ += es.data.size();
-                if (++early_blobs_ + state_.size() > kMaxStateBlobs || state_bytes_ > kMaxStateBytes)
-                    throw StreamError("early and platform state exceed " + std::to_string(kMaxStateBlobs) +
-                                      " blobs or " + std::to_string(kMaxStateBytes >> 20) + " MiB");
-            }
             applier.drain();
             dom_->early_state({es.state_type, {es.data.begin(), es.data.end()}});
             break;
@@ -560,7 +572,7 @@ void Receiver::read_channel(std::uint32_t c)
             auto ps = wire::parse_platform_state(rec.body);
             std::lock_guard<std::mutex> l(state_lock_);
             state_bytes_ += ps.data.size();
-            if (state_.size() + early_blobs_ >= kMaxStateBlobs || state_bytes_ > kMaxStateBytes)
+            if (state_.size() >= kMaxStateBlobs || state_bytes_ > kMaxStateBytes)
                 throw StreamError("platform state exceeds " + std::to_string(kMaxStateBlobs) + " blobs or " +
                                   std::to_string(kMaxStateBytes >> 20) + " MiB");
             state_.push_back({ps.state_type, {ps.data.begin(), ps.data.end()}});

@@ -266,9 +266,10 @@ void Sender::run_round(unsigned round, const DirtyBitmap* dirty, bool stop_copy)
     res_.pages_data += cur_.pages - cur_.zero_pages - cur_.free_pages;
 }
 
-// Queued, not waited for: the writer sends it while the guest suspends,
-// and the destination prepares with it meanwhile.  Every page of the
-// precopy rounds went before it (the rounds are drained).
+// After every precopy round (drained: each of its pages went before), so
+// that the destination prepares while the next round runs, and has little
+// left to do with the last one, which arrives while the guest suspends.
+// Queued, not waited for.
 void Sender::send_early_state()
 {
     if (!(features() & wire::kFeatureEarlyState))
@@ -487,6 +488,7 @@ SendResult Sender::run()
             // drained inside the downtime.
             wait_round_acks(round);
             cur_.seconds = rt.seconds();
+            send_early_state();
             cur_.dirty_after = dom_.fetch_and_clear_dirty(dirty);
 
             RoundSample s{round, cur_.pages, cur_.pages - cur_.zero_pages - cur_.free_pages, cur_.bytes, cur_.seconds,
@@ -513,7 +515,6 @@ SendResult Sender::run()
             }
         }
         res_.precopy_ms = precopy.seconds() * 1e3;
-        send_early_state();
 
         phase_ = Phase::stop_copy;
         Stopwatch sc;
