@@ -9,6 +9,7 @@
 
 #include "stream/sender.hpp"
 
+#include <chrono>
 #include <string>
 
 namespace fastmig::helper {
@@ -20,6 +21,13 @@ int run_restore(const RestoreArgs& a, LibxlLink& libxl, HelperBackend& backend);
 // "--threads 4 --max-bandwidth 1gbit"), applied to `so`.  libxl passes no
 // options of its own, so this is the helper's only configuration.
 void helper_send_options(SendOptions& so);
+
+// FASTMIG_HELPER_SETTLE_MS (default 10000; 0: no wait): how long the worker
+// waits after the hand-over for libxl to be done with the domain before it
+// tears down (HelperBackend::wait_settled).  Error for a malformed value.
+std::chrono::milliseconds settle_limit();
+// That wait; never throws.
+void settle_before_teardown(HelperBackend& backend, std::uint32_t domid, bool source, std::chrono::milliseconds max);
 
 // "domain 5 (sim:3)": libxl's domid and what it maps to.
 std::string domain_label(std::uint32_t domid, const std::string& backend_name);

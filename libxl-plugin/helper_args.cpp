@@ -12,6 +12,7 @@ const char* const kHelperUsage =
     "and talks to it on stdin/stdout in libxl's binary protocol; not for interactive use.\n"
     "Environment: FASTMIG_HELPER_BACKEND=xen|sim, FASTMIG_HELPER_OPTIONS='--threads 4 ...',\n"
     "FASTMIG_HELPER_SIM_DOMAIN=sim:N, FASTMIG_HELPER_SUSPEND=channel|libxl,\n"
+    "FASTMIG_HELPER_SETTLE_MS=10000 (the worker's wait for libxl before its teardown),\n"
     "FASTMIG_CRC32C=auto|instruction|table (see fastmig's README.md).\n";
 
 namespace {

@@ -6,6 +6,7 @@
 
 #include "stream/domain.hpp"
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -55,6 +56,18 @@ public:
     // (XGR_SDD_MISSING_CPUID = 1, XGR_SDD_MISSING_MSR = 2).
     virtual unsigned static_data_missing(const IncomingDomain&) const { return 0; }
     virtual RestoreResults restore_results(IncomingDomain&) = 0;
+
+    // After the hand-over (`complete`): waits, at most `max`, until libxl is
+    // done with the domain (source: destroyed, after the destination ran it
+    // or after a save; destination: unpaused, or destroyed), so that the
+    // worker's teardown (unmapping a guest-sized cache and buffers) does not
+    // take dom0's CPU from libxl's own work on the guest, its devices on
+    // the destination, inside the downtime.  Says what ended the wait.  By
+    // default (sim) nothing to wait for.
+    virtual std::string wait_settled(std::uint32_t /*domid*/, bool /*source*/, std::chrono::milliseconds)
+    {
+        return "";
+    }
 
 protected:
     LogFn log_;

@@ -108,6 +108,11 @@ public:
         return {r.store_mfn, r.console_mfn};
     }
 
+    std::string wait_settled(std::uint32_t domid, bool source, std::chrono::milliseconds max) override
+    {
+        return xen::wait_domain_settled(domid, !source, max);
+    }
+
 private:
     // The backend's own lines ("attached: ...", suspend fallbacks) go to
     // libxl's log with the rest, not to xl's stderr.

@@ -75,6 +75,7 @@ int run_restore(const RestoreArgs& a, LibxlLink& libxl, HelperBackend& backend)
         ro.kinds = backend.kinds();
         SendOptions so; // the same FASTMIG_HELPER_OPTIONS: --timeout-ms applies here too
         helper_send_options(so);
+        const auto settle = settle_limit();
         ro.io_timeout = so.io_timeout;
         ro.log = [&](const std::string& line) { libxl.log(XtlLevel::detail, who + ": " + line); };
         ro.accepted = [&](IncomingDomain& d) {
@@ -105,6 +106,7 @@ int run_restore(const RestoreArgs& a, LibxlLink& libxl, HelperBackend& backend)
             libxl.restore_results(results.store_gfn, results.console_gfn);
             libxl.complete(0, 0);
             completed_early = true;
+            settle_before_teardown(backend, a.domid, false, settle);
         };
 
         if (auto line = widen_pipe(a.io_fd, kDestinationPipeBytes); !line.empty())

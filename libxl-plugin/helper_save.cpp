@@ -39,6 +39,28 @@ std::string error_line(std::uint32_t domid, const std::string& who, Phase phase,
     return d + ": " + phase_name(err->phase()) + ": " + err->cause();
 }
 
+std::chrono::milliseconds settle_limit()
+{
+    const char* env = std::getenv("FASTMIG_HELPER_SETTLE_MS");
+    if (!env || !*env)
+        return std::chrono::milliseconds(10000);
+    std::string v = env;
+    if (v.size() > 7 || v.find_first_not_of("0123456789") != std::string::npos)
+        throw Error("FASTMIG_HELPER_SETTLE_MS=" + v + " is not a number of milliseconds (0 to 9999999)");
+    return std::chrono::milliseconds(std::stoul(v));
+}
+
+void settle_before_teardown(HelperBackend& backend, std::uint32_t domid, bool source, std::chrono::milliseconds max)
+{
+    if (max.count() == 0)
+        return;
+    try {
+        backend.wait_settled(domid, source, max);
+    } catch (...) {
+        // Only the teardown's timing is at stake: go on with it.
+    }
+}
+
 void helper_send_options(SendOptions& so)
 {
     std::vector<std::string> words;
@@ -166,6 +188,7 @@ int run_save(const SaveArgs& a, LibxlLink& libxl, HelperBackend& backend)
 
         SendOptions so;
         helper_send_options(so);
+        const auto settle = settle_limit();
         so.one_way = true;
         so.live = a.xcflags & kXcflagsLive;
         so.verify = false;
@@ -227,6 +250,7 @@ int run_save(const SaveArgs& a, LibxlLink& libxl, HelperBackend& backend)
                     nb.restore();
                     libxl.complete(0, 0);
                     completed_early = true;
+                    settle_before_teardown(backend, a.domid, true, settle);
                 } catch (const std::exception& e) {
                     // Not handed over: main tells libxl (complete, -1).
                     libxl.log(XtlLevel::error, "fastmig: save failed: " + error_line(a.domid, who, Phase::finish, e));

@@ -244,6 +244,16 @@ crc_env() {  # FASTMIG_CRC32C: the table path migrates a guest; a bad value is r
     ! has "$T/c2.out" "save: suspend" && [ "$(state "$G")" = running ]
 }
 ok "FASTMIG_CRC32C=table saves and restores bit-exact; an unknown value is refused before anything happens" -- crc_env
+settle_env() {  # FASTMIG_HELPER_SETTLE_MS: a malformed value is refused by name, on either side
+  FASTMIG_HELPER_SETTLE_MS=soon FASTMIG_HELPER_SIM_DOMAIN=$G "$FAKE" --helper "$HELPER" --io "$T/st.img" save \
+    >"$T/st.out" 2>&1 &&
+    has "$T/st.out" "save: complete retval=-1" && has "$T/st.out" "level=8 .*FASTMIG_HELPER_SETTLE_MS=soon is not a number" &&
+    ! has "$T/st.out" "save: suspend" && [ "$(state "$G")" = running ] &&
+    FASTMIG_HELPER_SETTLE_MS=-5 "$FAKE" --helper "$HELPER" --io "$T/c.img" restore >"$T/st2.out" 2>&1 &&
+    has "$T/st2.out" "restore: complete retval=-1" && has "$T/st2.out" "FASTMIG_HELPER_SETTLE_MS=-5 is not a number" &&
+    [ -z "$(incoming)" ]
+}
+ok "FASTMIG_HELPER_SETTLE_MS: a malformed value is refused before anything happens" -- settle_env
 remus() {
   FASTMIG_HELPER_SIM_DOMAIN=$G "$FAKE" --helper "$HELPER" --stream-type 1 --io "$T/rm.img" save >"$T/rm.out" 2>&1 &&
     has "$T/rm.out" "complete retval=-1" && has "$T/rm.out" "Remus/COLO" && [ "$(state "$G")" = running ]

@@ -2,7 +2,9 @@
 
 #include "stream/domain/xen/bytes.hpp"
 
+#include <chrono>
 #include <iostream>
+#include <thread>
 
 namespace fastmig::xen {
 
@@ -73,6 +75,39 @@ std::unique_ptr<IncomingDomain> XenProvider::create(std::uint64_t nr_pages, std:
     auto d = attach_restore(params_, nr_pages);
     last_ = d.get();
     return d;
+}
+
+std::string wait_domain_settled(std::uint32_t domid, bool until_running, std::chrono::milliseconds max,
+                                std::chrono::milliseconds interval)
+{
+    const auto t0 = std::chrono::steady_clock::now();
+    auto after = [&] {
+        auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+        return " after " + std::to_string(ms.count()) + " ms";
+    };
+    xc_interface* xch = xc_interface_open(nullptr, nullptr, 0);
+    if (!xch)
+        return std::string("not watched (cannot open the hypervisor interface)");
+    std::string seen;
+    for (;;) {
+        xc_domaininfo_t info{};
+        int n = xc_domain_getinfolist(xch, domid, 1, &info);
+        if (n < 1 || info.domain != domid || (info.flags & XEN_DOMINF_dying)) {
+            seen = "gone" + after();
+            break;
+        }
+        if (until_running && !(info.flags & (XEN_DOMINF_paused | XEN_DOMINF_shutdown))) {
+            seen = "running" + after();
+            break;
+        }
+        if (std::chrono::steady_clock::now() - t0 >= max) {
+            seen = "unchanged" + after();
+            break;
+        }
+        std::this_thread::sleep_for(interval);
+    }
+    xc_interface_close(xch);
+    return seen;
 }
 
 } // namespace fastmig::xen

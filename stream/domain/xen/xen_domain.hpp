@@ -38,6 +38,15 @@ struct SaveOptions {
 // phase (setup) and the cause; HVM and 32-bit PV guests are refused.
 std::unique_ptr<Domain> attach_save(std::uint32_t domid, SaveOptions opt = {});
 
+// Waits until domain `domid` is gone (destroyed, dying) or, with
+// until_running, runs (no longer paused or shut down), polling its state
+// every `interval`, for at most `max`.  Says what it saw ("gone after
+// 2310 ms", "running after ...", "unchanged after ..."); errors are reported
+// in that string, never thrown: the caller is only deferring its own
+// teardown.
+std::string wait_domain_settled(std::uint32_t domid, bool until_running, std::chrono::milliseconds max,
+                                std::chrono::milliseconds interval = std::chrono::milliseconds(50));
+
 // What libxl's save helper is given for a restore (--restore-domain).
 struct RestoreParams {
     std::uint32_t domid = 0;
