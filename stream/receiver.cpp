@@ -466,11 +466,13 @@ void Receiver::read_records(std::uint32_t c, Channel& ch, BatchApplier& applier)
     auto mark_now = [&] { // only once the applier is drained
         return Mark{monotonic_ns(), read_ns, applier.busy_ns(), ch.counts.domain_calls};
     };
-    Mark opened = mark_now(), opened_before = opened, last_round = opened;
-    std::uint64_t closed_pages = 0, last_pages = 0, state_at_ns = 0;
-    // When the open round's first batch arrived, and the closed round's.
-    std::uint64_t first_batch_ns = 0, closed_first_batch_ns = 0, last_first_batch_ns = 0;
-    std::uint32_t last_no = 0;
+    struct RoundMarks {
+        Mark opened;                    // at the previous ROUND_END (or the start)
+        std::uint32_t no = 0;
+        std::uint64_t pages = 0, first_batch_ns = 0;
+    };
+    RoundMarks cur{mark_now()}, closed{}, last{};
+    std::uint64_t state_at_ns = 0;
     bool after_round_end = false;
     // A read that fails (timeout, reset) says on which channel and where in
     // the stream: with several channels, "peer sent nothing" alone does not
@@ -510,8 +512,8 @@ void Receiver::read_records(std::uint32_t c, Channel& ch, BatchApplier& applier)
                 if (wire::channel_of(d.pfn, nch) != c)
                     throw StreamError("pfn " + std::to_string(d.pfn) + " arrived on channel " + std::to_string(c) +
                                       ", it belongs to channel " + std::to_string(wire::channel_of(d.pfn, nch)));
-            if (round_pages == 0 && first_batch_ns == 0)
-                first_batch_ns = monotonic_ns();
+            if (cur.first_batch_ns == 0)
+                cur.first_batch_ns = monotonic_ns();
             round_pages += batch.page_count;
             after_round_end = false;
             applier.submit(slot);
@@ -531,12 +533,11 @@ void Receiver::read_records(std::uint32_t c, Channel& ch, BatchApplier& applier)
             // caught up: tell the source, which paces itself on it.
             applier.drain();
             send(c, wire::encode_round_ack({r.round, round_pages}));
-            closed_pages = round_pages;
-            closed_first_batch_ns = first_batch_ns;
-            first_batch_ns = 0;
+            cur.no = r.round;
+            cur.pages = round_pages;
+            closed = cur;
+            cur = RoundMarks{mark_now(), open_round};
             round_pages = 0;
-            opened_before = opened;
-            opened = mark_now();
             after_round_end = true;
             break;
         }
@@ -561,12 +562,8 @@ void Receiver::read_records(std::uint32_t c, Channel& ch, BatchApplier& applier)
             if (!state_seen) {
                 failpoint("recv:stop-copy"); // the source is suspended by now
                 state_at_ns = monotonic_ns();
-                if (after_round_end) // the last round was closed by its ROUND_END
-                    last_round = opened_before, last_no = open_round - 1, last_pages = closed_pages,
-                    last_first_batch_ns = closed_first_batch_ns;
-                else
-                    last_round = opened, last_no = open_round, last_pages = round_pages,
-                    last_first_batch_ns = first_batch_ns;
+                cur.pages = round_pages;
+                last = after_round_end ? closed : cur; // closed by its ROUND_END, or not
             }
             state_seen = true;
             auto ps = wire::parse_platform_state(rec.body);
@@ -584,14 +581,16 @@ void Receiver::read_records(std::uint32_t c, Channel& ch, BatchApplier& applier)
             if (c == 0)
                 end_ns_ = end_ns; // read by run() after this thread is joined
             applier.drain();
-            if (!state_seen)
-                last_round = opened, last_no = open_round, last_pages = round_pages, last_first_batch_ns = first_batch_ns;
+            if (!state_seen) {
+                cur.pages = round_pages;
+                last = cur;
+            }
             if (opt_.log) {
                 const Mark m = mark_now();
-                log_tail(c, last_no, last_pages, last_round.at_ns, end_ns, m.read_ns - last_round.read_ns,
-                         m.apply_ns - last_round.apply_ns, m.calls - last_round.calls,
-                         last_first_batch_ns ? last_first_batch_ns - last_round.at_ns : 0,
-                         state_at_ns ? state_at_ns - last_round.at_ns : 0, m.at_ns - end_ns);
+                const Mark& o = last.opened;
+                log_tail(c, last.no, last.pages, o.at_ns, end_ns, m.read_ns - o.read_ns, m.apply_ns - o.apply_ns,
+                         m.calls - o.calls, last.first_batch_ns ? last.first_batch_ns - o.at_ns : 0,
+                         state_at_ns ? state_at_ns - o.at_ns : 0, m.at_ns - end_ns);
             }
             std::lock_guard<std::mutex> l(state_lock_);
             res_.rounds = std::max(res_.rounds, open_round);
