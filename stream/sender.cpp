@@ -275,9 +275,7 @@ void Sender::send_early_state()
     if (!(features() & wire::kFeatureEarlyState))
         return;
     for (const auto& blob : dom_.early_state()) {
-        if (blob.data.size() > wire::kMaxStateBlob)
-            throw Error("early state blob of type " + std::to_string(blob.type) + " is " +
-                        std::to_string(blob.data.size()) + " bytes, above the stream's limit");
+        // encode_early_state refuses a blob above the stream's limit.
         pipe_->send_record(0, wire::encode_early_state(blob.type, blob.data));
         ++res_.early_state_blobs;
     }

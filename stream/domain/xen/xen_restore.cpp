@@ -102,9 +102,9 @@ public:
         }
     }
 
-    // The source's page types as of its last precopy round (blob
-    // FASTMIG_PFN_TYPES): its page tables are localised now, while the
-    // source suspends the guest, instead of at the end (pv_early_tables.hpp).
+    // The source's page types as of its latest precopy round (blob
+    // FASTMIG_PFN_TYPES): the page tables not local yet are localised now,
+    // during precopy, instead of at the end (pv_early_tables.hpp).
     void early_state(const StateBlob& blob) override
     {
         in_phase(who_, Phase::receive, [&] {
