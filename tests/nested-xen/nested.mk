@@ -9,6 +9,9 @@
 #                        this build's fastmig helper, side by side;
 #                        NESTED_ARGS passes job parameters, e.g.
 #                        make nested-check NESTED_ARGS='SIZES=512 RUNS=1'
+#   make nested-libxl    build Debian's libxenlight with xen-patches/*.patch
+#                        (xen-patches/build-libxl.sh) and print its path;
+#                        give it to a run as FASTMIG_LIBXL_SO=<path>
 # Cache: $(FASTMIG_NESTED_CACHE), default /var/cache/fastmig-nested.
 
 NESTED_DIR = $(srcdir)/tests/nested-xen
@@ -26,12 +29,18 @@ EXTRA_DIST += \
 	tests/nested-xen/dom0/fastmig-dom0-init \
 	tests/nested-xen/job/run.sh \
 	tests/nested-xen/guest/init \
-	tests/nested-xen/guest/memwriter.c
+	tests/nested-xen/guest/memwriter.c \
+	xen-patches/README.md \
+	xen-patches/build-libxl.sh \
+	xen-patches/0001-libxl-attach-nics-while-the-stream-is-read.patch
 
-.PHONY: nested-image nested-check
+.PHONY: nested-image nested-check nested-libxl
 
 nested-image:
 	bash $(NESTED_DIR)/build-image.sh
+
+nested-libxl:
+	bash $(srcdir)/xen-patches/build-libxl.sh
 
 if HAVE_XEN
 NESTED_HELPER_DEP = libxl-plugin/libxl-save-helper
