@@ -17,6 +17,11 @@
 #                      image lacks (lib/), and helper.sh, the program dom0's
 #                      LIBXL_SAVE_HELPER names. The Xen libraries come from
 #                      the image (same Debian 12 Xen 4.17 as the build host).
+#   libxl/             only with FASTMIG_LIBXL_SO set: a libxenlight.so.4.17.0
+#                      built by xen-patches/build-libxl.sh; dom0 binds it
+#                      over the package's library for the whole job
+#                      (job/run.sh), and LIBXL_EARLY_NICS chooses per step
+#                      whether its patch acts.
 # It is rebuilt every run: it is small and cheap (about a second).
 set -euo pipefail
 
@@ -73,6 +78,15 @@ exec /job/fastmig/libxl-save-helper "$@"
 EOS
   chmod 0755 "$j/fastmig/helper.sh"
   log "fastmig helper $FASTMIG_HELPER_BIN with $(ls "$j/fastmig/lib" | tr '\n' ' ')"
+fi
+
+if [[ -n ${FASTMIG_LIBXL_SO:-} ]]; then
+  [[ -f $FASTMIG_LIBXL_SO ]] || die "FASTMIG_LIBXL_SO=$FASTMIG_LIBXL_SO is not a file"
+  objdump -p "$FASTMIG_LIBXL_SO" | grep -q 'SONAME *libxenlight\.so\.4\.17$' \
+    || die "FASTMIG_LIBXL_SO=$FASTMIG_LIBXL_SO is not a libxenlight.so.4.17"
+  mkdir -p "$j/libxl"
+  install -m 0644 "$FASTMIG_LIBXL_SO" "$j/libxl/libxenlight.so.4.17.0"
+  log "patched libxl $FASTMIG_LIBXL_SO"
 fi
 
 # Room for results (ping logs at 1 kHz are the bulk); sparse on the host.

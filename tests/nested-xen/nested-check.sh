@@ -13,6 +13,10 @@
 #      FASTMIG_HELPER_BIN     fastmig's libxl-save-helper to test beside the
 #                             stock one (make nested-check sets it to this
 #                             build's, when built with the Xen libraries)
+#      FASTMIG_LIBXL_SO       a patched libxenlight.so.4.17.0 for dom0
+#                             (xen-patches/build-libxl.sh; make nested-libxl);
+#                             HELPERS may then name stock-early and
+#                             fastmig-late (job/run.sh)
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${FASTMIG_NESTED_CACHE:-/var/cache/fastmig-nested}

@@ -24,6 +24,13 @@
 #   fastmig-raw    the same with --compress none added
 #   fastmig-libxl  the same with FASTMIG_HELPER_SUSPEND=libxl (suspension
 #                  through libxl's callback and @releaseDomain, as stock)
+# With a patched libxl on the job disk (/job/libxl, make-job.sh), every
+# step runs with it, and LIBXL_EARLY_NICS says whether its patch acts
+# (xen-patches/0001-*): 0 for stock and fastmig-late (libxl's own order:
+# NICs after the stream), 1 for fastmig and stock-early (NICs attached
+# while the stream is read).  So "stock" is always stock behaviour.
+#   stock-early    Xen's helper with the patch acting
+#   fastmig-late   fastmig's helper with the patch not acting
 # Memory: memwriter checks every page of its buffer (generation + stream,
 # see guest/memwriter.c); any "CORRUPT" line on the guest's console, or a
 # guest whose checker stops making progress, fails the job.
@@ -58,6 +65,17 @@ collect() { # copy what helps a post-mortem to the results disk
 }
 trap 'fail "line $LINENO: command failed: $BASH_COMMAND"' ERR
 
+# --- 0. The patched libxl, if the job brings one (before any xl runs) ---
+LIBXL_PATCHED=0
+if [[ -f /job/libxl/libxenlight.so.4.17.0 ]]; then
+  lx=/usr/lib/x86_64-linux-gnu/libxenlight.so.4.17.0
+  [[ -f $lx ]] || fail "the image has no $lx to replace"
+  mount --bind /job/libxl/libxenlight.so.4.17.0 "$lx" || fail "cannot bind the patched libxl over $lx"
+  grep -q LIBXL_EARLY_NICS "$lx" || fail "$lx is not the patched libxl after the bind"
+  LIBXL_PATCHED=1
+  say "patched libxl bound over $lx"
+fi
+
 # --- 1. Xen daemons (what Debian's /etc/init.d/xen does, minus LSB) ------
 ts=$(now)
 for m in xenfs xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xen-netback xen-blkback bridge; do
@@ -82,13 +100,15 @@ echo "step	size_mib	mode	run	total_s	save_s	restore_s	ping_gap_ms	ping_sent	ping
 for h in $HELPERS; do
   case $h in
     stock) ;;
-    fastmig|fastmig-raw|fastmig-libxl) [[ -x /job/fastmig/helper.sh ]] || fail "HELPERS has fastmig but the job disk has no /job/fastmig (FASTMIG_HELPER_BIN)"
+    stock-early|fastmig-late) [[ $LIBXL_PATCHED == 1 ]] || fail "HELPERS has $h but the job disk has no patched libxl (FASTMIG_LIBXL_SO)" ;;&
+    stock-early) ;;
+    fastmig|fastmig-raw|fastmig-libxl|fastmig-late) [[ -x /job/fastmig/helper.sh ]] || fail "HELPERS has fastmig but the job disk has no /job/fastmig (FASTMIG_HELPER_BIN)"
              LD_LIBRARY_PATH=/job/fastmig/lib ldd /job/fastmig/libxl-save-helper >"$R/fastmig-ldd.txt" 2>&1 || true
              grep -q 'not found' "$R/fastmig-ldd.txt" && fail "fastmig helper: missing libraries: $(grep 'not found' "$R/fastmig-ldd.txt" | tr '\n' ' ')" ;;
-    *) fail "unknown helper '$h' in HELPERS (stock, fastmig, fastmig-raw, fastmig-libxl)" ;;
+    *) fail "unknown helper '$h' in HELPERS (stock, stock-early, fastmig, fastmig-raw, fastmig-libxl, fastmig-late)" ;;
   esac
 done
-say "helpers: $HELPERS${FASTMIG_OPTIONS:+ (FASTMIG_HELPER_OPTIONS=$FASTMIG_OPTIONS)}"
+say "helpers: $HELPERS${FASTMIG_OPTIONS:+ (FASTMIG_HELPER_OPTIONS=$FASTMIG_OPTIONS)}$( ((LIBXL_PATCHED)) && echo ', patched libxl')"
 
 kernel=$(ls /boot/vmlinuz-* | sort -V | tail -n1)
 GIP=169.254.100.2
@@ -217,9 +237,16 @@ helper_env() {
   elif [[ $1 == fastmig-libxl ]]; then
     HENV=(env LIBXL_SAVE_HELPER=/job/fastmig/helper.sh "FASTMIG_HELPER_OPTIONS=$FASTMIG_OPTIONS"
           FASTMIG_HELPER_SUSPEND=libxl)
+  elif [[ $1 == fastmig-late ]]; then
+    HENV=(env LIBXL_SAVE_HELPER=/job/fastmig/helper.sh "FASTMIG_HELPER_OPTIONS=$FASTMIG_OPTIONS")
   else
     HENV=(env -u LIBXL_SAVE_HELPER)
   fi
+  # The patched libxl's switch (ignored by Debian's own libxl).
+  case $1 in
+    stock|fastmig-late) HENV+=(LIBXL_EARLY_NICS=0) ;;
+    *) HENV+=(LIBXL_EARLY_NICS=1) ;;
+  esac
 }
 # xl list's state column (r b p s c d): running, blocked or waiting for a
 # CPU ("------"), but not paused, shut down, crashed or dying.
@@ -234,6 +261,15 @@ survived_on_source() {
   ST=$(awk '$1 == "g1" { print $5 }' "$3")
   [[ $n == 1 ]] || fail "$1: $n domains named g1* after the failed migration: $(tr '\n' ' ' <"$3")"
   runnable "$ST" || fail "$1: g1 is '$ST', not running, after the failed migration"
+  # No device of the half-built domain left behind (with the patched libxl
+  # its NIC may have been attached before the stream failed): the only
+  # vif backend in xenstore and the only vif in dom0 are g1's.
+  local id vifs devs
+  id=$(awk '$1 == "g1" { print $2 }' "$3")
+  vifs=$(xenstore-list /local/domain/0/backend/vif 2>/dev/null | tr '\n' ' ')
+  [[ $vifs == "$id " ]] || fail "$1: vif backends of domains '$vifs' in xenstore, expected only g1's ($id)"
+  devs=$(ls /sys/class/net | grep '^vif' | tr '\n' ' ')
+  [[ $devs == "vif$id.0 " ]] || fail "$1: dom0 has vif devices '$devs', expected only vif$id.0"
   wait_ping 60 || fail "$1: the guest does not answer after the failed migration"
   check_memory "$2" "$1"
 }
@@ -343,7 +379,7 @@ for size in $SIZES; do
       # Xen's suspend subscription on a dead port, so the guest's next
       # suspension would not reach libxl's watch; see docs/libxl-helper.md.)
       for h in $HELPERS; do
-        [[ $h == stock ]] && continue
+        [[ $h == stock* ]] && continue
         act=error
         helper_env "$h"
         fl=$R/fault-stopcopy-$act-$h-$size-$mode.log
