@@ -3,8 +3,12 @@
 // when set, else <libexec>/libxl-save-helper (Debian: /usr/lib/xen-4.17/bin);
 // `make install-xl-helper` diverts the latter to fastmig's with dpkg.
 //
+// It also says whether libxl itself carries xen-patches/0001 (a restored PV
+// guest's NICs attached while its stream is read, out of the downtime).
+//
 // FASTMIG_STATUS_ROOT (tests) puts every file looked at under another root;
-// FASTMIG_XEN_LIBEXEC names another Xen's libexec directory.
+// FASTMIG_XEN_LIBEXEC names another Xen's libexec directory, FASTMIG_XEN_LIBXL
+// another libxenlight.
 #include "libxl-plugin/cli.hpp"
 
 #include "config.h"
@@ -29,6 +33,8 @@ namespace {
 
 // A string only fastmig's helper carries (its usage text).
 const char kMarker[] = "fastmig's drop-in for Xen 4.17's libxl-save-helper";
+// The environment switch only a libxl with xen-patches/0001 reads.
+const char kEarlyNicsMarker[] = "LIBXL_EARLY_NICS";
 
 std::string env_or(const char* name, const std::string& def)
 {
@@ -42,8 +48,9 @@ struct HelperFile {
     std::string link; // symlink target, if a symlink
 };
 
-// `path` as seen from `root` (an absolute symlink points inside root too).
-HelperFile inspect(const std::string& root, const std::string& path)
+// `path` as seen from `root` (an absolute symlink points inside root too);
+// `fastmig` says whether the file holds `marker`.
+HelperFile inspect(const std::string& root, const std::string& path, const char* marker = kMarker)
 {
     HelperFile h;
     struct stat st {};
@@ -63,7 +70,7 @@ HelperFile inspect(const std::string& root, const std::string& path)
         return h; // dangling symlink: exists = false
     h.exists = true;
     std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    h.fastmig = data.find(kMarker) != std::string::npos;
+    h.fastmig = data.find(marker) != std::string::npos;
     return h;
 }
 
@@ -130,6 +137,23 @@ int cmd_status(const std::vector<std::string>& args)
                 !active.exists ? "MISSING (xl save/restore/migrate would fail)"
                 : active.fastmig ? "fastmig"
                                  : "the stock helper (not fastmig)");
+
+    const std::string libxl =
+        env_or("FASTMIG_XEN_LIBXL", "/usr/lib/x86_64-linux-gnu/libxenlight.so.4.17.0");
+    HelperFile lx = inspect(root, libxl, kEarlyNicsMarker);
+    const char* early = std::getenv("LIBXL_EARLY_NICS");
+    if (!lx.exists)
+        std::printf("libxl's restore order: %s not found (FASTMIG_XEN_LIBXL names another)\n", libxl.c_str());
+    else if (!lx.fastmig)
+        std::printf("libxl's restore order: Debian's: a restored guest's NICs are attached after its stream,\n"
+                    "                       so their hotplug scripts count as migration downtime\n"
+                    "                       (xen-patches/0001 changes that)\n");
+    else if (early && std::string(early) == "0")
+        std::printf("libxl's restore order: patched (xen-patches/0001), but LIBXL_EARLY_NICS=0 here:\n"
+                    "                       NICs after the stream\n");
+    else
+        std::printf("libxl's restore order: patched (xen-patches/0001): a restored PV guest's NICs are\n"
+                    "                       attached while its stream is read (LIBXL_EARLY_NICS=0 turns it off)\n");
     std::printf("backend of fastmig's helper: %s (FASTMIG_HELPER_BACKEND=%s)\n",
 #ifdef FASTMIG_HAVE_XEN
                 "built with the Xen backend (stream/domain/xen/: 64-bit PV guests; HVM refused)",

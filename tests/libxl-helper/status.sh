@@ -33,5 +33,15 @@ else
   echo "ok 2 # SKIP dpkg-divert not available"
   tap_n=2
 fi
+# libxl's restore order: Debian's library, then one with xen-patches/0001.
+LX=/usr/lib/x86_64-linux-gnu/libxenlight.so.4.17.0
+mkdir -p "$R$(dirname "$LX")"
+printf 'libxl of Debian\n' >"$R$LX"
+ok "status: Debian's libxl attaches NICs after the stream" -- sh -c "FASTMIG_STATUS_ROOT='$R' '$FASTMIG_BIN' status | grep -q \"restore order: Debian's\""
+printf 'libxl \0LIBXL_EARLY_NICS\0 patched\n' >"$R$LX"
+ok "status: the patched libxl is recognised" -- sh -c "FASTMIG_STATUS_ROOT='$R' '$FASTMIG_BIN' status | grep -q 'restore order: patched (xen-patches/0001): a restored'"
+ok "status: LIBXL_EARLY_NICS=0 is reported" -- sh -c "LIBXL_EARLY_NICS=0 FASTMIG_STATUS_ROOT='$R' '$FASTMIG_BIN' status | grep -q 'but LIBXL_EARLY_NICS=0 here'"
+rm -f "$R$LX"
+ok "status: no libxl" -- sh -c "FASTMIG_STATUS_ROOT='$R' '$FASTMIG_BIN' status | grep -q 'restore order: $LX not found'"
 done_testing
 exit 0
