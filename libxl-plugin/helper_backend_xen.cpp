@@ -93,10 +93,12 @@ public:
     // receiver's bare "cannot build domains of kind 3".
     std::vector<std::uint32_t> kinds() const override { return {kDomainKindXenPv, kDomainKindXenHvm}; }
 
-    // The backend sends no CPUID or MSR policy records (see
-    // stream/domain/xen/README.md): as for a pre-4.14 libxc stream, libxl
-    // must then apply its own policy (libxl__build_pre leaves CPUID to
-    // static_data_done on restore).
+    // static_data_done comes before the stream, and fastmig's CPU policy
+    // records come at its end (platform state): so libxl is told they are
+    // missing and applies its own policy first, as for a pre-4.14 libxc
+    // stream (libxl__build_pre leaves CPUID to static_data_done on restore);
+    // the backend then replaces it with the source's, before the vCPUs are
+    // set (stream/domain/xen/README.md).
     unsigned static_data_missing(const IncomingDomain&) const override { return kMissingCpuid | kMissingMsr; }
 
     RestoreResults restore_results(IncomingDomain& d) override

@@ -538,6 +538,39 @@ BOOST_AUTO_TEST_CASE(pv_state_parses_what_the_source_sends)
     BOOST_TEST(st.types.get(5) == kPfinfoNotab);
 }
 
+BOOST_AUTO_TEST_CASE(cpu_policy_records)
+{
+    Page leaves(3 * cpu_policy::kLeafSize, 7);
+    auto b = encode_cpu_policy(rec::kX86CpuidPolicy, leaves);
+    BOOST_TEST(b.type == rec::kX86CpuidPolicy);
+    BOOST_TEST(b.data == leaves);
+    BOOST_TEST(check_cpu_policy(b.type, b.data) == 3u);
+    BOOST_TEST(check_cpu_policy(rec::kX86MsrPolicy, Page(2 * cpu_policy::kMsrSize, 0)) == 2u);
+    BOOST_TEST(throws_stream([&] { check_cpu_policy(rec::kX86CpuidPolicy, Page(25, 0)); },
+                             "X86_CPUID_POLICY of 25 bytes, not a whole number of 24-byte entries"));
+    BOOST_TEST(throws_stream([&] { check_cpu_policy(rec::kX86MsrPolicy, Page{}); }, "X86_MSR_POLICY of 0 bytes"));
+    BOOST_TEST(throws_stream(
+        [&] { check_cpu_policy(rec::kX86MsrPolicy, Page((cpu_policy::kMaxMsrs + 1) * cpu_policy::kMsrSize, 0)); },
+        "4097 entries, more than 4096"));
+    BOOST_TEST(throws_with([&] { check_cpu_policy(rec::kX86TscInfo, Page(24, 0)); }, "not a CPU policy"));
+
+    // In the platform state: optional (an older source sends none), once
+    // each, kept byte for byte, checked like the rest.
+    auto s = full_state();
+    BOOST_TEST(parse_pv_state(s, 16, 3).cpuid_policy.empty());
+    BOOST_TEST(parse_pv_state(s, 16, 3).msr_policy.empty());
+    s.push_back(b);
+    s.push_back(encode_cpu_policy(rec::kX86MsrPolicy, Page(cpu_policy::kMsrSize, 9)));
+    auto st = parse_pv_state(s, 16, 3);
+    BOOST_TEST(st.cpuid_policy == leaves);
+    BOOST_TEST(st.msr_policy == Page(cpu_policy::kMsrSize, 9));
+    s.push_back(b);
+    BOOST_TEST(throws_stream([&] { parse_pv_state(s, 16, 3); }, "a second X86_CPUID_POLICY"));
+    auto bad = full_state();
+    bad.push_back(StateBlob{rec::kX86MsrPolicy, Page(10, 0)});
+    BOOST_TEST(throws_stream([&] { parse_pv_state(bad, 16, 3); }, "X86_MSR_POLICY of 10 bytes"));
+}
+
 BOOST_AUTO_TEST_CASE(pv_state_refuses_missing_duplicate_and_unknown_records)
 {
     auto without = [](std::uint32_t type) {

@@ -88,6 +88,19 @@ constexpr std::size_t kFrameListList = 3096; // arch.pfn_to_mfn_frame_list_list
 constexpr std::size_t kP2mCr3 = 3112;        // arch.p2m_cr3: linear p2m list
 } // namespace shinfo
 
+// ---- The domain's CPU policy as Xen serialises it (X86_CPUID_POLICY and
+// X86_MSR_POLICY records): arrays of xen_cpuid_leaf_t { u32 leaf, subleaf,
+// a, b, c, d } and xen_msr_entry_t { u32 idx, flags; u64 val }
+// (public/arch-x86/xen.h).
+namespace cpu_policy {
+constexpr std::size_t kLeafSize = 24;
+constexpr std::size_t kMsrSize = 16;
+// Bounds for hostile input, far above what Xen 4.17 serialises (about a
+// hundred leaves and a handful of MSRs).
+constexpr std::size_t kMaxLeaves = 4096;
+constexpr std::size_t kMaxMsrs = 4096;
+} // namespace cpu_policy
+
 // ---- libxc migration stream v2/v3 record types (xg_sr_stream_format.h).
 // fastmig uses them as PLATFORM_STATE state_type, with the libxc record body
 // as the blob (docs/stream-format.md, interoperability).
@@ -100,6 +113,8 @@ constexpr std::uint32_t kX86PvVcpuXsave = 0x06;
 constexpr std::uint32_t kSharedInfo = 0x07;
 constexpr std::uint32_t kX86TscInfo = 0x08;
 constexpr std::uint32_t kX86PvVcpuMsrs = 0x0c;
+constexpr std::uint32_t kX86CpuidPolicy = 0x11;
+constexpr std::uint32_t kX86MsrPolicy = 0x12;
 // fastmig's own: the page types libxc carries in every PAGE_DATA record
 // (fastmig's PAGE_BATCH has no type field), for the pages whose final type
 // is not NOTAB.  Outside libxc's numbering (0x00..0x12) on purpose.

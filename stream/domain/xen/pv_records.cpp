@@ -268,6 +268,29 @@ StateBlob encode_tsc_info(const TscInfo& t)
     return b;
 }
 
+StateBlob encode_cpu_policy(std::uint32_t type, std::span<const std::uint8_t> entries)
+{
+    check_cpu_policy(type, entries);
+    return StateBlob{type, std::vector<std::uint8_t>(entries.begin(), entries.end())};
+}
+
+std::size_t check_cpu_policy(std::uint32_t type, std::span<const std::uint8_t> body)
+{
+    const bool cpuid = type == rec::kX86CpuidPolicy;
+    if (!cpuid && type != rec::kX86MsrPolicy)
+        throw Error("record type " + hex(type) + " is not a CPU policy");
+    const char* name = cpuid ? "X86_CPUID_POLICY" : "X86_MSR_POLICY";
+    const std::size_t each = cpuid ? cpu_policy::kLeafSize : cpu_policy::kMsrSize;
+    const std::size_t most = cpuid ? cpu_policy::kMaxLeaves : cpu_policy::kMaxMsrs;
+    if (body.empty() || body.size() % each)
+        throw StreamError(std::string(name) + " of " + std::to_string(body.size()) + " bytes, not a whole number of " +
+                          std::to_string(each) + "-byte entries");
+    if (body.size() / each > most)
+        throw StreamError(std::string(name) + " of " + std::to_string(body.size() / each) + " entries, more than " +
+                          std::to_string(most));
+    return body.size() / each;
+}
+
 TscInfo parse_tsc_info(std::span<const std::uint8_t> body)
 {
     if (body.size() != 24)

@@ -101,4 +101,13 @@ struct TscInfo {
 StateBlob encode_tsc_info(const TscInfo& t);
 TscInfo parse_tsc_info(std::span<const std::uint8_t> body);
 
+// ---- X86_CPUID_POLICY / X86_MSR_POLICY: the domain's CPU policy, the
+// bodies as Xen serialises them (cpu_policy:: in pv_abi.hpp).  The source
+// sends what the guest saw; the destination sets exactly that, so that the
+// guest's CPU features do not change under it, and a host that cannot give
+// them refuses the restore instead of running the guest without them.
+StateBlob encode_cpu_policy(std::uint32_t type, std::span<const std::uint8_t> entries);
+// A non-empty whole number of entries, within the bound; returns the count.
+std::size_t check_cpu_policy(std::uint32_t type, std::span<const std::uint8_t> body);
+
 } // namespace fastmig::xen

@@ -27,6 +27,10 @@ const char* record_name(std::uint32_t type)
         return "X86_TSC_INFO";
     case rec::kFastmigPfnTypes:
         return "FASTMIG_PFN_TYPES";
+    case rec::kX86CpuidPolicy:
+        return "X86_CPUID_POLICY";
+    case rec::kX86MsrPolicy:
+        return "X86_MSR_POLICY";
     default:
         return nullptr;
     }
@@ -67,6 +71,11 @@ PvState parse_pv_state(const std::vector<StateBlob>& blobs, std::uint64_t nr_pag
             break;
         case rec::kX86TscInfo:
             s.tsc = parse_tsc_info(b.data);
+            break;
+        case rec::kX86CpuidPolicy:
+        case rec::kX86MsrPolicy:
+            check_cpu_policy(b.type, b.data);
+            (b.type == rec::kX86CpuidPolicy ? s.cpuid_policy : s.msr_policy) = b.data;
             break;
         default: {
             auto v = parse_vcpu_blob(b.type, b.data, max_vcpu_id);

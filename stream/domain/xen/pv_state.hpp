@@ -26,6 +26,10 @@ struct PvState {
     std::vector<std::uint8_t> shared_info; // 4096 bytes
     PfnTypeMap types;
     std::map<std::uint32_t, PvVcpuState> vcpus; // by vCPU id
+    // Empty when the source sent none (a stream of an older fastmig): libxl
+    // then keeps the policy it gave the domain (static_data_done).
+    std::vector<std::uint8_t> cpuid_policy;
+    std::vector<std::uint8_t> msr_policy;
 };
 
 // nr_pages: the stream's page count (the p2m has nr_pages entries);

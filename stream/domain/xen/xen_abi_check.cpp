@@ -48,4 +48,7 @@ static_assert(offsetof(Sh, arch.max_pfn) == shinfo::kMaxPfn);
 static_assert(offsetof(Sh, arch.pfn_to_mfn_frame_list_list) == shinfo::kFrameListList);
 static_assert(offsetof(Sh, arch.p2m_cr3) == shinfo::kP2mCr3);
 
+static_assert(sizeof(xen_cpuid_leaf_t) == cpu_policy::kLeafSize);
+static_assert(sizeof(xen_msr_entry_t) == cpu_policy::kMsrSize);
+
 } // namespace fastmig::xen

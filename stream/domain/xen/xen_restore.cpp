@@ -269,6 +269,12 @@ private:
             t = now;
         };
         PvState st = parse_pv_state(state, p2m_.size(), info_.max_vcpu_id);
+        // First, as libxc does it with the static data: the vCPUs' xsave
+        // and MSR state below are checked against this policy.
+        if (!st.cpuid_policy.empty() || !st.msr_policy.empty()) {
+            set_cpu_policy(st.cpuid_policy, st.msr_policy);
+            lap("CPU policy");
+        }
         const auto& tsc = st.tsc;
         const auto& types = st.types;
         auto& vcpus = st.vcpus;
@@ -322,6 +328,36 @@ private:
         restored_ = true;
         log_("restored: " + std::to_string(p2m_.size()) + " pfns, " + std::to_string(types.count_not_plain()) +
              " typed pages, " + std::to_string(vcpus.size()) + " vCPUs; " + steps);
+    }
+
+    // The source's CPU policy, replacing the one libxl applied at
+    // static_data_done (we report the policy missing there: it comes at the
+    // end of fastmig's stream).  A host that cannot offer every feature the
+    // guest saw refuses it here, before the guest runs: the restore fails and
+    // the source keeps the guest.
+    void set_cpu_policy(const std::vector<std::uint8_t>& cpuid, const std::vector<std::uint8_t>& msr)
+    {
+        std::vector<xen_cpuid_leaf_t> leaves(cpuid.size() / sizeof(xen_cpuid_leaf_t));
+        std::vector<xen_msr_entry_t> msrs(msr.size() / sizeof(xen_msr_entry_t));
+        if (!cpuid.empty())
+            std::memcpy(leaves.data(), cpuid.data(), leaves.size() * sizeof(xen_cpuid_leaf_t));
+        if (!msr.empty())
+            std::memcpy(msrs.data(), msr.data(), msrs.size() * sizeof(xen_msr_entry_t));
+        std::uint32_t err_leaf = ~0u, err_subleaf = ~0u, err_msr = ~0u;
+        if (xc_set_domain_cpu_policy(h_.xch, p_.domid, std::uint32_t(leaves.size()), leaves.data(),
+                                     std::uint32_t(msrs.size()), msrs.data(), &err_leaf, &err_subleaf,
+                                     &err_msr) < 0) {
+            std::string where;
+            if (err_leaf != ~0u)
+                where = " (CPUID leaf " + hex(err_leaf) + " subleaf " + hex(err_subleaf) + ")";
+            else if (err_msr != ~0u)
+                where = " (MSR " + hex(err_msr) + ")";
+            fail_errno(who_, Phase::restore,
+                       "this host refuses the guest's CPU policy" + where +
+                           ": it cannot offer every CPU feature the guest had at the source");
+        }
+        log_("CPU policy of the source set: " + std::to_string(leaves.size()) + " CPUID leaves, " +
+             std::to_string(msrs.size()) + " MSRs");
     }
 
     // In place, pfns to this host's mfns, in the page tables `tables` (typed

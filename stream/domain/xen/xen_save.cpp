@@ -226,6 +226,7 @@ private:
         shinfo_ = map_frames(h_.fmem, domid_, PROT_READ, {xen_pfn_t(info.shared_info_frame)}, who_, Phase::setup,
                              "the shared info page");
         map_p2m();
+        read_cpu_policy();
         types_ = PfnTypeMap(max_pfn_ + 1);
         deferred_ = std::make_unique<DeferredPages>(max_pfn_ + 1);
         // With libxl's callback, libxl requests the suspension and waits for
@@ -236,6 +237,35 @@ private:
                                                     "the dirty bitmap");
         log_("attached: " + std::to_string(max_pfn_ + 1) + " pfns, " + std::to_string(p2m_frames_.size()) +
              " p2m frames, " + std::to_string(max_vcpu_id_ + 1) + " vCPUs");
+    }
+
+    // The CPU policy the guest runs with, as libxc's save sends it.  Xen
+    // fixes a domain's policy once it has run, so reading it here, outside
+    // the downtime, is exact.
+    void read_cpu_policy()
+    {
+        std::unique_ptr<xc_cpu_policy_t, decltype(&xc_cpu_policy_destroy)> pol(xc_cpu_policy_init(),
+                                                                               xc_cpu_policy_destroy);
+        if (!pol)
+            throw Error("cannot allocate a CPU policy object");
+        std::uint32_t nr_leaves = 0, nr_msrs = 0;
+        if (xc_cpu_policy_get_size(h_.xch, &nr_leaves, &nr_msrs) < 0)
+            fail_errno(who_, Phase::setup, "cannot size the CPU policy");
+        if (nr_leaves > cpu_policy::kMaxLeaves || nr_msrs > cpu_policy::kMaxMsrs)
+            throw Error("Xen's CPU policy has " + std::to_string(nr_leaves) + " leaves and " +
+                        std::to_string(nr_msrs) + " MSRs, more than a stream carries");
+        std::vector<xen_cpuid_leaf_t> leaves(nr_leaves);
+        std::vector<xen_msr_entry_t> msrs(nr_msrs);
+        if (xc_cpu_policy_get_domain(h_.xch, domid_, pol.get()) < 0)
+            fail_errno(who_, Phase::setup, "cannot read the domain's CPU policy");
+        if (xc_cpu_policy_serialise(h_.xch, pol.get(), leaves.data(), &nr_leaves, msrs.data(), &nr_msrs) < 0)
+            fail_errno(who_, Phase::setup, "cannot serialise the domain's CPU policy");
+        auto bytes = [](const auto* p, std::size_t n) {
+            auto* b = reinterpret_cast<const std::uint8_t*>(p);
+            return std::vector<std::uint8_t>(b, b + n * sizeof *p);
+        };
+        cpuid_policy_ = bytes(leaves.data(), std::min<std::size_t>(nr_leaves, leaves.size()));
+        msr_policy_ = bytes(msrs.data(), std::min<std::size_t>(nr_msrs, msrs.size()));
     }
 
     // The guest's p2m through its three-level frame list (shared_info's
@@ -370,6 +400,10 @@ private:
         if (xc_domain_get_tsc_info(h_.xch, domid_, &tsc.mode, &tsc.nsec, &tsc.khz, &tsc.incarnation) < 0)
             fail_errno(who_, Phase::state, "cannot read the TSC info");
         out.push_back(encode_tsc_info(tsc));
+        if (!cpuid_policy_.empty())
+            out.push_back(encode_cpu_policy(rec::kX86CpuidPolicy, cpuid_policy_));
+        if (!msr_policy_.empty())
+            out.push_back(encode_cpu_policy(rec::kX86MsrPolicy, msr_policy_));
         StateBlob sh;
         sh.type = rec::kSharedInfo;
         sh.data.assign(shinfo_.page(0), shinfo_.page(0) + kPageSize);
@@ -489,6 +523,8 @@ private:
     std::vector<Pfn> p2m_frame_pfns_;
     Pfn max_pfn_ = 0;
     PfnTypeMap types_;
+    std::vector<std::uint8_t> cpuid_policy_; // xen_cpuid_leaf_t[], read at setup
+    std::vector<std::uint8_t> msr_policy_;   // xen_msr_entry_t[]
     std::unique_ptr<DeferredPages> deferred_;
     std::unique_ptr<SuspendChannel> suspend_;
     std::unique_ptr<HypercallBuffer> bitmap_;
