@@ -108,9 +108,25 @@ public:
     void early_state(const StateBlob& blob) override
     {
         in_phase(who_, Phase::receive, [&] {
+            // The source's CPU policy comes before each page-type map: kept
+            // here, set (once) when the map follows.
+            if (blob.type == rec::kX86CpuidPolicy || blob.type == rec::kX86MsrPolicy) {
+                check_cpu_policy(blob.type, blob.data);
+                (blob.type == rec::kX86CpuidPolicy ? early_cpuid_ : early_msr_) = blob.data;
+                return;
+            }
             if (blob.type != rec::kFastmigPfnTypes)
                 throw StreamError("early state of type " + hex(blob.type) +
-                                  ": a PV destination knows only the page types (" + hex(rec::kFastmigPfnTypes) + ")");
+                                  ": a PV destination knows only the CPU policy and the page types");
+            if ((!early_cpuid_.empty() || !early_msr_.empty()) &&
+                (early_cpuid_ != set_cpuid_ || early_msr_ != set_msr_)) {
+                const std::uint64_t p0 = monotonic_ns();
+                set_cpu_policy(early_cpuid_, early_msr_);
+                char line[96];
+                std::snprintf(line, sizeof line, "early: CPU policy set in %.1f ms, before the suspension",
+                              double(monotonic_ns() - p0) / 1e6);
+                log_(line);
+            }
             const std::uint64_t t0 = monotonic_ns();
             PfnTypeMap types(p2m_.size());
             types.apply(blob.data);
@@ -271,7 +287,8 @@ private:
         PvState st = parse_pv_state(state, p2m_.size(), info_.max_vcpu_id);
         // First, as libxc does it with the static data: the vCPUs' xsave
         // and MSR state below are checked against this policy.
-        if (!st.cpuid_policy.empty() || !st.msr_policy.empty()) {
+        if ((!st.cpuid_policy.empty() || !st.msr_policy.empty()) &&
+            (st.cpuid_policy != set_cpuid_ || st.msr_policy != set_msr_)) {
             set_cpu_policy(st.cpuid_policy, st.msr_policy);
             lap("CPU policy");
         }
@@ -356,6 +373,8 @@ private:
                        "this host refuses the guest's CPU policy" + where +
                            ": it cannot offer every CPU feature the guest had at the source");
         }
+        set_cpuid_ = cpuid;
+        set_msr_ = msr;
         log_("CPU policy of the source set: " + std::to_string(leaves.size()) + " CPUID leaves, " +
              std::to_string(msrs.size()) + " MSRs");
     }
@@ -498,6 +517,9 @@ private:
     mutable std::mutex m_;
     std::vector<Mfn> p2m_;
     EarlyTables early_; // page tables localised before the end of the stream
+    // The source's CPU policy: as the latest early state sent it, and as
+    // last set on the domain (the platform state's skips the call when equal).
+    std::vector<std::uint8_t> early_cpuid_, early_msr_, set_cpuid_, set_msr_;
     RestoreResult result_;
     bool restored_ = false;
     std::uint64_t resumed_at_ = 0;

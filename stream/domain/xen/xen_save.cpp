@@ -137,10 +137,18 @@ public:
     // those page tables while this side suspends the guest.  A type changes
     // only with a write or a type-count change, and Xen marks both dirty, so
     // a page whose type is not final here is sent again with its new type.
+    // The CPU policy comes first, every time (about 1 KiB): the destination
+    // sets it outside the downtime, and refuses a guest it cannot run
+    // before the last round rather than after it.
     bool offers_early_state() const override { return true; }
     std::vector<StateBlob> early_state() override
     {
-        return in_phase(who_, Phase::precopy, [&] { return types_.encode((wire::kMaxStateBlob - 8) / 8); });
+        return in_phase(who_, Phase::precopy, [&] {
+            std::vector<StateBlob> out = policy_blobs();
+            for (auto& b : types_.encode((wire::kMaxStateBlob - 8) / 8))
+                out.push_back(std::move(b));
+            return out;
+        });
     }
 
     std::vector<StateBlob> save_state() override
@@ -266,6 +274,16 @@ private:
         };
         cpuid_policy_ = bytes(leaves.data(), std::min<std::size_t>(nr_leaves, leaves.size()));
         msr_policy_ = bytes(msrs.data(), std::min<std::size_t>(nr_msrs, msrs.size()));
+    }
+
+    std::vector<StateBlob> policy_blobs() const
+    {
+        std::vector<StateBlob> out;
+        if (!cpuid_policy_.empty())
+            out.push_back(encode_cpu_policy(rec::kX86CpuidPolicy, cpuid_policy_));
+        if (!msr_policy_.empty())
+            out.push_back(encode_cpu_policy(rec::kX86MsrPolicy, msr_policy_));
+        return out;
     }
 
     // The guest's p2m through its three-level frame list (shared_info's
@@ -400,10 +418,8 @@ private:
         if (xc_domain_get_tsc_info(h_.xch, domid_, &tsc.mode, &tsc.nsec, &tsc.khz, &tsc.incarnation) < 0)
             fail_errno(who_, Phase::state, "cannot read the TSC info");
         out.push_back(encode_tsc_info(tsc));
-        if (!cpuid_policy_.empty())
-            out.push_back(encode_cpu_policy(rec::kX86CpuidPolicy, cpuid_policy_));
-        if (!msr_policy_.empty())
-            out.push_back(encode_cpu_policy(rec::kX86MsrPolicy, msr_policy_));
+        for (auto& b : policy_blobs())
+            out.push_back(std::move(b));
         StateBlob sh;
         sh.type = rec::kSharedInfo;
         sh.data.assign(shinfo_.page(0), shinfo_.page(0) + kPageSize);
