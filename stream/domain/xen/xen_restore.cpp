@@ -121,7 +121,7 @@ public:
             if ((!early_cpuid_.empty() || !early_msr_.empty()) &&
                 (early_cpuid_ != set_cpuid_ || early_msr_ != set_msr_)) {
                 const std::uint64_t p0 = monotonic_ns();
-                set_cpu_policy(early_cpuid_, early_msr_);
+                set_cpu_policy(early_cpuid_, early_msr_, Phase::receive);
                 char line[96];
                 std::snprintf(line, sizeof line, "early: CPU policy set in %.1f ms, before the suspension",
                               double(monotonic_ns() - p0) / 1e6);
@@ -289,7 +289,7 @@ private:
         // and MSR state below are checked against this policy.
         if ((!st.cpuid_policy.empty() || !st.msr_policy.empty()) &&
             (st.cpuid_policy != set_cpuid_ || st.msr_policy != set_msr_)) {
-            set_cpu_policy(st.cpuid_policy, st.msr_policy);
+            set_cpu_policy(st.cpuid_policy, st.msr_policy, Phase::restore);
             lap("CPU policy");
         }
         const auto& tsc = st.tsc;
@@ -348,11 +348,11 @@ private:
     }
 
     // The source's CPU policy, replacing the one libxl applied at
-    // static_data_done (we report the policy missing there: it comes at the
-    // end of fastmig's stream).  A host that cannot offer every feature the
-    // guest saw refuses it here, before the guest runs: the restore fails and
-    // the source keeps the guest.
-    void set_cpu_policy(const std::vector<std::uint8_t>& cpuid, const std::vector<std::uint8_t>& msr)
+    // static_data_done (we report the policy missing there: fastmig's stream
+    // brings it later, in the early state or the platform state).  A host
+    // that cannot offer every feature the guest saw refuses it here, before
+    // the guest runs: the restore fails and the source keeps the guest.
+    void set_cpu_policy(const std::vector<std::uint8_t>& cpuid, const std::vector<std::uint8_t>& msr, Phase ph)
     {
         std::vector<xen_cpuid_leaf_t> leaves(cpuid.size() / sizeof(xen_cpuid_leaf_t));
         std::vector<xen_msr_entry_t> msrs(msr.size() / sizeof(xen_msr_entry_t));
@@ -369,7 +369,7 @@ private:
                 where = " (CPUID leaf " + hex(err_leaf) + " subleaf " + hex(err_subleaf) + ")";
             else if (err_msr != ~0u)
                 where = " (MSR " + hex(err_msr) + ")";
-            fail_errno(who_, Phase::restore,
+            fail_errno(who_, ph,
                        "this host refuses the guest's CPU policy" + where +
                            ": it cannot offer every CPU feature the guest had at the source");
         }
