@@ -16,9 +16,11 @@
 # Env: XEN_DEB_VERSION        Debian version of the xen source package
 #                             (default: the one the nested image installs,
 #                             bookworm's 4.17.5+72-g01140da4e8-1)
-#      XEN_DEB_MIRROR         archive (default http://deb.debian.org/debian;
-#                             security updates live in .../debian-security
-#                             under pool/updates)
+#      XEN_DEB_POOL           where the source package lives (default: Debian's
+#                             main pool, then its security pool, where
+#                             bookworm's current Xen updates are:
+#                             http://deb.debian.org/debian/pool/main/x/xen and
+#                             http://deb.debian.org/debian-security/pool/updates/main/x/xen)
 #      FASTMIG_XEN_SRC_CACHE  work and cache directory
 #                             (default /var/cache/fastmig-xen-src)
 #      FASTMIG_NO_APT=1       do not install missing build tools
@@ -29,7 +31,12 @@ log() { printf '[build-libxl %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 ver=${XEN_DEB_VERSION:-4.17.5+72-g01140da4e8-1}
-mirror=${XEN_DEB_MIRROR:-http://deb.debian.org/debian}
+if [[ -n ${XEN_DEB_POOL:-} ]]; then
+  pools=("$XEN_DEB_POOL")
+else
+  pools=(http://deb.debian.org/debian/pool/main/x/xen
+         http://deb.debian.org/debian-security/pool/updates/main/x/xen)
+fi
 cache=${FASTMIG_XEN_SRC_CACHE:-/var/cache/fastmig-xen-src}
 [[ $ver =~ ^[0-9][A-Za-z0-9.+~-]*$ ]] || die "XEN_DEB_VERSION='$ver' is not a Debian version"
 
@@ -65,10 +72,19 @@ mkdir -p "$cache"
 upstream=${ver%-*}
 dsc=xen_$ver.dsc
 cd "$cache"
-fetch() { # $1 file name in the pool
+pool=
+fetch() { # $1 file name in the pool (the first pool that has the .dsc)
   [[ -s $1 ]] && return 0
-  curl -fsS -o "$1.part" "$mirror/pool/main/x/xen/$1" || die "cannot fetch $mirror/pool/main/x/xen/$1"
-  mv "$1.part" "$1"
+  local p
+  for p in ${pool:-"${pools[@]}"}; do
+    if curl -fsS -o "$1.part" "$p/$1" 2>/dev/null; then
+      pool=$p
+      mv "$1.part" "$1"
+      return 0
+    fi
+  done
+  rm -f "$1.part"
+  die "cannot fetch $1 from ${pool:-${pools[*]}} (XEN_DEB_VERSION=$ver; XEN_DEB_POOL names another pool)"
 }
 fetch "$dsc"
 # The .dsc names the tarballs with their SHA-256 sums.
