@@ -56,7 +56,7 @@ fi
 deps=(curl ca-certificates dpkg-dev autoconf automake make gcc flex bison
       pkg-config python3-dev libyajl-dev uuid-dev libncurses-dev
       libzstd-dev liblzma-dev zlib1g-dev libglib2.0-dev libpixman-1-dev
-      libaio-dev iasl libext2fs-dev)
+      libaio-dev acpica-tools libext2fs-dev)
 missing=()
 for p in "${deps[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
