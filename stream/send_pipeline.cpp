@@ -235,9 +235,11 @@ void SendPipeline::worker_main(unsigned index)
 
 void SendPipeline::writer_main(unsigned c)
 {
+    std::uint32_t round = 0;
     try {
         while (auto j = out_[c]->pop()) {
             Job* job = *j;
+            round = job->round;
             std::size_t bytes;
             Stopwatch busy;
             // On an authenticated channel the writer tags the record as it
@@ -262,6 +264,16 @@ void SendPipeline::writer_main(unsigned c)
             if (--outstanding_ == 0)
                 idle_cv_.notify_all();
         }
+    } catch (const StreamError&) {
+        fail(std::current_exception());
+    } catch (const Error& e) {
+        // With several channels, "peer stopped reading" alone does not say
+        // which connection stalled (the receiver names its side the same way).
+        if (writers_.size() == 1 || e.has_context())
+            fail(std::current_exception());
+        else
+            fail(std::make_exception_ptr(
+                Error("channel " + std::to_string(c) + " (writing round " + std::to_string(round) + "): " + e.cause())));
     } catch (...) {
         fail(std::current_exception());
     }

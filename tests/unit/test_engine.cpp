@@ -398,7 +398,9 @@ struct Links {
     std::vector<std::thread> relays;
     std::size_t next_accept = 1;
 
-    Links(unsigned n, bool jitter, unsigned seed) : pairs(n)
+    // stall_channel: that channel's relay stops forwarding the sender's
+    // bytes after stall_after of them (a connection that hangs, open).
+    Links(unsigned n, bool jitter, unsigned seed, int stall_channel = -1, std::size_t stall_after = 0) : pairs(n)
     {
         if (!jitter)
             return;
@@ -406,12 +408,14 @@ struct Links {
         for (unsigned c = 0; c < n; ++c) {
             // sender <-> pairs[c].a ... pairs[c].b <-> relay <-> relayed[c].a ... relayed[c].b <-> receiver
             int x = pairs[c].b.get(), y = relayed[c].a.get();
-            relays.emplace_back([x, y, seed, c] { pump(x, y, seed * 31 + c, true); });
-            relays.emplace_back([x, y, seed, c] { pump(y, x, seed * 17 + c, false); });
+            std::size_t limit = int(c) == stall_channel ? stall_after : SIZE_MAX;
+            relays.emplace_back([this, x, y, seed, c, limit] { pump(x, y, seed * 31 + c, true, limit, &stopping); });
+            relays.emplace_back([this, x, y, seed, c] { pump(y, x, seed * 17 + c, false, SIZE_MAX, &stopping); });
         }
     }
     ~Links()
     {
+        stopping = true;
         for (auto& p : pairs)
             ::shutdown(p.a.get(), SHUT_RDWR);
         for (auto& p : relayed)
@@ -419,12 +423,19 @@ struct Links {
         for (auto& t : relays)
             t.join();
     }
-    static void pump(int from, int to, unsigned seed, bool delay)
+    std::atomic<bool> stopping{false};
+    static void pump(int from, int to, unsigned seed, bool delay, std::size_t limit, const std::atomic<bool>* stop)
     {
         std::mt19937 rng(seed);
         std::vector<std::uint8_t> buf(256 * 1024);
+        std::size_t forwarded = 0;
         for (;;) {
-            std::size_t want = 1 + rng() % buf.size();
+            if (forwarded >= limit) { // hang, open, until the test ends
+                while (!*stop)
+                    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+                break;
+            }
+            std::size_t want = std::min<std::size_t>(1 + rng() % buf.size(), limit - forwarded);
             ssize_t n = ::read(from, buf.data(), want);
             if (n <= 0)
                 break;
@@ -432,6 +443,7 @@ struct Links {
                 std::this_thread::sleep_for(std::chrono::microseconds(rng() % 3000));
             if (::send(to, buf.data(), std::size_t(n), MSG_NOSIGNAL) != n)
                 break;
+            forwarded += std::size_t(n);
         }
         ::shutdown(to, SHUT_WR);
     }
@@ -515,6 +527,23 @@ BOOST_AUTO_TEST_CASE(channels_codecs_xbzrle_out_of_order_are_bit_exact)
                     BOOST_TEST(o.received->pages_xbzrle == o.sent->pages_xbzrle);
                 }
             }
+}
+
+BOOST_AUTO_TEST_CASE(a_stalled_channel_is_named_by_the_source)
+{
+    // Channel 1 hangs after 64 KiB: the source's writer for it stops making
+    // progress and says which channel and round; the other channel carries on.
+    FakeDomain src(6000, 91);
+    FakeProvider prov;
+    SendOptions so = quick_send();
+    so.io_timeout = std::chrono::milliseconds(1500); // the receiver's is 5000: the source gives up first
+    Links links(2, /*jitter=*/true, 91, /*stall_channel=*/1, /*stall_after=*/64 * 1024);
+    auto o = migrate_links(src, prov, links, so);
+    BOOST_REQUIRE(!o.sent);
+    BOOST_TEST(o.send_error.find("channel 1 (writing round 0): peer stopped reading for 1500 ms") != std::string::npos,
+               o.send_error);
+    BOOST_TEST(o.send_error.find("the domain keeps running on the source") != std::string::npos, o.send_error);
+    BOOST_TEST(!o.receive_error.empty());
 }
 
 BOOST_AUTO_TEST_CASE(selective_compression_sends_random_regions_raw)
