@@ -285,9 +285,7 @@ void Sender::send_state()
 {
     phase_ = Phase::state;
     for (const auto& blob : dom_.save_state()) {
-        if (blob.data.size() > wire::kMaxStateBlob)
-            throw Error("platform state blob of type " + std::to_string(blob.type) + " is " +
-                        std::to_string(blob.data.size()) + " bytes, above the stream's limit");
+        // encode_platform_state refuses a blob above the stream's limit.
         pipe_->send_record(0, wire::encode_platform_state(blob.type, blob.data));
     }
 }
