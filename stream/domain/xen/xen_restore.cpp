@@ -118,10 +118,8 @@ public:
             if (blob.type != rec::kFastmigPfnTypes)
                 throw StreamError("early state of type " + hex(blob.type) +
                                   ": a PV destination knows only the CPU policy and the page types");
-            if ((!early_cpuid_.empty() || !early_msr_.empty()) &&
-                (early_cpuid_ != set_cpuid_ || early_msr_ != set_msr_)) {
-                const std::uint64_t p0 = monotonic_ns();
-                set_cpu_policy(early_cpuid_, early_msr_, Phase::receive);
+            const std::uint64_t p0 = monotonic_ns();
+            if (set_cpu_policy(early_cpuid_, early_msr_, Phase::receive)) {
                 char line[96];
                 std::snprintf(line, sizeof line, "early: CPU policy set in %.1f ms, before the suspension",
                               double(monotonic_ns() - p0) / 1e6);
@@ -287,11 +285,8 @@ private:
         PvState st = parse_pv_state(state, p2m_.size(), info_.max_vcpu_id);
         // First, as libxc does it with the static data: the vCPUs' xsave
         // and MSR state below are checked against this policy.
-        if ((!st.cpuid_policy.empty() || !st.msr_policy.empty()) &&
-            (st.cpuid_policy != set_cpuid_ || st.msr_policy != set_msr_)) {
-            set_cpu_policy(st.cpuid_policy, st.msr_policy, Phase::restore);
+        if (set_cpu_policy(st.cpuid_policy, st.msr_policy, Phase::restore))
             lap("CPU policy");
-        }
         const auto& tsc = st.tsc;
         const auto& types = st.types;
         auto& vcpus = st.vcpus;
@@ -352,8 +347,11 @@ private:
     // brings it later, in the early state or the platform state).  A host
     // that cannot offer every feature the guest saw refuses it here, before
     // the guest runs: the restore fails and the source keeps the guest.
-    void set_cpu_policy(const std::vector<std::uint8_t>& cpuid, const std::vector<std::uint8_t>& msr, Phase ph)
+    // Nothing to do (false) when none was sent or this one is already set.
+    bool set_cpu_policy(const std::vector<std::uint8_t>& cpuid, const std::vector<std::uint8_t>& msr, Phase ph)
     {
+        if ((cpuid.empty() && msr.empty()) || (cpuid == set_cpuid_ && msr == set_msr_))
+            return false;
         std::vector<xen_cpuid_leaf_t> leaves(cpuid.size() / sizeof(xen_cpuid_leaf_t));
         std::vector<xen_msr_entry_t> msrs(msr.size() / sizeof(xen_msr_entry_t));
         if (!cpuid.empty())
@@ -377,6 +375,7 @@ private:
         set_msr_ = msr;
         log_("CPU policy of the source set: " + std::to_string(leaves.size()) + " CPUID leaves, " +
              std::to_string(msrs.size()) + " MSRs");
+        return true;
     }
 
     // In place, pfns to this host's mfns, in the page tables `tables` (typed
