@@ -44,12 +44,12 @@ std::string env_or(const char* name, const std::string& def)
 
 struct HelperFile {
     bool exists = false;
-    bool fastmig = false;
+    bool marked = false; // holds the marker looked for (fastmig's helper, the patched libxl)
     std::string link; // symlink target, if a symlink
 };
 
 // `path` as seen from `root` (an absolute symlink points inside root too);
-// `fastmig` says whether the file holds `marker`.
+// `marked` says whether the file holds `marker`.
 HelperFile inspect(const std::string& root, const std::string& path, const char* marker = kMarker)
 {
     HelperFile h;
@@ -70,7 +70,7 @@ HelperFile inspect(const std::string& root, const std::string& path, const char*
         return h; // dangling symlink: exists = false
     h.exists = true;
     std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    h.fastmig = data.find(marker) != std::string::npos;
+    h.marked = data.find(marker) != std::string::npos;
     return h;
 }
 
@@ -90,7 +90,7 @@ std::string describe(const HelperFile& h)
 {
     if (!h.exists)
         return h.link.empty() ? "missing" : "missing (dangling symlink to " + h.link + ")";
-    std::string s = h.fastmig ? "fastmig's helper" : "not fastmig's (the stock helper?)";
+    std::string s = h.marked ? "fastmig's helper" : "not fastmig's (the stock helper?)";
     if (!h.link.empty())
         s += ", symlink to " + h.link;
     return s;
@@ -135,7 +135,7 @@ int cmd_status(const std::vector<std::string>& args)
     }
     std::printf("libxl runs %s: %s\n", runs.c_str(),
                 !active.exists ? "MISSING (xl save/restore/migrate would fail)"
-                : active.fastmig ? "fastmig"
+                : active.marked ? "fastmig"
                                  : "the stock helper (not fastmig)");
 
     const std::string libxl =
@@ -144,7 +144,7 @@ int cmd_status(const std::vector<std::string>& args)
     const char* early = std::getenv("LIBXL_EARLY_NICS");
     if (!lx.exists)
         std::printf("libxl's restore order: %s not found (FASTMIG_XEN_LIBXL names another)\n", libxl.c_str());
-    else if (!lx.fastmig)
+    else if (!lx.marked)
         std::printf("libxl's restore order: Debian's: a restored guest's NICs are attached after its stream,\n"
                     "                       so their hotplug scripts count as migration downtime\n"
                     "                       (xen-patches/0001 changes that)\n");

@@ -230,15 +230,13 @@ guest_gap() { # largest GAP memwriter printed for an operation between
 # The environment prefix (an env command line) that selects helper $1,
 # into the array HENV.
 helper_env() {
-  if [[ $1 == fastmig ]]; then
+  if [[ $1 == fastmig || $1 == fastmig-late ]]; then
     HENV=(env LIBXL_SAVE_HELPER=/job/fastmig/helper.sh "FASTMIG_HELPER_OPTIONS=$FASTMIG_OPTIONS")
   elif [[ $1 == fastmig-raw ]]; then
     HENV=(env LIBXL_SAVE_HELPER=/job/fastmig/helper.sh "FASTMIG_HELPER_OPTIONS=$FASTMIG_OPTIONS --compress none")
   elif [[ $1 == fastmig-libxl ]]; then
     HENV=(env LIBXL_SAVE_HELPER=/job/fastmig/helper.sh "FASTMIG_HELPER_OPTIONS=$FASTMIG_OPTIONS"
           FASTMIG_HELPER_SUSPEND=libxl)
-  elif [[ $1 == fastmig-late ]]; then
-    HENV=(env LIBXL_SAVE_HELPER=/job/fastmig/helper.sh "FASTMIG_HELPER_OPTIONS=$FASTMIG_OPTIONS")
   else
     HENV=(env -u LIBXL_SAVE_HELPER)
   fi
