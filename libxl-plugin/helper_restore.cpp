@@ -36,6 +36,10 @@ public:
         name = d->name();
         return d;
     }
+    void check_capacity(std::uint64_t nr_pages, std::uint32_t kind, const std::string& source_name) override
+    {
+        inner_.check_capacity(nr_pages, kind, source_name);
+    }
     std::string name;
 
 private:

@@ -226,6 +226,16 @@ public:
 class DomainProvider {
 public:
     virtual ~DomainProvider() = default;
+    // Asked before ACCEPT, while a refusal still reaches the source before
+    // any page: throws Error naming what is short if this host cannot hold a
+    // guest of nr_pages of this kind (address space, memory).  create()
+    // builds it after ACCEPT, overlapped with the first pages; a failure
+    // there costs the source a wasted round.  A backend with nothing to
+    // check keeps this default.
+    virtual void check_capacity(std::uint64_t /*nr_pages*/, std::uint32_t /*kind*/,
+                                const std::string& /*source_name*/)
+    {
+    }
     virtual std::unique_ptr<IncomingDomain> create(std::uint64_t nr_pages, std::uint32_t kind,
                                                    const std::string& source_name) = 0;
 };

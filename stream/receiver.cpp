@@ -235,10 +235,16 @@ void Receiver::accept_or_refuse(const wire::StreamHeader& h, std::uint32_t nr_ch
     if (nr_channels > 1 && !opt_.accept_channel)
         refuse(wire::kAcceptBadFeatures, "this receiver takes one connection per migration, not " +
                                              std::to_string(nr_channels));
+    try {
+        provider_.check_capacity(h.nr_pages, h.domain_kind, h.domain_name);
+    } catch (const std::exception& e) {
+        refuse(wire::kAcceptNoMemory, e.what());
+    }
     features_ = h.features;
     res_.channels = nr_channels;
 
-    // Every check that can refuse is above.  Building the domain (a process
+    // Every check that can refuse is above (the provider's among them:
+    // address space and memory).  Building the domain (a process
     // for a sim guest, populating a Xen domain) takes tens of milliseconds,
     // so it runs while the source opens its channels and reads, encodes and
     // sends the first pages, which wait in the socket buffers meanwhile.  A

@@ -96,6 +96,24 @@ refused_by_default() {
 }
 ok "destination refuses a guest larger than its RAM by default" -- refused_by_default
 
+# A receiver whose address space cannot map the guest (ulimit -v) refuses it
+# in negotiate, before any page: not a broken pipe halfway through round 0.
+refused_address_space() {
+  local port id
+  port=$(free_port)
+  id=$(fm sim create --memory 256M --workload web --rate-scale 0) || return 1
+  (ulimit -v $((160 * 1024)); exec "$FASTMIG_BIN" receive --listen "127.0.0.1:$port") >/dev/null 2>"$WORK/recv.err" &
+  local rpid=$!
+  wait_listen "$port" || return 1
+  expect_fail 1 "negotiate: the destination refused the domain: .*Cannot allocate memory.*keeps running" \
+    fm send "$id" "127.0.0.1:$port" || { cat "$WORK/recv.err"; return 1; }
+  wait $rpid && return 1
+  grep -q "negotiate: refused the domain" "$WORK/recv.err" || { cat "$WORK/recv.err"; return 1; }
+  fm sim info "$id" | grep -q "state: running" || return 1
+  fm sim destroy "$id"
+}
+ok "destination refuses a guest its address space cannot map (ulimit -v)" -- refused_address_space
+
 not_fastmig_peer() {
   local port id
   port=$(free_port)

@@ -257,6 +257,7 @@ private:
 
 struct FailAt {
     bool create = false, restore = false, unpause = false;
+    bool capacity = false; // check_capacity says the host cannot hold the guest
 };
 
 // What a fake destination domain holds; shared with the test so it outlives
@@ -349,6 +350,12 @@ public:
     // new_memory: the byte a new domain's memory holds (0 as for sim; not 0
     // plays Xen, whose new frames may hold what another guest left there).
     explicit FakeProvider(FailAt f = {}, std::uint8_t new_memory = 0) : fail_(f), fill_(new_memory) {}
+    void check_capacity(std::uint64_t, std::uint32_t, const std::string&) override
+    {
+        ++capacity_checks;
+        if (fail_.capacity)
+            throw Error("cannot map the guest memory: Cannot allocate memory");
+    }
     std::unique_ptr<IncomingDomain> create(std::uint64_t pages, std::uint32_t, const std::string&) override
     {
         if (fail_.create)
@@ -359,6 +366,7 @@ public:
         return std::make_unique<FakeIncoming>(last, fail_);
     }
     std::shared_ptr<IncomingState> last;
+    int capacity_checks = 0;
 
 private:
     FailAt fail_;

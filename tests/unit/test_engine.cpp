@@ -188,6 +188,26 @@ BOOST_AUTO_TEST_CASE(refused_by_destination_keeps_source_running)
     BOOST_TEST(!prov.last); // nothing was created
 }
 
+// A destination that cannot hold the guest (address space, memory) says so
+// in ACCEPT, before any page and before building anything: the source hears
+// a refusal in negotiate, with the cause on one line.
+BOOST_AUTO_TEST_CASE(capacity_refusal_comes_before_any_page)
+{
+    FakeDomain src(4096, 2);
+    FakeProvider prov(FailAt{.capacity = true});
+    auto o = migrate(src, prov, quick_send(), quick_receive());
+    BOOST_TEST(!o.sent);
+    BOOST_TEST(prov.capacity_checks == 1);
+    BOOST_TEST(o.send_error.find("negotiate: the destination refused the domain: cannot map the guest memory: Cannot allocate memory") !=
+                   std::string::npos,
+               o.send_error);
+    BOOST_TEST(o.send_error.find("keeps running") != std::string::npos, o.send_error);
+    BOOST_TEST(o.send_error.find('\n') == std::string::npos, o.send_error);
+    BOOST_TEST(src.running());
+    BOOST_TEST(src.suspends_ == 0);
+    BOOST_TEST(!prov.last); // nothing was built
+}
+
 // The destination builds the domain while the source starts round 0 (after
 // ACCEPT): a build failure reaches the source in DONE, with its cause.
 BOOST_AUTO_TEST_CASE(create_failure_after_accept_reaches_the_source)

@@ -57,6 +57,10 @@ std::unique_ptr<IncomingDomain> attach_incoming(int id);
 // Creates incoming sim domains for the receiver.
 class SimProvider : public DomainProvider {
 public:
+    // The sim process maps the whole guest (its workload writes through the
+    // mapping) and inherits this process's limits: the address space must
+    // hold it, and the host must have the memory available now.
+    void check_capacity(std::uint64_t nr_pages, std::uint32_t kind, const std::string& source_name) override;
     std::unique_ptr<IncomingDomain> create(std::uint64_t nr_pages, std::uint32_t kind,
                                            const std::string& source_name) override;
 };

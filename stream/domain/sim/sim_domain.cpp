@@ -19,7 +19,10 @@
 #include <csignal>
 #include <cstring>
 #include <fcntl.h>
+#include <fstream>
 #include <mutex>
+#include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 namespace fastmig::sim {
@@ -416,6 +419,55 @@ private:
 
 std::unique_ptr<Domain> attach(int id) { return std::make_unique<SimDomain>(id); }
 std::unique_ptr<IncomingDomain> attach_incoming(int id) { return std::make_unique<SimIncoming>(id); }
+
+namespace {
+
+// What the kernel could give now without swapping anything out
+// (MemAvailable, plus free swap); 0 if /proc/meminfo says nothing.
+std::uint64_t available_memory_bytes()
+{
+    std::ifstream in("/proc/meminfo");
+    std::string key;
+    std::uint64_t kib = 0, total = 0;
+    std::string unit;
+    while (in >> key >> kib) {
+        std::getline(in, unit);
+        if (key == "MemAvailable:" || key == "SwapFree:")
+            total += kib << 10;
+    }
+    return total;
+}
+
+std::string mib(std::uint64_t bytes) { return std::to_string(bytes >> 20) + " MiB"; }
+
+} // namespace
+
+void SimProvider::check_capacity(std::uint64_t nr_pages, std::uint32_t kind, const std::string& source_name)
+{
+    if (kind != kDomainKindSim)
+        return; // the receiver refuses other kinds itself
+    if (nr_pages == 0 || nr_pages > kMaxPages)
+        throw Error("incoming sim domain for " + source_name + ": bad size of " + std::to_string(nr_pages) + " pages");
+    const std::uint64_t bytes = nr_pages * kPageSize;
+    // The guest process maps its RAM and control pages whole, under the
+    // limits it inherits from us: a trial mapping of that size (no memory
+    // behind it) fails here exactly as it would there (RLIMIT_AS, vm.max_map_count,
+    // a 32-bit address space), but before ACCEPT.
+    const std::uint64_t need = bytes + control_layout(nr_pages).size;
+    void* p = ::mmap(nullptr, need, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) {
+        const int err = errno;
+        std::string limit;
+        rlimit rl{};
+        if (::getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+            limit = " (address space limit " + mib(rl.rlim_cur) + ")";
+        throw Error("cannot map the " + mib(bytes) + " of guest memory" + limit + ": " + std::strerror(err));
+    }
+    ::munmap(p, need);
+    if (std::uint64_t avail = available_memory_bytes(); avail && bytes > avail)
+        throw Error("a guest of " + mib(bytes) + " does not fit in the " + mib(avail) +
+                    " this host has available (MemAvailable + SwapFree)");
+}
 
 std::unique_ptr<IncomingDomain> SimProvider::create(std::uint64_t nr_pages, std::uint32_t kind,
                                                     const std::string& source_name)
