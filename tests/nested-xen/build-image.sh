@@ -70,10 +70,14 @@ stamp() { echo "$1 $(( $(date +%s) - t0 ))s" >>"$work/timings"; log "$1 done at 
 root=$work/root
 # Packages: Xen (hypervisor only for its xen.gz; the tools run in dom0), the
 # kernel, and what the dom0 test scripts use (linux-perf: the job's PERF=1
-# profile). minbase keeps it small; we do
+# profile). qemu-system-xen and seabios are the HVM guest's device model
+# (/usr/libexec/xen-qemu-system-i386, the path Debian's libxl runs) and its
+# BIOS: only Recommends/Suggests of xen-utils-4.17, which minbase leaves out;
+# hvmloader comes with xen-utils-4.17. minbase keeps it small; we do
 # not boot systemd (our own init is faster, which matters under TCG).
 pkgs=(linux-image-amd64 initramfs-tools kmod
       xen-hypervisor-4.17-amd64 xen-utils-4.17 xen-utils-common
+      qemu-system-xen seabios
       busybox-static iproute2 iputils-ping procps e2fsprogs util-linux
       coreutils gawk linux-perf)
 log "debootstrap $suite from $mirror (log: $work/build.log)"
