@@ -19,6 +19,10 @@
 # Env:   FASTMIG_NESTED_CACHE      cache root (default /var/cache/fastmig-nested)
 #        FASTMIG_NESTED_MIRROR     Debian mirror (default: the one apt uses)
 #        FASTMIG_NESTED_FORCE=1    rebuild even if cached
+#        FASTMIG_NESTED_BUILD_TIMEOUT  limit for debootstrap, s (default 3600:
+#                                  it took 238 s on a quiet machine, and over
+#                                  1800 s under a load of 14, the kernel's
+#                                  initramfs made three times)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -81,7 +85,7 @@ pkgs=(linux-image-amd64 initramfs-tools kmod
       busybox-static iproute2 iputils-ping procps e2fsprogs util-linux
       coreutils gawk linux-perf)
 log "debootstrap $suite from $mirror (log: $work/build.log)"
-timeout 1800 debootstrap --variant=minbase --include="$(IFS=,; echo "${pkgs[*]}")" \
+timeout "${FASTMIG_NESTED_BUILD_TIMEOUT:-3600}" debootstrap --variant=minbase --include="$(IFS=,; echo "${pkgs[*]}")" \
   "$suite" "$root" "$mirror" >&3 2>&1 || die "debootstrap failed, see tail of log:
 $(tail -n 30 "$work/build.log")"
 stamp debootstrap
