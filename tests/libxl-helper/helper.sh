@@ -223,11 +223,11 @@ xen_restore() {  # xen_restore KIND WHAT: the default backend fails the restore 
 ok "xen backend, no hypervisor: restore of a PV stream fails naming domain, phase and cause" -- \
   xen_restore 2 "$XEN_CAUSE"
 if have_xen; then
-  ok "xen backend: an HVM stream is refused as HVM before touching Xen" -- \
-    xen_restore 3 "domain $NODOM.*HVM restore is not implemented"
+  ok "xen backend, no hypervisor: restore of an HVM/PVH stream fails naming domain, phase and cause" -- \
+    xen_restore 3 "$XEN_CAUSE"
   ok "xen backend: a sim stream is refused, nothing built" -- xen_restore 1 "kind 1"
 else
-  for d in "an HVM stream is refused as HVM" "a sim stream is refused"; do
+  for d in "restore of an HVM/PVH stream fails naming domain, phase and cause" "a sim stream is refused"; do
     tap_n=$((tap_n + 1)); echo "ok $tap_n - xen backend: $d # SKIP built without the Xen libraries"
   done
 fi
