@@ -131,8 +131,12 @@ std::vector<HvmRestoreStep> hvm_restore_plan(const HvmState& st)
     for (const auto& p : st.params.params) {
         using namespace hvm_param;
         // These pages are the guest's rings with its backends: they start
-        // empty at the destination, whose backends start afresh.
-        if (p.index == kStorePfn || p.index == kConsolePfn || p.index == kIoreqPfn || p.index == kBufioreqPfn)
+        // empty at the destination, whose backends start afresh.  One the
+        // source had no page at (the ioreq pages while an ioreq server has
+        // them out of the physmap) stays a hole: libxc's clear fails there,
+        // unchecked; here it is not tried.
+        if ((p.index == kStorePfn || p.index == kConsolePfn || p.index == kIoreqPfn || p.index == kBufioreqPfn) &&
+            !st.holes.hole(p.value))
             plan.push_back({HvmStep::clear_page, p.value});
         plan.push_back({HvmStep::set_param, p.index, p.value});
     }

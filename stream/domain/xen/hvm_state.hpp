@@ -39,7 +39,7 @@ enum class HvmStep {
     set_cpu_policy,    // the source's CPUID/MSR policy (when sent)
     populate_missing,  // every pfn with a page at the source and none here yet: a cleared frame
     set_tsc,           // X86_TSC_INFO (when sent)
-    clear_page,        // gfn = a: the store, console, ioreq and bufioreq pages start empty
+    clear_page,        // gfn = a: the store, console, ioreq and bufioreq pages start empty (holes excepted)
     set_param,         // index a = value b (from HVM_PARAMS, stream order)
     set_store_evtchn,  // HVM_PARAM_STORE_EVTCHN = the port libxl allocated
     set_console_evtchn,

@@ -255,9 +255,10 @@ private:
             if (xc_hvm_param_get(h_.xch, domid_, hvm_param::kNestedHvm, &v) == 0)
                 f.nestedhvm_param = v;
             std::uint64_t tot = 0, cache = 0, entries = 0;
-            if (xc_domain_get_pod_target(h_.xch, domid_, &tot, &cache, &entries) < 0)
-                fail_errno(who_, Phase::setup, "cannot read the populate-on-demand target");
-            f.pod_entries = entries;
+            if (xc_domain_get_pod_target(h_.xch, domid_, &tot, &cache, &entries) == 0)
+                f.pod_entries = entries;
+            else
+                log_(std::string("populate-on-demand state unknown (") + std::strerror(errno) + "): not checked");
         }
         XsHandle xs;
         const std::string dom = "/local/domain/" + std::to_string(domid_);
