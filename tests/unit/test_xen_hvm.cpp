@@ -112,8 +112,7 @@ std::vector<StateBlob> source_state(unsigned vcpus = 2)
     HoleMap h(kPages);
     for (Pfn g = 0xa0; g < 0xc0; ++g)
         h.set(g, true);
-    for (Pfn g = 0xf0000; g < 0xfeff8; ++g)
-        h.set(g, true);
+    h.set_holes(0xf0000, 0xfeff8 - 0xf0000);
     h.set(0xfeffd, true);
     for (auto& b : h.encode(1)) // one run per blob: several blobs
         s.push_back(std::move(b));
@@ -308,6 +307,9 @@ BOOST_AUTO_TEST_CASE(hole_map_round_trip_in_several_blobs)
     BOOST_TEST(hb.runs.empty());
     BOOST_TEST(hb.end == 64u);
     BOOST_CHECK_THROW(h.set(1000, true), Error);
+    BOOST_CHECK_THROW(h.set_holes(999, 2), Error);
+    h.set_holes(990, 10);
+    BOOST_TEST(h.count() == 16u); // 999 was one already
 }
 
 BOOST_AUTO_TEST_CASE(hole_blob_hostile)

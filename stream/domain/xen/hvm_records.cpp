@@ -197,6 +197,14 @@ void HoleMap::set(Pfn pfn, bool hole)
     holes_[pfn] = hole ? 1 : 0;
 }
 
+void HoleMap::set_holes(Pfn first, std::uint64_t n)
+{
+    if (first > holes_.size() || n > holes_.size() - first)
+        throw Error("hole map: run of " + std::to_string(n) + " pages from " + hex(first) + " beyond the guest's " +
+                    std::to_string(holes_.size()) + " pages");
+    std::fill_n(holes_.begin() + std::ptrdiff_t(first), n, std::uint8_t{1});
+}
+
 std::uint64_t HoleMap::count() const { return std::uint64_t(std::count(holes_.begin(), holes_.end(), 1)); }
 
 std::vector<StateBlob> HoleMap::encode(std::size_t max_runs) const

@@ -77,6 +77,8 @@ public:
     std::uint64_t size() const { return holes_.size(); }
     // A byte per pfn: reader threads set different pfns concurrently.
     void set(Pfn pfn, bool hole);
+    // [first, first + n) are holes (a run of a hole blob).
+    void set_holes(Pfn first, std::uint64_t n);
     bool hole(Pfn pfn) const { return pfn < holes_.size() && holes_[pfn]; }
     std::uint64_t count() const;
     // Blobs of at most max_runs runs each, covering [0, size()): always at

@@ -75,8 +75,7 @@ HvmState parse_hvm_state(const std::vector<StateBlob>& blobs, std::uint64_t nr_p
                 throw StreamError("FASTMIG_HVM_HOLES blob starts at " + hex(h.start) + ", the map so far ends at " +
                                   hex(covered));
             for (auto [first, n] : h.runs)
-                for (Pfn p = first; p < first + n; ++p)
-                    s.holes.set(p, true);
+                s.holes.set_holes(first, n);
             covered = h.end;
             ++seen[b.type];
             break;

@@ -129,8 +129,7 @@ public:
                 auto h = parse_hole_blob(blob.data, p2m_.size());
                 HoleMap holes(p2m_.size());
                 for (auto [first, n] : h.runs)
-                    for (Pfn p = first; p < first + n; ++p)
-                        holes.set(p, true);
+                    holes.set_holes(first, n);
                 std::size_t n = populate_pending(h.start, h.end, holes, Phase::receive);
                 if (n) {
                     char line[128];
