@@ -8,10 +8,14 @@
 #include "stream/domain/xen/bytes.hpp"
 #include "stream/domain/xen/guest_checks.hpp"
 #include "stream/domain/xen/hvm_state.hpp"
+#include "stream/domain/xen/hvm_zero_pages.hpp"
 #include "stream_error_check.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <map>
+#include <thread>
 
 using namespace fastmig;
 using namespace fastmig::xen;
@@ -327,6 +331,65 @@ BOOST_AUTO_TEST_CASE(hole_blob_hostile)
     CHECK_STREAM_ERROR(parse_hole_blob(hole_body(0, 100, {{99, ~0ull}}), 100), "run 0");
     auto ok = parse_hole_blob(hole_body(10, 20, {{10, 2}, {15, 5}}), 100);
     BOOST_TEST(ok.runs.size() == 2u);
+}
+
+// ---- the destination's zero pages waiting for the hole map
+
+BOOST_AUTO_TEST_CASE(zero_pages_wait_for_the_hole_map)
+{
+    WaitingZeroPages w(100);
+    std::vector<Pfn> named = {1, 2, 3, 50, 51, 99};
+    w.add(named);
+    BOOST_TEST(w.count() == 6u);
+    HoleMap holes(100);
+    holes.set_holes(50, 10); // 50, 51 are holes
+    std::vector<Pfn> written = {3};
+    w.written(written); // data came for 3: it no longer waits
+    std::vector<Pfn> got;
+    auto populate = [&](std::span<const Pfn> ps) { got.insert(got.end(), ps.begin(), ps.end()); };
+    // Only the blob's range [0, 60): 1 and 2; holes stay waiting.
+    BOOST_TEST(w.resolve(0, 60, holes, populate) == 2u);
+    BOOST_TEST((got == std::vector<Pfn>{1, 2}));
+    BOOST_TEST(w.count() == 3u); // 50, 51 (holes), 99 (outside the range)
+    got.clear();
+    BOOST_TEST(w.resolve(0, 60, holes, populate) == 0u); // nothing twice
+    BOOST_TEST(got.empty());
+    // A later map where 51 is a page after all (the guest populated it).
+    HoleMap later(100);
+    later.set(50, true);
+    BOOST_TEST(w.resolve(0, 100, later, populate) == 2u);
+    BOOST_TEST((got == std::vector<Pfn>{51, 99}));
+    BOOST_TEST(w.count() == 1u);
+    BOOST_CHECK_THROW(w.add(std::vector<Pfn>{100}), Error);
+    // An end beyond the map is clamped.
+    BOOST_TEST(w.resolve(0, 1000, later, populate) == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(a_write_during_resolution_waits_for_it)
+{
+    // The population clears the frames it allocates: a write of one of
+    // those pages that raced with it must land after it, never before.
+    WaitingZeroPages w(16);
+    w.add(std::vector<Pfn>{5});
+    HoleMap none(16);
+    std::atomic<bool> populating{false}, populated{false}, write_done{false};
+    bool populated_before_write = false;
+    std::thread writer([&] {
+        while (!populating)
+            std::this_thread::yield();
+        w.written(std::vector<Pfn>{5}); // blocks until resolve() is done
+        populated_before_write = populated;
+        write_done = true;
+    });
+    w.resolve(0, 16, none, [&](std::span<const Pfn>) {
+        populating = true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        BOOST_TEST(!write_done);
+        populated = true;
+    });
+    writer.join();
+    BOOST_TEST(populated_before_write);
+    BOOST_TEST(w.count() == 0u);
 }
 
 // ---- the whole state, and the restore order

@@ -15,6 +15,7 @@ stream_domain_xen_libfmxenpv_a_SOURCES = \
 	stream/domain/xen/hvm_abi.hpp \
 	stream/domain/xen/hvm_records.hpp stream/domain/xen/hvm_records.cpp \
 	stream/domain/xen/hvm_state.hpp stream/domain/xen/hvm_state.cpp \
+	stream/domain/xen/hvm_zero_pages.hpp stream/domain/xen/hvm_zero_pages.cpp \
 	stream/domain/xen/guest_checks.hpp stream/domain/xen/guest_checks.cpp
 EXTRA_DIST += stream/domain/xen/README.md
 

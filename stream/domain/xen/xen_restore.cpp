@@ -3,6 +3,7 @@
 // (HVM and PVH: memory by gfn, then hvm_state.hpp's plan).
 #include "stream/domain/xen/bytes.hpp"
 #include "stream/domain/xen/hvm_state.hpp"
+#include "stream/domain/xen/hvm_zero_pages.hpp"
 #include "stream/domain/xen/pv_early_tables.hpp"
 #include "stream/domain/xen/pv_pagetable.hpp"
 #include "stream/domain/xen/pv_records.hpp"
@@ -82,11 +83,9 @@ public:
     {
         if (!hvm_)
             return clear_pages(pfns, Phase::receive);
-        std::lock_guard<std::mutex> g(pending_m_);
-        for (Pfn p : pfns) {
+        for (Pfn p : pfns)
             check_pfn(p, Phase::receive);
-            pending_[p] = 1;
-        }
+        waiting_->add(pfns);
     }
 
     void read_page(Pfn pfn, std::span<std::uint8_t> dst) override { read_pages(std::span<const Pfn>(&pfn, 1), dst); }
@@ -130,7 +129,9 @@ public:
                 HoleMap holes(p2m_.size());
                 for (auto [first, n] : h.runs)
                     holes.set_holes(first, n);
-                std::size_t n = populate_pending(h.start, h.end, holes, Phase::receive);
+                std::size_t n = waiting_->resolve(h.start, h.end, holes, [&](std::span<const Pfn> ps) {
+                    populate_zeroed(ps, Phase::receive);
+                });
                 if (n) {
                     char line[128];
                     std::snprintf(line, sizeof line, "early: %zu zero pages populated in %.1f ms, before the suspension",
@@ -234,7 +235,7 @@ private:
         info_ = info;
         if (hvm_) {
             p2m_.assign(nr_pages, kInvalidFrame);
-            pending_.assign(nr_pages, 0);
+            waiting_ = std::make_unique<WaitingZeroPages>(nr_pages);
             return;
         }
         unsigned width = 0;
@@ -316,38 +317,26 @@ private:
         return map_frames(h_.fmem, p_.domid, prot, mfns, who_, ph, "the domain's pages");
     }
 
-    // A page written (or zeroed) now is no longer waiting for the hole map:
-    // cleared first, so that a later resolution cannot wipe what was written.
+    // A page written (or zeroed) now is no longer waiting for the hole map
+    // (hvm_zero_pages.hpp): taken off first, so a later resolution cannot
+    // wipe what is written.
     void unpend(std::span<const Pfn> pfns)
     {
-        if (!hvm_)
-            return;
-        std::lock_guard<std::mutex> g(pending_m_);
-        for (Pfn p : pfns)
-            if (p < pending_.size())
-                pending_[p] = 0;
+        if (waiting_)
+            waiting_->written(pfns);
     }
 
-    // The zero pages of [start, end) still waiting whose gfn is no hole get
-    // cleared frames.  Held under pending_m_ throughout, so a concurrent
-    // write waits (unpend) instead of being overwritten.
-    std::size_t populate_pending(Pfn start, Pfn end, const HoleMap& holes, Phase ph)
+    // Frames for pfns, cleared (called by WaitingZeroPages::resolve, which
+    // holds its lock: a concurrent write of one of them waits).
+    void populate_zeroed(std::span<const Pfn> pfns, Phase ph)
     {
-        std::lock_guard<std::mutex> g(pending_m_);
-        std::vector<Pfn> todo;
-        for (Pfn p = start; p < end; ++p)
-            if (pending_[p] && !holes.hole(p))
-                todo.push_back(p);
-        for (std::size_t off = 0; off < todo.size(); off += kBatch) {
-            auto ps = std::span<const Pfn>(todo).subspan(off, std::min(kBatch, todo.size() - off));
+        for (std::size_t off = 0; off < pfns.size(); off += kBatch) {
+            auto ps = pfns.subspan(off, std::min(kBatch, pfns.size() - off));
             ensure_populated(ps, ph);
             auto map = map_pfns(ps, PROT_READ | PROT_WRITE, ph);
             for (std::size_t i = 0; i < ps.size(); ++i)
                 std::memset(map.page(i), 0, kPageSize);
         }
-        for (Pfn p : todo)
-            pending_[p] = 0;
-        return todo.size();
     }
 
     // libxc's HVM restore (xg_sr_restore_x86_hvm.c), as hvm_restore_plan
@@ -387,13 +376,14 @@ private:
             case HvmStep::populate_missing: {
                 // Every gfn with a page at the source and none here yet (a
                 // zero page still waiting, or one never named).
-                {
-                    std::lock_guard<std::mutex> g(pending_m_);
-                    for (Pfn p = 0; p < p2m_.size(); ++p)
-                        if (!st.holes.hole(p) && p2m(p) == kInvalidFrame)
-                            pending_[p] = 1;
-                }
-                const std::size_t n = populate_pending(0, p2m_.size(), st.holes, Phase::restore);
+                std::vector<Pfn> missing;
+                for (Pfn p = 0; p < p2m_.size(); ++p)
+                    if (!st.holes.hole(p) && p2m(p) == kInvalidFrame)
+                        missing.push_back(p);
+                waiting_->add(missing);
+                const std::size_t n = waiting_->resolve(0, p2m_.size(), st.holes, [&](std::span<const Pfn> ps) {
+                    populate_zeroed(ps, Phase::restore);
+                });
                 lap(std::to_string(n) + " zero pages populated");
                 break;
             }
@@ -691,10 +681,8 @@ private:
     LogFn log_;
     XcHandle h_;
     const bool hvm_; // HVM or PVH: frames are gfns, holes stay unpopulated
-    // HVM: zero pages the stream named and that wait for the hole map
-    // (a byte per gfn), under pending_m_.
-    std::mutex pending_m_;
-    std::vector<std::uint8_t> pending_;
+    // HVM: zero pages the stream named and that wait for the hole map.
+    std::unique_ptr<WaitingZeroPages> waiting_;
     xc_domaininfo_t info_{};
     mutable std::mutex m_;
     std::vector<Mfn> p2m_;
