@@ -180,6 +180,13 @@ echo "qemu-exit $(since)" >>"$out/boot-timings.txt"
 log "QEMU exited after $(since)s; its peak RSS was ${hwm:-NA} MiB"
 
 rm -rf "$out/results"
+# Replay the job disk's journal first: debugfs reads only what is
+# checkpointed, and the files dom0 wrote last (rc, the failing step's
+# logs, logs/) can still be in the journal only (seen after a failed job:
+# rc "missing" and no logs/ until e2fsck had replayed it). 0 and 1
+# (corrected) are both fine here.
+e2fsck -fy "$job" >"$out/job-fsck.txt" 2>&1 || (( $? <= 1 )) \
+  || log "e2fsck of $job says $(tail -n1 "$out/job-fsck.txt"); reading it anyway"
 debugfs -R "rdump /results $out" "$job" >/dev/null 2>&1 || die "could not read results from $job"
 rc=$(cat "$out/results/rc" 2>/dev/null || echo missing)
 log "job exit code: $rc; results in $out/results"
