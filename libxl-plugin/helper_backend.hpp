@@ -43,10 +43,13 @@ public:
     // True: the source domain's suspend() asks the guest and learns of its
     // suspension itself (the Xen backend's event channel), and libxl's
     // suspend callback is not used.  False: the helper sends that callback
-    // first (libxl asks the guest and waits through @releaseDomain).
-    virtual bool suspends_itself() const { return false; }
-    // HVM guests with a device model: libxl must switch QEMU's own log-dirty
-    // on before the first round and off at the end (switch_qemu_logdirty).
+    // first (libxl asks the guest, saves an HVM guest's device model, and
+    // waits through @releaseDomain).
+    virtual bool suspends_itself(const Domain&) const { return false; }
+    // HVM-class guests (HVM and PVH, as libxc does): libxl switches QEMU's
+    // own log-dirty on before the first round and off at the end
+    // (switch_qemu_logdirty; for PVH, which has no QEMU, libxl answers at
+    // once).
     virtual bool needs_qemu_logdirty(const Domain&) const { return false; }
 
     // Builds the destination of a restore (libxl created the empty domain).

@@ -1,6 +1,9 @@
 // The sim backend of the helper: libxl's domid names a sim guest.
 //   save:    FASTMIG_HELPER_SIM_DOMAIN=sim:N if set, else sim:<domid>
 //   restore: a new incoming sim guest, named in a log line to libxl
+//   FASTMIG_HELPER_SIM_QEMU=1: the guest behaves as an HVM guest with a
+//   device model towards libxl (switch_qemu_logdirty on and off), so that
+//   the helper's side of that protocol is tested without Xen.
 #include "libxl-plugin/helper_backend.hpp"
 
 #include "libxl-plugin/cli.hpp"
@@ -35,6 +38,11 @@ public:
         return std::make_unique<sim::SimProvider>();
     }
     std::vector<std::uint32_t> kinds() const override { return {kDomainKindSim}; }
+    bool needs_qemu_logdirty(const Domain&) const override
+    {
+        const char* env = std::getenv("FASTMIG_HELPER_SIM_QEMU");
+        return env && std::string(env) == "1";
+    }
     // A sim guest has no xenstore or console ring: libxl gets zeros.
     RestoreResults restore_results(IncomingDomain&) override { return {}; }
 };

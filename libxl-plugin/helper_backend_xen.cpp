@@ -62,7 +62,16 @@ public:
     }
 
     std::string name() const override { return "xen"; }
-    bool suspends_itself() const override { return by_channel_; }
+    // An HVM guest with a device model is suspended through libxl, which
+    // saves QEMU's state in its suspend callback; PV and PVH guests by the
+    // backend itself in channel mode.
+    bool suspends_itself(const Domain& d) const override
+    {
+        auto* x = dynamic_cast<const xen::XenSourceDomain*>(&d);
+        return by_channel_ && x && x->guest_type() != xen::GuestType::hvm;
+    }
+    // As libxc's HVM save: for HVM and PVH (libxl answers at once for PVH).
+    bool needs_qemu_logdirty(const Domain& d) const override { return d.kind() == kDomainKindXenHvm; }
 
     std::unique_ptr<Domain> open_source(std::uint32_t domid) override
     {
@@ -72,6 +81,8 @@ public:
         // "suspended") when the engine's suspend() reaches the backend.
         if (!by_channel_)
             o.suspend_request = [] { return true; };
+        else
+            o.suspend_request_hvm = [] { return true; };
         return xen::attach_save(domid, std::move(o));
     }
 
@@ -88,9 +99,6 @@ public:
         return std::make_unique<xen::XenProvider>(std::move(xp));
     }
 
-    // HVM is listed only so that the provider's refusal, which says "HVM
-    // restore is not implemented", is what libxl logs, rather than the
-    // receiver's bare "cannot build domains of kind 3".
     std::vector<std::uint32_t> kinds() const override { return {kDomainKindXenPv, kDomainKindXenHvm}; }
 
     // static_data_done comes before the stream, and fastmig's CPU policy

@@ -175,14 +175,21 @@ private:
 int run_save(const SaveArgs& a, LibxlLink& libxl, HelperBackend& backend)
 {
     std::string who = domain_label(a.domid, "");
+    // QEMU's log-dirty, once libxl switched it on, goes off on every way
+    // out (libxc's HVM cleanup does so on success and failure alike).
+    bool qemu_on = false;
+    auto qemu_off = [&] {
+        if (!qemu_on)
+            return;
+        qemu_on = false;
+        if (libxl.switch_qemu_logdirty(a.domid, false) != 0)
+            libxl.log(XtlLevel::warn, who + ": finish: libxl could not switch QEMU's log-dirty mode off");
+    };
     try {
         if (a.stream_type != kStreamPlain)
             throw Error(who, Phase::setup,
                         "checkpointed streams (Remus/COLO, stream_type " + std::to_string(a.stream_type) +
                             ") are not supported by fastmig's helper; use the stock libxl-save-helper");
-        if (!backend.suspends_itself() && !libxl.provides(Msg::suspend))
-            throw Error(who, Phase::setup,
-                        "libxl did not provide the suspend callback (cbflags " + std::to_string(a.cbflags) + ")");
         if (::fcntl(a.io_fd, F_GETFD) < 0)
             throw Error(who, Phase::setup, "io_fd " + std::to_string(a.io_fd) + " is not an open descriptor");
 
@@ -206,10 +213,14 @@ int run_save(const SaveArgs& a, LibxlLink& libxl, HelperBackend& backend)
             throw Error(who, Phase::setup, e.cause());
         }
         who = domain_label(a.domid, inner->name());
+        const bool self_suspend = backend.suspends_itself(*inner);
+        if (!self_suspend && !libxl.provides(Msg::suspend))
+            throw Error(who, Phase::setup,
+                        "libxl did not provide the suspend callback (cbflags " + std::to_string(a.cbflags) + ")");
         libxl.log(XtlLevel::info, "fastmig: saving " + who + ", " + std::to_string(inner->nr_pages()) + " pages, " +
                                       (so.live ? "live" : "not live") + ", " + std::to_string(so.pipeline.threads) +
                                       " threads");
-        LibxlSuspendedDomain dom(*inner, libxl, !backend.suspends_itself());
+        LibxlSuspendedDomain dom(*inner, libxl, !self_suspend);
         if (auto line = widen_pipe(a.io_fd, kSourcePipeBytes); !line.empty())
             libxl.log(XtlLevel::detail, who + ": " + line);
         so.progress = [&](const Progress& p) {
@@ -219,16 +230,18 @@ int run_save(const SaveArgs& a, LibxlLink& libxl, HelperBackend& backend)
         };
         so.log = [&](const std::string& line) { libxl.log(XtlLevel::detail, who + ": " + line); };
 
-        bool qemu = backend.needs_qemu_logdirty(*inner);
-        if (qemu && libxl.switch_qemu_logdirty(a.domid, true) != 0)
-            throw Error(who, Phase::setup, "libxl could not switch QEMU's log-dirty mode on");
+        if (backend.needs_qemu_logdirty(*inner)) {
+            if (libxl.switch_qemu_logdirty(a.domid, true) != 0)
+                throw Error(who, Phase::setup, "libxl could not switch QEMU's log-dirty mode on");
+            qemu_on = true;
+        }
 
-        // The result is final once END is out: say so, and (no QEMU to
-        // switch back) tell libxl `complete` right there, before the
-        // pipeline's buffers, the m2p and the p2m are unmapped and
-        // log-dirty goes off: libxl's END, which the destination waits for
-        // before it can start the guest, follows the helper's exit
-        // (helper_supervisor.hpp).
+        // The result is final once END is out: say so, switch QEMU's
+        // log-dirty off (as libxc's cleanup does before it returns), and
+        // tell libxl `complete` right there, before the pipeline's buffers,
+        // the m2p and the p2m are unmapped and log-dirty goes off: libxl's
+        // END, which the destination waits for before it can start the
+        // guest, follows the helper's exit (helper_supervisor.hpp).
         auto saved = [&](const SendResult& r) {
             if (dom.suspend_calls() != 1)
                 throw Error(who, Phase::finish,
@@ -243,32 +256,38 @@ int run_save(const SaveArgs& a, LibxlLink& libxl, HelperBackend& backend)
         };
         NonBlocking nb(a.io_fd);
         bool completed_early = false, failed = false;
-        if (!qemu)
-            so.on_handover = [&](const SendResult& r) {
-                try {
-                    saved(r);
-                    nb.restore();
-                    libxl.complete(0, 0);
-                    completed_early = true;
-                    settle_before_teardown(backend, a.domid, true, settle);
-                } catch (const std::exception& e) {
-                    // Not handed over: main tells libxl (complete, -1).
-                    libxl.log(XtlLevel::error, "fastmig: save failed: " + error_line(a.domid, who, Phase::finish, e));
-                    failed = true;
-                }
-            };
+        so.on_handover = [&](const SendResult& r) {
+            try {
+                saved(r);
+                qemu_off();
+                nb.restore();
+                libxl.complete(0, 0);
+                completed_early = true;
+                settle_before_teardown(backend, a.domid, true, settle);
+            } catch (const std::exception& e) {
+                // Not handed over: main tells libxl (complete, -1).
+                libxl.log(XtlLevel::error, "fastmig: save failed: " + error_line(a.domid, who, Phase::finish, e));
+                failed = true;
+            }
+        };
         SendResult r = send_domain(dom, a.io_fd, so);
         nb.restore();
         if (completed_early)
             failpoint("helper:after-handover"); // libxl has moved on; the teardown is ours
-        if (completed_early || failed)
+        if (completed_early || failed) {
+            qemu_off();
             return completed_early ? 0 : -1;
-        if (qemu && libxl.switch_qemu_logdirty(a.domid, false) != 0)
-            libxl.log(XtlLevel::warn, who + ": finish: libxl could not switch QEMU's log-dirty mode off");
+        }
+        qemu_off();
         saved(r);
         return 0;
     } catch (const std::exception& e) {
         libxl.log(XtlLevel::error, "fastmig: save failed: " + error_line(a.domid, who, Phase::setup, e));
+        try {
+            qemu_off();
+        } catch (const std::exception& e2) {
+            libxl.log(XtlLevel::warn, who + ": QEMU's log-dirty mode not switched off: " + e2.what());
+        }
         return -1;
     }
 }

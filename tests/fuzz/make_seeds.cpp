@@ -3,8 +3,12 @@
 // layout each target documents.  Deterministic: the same seeds every run,
 // so they need not be committed.
 //
-// Usage: make-seeds DIR   (creates DIR/wire, DIR/codec, DIR/receiver, DIR/sender)
+// Usage: make-seeds DIR   (creates DIR/wire, DIR/codec, DIR/receiver, DIR/sender,
+// DIR/xenstate)
 #include "stream/codec/codec.hpp"
+#include "stream/domain/xen/bytes.hpp"
+#include "stream/domain/xen/hvm_records.hpp"
+#include "stream/domain/xen/pv_records.hpp"
 #include "stream/wire.hpp"
 #include "tests/unit/iovec_bytes.hpp"
 
@@ -345,6 +349,66 @@ void codec_seeds(const fs::path& dir)
 
 } // namespace
 
+// fuzz_xen_state.cpp's input: mode, then a body or { u32 type, u16 length,
+// bytes } blobs; each as the Xen backend's source writes it.
+void xen_state_seeds(const fs::path& dir)
+{
+    using namespace fastmig::xen;
+    std::vector<HvmParam> params = {{hvm_param::kStorePfn, 0xfeffc},
+                                    {hvm_param::kIoreqServerPfn, 0xfeff0},
+                                    {hvm_param::kNrIoreqServerPages, 8},
+                                    {hvm_param::kConsolePfn, 0xfefff},
+                                    {hvm_param::kViridian, 1}};
+    const auto pb = encode_hvm_params(params);
+    save(dir, "params", Bytes{0} + pb.data);
+    Bytes ctx;
+    auto desc = [&](std::uint16_t code, std::uint16_t inst, const Bytes& body) {
+        xen::append<std::uint16_t>(ctx, code);
+        xen::append<std::uint16_t>(ctx, inst);
+        xen::append<std::uint32_t>(ctx, std::uint32_t(body.size()));
+        append(ctx, body);
+    };
+    Bytes header;
+    for (std::uint32_t v : {hvm_ctx::kMagic, hvm_ctx::kVersion, 0u, 0u, 0x800f12u, 2400000u})
+        xen::append<std::uint32_t>(header, v);
+    desc(hvm_ctx::kCodeHeader, 0, header);
+    desc(hvm_ctx::kCodeCpu, 0, Bytes(1024, 0x11));
+    desc(hvm_ctx::kCodeCpu, 1, Bytes(1024, 0x22));
+    desc(3, 0, Bytes(16, 0x33));
+    desc(hvm_ctx::kCodeEnd, 0, {});
+    save(dir, "context", Bytes{1} + ctx);
+    HoleMap h(1u << 20);
+    for (Pfn p = 0xa0; p < 0xc0; ++p)
+        h.set(p, true);
+    for (Pfn p = 0xf0000; p < 0xf0100; ++p)
+        h.set(p, true);
+    auto hb = h.encode(1);
+    save(dir, "holes", Bytes{2} + hb[0].data);
+    auto framed = [](const std::vector<StateBlob>& bs) {
+        Bytes out;
+        for (const auto& b : bs) {
+            xen::append<std::uint32_t>(out, b.type);
+            xen::append<std::uint16_t>(out, std::uint16_t(b.data.size()));
+            append(out, b.data);
+        }
+        return out;
+    };
+    std::vector<StateBlob> hvm = {encode_tsc_info({0, 2400000, 7, 1}), {rec::kHvmContext, ctx}, pb};
+    for (auto& b : hb)
+        hvm.push_back(b);
+    save(dir, "hvm-state", Bytes{3} + framed(hvm));
+    std::vector<StateBlob> pv = {encode_pv_info(8, 4), encode_tsc_info({0, 2400000, 7, 1})};
+    P2mFrames f;
+    f.end_pfn = 4095;
+    f.frame_pfns = {1, 2, 3, 4, 5, 6, 7, 8};
+    pv.push_back(encode_p2m_frames(f));
+    pv.push_back({rec::kSharedInfo, Bytes(shinfo::kSize, 0)});
+    pv.push_back(encode_vcpu_blob(rec::kX86PvVcpuBasic, 0, Bytes(vcpu_ctx::kSize, 0)));
+    for (auto& b : PfnTypeMap(4096).encode(16))
+        pv.push_back(b);
+    save(dir, "pv-state", Bytes{4} + framed(pv));
+}
+
 int main(int argc, char** argv)
 {
     if (argc != 2) {
@@ -356,6 +420,7 @@ int main(int argc, char** argv)
         receiver_seeds(dir / "receiver", dir / "wire");
         sender_seeds(dir / "sender", dir / "wire");
         codec_seeds(dir / "codec");
+        xen_state_seeds(dir / "xenstate");
     } catch (const std::exception& e) {
         std::fprintf(stderr, "make-seeds: %s\n", e.what());
         return 1;

@@ -50,6 +50,7 @@ struct Opts {
     unsigned save_cbflags = 136, restore_cbflags = 768;
     unsigned stream_type = 0;
     int suspend_reply = 1;
+    int qemu_reply = 0; // switch_qemu_logdirty: 0 done, -1 failed (libxl_dom_save.c)
     int static_reply = 0;
     int pause_on_suspend = -1; // sim id
     int check_running = -1;    // sim id that must run when suspend arrives
@@ -209,7 +210,7 @@ bool handle(Helper& h, const Opts& o, Helper* other)
     case 7: {
         auto d = num_arg<std::uint32_t>(b, off, h, "domid");
         auto e = num_arg<unsigned>(b, off, h, "enable");
-        line += " domid=" + std::to_string(d) + " enable=" + std::to_string(e);
+        line += " domid=" + std::to_string(d) + " enable=" + std::to_string(e) + " reply=" + std::to_string(o.qemu_reply);
         break;
     }
     case 8:
@@ -255,8 +256,10 @@ bool handle(Helper& h, const Opts& o, Helper* other)
     // Replies: 'W'/'A' messages (suspend..static_data_done, complete).
     if (type == 3 && !o.term_at_suspend)
         reply(h, o.suspend_reply);
-    else if (type >= 4 && type <= 7)
+    else if (type >= 4 && type <= 6)
         reply(h, 0);
+    else if (type == 7)
+        reply(h, o.qemu_reply);
     else if (type == 8)
         reply(h, o.static_reply);
     else if (type == 10)
@@ -410,6 +413,7 @@ int main(int argc, char** argv)
         else if (a == "--restore-cbflags") o.restore_cbflags = unsigned(std::atoi(val().c_str()));
         else if (a == "--stream-type") o.stream_type = unsigned(std::atoi(val().c_str()));
         else if (a == "--suspend-reply") o.suspend_reply = std::atoi(val().c_str());
+        else if (a == "--qemu-reply") o.qemu_reply = std::atoi(val().c_str());
         else if (a == "--static-reply") o.static_reply = std::atoi(val().c_str());
         else if (a == "--pause-on-suspend") o.pause_on_suspend = sim_id(val());
         else if (a == "--check-running") o.check_running = sim_id(val());

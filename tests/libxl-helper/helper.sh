@@ -91,6 +91,45 @@ runs_after() {
 ok "migrate: the restored guest runs once libxl unpauses it (its memory changes)" -- runs_after
 fm sim destroy "$G" >/dev/null 2>&1; fm sim destroy "$D" >/dev/null 2>&1
 
+# --- switch_qemu_logdirty (HVM guests with a device model) ------------------
+# As libxc for an HVM domain: QEMU's log-dirty on before the first round, off
+# once END is out and before complete; off again on a failure after it was
+# switched on; a refusal fails the save at setup, before any suspend.  The
+# sim backend plays an HVM guest with FASTMIG_HELPER_SIM_QEMU=1.
+G=$(new_guest 32M web)
+qemu_pair() {
+  FASTMIG_HELPER_SIM_QEMU=1 FASTMIG_HELPER_SIM_DOMAIN=$G FASTMIG_HELPER_OPTIONS="--no-free-hints" \
+    "$FAKE" --helper "$HELPER" pair >"$T/q.out" 2>&1 || { cat "$T/q.out"; return 1; }
+  cat "$T/q.out"
+  has "$T/q.out" "save: complete retval=0" && has "$T/q.out" "restore: complete retval=0" &&
+    [ "$(count "$T/q.out" "save: switch_qemu_logdirty domid=.* enable=1")" -eq 1 ] &&
+    [ "$(count "$T/q.out" "save: switch_qemu_logdirty domid=.* enable=0")" -eq 1 ] &&
+    awk '/save: switch_qemu_logdirty.*enable=1/ {on=NR} /Frames iteration 0/ && !f {f=NR}
+         /save: switch_qemu_logdirty.*enable=0/ {off=NR} /save: suspend/ {s=NR} /save: complete/ {c=NR}
+         END {exit !(on && f && s && off && c && on < f && f < s && s < off && off < c)}' "$T/q.out" &&
+    D=$(incoming) && [ "$(fm sim checksum "$G")" = "$(fm sim checksum "$D")" ] && fm sim destroy "$D" >/dev/null
+}
+ok "qemu log-dirty: on before round 0, off after END and before complete; migration bit-exact" -- qemu_pair
+fm sim resume "$G" >/dev/null 2>&1
+qemu_refused() {
+  FASTMIG_HELPER_SIM_QEMU=1 FASTMIG_HELPER_SIM_DOMAIN=$G "$FAKE" --helper "$HELPER" --qemu-reply -1 \
+    --io "$T/q.img" save >"$T/q.out" 2>&1 || { cat "$T/q.out"; return 1; }
+  cat "$T/q.out"
+  has "$T/q.out" "save: complete retval=-1" && has "$T/q.out" "level=8 .*setup: libxl could not switch QEMU's log-dirty mode on" &&
+    ! has "$T/q.out" "save: suspend" && ! has "$T/q.out" "enable=0" && [ "$(state "$G")" = running ]
+}
+ok "qemu log-dirty: libxl refuses to switch it on: save fails at setup, no suspend, guest runs" -- qemu_refused
+qemu_failed() {
+  FASTMIG_HELPER_SIM_QEMU=1 FASTMIG_HELPER_SIM_DOMAIN=$G "$FAKE" --helper "$HELPER" --suspend-reply 0 \
+    --io "$T/q.img" save >"$T/q.out" 2>&1 || { cat "$T/q.out"; return 1; }
+  cat "$T/q.out"
+  has "$T/q.out" "save: complete retval=-1" && has "$T/q.out" "enable=1" &&
+    awk '/save: suspend/ {s=NR} /save: switch_qemu_logdirty.*enable=0/ {off=NR} /save: complete/ {c=NR}
+         END {exit !(s && off && c && s < off && off < c)}' "$T/q.out" && [ "$(state "$G")" = running ]
+}
+ok "qemu log-dirty: a failed save switches it off again before complete; guest runs" -- qemu_failed
+fm sim destroy "$G" >/dev/null 2>&1
+
 # --- xl save to a file (not live), xl restore from it ------------------------
 G=$(new_guest 32M web)
 save_file() {
@@ -223,11 +262,11 @@ xen_restore() {  # xen_restore KIND WHAT: the default backend fails the restore 
 ok "xen backend, no hypervisor: restore of a PV stream fails naming domain, phase and cause" -- \
   xen_restore 2 "$XEN_CAUSE"
 if have_xen; then
-  ok "xen backend: an HVM stream is refused as HVM before touching Xen" -- \
-    xen_restore 3 "domain $NODOM.*HVM restore is not implemented"
+  ok "xen backend, no hypervisor: restore of an HVM/PVH stream fails naming domain, phase and cause" -- \
+    xen_restore 3 "$XEN_CAUSE"
   ok "xen backend: a sim stream is refused, nothing built" -- xen_restore 1 "kind 1"
 else
-  for d in "an HVM stream is refused as HVM" "a sim stream is refused"; do
+  for d in "restore of an HVM/PVH stream fails naming domain, phase and cause" "a sim stream is refused"; do
     tap_n=$((tap_n + 1)); echo "ok $tap_n - xen backend: $d # SKIP built without the Xen libraries"
   done
 fi

@@ -18,9 +18,27 @@
 # time limit; on any failure or on exit QEMU is killed, so nothing is left
 # running. The results directory of the job disk is copied to
 # OUTDIR/results with debugfs (no mount needed).
-# Env: FASTMIG_NESTED_XEN_ARGS / FASTMIG_NESTED_DOM0_ARGS add options;
+# Env: FASTMIG_NESTED_CPU replaces the CPU model (TCG) below;
+#      FASTMIG_NESTED_XEN_ARGS / FASTMIG_NESTED_DOM0_ARGS add options;
 #      T_XEN, T_DOM0, T_OFF override the phase limits (seconds).
 set -euo pipefail
+
+# --- The nested host's CPU and Xen's options: the one place they are set ---
+# TCG CPU model: qemu64 plus the SSE levels Debian's kernel and Xen like,
+# PCLMULQDQ (every x86 server since 2010 has it; ISA-L's CRC needs it for
+# its fast path, the table fallback is ~10x slower under TCG), and AMD SVM
+# with nested page tables (+svm,+npt): Xen 4.17 then logs "HVM: SVM
+# enabled" and offers HVM and PVH guests (xl info's virt_caps "pv hvm hap
+# shadow"); PV guests do not use it. QEMU 7.2's TCG emulates no other SVM
+# feature (it drops nrip-save, vmcb-clean, ... with a warning) and Xen needs
+# none. -cpu max made dom0 fault early; EPYC makes Xen panic in mwait_idle
+# (README.md, "PVH and HVM guests", has the probes).
+NESTED_CPU_TCG='qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt,+pclmulqdq,+svm,+npt'
+# Xen: serial console, everything logged with timestamps, dom0 fixed at 1 GiB
+# (the rest is for guests), no boot-time scrubbing (slow under emulation).
+# Paging stays Xen's choice (HAP where NPT is offered): the job picks shadow
+# paging per guest (job/run.sh, GUEST_HAP), so both stay testable in a boot.
+NESTED_XEN_ARGS='console=com1 com1=115200,8n1 loglvl=all guest_loglvl=all console_timestamps=boot dom0_mem=1024M,max:1024M bootscrub=0'
 
 accel=tcg mem=4096 tjob=3000
 while getopts "a:m:t:" o; do
@@ -49,17 +67,10 @@ serial=$out/serial.log
 : >"$serial"
 
 xen=$img/xen.elf
-# Xen: serial console, everything logged with timestamps, dom0 fixed at 1 GiB
-# (the rest is for guests), no boot-time scrubbing (slow under emulation).
-xen_args="console=com1 com1=115200,8n1 loglvl=all guest_loglvl=all console_timestamps=boot dom0_mem=1024M,max:1024M bootscrub=0"
+xen_args=$NESTED_XEN_ARGS
 case $accel in
   tcg)
-    # qemu64 plus the SSE levels Debian's kernel and Xen like, and
-    # PCLMULQDQ (every x86 server since 2010 has it; ISA-L's CRC needs it
-    # for its fast path, the table fallback is ~10x slower under TCG);
-    # -cpu max made dom0 fault early when this was first tried.
-    # FASTMIG_NESTED_CPU overrides the model.
-    accel_args=(-accel tcg,thread=multi -cpu "${FASTMIG_NESTED_CPU:-qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt,+pclmulqdq}")
+    accel_args=(-accel tcg,thread=multi -cpu "${FASTMIG_NESTED_CPU:-$NESTED_CPU_TCG}")
     : "${T_XEN:=120}" "${T_DOM0:=600}"
     ;;
   kvm)
@@ -169,6 +180,13 @@ echo "qemu-exit $(since)" >>"$out/boot-timings.txt"
 log "QEMU exited after $(since)s; its peak RSS was ${hwm:-NA} MiB"
 
 rm -rf "$out/results"
+# Replay the job disk's journal first: debugfs reads only what is
+# checkpointed, and the files dom0 wrote last (rc, the failing step's
+# logs, logs/) can still be in the journal only (seen after a failed job:
+# rc "missing" and no logs/ until e2fsck had replayed it). 0 and 1
+# (corrected) are both fine here.
+e2fsck -fy "$job" >"$out/job-fsck.txt" 2>&1 || (( $? <= 1 )) \
+  || log "e2fsck of $job says $(tail -n1 "$out/job-fsck.txt"); reading it anyway"
 debugfs -R "rdump /results $out" "$job" >/dev/null 2>&1 || die "could not read results from $job"
 rc=$(cat "$out/results/rc" 2>/dev/null || echo missing)
 log "job exit code: $rc; results in $out/results"

@@ -19,6 +19,10 @@
 # Env:   FASTMIG_NESTED_CACHE      cache root (default /var/cache/fastmig-nested)
 #        FASTMIG_NESTED_MIRROR     Debian mirror (default: the one apt uses)
 #        FASTMIG_NESTED_FORCE=1    rebuild even if cached
+#        FASTMIG_NESTED_BUILD_TIMEOUT  limit for debootstrap, s (default 3600:
+#                                  it took 238 s on a quiet machine, and over
+#                                  1800 s under a load of 14, the kernel's
+#                                  initramfs made three times)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -70,14 +74,18 @@ stamp() { echo "$1 $(( $(date +%s) - t0 ))s" >>"$work/timings"; log "$1 done at 
 root=$work/root
 # Packages: Xen (hypervisor only for its xen.gz; the tools run in dom0), the
 # kernel, and what the dom0 test scripts use (linux-perf: the job's PERF=1
-# profile). minbase keeps it small; we do
+# profile). qemu-system-xen and seabios are the HVM guest's device model
+# (/usr/libexec/xen-qemu-system-i386, the path Debian's libxl runs) and its
+# BIOS: only Recommends/Suggests of xen-utils-4.17, which minbase leaves out;
+# hvmloader comes with xen-utils-4.17. minbase keeps it small; we do
 # not boot systemd (our own init is faster, which matters under TCG).
 pkgs=(linux-image-amd64 initramfs-tools kmod
       xen-hypervisor-4.17-amd64 xen-utils-4.17 xen-utils-common
+      qemu-system-xen seabios
       busybox-static iproute2 iputils-ping procps e2fsprogs util-linux
       coreutils gawk linux-perf)
 log "debootstrap $suite from $mirror (log: $work/build.log)"
-timeout 1800 debootstrap --variant=minbase --include="$(IFS=,; echo "${pkgs[*]}")" \
+timeout "${FASTMIG_NESTED_BUILD_TIMEOUT:-3600}" debootstrap --variant=minbase --include="$(IFS=,; echo "${pkgs[*]}")" \
   "$suite" "$root" "$mirror" >&3 2>&1 || die "debootstrap failed, see tail of log:
 $(tail -n 30 "$work/build.log")"
 stamp debootstrap

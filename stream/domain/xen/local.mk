@@ -11,7 +11,12 @@ stream_domain_xen_libfmxenpv_a_SOURCES = \
 	stream/domain/xen/pv_records.hpp stream/domain/xen/pv_records.cpp \
 	stream/domain/xen/pv_state.hpp stream/domain/xen/pv_state.cpp \
 	stream/domain/xen/pv_save_page.hpp stream/domain/xen/pv_save_page.cpp \
-	stream/domain/xen/pv_early_tables.hpp stream/domain/xen/pv_early_tables.cpp
+	stream/domain/xen/pv_early_tables.hpp stream/domain/xen/pv_early_tables.cpp \
+	stream/domain/xen/hvm_abi.hpp \
+	stream/domain/xen/hvm_records.hpp stream/domain/xen/hvm_records.cpp \
+	stream/domain/xen/hvm_state.hpp stream/domain/xen/hvm_state.cpp \
+	stream/domain/xen/hvm_zero_pages.hpp stream/domain/xen/hvm_zero_pages.cpp \
+	stream/domain/xen/guest_checks.hpp stream/domain/xen/guest_checks.cpp
 EXTRA_DIST += stream/domain/xen/README.md
 
 check_PROGRAMS += tests/unit/xen_pv.test
@@ -19,6 +24,12 @@ tests_unit_xen_pv_test_SOURCES = tests/unit/test_xen_pv.cpp tests/unit/stream_er
 tests_unit_xen_pv_test_CPPFLAGS = $(UNIT_CPPFLAGS)
 tests_unit_xen_pv_test_LDADD = stream/domain/xen/libfmxenpv.a $(UNIT_LDADD)
 TESTS += tests/unit/xen_pv.test
+
+check_PROGRAMS += tests/unit/xen_hvm.test
+tests_unit_xen_hvm_test_SOURCES = tests/unit/test_xen_hvm.cpp tests/unit/stream_error_check.hpp
+tests_unit_xen_hvm_test_CPPFLAGS = $(UNIT_CPPFLAGS)
+tests_unit_xen_hvm_test_LDADD = stream/domain/xen/libfmxenpv.a $(UNIT_LDADD)
+TESTS += tests/unit/xen_hvm.test
 
 if HAVE_XEN
 noinst_LIBRARIES += stream/domain/xen/libfmxen.a

@@ -1,7 +1,14 @@
 // Build-time proof that pv_abi.hpp (written out so that the pure logic needs
 // no Xen header) matches the Xen headers this backend is built against.
+#include "stream/domain/xen/guest_checks.hpp"
+#include "stream/domain/xen/hvm_abi.hpp"
 #include "stream/domain/xen/pv_abi.hpp"
 #include "stream/domain/xen/xen_handles.hpp"
+
+extern "C" {
+#include <xen/hvm/params.h>
+#include <xen/hvm/save.h>
+}
 
 #include <cstddef>
 
@@ -49,6 +56,31 @@ static_assert(offsetof(Sh, arch.pfn_to_mfn_frame_list_list) == shinfo::kFrameLis
 static_assert(offsetof(Sh, arch.p2m_cr3) == shinfo::kP2mCr3);
 
 static_assert(sizeof(xen_cpuid_leaf_t) == cpu_policy::kLeafSize);
+static_assert(offsetof(xen_cpuid_leaf_t, c) == 16); // cpu_policy_offers_nested_virt reads ECX there
+
+// ---- hvm_abi.hpp.  (libxc's record numbers live in a private header of
+// libxenguest, xg_sr_stream_format.h: checked against the spec by reading.)
+namespace hp = hvm_param;
+static_assert(hp::kCallbackIrq == HVM_PARAM_CALLBACK_IRQ && hp::kStorePfn == HVM_PARAM_STORE_PFN &&
+              hp::kStoreEvtchn == HVM_PARAM_STORE_EVTCHN && hp::kPaeEnabled == HVM_PARAM_PAE_ENABLED &&
+              hp::kIoreqPfn == HVM_PARAM_IOREQ_PFN && hp::kBufioreqPfn == HVM_PARAM_BUFIOREQ_PFN &&
+              hp::kViridian == HVM_PARAM_VIRIDIAN && hp::kIdentPt == HVM_PARAM_IDENT_PT &&
+              hp::kConsolePfn == HVM_PARAM_CONSOLE_PFN && hp::kConsoleEvtchn == HVM_PARAM_CONSOLE_EVTCHN &&
+              hp::kAcpiIoportsLocation == HVM_PARAM_ACPI_IOPORTS_LOCATION && hp::kNestedHvm == HVM_PARAM_NESTEDHVM &&
+              hp::kPagingRingPfn == HVM_PARAM_PAGING_RING_PFN && hp::kMonitorRingPfn == HVM_PARAM_MONITOR_RING_PFN &&
+              hp::kSharingRingPfn == HVM_PARAM_SHARING_RING_PFN && hp::kIoreqServerPfn == HVM_PARAM_IOREQ_SERVER_PFN &&
+              hp::kNrIoreqServerPages == HVM_PARAM_NR_IOREQ_SERVER_PAGES &&
+              hp::kVmGenerationIdAddr == HVM_PARAM_VM_GENERATION_ID_ADDR &&
+              hp::kX87FipWidth == HVM_PARAM_X87_FIP_WIDTH && hp::kVm86TssSized == HVM_PARAM_VM86_TSS_SIZED &&
+              hp::kMcaCap == HVM_PARAM_MCA_CAP);
+static_assert(sizeof(hvm_save_descriptor) == hvm_ctx::kDescriptorSize);
+static_assert(offsetof(hvm_save_descriptor, typecode) == 0 && offsetof(hvm_save_descriptor, instance) == 2 &&
+              offsetof(hvm_save_descriptor, length) == 4);
+static_assert(HVM_SAVE_CODE(END) == hvm_ctx::kCodeEnd && HVM_SAVE_CODE(HEADER) == hvm_ctx::kCodeHeader &&
+              HVM_SAVE_CODE(CPU) == hvm_ctx::kCodeCpu && HVM_SAVE_CODE_MAX == hvm_ctx::kCodeMax);
+static_assert(sizeof(hvm_save_header) == hvm_ctx::kHeaderSize && offsetof(hvm_save_header, gtsc_khz) == 20);
+static_assert(HVM_FILE_MAGIC == hvm_ctx::kMagic && HVM_FILE_VERSION == hvm_ctx::kVersion);
+static_assert(XEN_X86_EMU_LAPIC == kX86EmuLapic);
 static_assert(sizeof(xen_msr_entry_t) == cpu_policy::kMsrSize);
 
 } // namespace fastmig::xen

@@ -67,12 +67,11 @@ std::unique_ptr<IncomingDomain> XenProvider::create(std::uint64_t nr_pages, std:
                                                     const std::string& source_name)
 {
     std::string who = "xen:" + std::to_string(params_.domid);
-    if (kind != kDomainKindXenPv)
+    if (kind != kDomainKindXenPv && kind != kDomainKindXenHvm)
         throw Error(who, Phase::setup,
                     "the stream from " + source_name + " holds a domain of kind " + std::to_string(kind) +
-                        (kind == kDomainKindXenHvm ? " (Xen HVM): HVM restore is not implemented"
-                                                   : ", not a Xen PV guest"));
-    auto d = attach_restore(params_, nr_pages);
+                        ", not a Xen guest");
+    auto d = attach_restore(params_, nr_pages, kind == kDomainKindXenHvm);
     last_ = d.get();
     return d;
 }

@@ -1,4 +1,4 @@
-// Real Xen PV domains behind the engine's Domain / IncomingDomain interfaces
+// Real Xen domains (64-bit PV, PVH, HVM) behind the engine's Domain / IncomingDomain interfaces
 // (libxenctrl, libxenforeignmemory, libxenevtchn, libxenstore, libxenguest).
 // This header includes no Xen header: the libxl save helper and the command
 // line include it; only the .cpp files of this folder see Xen's headers.
@@ -7,6 +7,7 @@
 #pragma once
 
 #include "stream/domain.hpp"
+#include "stream/domain/xen/guest_checks.hpp"
 
 #include <chrono>
 #include <cstdint>
@@ -27,16 +28,30 @@ struct SaveOptions {
     // request and the wait, and returns true once the guest is suspended).
     // The backend still checks with Xen that the domain is suspended.
     std::function<bool()> suspend_request;
+    // The same, for HVM guests (with a device model) only: their suspension
+    // must go through the toolstack, which saves the device model's state
+    // in that step.  PV and PVH guests are suspended by the backend itself
+    // unless suspend_request is set.
+    std::function<bool()> suspend_request_hvm;
     // Interval of the fallback that polls the domain's state when no event
     // channel could be set up for the suspend notification.
     std::chrono::microseconds poll_interval{500};
 };
 
-// Attaches to running PV domain `domid` as a migration source: maps Xen's
-// m2p, the guest's shared info and p2m, and prepares the suspend event
-// channel (outside the downtime).  Errors name the domain ("xen:7"), the
-// phase (setup) and the cause; HVM and 32-bit PV guests are refused.
-std::unique_ptr<Domain> attach_save(std::uint32_t domid, SaveOptions opt = {});
+// A source domain that says which guest it holds.
+class XenSourceDomain : public Domain {
+public:
+    virtual GuestType guest_type() const = 0;
+};
+
+// Attaches to running domain `domid` as a migration source: PV, Xen's m2p
+// and the guest's shared info and p2m mapped; HVM/PVH, its gfn range sized;
+// the suspend event channel prepared (outside the downtime).  Errors name
+// the domain ("xen:7"), the phase (setup) and the cause; a guest fastmig
+// cannot move (guest_checks.hpp: 32-bit PV, nested virt, PCI passthrough,
+// platform/nomigrate, PoD, paging/sharing) is refused before anything
+// changes in it.
+std::unique_ptr<XenSourceDomain> attach_save(std::uint32_t domid, SaveOptions opt = {});
 
 // Waits until domain `domid` is gone (destroyed, dying) or, with
 // until_running, runs (no longer paused or shut down), polling its state
@@ -60,7 +75,8 @@ struct RestoreParams {
     LogFn log;
 };
 
-// What the helper reports to libxl after a restore (restore_results).
+// What the helper reports to libxl after a restore (restore_results): the
+// store and console frames, mfns for a PV guest, gfns for HVM/PVH.
 struct RestoreResult {
     std::uint64_t store_mfn = 0;
     std::uint64_t console_mfn = 0;
@@ -72,9 +88,11 @@ public:
     virtual RestoreResult result() const = 0;
 };
 
-// Builds PV domain `params.domid` (created empty and paused by the
-// toolstack) from a stream of nr_pages pages.
-std::unique_ptr<XenIncomingDomain> attach_restore(const RestoreParams& params, std::uint64_t nr_pages);
+// Builds domain `params.domid` (created empty and paused by the toolstack)
+// from a stream of nr_pages pages of a PV guest or, with hvm, of an HVM/PVH
+// guest; a domain of the other class is refused before anything is written.
+std::unique_ptr<XenIncomingDomain> attach_restore(const RestoreParams& params, std::uint64_t nr_pages,
+                                                  bool hvm = false);
 
 // DomainProvider for the receiver: one restore into params.domid.
 class XenProvider : public DomainProvider {

@@ -18,6 +18,7 @@ extern "C" {
 #include "stream/types.hpp"
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -114,6 +115,34 @@ private:
     xenforeignmemory_handle* fmem_ = nullptr;
     std::uint8_t* addr_ = nullptr;
     std::size_t n_ = 0;
+};
+
+// A xenstore connection for a few reads (closed on destruction); without
+// xenstored every read says "absent".
+class XsHandle {
+public:
+    XsHandle() : xs_(xs_open(0)) {}
+    ~XsHandle()
+    {
+        if (xs_)
+            xs_close(xs_);
+    }
+    XsHandle(const XsHandle&) = delete;
+    XsHandle& operator=(const XsHandle&) = delete;
+    explicit operator bool() const { return xs_ != nullptr; }
+    // The node's value, "" when absent.
+    std::string read(const std::string& path) const
+    {
+        if (!xs_)
+            return "";
+        unsigned len = 0;
+        char* v = static_cast<char*>(xs_read(xs_, XBT_NULL, path.c_str(), &len));
+        std::string out = v ? std::string(v, len) : std::string();
+        free(v);
+        return out;
+    }
+private:
+    xs_handle* xs_;
 };
 
 // Hypercall-safe memory of `bytes` (whole pages), freed on destruction.

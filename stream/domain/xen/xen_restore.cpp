@@ -1,6 +1,9 @@
-// The destination side: an empty, paused PV domain (created by the
-// toolstack) built from the stream, as xc_domain_restore does for PV.
+// The destination side: an empty, paused domain (created by the toolstack)
+// built from the stream, as xc_domain_restore does: 64-bit PV, or HVM-class
+// (HVM and PVH: memory by gfn, then hvm_state.hpp's plan).
 #include "stream/domain/xen/bytes.hpp"
+#include "stream/domain/xen/hvm_state.hpp"
+#include "stream/domain/xen/hvm_zero_pages.hpp"
 #include "stream/domain/xen/pv_early_tables.hpp"
 #include "stream/domain/xen/pv_pagetable.hpp"
 #include "stream/domain/xen/pv_records.hpp"
@@ -31,8 +34,8 @@ constexpr Mfn kPendingFrame = kInvalidFrame - 1;
 
 class XenRestoreDomain final : public XenIncomingDomain, private FrameTranslation {
 public:
-    XenRestoreDomain(const RestoreParams& p, std::uint64_t nr_pages)
-        : p_(p), who_("xen:" + std::to_string(p.domid)), log_(default_log(p.log, who_)), h_(who_)
+    XenRestoreDomain(const RestoreParams& p, std::uint64_t nr_pages, bool hvm)
+        : p_(p), who_("xen:" + std::to_string(p.domid)), log_(default_log(p.log, who_)), h_(who_), hvm_(hvm)
     {
         in_phase(who_, Phase::setup, [&] { setup(nr_pages); });
     }
@@ -57,6 +60,7 @@ public:
         if (pfns.size() != srcs.size())
             throw Error(who_, Phase::receive, "gathered write of " + std::to_string(pfns.size()) + " pfns with " +
                                                   std::to_string(srcs.size()) + " pages");
+        unpend(pfns);
         for (std::size_t off = 0; off < pfns.size(); off += kBatch) {
             std::size_t n = std::min(kBatch, pfns.size() - off);
             auto ps = pfns.subspan(off, n);
@@ -72,8 +76,17 @@ public:
 
     // Frames from populate_physmap are not scrubbed when a running guest
     // freed them (Xen scrubs only a dying domain's pages): allocate and
-    // clear, a mapping per batch.
-    void zero_fresh_pages(std::span<const Pfn> pfns) override { clear_pages(pfns, Phase::receive); }
+    // clear, a mapping per batch.  HVM/PVH: a zero page may be a hole (MMIO,
+    // Xen's frames) that must stay unpopulated; which it is comes with the
+    // source's hole map, so these wait for it (early state, or the end).
+    void zero_fresh_pages(std::span<const Pfn> pfns) override
+    {
+        if (!hvm_)
+            return clear_pages(pfns, Phase::receive);
+        for (Pfn p : pfns)
+            check_pfn(p, Phase::receive);
+        waiting_->add(pfns);
+    }
 
     void read_page(Pfn pfn, std::span<std::uint8_t> dst) override { read_pages(std::span<const Pfn>(&pfn, 1), dst); }
 
@@ -108,6 +121,25 @@ public:
     void early_state(const StateBlob& blob) override
     {
         in_phase(who_, Phase::receive, [&] {
+            if (hvm_ && blob.type == rec::kFastmigHvmHoles) {
+                const std::uint64_t t0 = monotonic_ns();
+                if (set_cpu_policy(early_cpuid_, early_msr_, Phase::receive))
+                    log_("early: CPU policy set, before the suspension");
+                auto h = parse_hole_blob(blob.data, p2m_.size());
+                HoleMap holes(p2m_.size());
+                for (auto [first, n] : h.runs)
+                    holes.set_holes(first, n);
+                std::size_t n = waiting_->resolve(h.start, h.end, holes, [&](std::span<const Pfn> ps) {
+                    populate_zeroed(ps, Phase::receive);
+                });
+                if (n) {
+                    char line[128];
+                    std::snprintf(line, sizeof line, "early: %zu zero pages populated in %.1f ms, before the suspension",
+                                  n, double(monotonic_ns() - t0) / 1e6);
+                    log_(line);
+                }
+                return;
+            }
             // The source's CPU policy comes before each page-type map: kept
             // here, set (once) when the map follows.
             if (blob.type == rec::kX86CpuidPolicy || blob.type == rec::kX86MsrPolicy) {
@@ -115,9 +147,10 @@ public:
                 (blob.type == rec::kX86CpuidPolicy ? early_cpuid_ : early_msr_) = blob.data;
                 return;
             }
-            if (blob.type != rec::kFastmigPfnTypes)
-                throw StreamError("early state of type " + hex(blob.type) +
-                                  ": a PV destination knows only the CPU policy and the page types");
+            if (blob.type != rec::kFastmigPfnTypes || hvm_)
+                throw StreamError("early state of type " + hex(blob.type) + (hvm_
+                                      ? ": an HVM/PVH destination knows only the CPU policy and the hole map"
+                                      : ": a PV destination knows only the CPU policy and the page types"));
             const std::uint64_t p0 = monotonic_ns();
             if (set_cpu_policy(early_cpuid_, early_msr_, Phase::receive)) {
                 char line[96];
@@ -139,7 +172,7 @@ public:
 
     void restore_state(const std::vector<StateBlob>& state) override
     {
-        in_phase(who_, Phase::restore, [&] { restore(state); });
+        in_phase(who_, Phase::restore, [&] { hvm_ ? restore_hvm(state) : restore(state); });
     }
 
     void unpause() override
@@ -189,13 +222,22 @@ private:
     void setup(std::uint64_t nr_pages)
     {
         if (nr_pages == 0 || nr_pages > (std::uint64_t{1} << 32))
-            throw Error("a stream of " + std::to_string(nr_pages) + " pages is not a PV guest this backend builds");
+            throw Error("a stream of " + std::to_string(nr_pages) + " pages is not a guest this backend builds");
         auto info = domain_info(h_.xch, p_.domid, who_, Phase::setup);
-        if (info.flags & XEN_DOMINF_hvm_guest)
-            throw Error("the target domain is HVM; HVM restore is not implemented (PV only)");
+        const bool domain_hvm = info.flags & XEN_DOMINF_hvm_guest;
+        if (domain_hvm != hvm_)
+            throw Error(std::string("the stream holds ") + (hvm_ ? "an HVM/PVH" : "a PV") +
+                        " guest but the target domain is " +
+                        guest_type_name(classify_guest(domain_hvm, info.arch_config.emulation_flags)) +
+                        ": the guest type must be the same on both sides");
         if (info.flags & (XEN_DOMINF_dying | XEN_DOMINF_shutdown))
             throw Error("the target domain is " + describe_state(info));
         info_ = info;
+        if (hvm_) {
+            p2m_.assign(nr_pages, kInvalidFrame);
+            waiting_ = std::make_unique<WaitingZeroPages>(nr_pages);
+            return;
+        }
         unsigned width = 0;
         if (xc_domain_get_guest_width(h_.xch, p_.domid, &width) < 0)
             fail_errno(who_, Phase::setup, "cannot read the target domain's width");
@@ -232,13 +274,19 @@ private:
         }
         if (todo.empty())
             return;
-        // For a PV guest the array goes in as pfns and comes back as mfns.
+        // For a PV guest the array goes in as pfns and comes back as mfns;
+        // an HVM guest's frames are its gfns (Xen leaves the array alone).
         if (xc_domain_populate_physmap_exact(h_.xch, p_.domid, todo.size(), 0, 0, todo.data()) < 0) {
             int e = errno;
             for (Pfn p : which)
                 set_frame(p, kInvalidFrame);
             errno = e;
             fail_errno(who_, ph, "cannot populate " + std::to_string(todo.size()) + " pages from pfn " + hex(which[0]));
+        }
+        if (hvm_) {
+            for (Pfn p : which)
+                set_frame(p, p);
+            return;
         }
         for (std::size_t i = 0; i < todo.size(); ++i)
             set_frame(which[i], todo[i] == 0 ? kInvalidFrame : todo[i]);
@@ -249,6 +297,7 @@ private:
 
     void clear_pages(std::span<const Pfn> pfns, Phase ph)
     {
+        unpend(pfns);
         for (std::size_t off = 0; off < pfns.size(); off += kBatch) {
             auto ps = pfns.subspan(off, std::min(kBatch, pfns.size() - off));
             ensure_populated(ps, ph);
@@ -266,6 +315,125 @@ private:
         for (Pfn p : pfns)
             mfns.push_back(p2m(p));
         return map_frames(h_.fmem, p_.domid, prot, mfns, who_, ph, "the domain's pages");
+    }
+
+    // A page written (or zeroed) now is no longer waiting for the hole map
+    // (hvm_zero_pages.hpp): taken off first, so a later resolution cannot
+    // wipe what is written.
+    void unpend(std::span<const Pfn> pfns)
+    {
+        if (waiting_)
+            waiting_->written(pfns);
+    }
+
+    // Frames for pfns, cleared (called by WaitingZeroPages::resolve, which
+    // holds its lock: a concurrent write of one of them waits).
+    void populate_zeroed(std::span<const Pfn> pfns, Phase ph)
+    {
+        for (std::size_t off = 0; off < pfns.size(); off += kBatch) {
+            auto ps = pfns.subspan(off, std::min(kBatch, pfns.size() - off));
+            ensure_populated(ps, ph);
+            auto map = map_pfns(ps, PROT_READ | PROT_WRITE, ph);
+            for (std::size_t i = 0; i < ps.size(); ++i)
+                std::memset(map.page(i), 0, kPageSize);
+        }
+    }
+
+    // libxc's HVM restore (xg_sr_restore_x86_hvm.c), as hvm_restore_plan
+    // orders it, after every record and every set-once param was checked.
+    void restore_hvm(const std::vector<StateBlob>& state)
+    {
+        std::string steps;
+        std::uint64_t t = monotonic_ns();
+        auto lap = [&](const std::string& what) {
+            std::uint64_t now = monotonic_ns();
+            char ms[32];
+            std::snprintf(ms, sizeof ms, " %.1f ms", double(now - t) / 1e6);
+            steps += (steps.empty() ? "" : ", ") + what + ms;
+            t = now;
+        };
+        HvmState st = parse_hvm_state(state, p2m_.size(), info_.max_vcpu_id);
+        auto conflicts = hvm_param_conflicts(st.params, [&](std::uint32_t index) {
+            std::uint64_t v = 0;
+            if (xc_hvm_param_get(h_.xch, p_.domid, index, &v) < 0)
+                fail_errno(who_, Phase::restore, "cannot read " + hvm_param_name(index));
+            return v;
+        });
+        if (!conflicts.empty()) {
+            std::string all;
+            for (const auto& c : conflicts)
+                all += (all.empty() ? "" : "; ") + c;
+            throw Error("the stream's HVM params do not fit this domain: " + all);
+        }
+        lap("checked");
+        for (const auto& step : hvm_restore_plan(st)) {
+            using namespace hvm_param;
+            switch (step.step) {
+            case HvmStep::set_cpu_policy:
+                if (set_cpu_policy(st.cpuid_policy, st.msr_policy, Phase::restore))
+                    lap("CPU policy");
+                break;
+            case HvmStep::populate_missing: {
+                // Every gfn with a page at the source and none here yet (a
+                // zero page still waiting, or one never named).
+                std::vector<Pfn> missing;
+                for (Pfn p = 0; p < p2m_.size(); ++p)
+                    if (!st.holes.hole(p) && p2m(p) == kInvalidFrame)
+                        missing.push_back(p);
+                waiting_->add(missing);
+                const std::size_t n = waiting_->resolve(0, p2m_.size(), st.holes, [&](std::span<const Pfn> ps) {
+                    populate_zeroed(ps, Phase::restore);
+                });
+                lap(std::to_string(n) + " zero pages populated");
+                break;
+            }
+            case HvmStep::set_tsc:
+                if (xc_domain_set_tsc_info(h_.xch, p_.domid, st.tsc->mode, st.tsc->nsec, st.tsc->khz,
+                                           st.tsc->incarnation) < 0)
+                    fail_errno(who_, Phase::restore, "cannot set the TSC info");
+                break;
+            case HvmStep::clear_page:
+                if (xc_clear_domain_page(h_.xch, p_.domid, step.a) < 0)
+                    fail_errno(who_, Phase::restore, "cannot clear the special page at gfn " + hex(step.a));
+                break;
+            case HvmStep::set_param:
+                set_param(std::uint32_t(step.a), step.b);
+                break;
+            case HvmStep::set_store_evtchn:
+                set_param(kStoreEvtchn, p_.store_evtchn);
+                break;
+            case HvmStep::set_console_evtchn:
+                set_param(kConsoleEvtchn, p_.console_evtchn);
+                lap("TSC and " + std::to_string(st.params.params.size()) + " params");
+                break;
+            case HvmStep::set_context: {
+                std::vector<std::uint8_t> ctx = st.context;
+                if (xc_domain_hvm_setcontext(h_.xch, p_.domid, ctx.data(), std::uint32_t(ctx.size())) < 0)
+                    fail_errno(who_, Phase::restore, "Xen refused the HVM context (" + std::to_string(ctx.size()) +
+                                                         " bytes, " + std::to_string(st.context_summary.nr_cpus) +
+                                                         " vCPUs)");
+                lap("HVM context");
+                break;
+            }
+            case HvmStep::seed_grant_table:
+                if (xc_dom_gnttab_seed(h_.xch, p_.domid, true, step.a, step.b, p_.console_domid, p_.store_domid) < 0)
+                    fail_errno(who_, Phase::restore, "cannot seed the grant table");
+                lap("grant table");
+                break;
+            }
+        }
+        result_.store_mfn = st.params.store_gfn().value_or(0);
+        result_.console_mfn = st.params.console_gfn().value_or(0);
+        restored_ = true;
+        log_("restored: " + std::to_string(p2m_.size()) + " gfns, " + std::to_string(st.holes.count()) + " holes, " +
+             std::to_string(st.context_summary.nr_cpus) + " vCPUs, store gfn " + hex(result_.store_mfn) +
+             ", console gfn " + hex(result_.console_mfn) + "; " + steps);
+    }
+
+    void set_param(std::uint32_t index, std::uint64_t value)
+    {
+        if (xc_hvm_param_set(h_.xch, p_.domid, index, value) < 0)
+            fail_errno(who_, Phase::restore, "cannot set " + hvm_param_name(index) + " = " + hex(value));
     }
 
     // Everything that xc_domain_restore does at the end of a PV stream.
@@ -512,6 +680,9 @@ private:
     const std::string who_;
     LogFn log_;
     XcHandle h_;
+    const bool hvm_; // HVM or PVH: frames are gfns, holes stay unpopulated
+    // HVM: zero pages the stream named and that wait for the hole map.
+    std::unique_ptr<WaitingZeroPages> waiting_;
     xc_domaininfo_t info_{};
     mutable std::mutex m_;
     std::vector<Mfn> p2m_;
@@ -527,9 +698,9 @@ private:
 
 } // namespace
 
-std::unique_ptr<XenIncomingDomain> attach_restore(const RestoreParams& params, std::uint64_t nr_pages)
+std::unique_ptr<XenIncomingDomain> attach_restore(const RestoreParams& params, std::uint64_t nr_pages, bool hvm)
 {
-    return std::make_unique<XenRestoreDomain>(params, nr_pages);
+    return std::make_unique<XenRestoreDomain>(params, nr_pages, hvm);
 }
 
 } // namespace fastmig::xen

@@ -1,5 +1,8 @@
-// The source side: a running 64-bit PV domain read for the engine.
+// The source side: a running domain read for the engine, 64-bit PV or
+// HVM-class (HVM and PVH: memory by gfn, state as HVM context and params).
 #include "stream/domain/xen/bytes.hpp"
+#include "stream/domain/xen/guest_checks.hpp"
+#include "stream/domain/xen/hvm_records.hpp"
 #include "stream/domain/xen/pv_records.hpp"
 #include "stream/domain/xen/pv_save_page.hpp"
 #include "stream/domain/xen/xen_handles.hpp"
@@ -22,7 +25,7 @@ namespace {
 constexpr std::size_t kTypeBatch = 1024;
 constexpr std::size_t kFpp = kPageSize / 8; // p2m entries per frame
 
-class XenSaveDomain final : public Domain, private FrameTranslation {
+class XenSaveDomain final : public XenSourceDomain, private FrameTranslation {
 public:
     XenSaveDomain(std::uint32_t domid, SaveOptions opt)
         : domid_(domid), who_("xen:" + std::to_string(domid)), opt_(std::move(opt)),
@@ -35,7 +38,8 @@ public:
 
     std::string name() const override { return who_; }
     std::uint64_t nr_pages() const override { return max_pfn_ + 1; }
-    std::uint32_t kind() const override { return kDomainKindXenPv; }
+    std::uint32_t kind() const override { return hvm() ? kDomainKindXenHvm : kDomainKindXenPv; }
+    GuestType guest_type() const override { return type_; }
 
     void enable_dirty_log() override
     {
@@ -78,6 +82,43 @@ public:
                 log_(std::to_string(deferred) + " deferred pages (page tables in flux, ballooned pfns) go again");
         }
         return out.count();
+    }
+
+    // HVM/PVH: the gfns with no page (a 512 MiB guest has about a million
+    // gfns, most of them the MMIO hole) are "free": round 0 sends them as
+    // FREE runs instead of reading 3.5 GiB of nothing, and the destination
+    // leaves them unpopulated (hole map).  One type query per 1024 gfns,
+    // before round 0 (live) or while suspended (not live).  A hole the
+    // guest fills and writes later is dirty and goes with its data.
+    std::uint64_t free_page_hints(DirtyBitmap& out) override
+    {
+        if (!hvm())
+            return Domain::free_page_hints(out);
+        if (out.size() != nr_pages())
+            throw Error(who_, Phase::precopy, "free-page bitmap of " + std::to_string(out.size()) + " bits for " +
+                                                  std::to_string(nr_pages()) + " pages");
+        out.clear_all();
+        return in_phase(who_, paused_ ? Phase::stop_copy : Phase::precopy, [&] {
+            std::uint64_t n = 0;
+            std::vector<xen_pfn_t> batch;
+            for (Pfn first = 0; first <= max_pfn_; first += kTypeBatch) {
+                const Pfn end = std::min<Pfn>(max_pfn_ + 1, first + kTypeBatch);
+                batch.resize(end - first);
+                for (Pfn p = first; p < end; ++p)
+                    batch[p - first] = p;
+                page_types(batch);
+                for (Pfn p = first; p < end; ++p) {
+                    const PageType t = PageType(batch[p - first]);
+                    if (t == kPfinfoXtab || t == kPfinfoBroken) {
+                        out.set(p);
+                        holes_.set(p, true);
+                        ++n;
+                    }
+                }
+            }
+            log_(std::to_string(n) + " of " + std::to_string(nr_pages()) + " gfns have no page (holes): sent as free");
+            return n;
+        });
     }
 
     void read_pages(std::span<const Pfn> pfns, std::span<std::uint8_t> dst) override
@@ -145,7 +186,7 @@ public:
     {
         return in_phase(who_, Phase::precopy, [&] {
             std::vector<StateBlob> out = policy_blobs();
-            for (auto& b : types_.encode((wire::kMaxStateBlob - 8) / 8))
+            for (auto& b : page_map_blobs())
                 out.push_back(std::move(b));
             return out;
         });
@@ -205,21 +246,74 @@ private:
     // entries 0 .. max_mfn_ - 1.
     Pfn m2p(Mfn mfn) const override { return mfn >= max_mfn_ ? kInvalidFrame : Pfn(m2p_[mfn]); }
 
+    bool hvm() const { return type_ != GuestType::pv; }
+
     void setup()
     {
         auto info = domain_info(h_.xch, domid_, who_, Phase::setup);
-        if (info.flags & XEN_DOMINF_hvm_guest)
-            throw Error("HVM (and PVH) guests are not implemented by the Xen backend: PV only");
         if (info.flags & (XEN_DOMINF_dying | XEN_DOMINF_shutdown))
             throw Error("the domain is " + describe_state(info) + ", not migratable");
+        type_ = classify_guest(info.flags & XEN_DOMINF_hvm_guest, info.arch_config.emulation_flags);
         max_vcpu_id_ = info.max_vcpu_id;
-        unsigned width = 0;
-        if (xc_domain_get_guest_width(h_.xch, domid_, &width) < 0)
-            fail_errno(who_, Phase::setup, "cannot read the guest's width");
-        if (width != 8)
-            throw Error("the guest is " + std::to_string(width * 8) +
-                        "-bit; only 64-bit PV guests are implemented");
+        // Everything that refuses the guest comes before anything that
+        // changes it (the suspend channel allocates a port in its table).
+        read_cpu_policy();
+        if (auto why = refusal(gather_facts(info)))
+            throw Error("refused, the guest keeps running: " + *why);
+        if (hvm())
+            setup_hvm(info);
+        else
+            setup_pv(info);
+        bitmap_ = std::make_unique<HypercallBuffer>(h_.xch, ((max_pfn_ + 1 + 63) / 64) * 8, who_, Phase::setup,
+                                                    "the dirty bitmap");
+    }
 
+    // What guest_checks.hpp decides on: Xen's domain info, the CPU policy,
+    // HVM params, and the xenstore nodes libxl (and XenServer's toolstack)
+    // keep for the domain.
+    GuestFacts gather_facts(const xc_domaininfo_t& info)
+    {
+        GuestFacts f;
+        f.type = type_;
+        if (!hvm()) {
+            unsigned width = 0;
+            if (xc_domain_get_guest_width(h_.xch, domid_, &width) < 0)
+                fail_errno(who_, Phase::setup, "cannot read the guest's width");
+            f.pv_width_bytes = width;
+        }
+        f.cpuid_offers_nested_virt = cpu_policy_offers_nested_virt(cpuid_policy_);
+        f.paged_pages = info.paged_pages;
+        f.shared_pages = info.shr_pages;
+        if (hvm()) {
+            // Deprecated in 4.17 (nested virt is a creation flag now, seen
+            // through the CPU policy): Xen may refuse to answer; a refusal
+            // is not a fact.
+            std::uint64_t v = 0;
+            if (xc_hvm_param_get(h_.xch, domid_, hvm_param::kNestedHvm, &v) == 0)
+                f.nestedhvm_param = v;
+            std::uint64_t tot = 0, cache = 0, entries = 0;
+            if (xc_domain_get_pod_target(h_.xch, domid_, &tot, &cache, &entries) == 0)
+                f.pod_entries = entries;
+            else
+                log_(std::string("populate-on-demand state unknown (") + std::strerror(errno) + "): not checked");
+        }
+        XsHandle xs;
+        const std::string dom = "/local/domain/" + std::to_string(domid_);
+        f.xs_nomigrate = xs.read(dom + "/platform/nomigrate");
+        f.xs_nested_virt = xs.read(dom + "/platform/nested-virt");
+        // libxl keeps the assigned devices of PV and HVM guests alike in a
+        // pci backend (libxl_pci.c), device 0, with their count.
+        for (const std::string& p : {"/local/domain/0/backend/pci/" + std::to_string(domid_) + "/0/num_devs",
+                                     "/libxl/" + std::to_string(domid_) + "/device/pci/0/num_devs"})
+            if (f.pci_path.empty() && xs_flag_set(xs.read(p)))
+                f.pci_path = p + " = " + xs.read(p);
+        if (!xs)
+            log_("xenstore unavailable: platform/nomigrate, nested-virt and PCI passthrough not checked");
+        return f;
+    }
+
+    void setup_pv(const xc_domaininfo_t& info)
+    {
         unsigned long max_mfn = 0;
         if (xc_maximum_ram_page(h_.xch, &max_mfn) < 0)
             fail_errno(who_, Phase::setup, "cannot read the machine's highest frame");
@@ -234,17 +328,48 @@ private:
         shinfo_ = map_frames(h_.fmem, domid_, PROT_READ, {xen_pfn_t(info.shared_info_frame)}, who_, Phase::setup,
                              "the shared info page");
         map_p2m();
-        read_cpu_policy();
         types_ = PfnTypeMap(max_pfn_ + 1);
         deferred_ = std::make_unique<DeferredPages>(max_pfn_ + 1);
-        // With libxl's callback, libxl requests the suspension and waits for
-        // it through VIRQ_DOM_EXC: subscribing would take that from it.
+        open_suspend_channel();
+        log_("attached: 64-bit PV, " + std::to_string(max_pfn_ + 1) + " pfns, " +
+             std::to_string(p2m_frames_.size()) + " p2m frames, " + std::to_string(max_vcpu_id_ + 1) + " vCPUs");
+    }
+
+    // HVM and PVH: gfns 0 .. nr_gpfns - 1, read as they are (no p2m, no
+    // page tables to rewrite); holes are found per batch from the types.
+    void setup_hvm(const xc_domaininfo_t& info)
+    {
+        xen_pfn_t nr = 0;
+        if (xc_domain_nr_gpfns(h_.xch, domid_, &nr) < 0)
+            fail_errno(who_, Phase::setup, "cannot read the guest's physical address space size (nr_gpfns)");
+        if (nr == 0 || nr > (xen_pfn_t{1} << 32))
+            throw Error("the guest's physical address space of " + std::to_string(nr) + " pages is not migratable");
+        max_pfn_ = nr - 1;
+        holes_ = HoleMap(nr);
+        deferred_ = std::make_unique<DeferredPages>(nr);
+        open_suspend_channel();
+        log_(std::string("attached: ") + guest_type_name(type_) + " (" +
+             (info.flags & XEN_DOMINF_hap ? "HAP" : "shadow paging") + "), " + std::to_string(nr) + " gfns, " +
+             std::to_string(info.tot_pages) + " pages populated, " + std::to_string(max_vcpu_id_ + 1) + " vCPUs");
+    }
+
+    // With libxl's callback, libxl requests the suspension and waits for it
+    // through VIRQ_DOM_EXC: subscribing would take that from it.  An HVM
+    // guest with a device model is always suspended through the toolstack,
+    // which saves the device model's state in that step.
+    void open_suspend_channel()
+    {
+        if (type_ == GuestType::hvm && opt_.suspend_request_hvm && !opt_.suspend_request)
+            opt_.suspend_request = opt_.suspend_request_hvm;
         suspend_ = std::make_unique<SuspendChannel>(h_.xch, domid_, who_, log_, opt_.poll_interval,
                                                     !opt_.suspend_request);
-        bitmap_ = std::make_unique<HypercallBuffer>(h_.xch, ((max_pfn_ + 1 + 63) / 64) * 8, who_, Phase::setup,
-                                                    "the dirty bitmap");
-        log_("attached: " + std::to_string(max_pfn_ + 1) + " pfns, " + std::to_string(p2m_frames_.size()) +
-             " p2m frames, " + std::to_string(max_vcpu_id_ + 1) + " vCPUs");
+    }
+
+    std::vector<StateBlob> page_map_blobs() const
+    {
+        if (hvm())
+            return holes_.encode((wire::kMaxStateBlob - kHoleBlobHeader) / kHoleRunSize);
+        return types_.encode((wire::kMaxStateBlob - 8) / 8);
     }
 
     // The CPU policy the guest runs with, as libxc's save sends it.  Xen
@@ -347,6 +472,8 @@ private:
 
     void read_batch(std::span<const Pfn> pfns, std::span<std::uint8_t> dst)
     {
+        if (hvm())
+            return read_batch_hvm(pfns, dst);
         const std::size_t n = pfns.size();
         std::vector<xen_pfn_t> types(n);
         for (std::size_t i = 0; i < n; ++i) {
@@ -385,7 +512,57 @@ private:
         }
     }
 
-    // XEN_DOMCTL_getpageframeinfo3: mfns in, PFINFO types out (what libxc's
+    // HVM/PVH: the types by gfn say which gfns have a page (NOTAB) and which
+    // are holes (XTAB: MMIO, Xen's frames in the physmap; BROKEN); holes are
+    // read as zeros and named in the hole map, so that the destination never
+    // gives the guest a page it did not have.
+    void read_batch_hvm(std::span<const Pfn> pfns, std::span<std::uint8_t> dst)
+    {
+        const std::size_t n = pfns.size();
+        const Phase ph = paused_ ? Phase::stop_copy : Phase::precopy;
+        std::vector<xen_pfn_t> types(pfns.begin(), pfns.end());
+        for (Pfn p : pfns)
+            if (p > max_pfn_)
+                throw Error("gfn " + hex(p) + " beyond the guest's last gfn " + hex(max_pfn_));
+        page_types(types);
+        std::vector<xen_pfn_t> to_map;
+        for (std::size_t i = 0; i < n; ++i) {
+            if (!page_type_known(PageType(types[i])))
+                throw Error("gfn " + hex(pfns[i]) + " has " + page_type_name(PageType(types[i])));
+            if (page_type_has_data(PageType(types[i])))
+                to_map.push_back(pfns[i]);
+        }
+        // Per-page errors are not fatal while the guest runs: a gfn it gave
+        // back (balloon) between the type query and the mapping is read
+        // again, once suspended.
+        std::vector<int> errs;
+        ForeignMap map(h_.fmem, domid_, PROT_READ, to_map, errs);
+        if (!map && !to_map.empty())
+            fail_errno(who_, ph, "cannot map " + std::to_string(to_map.size()) + " guest pages");
+        std::size_t m = 0;
+        for (std::size_t i = 0; i < n; ++i) {
+            auto out = dst.subspan(i * kPageSize, kPageSize);
+            const PageType t = PageType(types[i]);
+            if (!page_type_has_data(t)) {
+                std::fill(out.begin(), out.end(), 0);
+                holes_.set(pfns[i], t == kPfinfoXtab || t == kPfinfoBroken);
+                continue;
+            }
+            const std::size_t k = m++;
+            if (errs[k]) {
+                if (paused_)
+                    throw Error("cannot map gfn " + hex(pfns[i]) + " of the suspended guest: " +
+                                std::strerror(-errs[k]));
+                std::fill(out.begin(), out.end(), 0);
+                deferred_->add(pfns[i]);
+            } else {
+                std::memcpy(out.data(), map.page(k), kPageSize);
+            }
+            holes_.set(pfns[i], false);
+        }
+    }
+
+    // XEN_DOMCTL_getpageframeinfo3: mfns (PV) or gfns (HVM) in, PFINFO types out (what libxc's
     // private xc_get_pfn_type_batch does; that one is not in the public
     // headers).
     void page_types(std::vector<xen_pfn_t>& arr)
@@ -405,6 +582,8 @@ private:
 
     std::vector<StateBlob> state()
     {
+        if (hvm())
+            return state_hvm();
         std::vector<StateBlob> out;
         out.push_back(encode_pv_info(8, 4));
         P2mFrames f;
@@ -414,10 +593,7 @@ private:
             throw Error("p2m beyond 2^32 entries cannot be described by X86_PV_P2M_FRAMES");
         f.frame_pfns = p2m_frame_pfns(p2m_frames_, *this); // again: the guest may have moved them
         out.push_back(encode_p2m_frames(f));
-        TscInfo tsc;
-        if (xc_domain_get_tsc_info(h_.xch, domid_, &tsc.mode, &tsc.nsec, &tsc.khz, &tsc.incarnation) < 0)
-            fail_errno(who_, Phase::state, "cannot read the TSC info");
-        out.push_back(encode_tsc_info(tsc));
+        out.push_back(encode_tsc_info(read_tsc()));
         for (auto& b : policy_blobs())
             out.push_back(std::move(b));
         StateBlob sh;
@@ -429,6 +605,54 @@ private:
         for (auto& b : types_.encode((wire::kMaxStateBlob - 8) / 8))
             out.push_back(std::move(b));
         return out;
+    }
+
+    // libxc's HVM end of checkpoint (TSC, HVM_CONTEXT, HVM_PARAMS), with the
+    // CPU policy and the hole map: no vCPU records, the context holds them.
+    std::vector<StateBlob> state_hvm()
+    {
+        std::vector<StateBlob> out;
+        out.push_back(encode_tsc_info(read_tsc()));
+        for (auto& b : policy_blobs())
+            out.push_back(std::move(b));
+        const int size = xc_domain_hvm_getcontext(h_.xch, domid_, nullptr, 0);
+        if (size < 0)
+            fail_errno(who_, Phase::state, "cannot size the HVM context");
+        if (std::size_t(size) > wire::kMaxStateBlob || std::size_t(size) > hvm_ctx::kMaxSize)
+            throw Error("HVM context of " + std::to_string(size) + " bytes, larger than a state blob");
+        StateBlob ctx;
+        ctx.type = rec::kHvmContext;
+        ctx.data.resize(std::size_t(size));
+        const int got = xc_domain_hvm_getcontext(h_.xch, domid_, ctx.data.data(), std::uint32_t(size));
+        if (got < 0)
+            fail_errno(who_, Phase::state, "cannot read the HVM context");
+        if (got > size)
+            throw Error("HVM context grew from " + std::to_string(size) + " to " + std::to_string(got) + " bytes");
+        ctx.data.resize(std::size_t(got));
+        // The destination checks it too; failing here keeps the guest here.
+        check_hvm_context(ctx.data, max_vcpu_id_);
+        out.push_back(std::move(ctx));
+        std::vector<HvmParam> params;
+        for (std::uint32_t index : hvm_param::kSaved) {
+            std::uint64_t v = 0;
+            if (xc_hvm_param_get(h_.xch, domid_, index, &v) < 0)
+                fail_errno(who_, Phase::state, "cannot read " + hvm_param_name(index));
+            if (v)
+                params.push_back({index, v});
+        }
+        if (!params.empty())
+            out.push_back(encode_hvm_params(params));
+        for (auto& b : page_map_blobs())
+            out.push_back(std::move(b));
+        return out;
+    }
+
+    TscInfo read_tsc()
+    {
+        TscInfo tsc;
+        if (xc_domain_get_tsc_info(h_.xch, domid_, &tsc.mode, &tsc.nsec, &tsc.khz, &tsc.incarnation) < 0)
+            fail_errno(who_, Phase::state, "cannot read the TSC info");
+        return tsc;
     }
 
     void vcpu_state(std::uint32_t id, std::vector<StateBlob>& out)
@@ -538,7 +762,9 @@ private:
     std::vector<Mfn> p2m_frames_;
     std::vector<Pfn> p2m_frame_pfns_;
     Pfn max_pfn_ = 0;
-    PfnTypeMap types_;
+    GuestType type_ = GuestType::pv;
+    PfnTypeMap types_; // PV
+    HoleMap holes_;    // HVM, PVH
     std::vector<std::uint8_t> cpuid_policy_; // xen_cpuid_leaf_t[], read at setup
     std::vector<std::uint8_t> msr_policy_;   // xen_msr_entry_t[]
     std::unique_ptr<DeferredPages> deferred_;
@@ -552,7 +778,7 @@ private:
 
 } // namespace
 
-std::unique_ptr<Domain> attach_save(std::uint32_t domid, SaveOptions opt)
+std::unique_ptr<XenSourceDomain> attach_save(std::uint32_t domid, SaveOptions opt)
 {
     return std::make_unique<XenSaveDomain>(domid, std::move(opt));
 }

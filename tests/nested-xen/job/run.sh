@@ -3,8 +3,9 @@
 # (fastmig-dom0-init mounts the job disk on /job and runs this).
 #
 # It starts the Xen daemons, then for each guest size and workload boots a
-# small PV guest and runs stock `xl save` + `xl restore` and stock
-# `xl migrate` to localhost, RUNS times each, measuring:
+# small guest (GUEST_TYPE: pv, pvh or hvm, see guest_cfg) and runs
+# `xl save` + `xl restore` and `xl migrate` to localhost, RUNS times each,
+# measuring:
 #   total    wall time of the xl command(s), from dom0's clock
 #   downtime two ways:
 #     ping   dom0 pings the guest every PING_MS ms over a bridge inside
@@ -48,16 +49,37 @@ mkdir -p "$R"
 : "${WRITE_RATE:=8}" "${PING_MS:=1}" "${STEP_TIMEOUT:=600}" "${DO_SAVE:=1}" "${DO_MIGRATE:=1}"
 if [[ -x /job/fastmig/helper.sh ]]; then : "${HELPERS:=stock fastmig}"; else : "${HELPERS:=stock}"; fi
 : "${FASTMIG_OPTIONS:=}" "${XS_LOAD:=0}" "${PERF:=0}" "${FAULTS:=0}" "${CUT_MIB:=16}"
+# GUEST_TYPE: pv, pvh (the same kernel and initramfs, no device model) or
+# hvm (Debian's qemu-system-xen as device model, SeaBIOS, direct kernel
+# boot of the same kernel and initramfs). GUEST_HAP (pvh, hvm only): 0 =
+# shadow paging (`hap = 0` in the guest's config), the default because
+# TCG's emulated NPT loses guests to "Triple fault" during `xl migrate`
+# (README.md); 1 = HAP, that experiment.
+: "${GUEST_TYPE:=pv}" "${GUEST_HAP:=0}"
+case $GUEST_TYPE in pv|pvh|hvm) ;; *) echo "GUEST_TYPE must be pv, pvh or hvm, not '$GUEST_TYPE'" >&2; exit 2 ;; esac
+case $GUEST_HAP in 0|1) ;; *) echo "GUEST_HAP must be 0 or 1, not '$GUEST_HAP'" >&2; exit 2 ;; esac
 
 T0=$(date +%s.%N)
 say() { printf 'JOB [%7.1fs] %s\n' "$(awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN{print b-a}')" "$*"; }
 now() { date +%s.%N; }
 dt() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f", b-a}'; }
-fail() { say "FAIL: $*"; collect; exit 1; }
+fail() { say "FAIL: $*"; evidence; collect; exit 1; }
+evidence() { # the first things to read after a failure, in run.log itself
+  xl list 2>&1 | sed 's/^/XL-LIST: /' || true
+  local f
+  for f in /var/log/xen/console/guest-g1*.log; do
+    if [[ -f $f ]]; then tail -n 15 "$f" | sed "s|^|CONSOLE ${f##*/}: |"; fi
+  done
+  for f in /var/log/xen/qemu-dm-g1*.log; do
+    if [[ -f $f ]]; then tail -n 10 "$f" | sed "s|^|DM ${f##*/}: |"; fi
+  done
+  xl dmesg 2>/dev/null | tail -n 25 | sed 's/^/XEN: /' || true
+}
 collect() { # copy what helps a post-mortem to the results disk
   mkdir -p "$R/logs"
   cp -r /var/log/xen/. "$R/logs/" 2>/dev/null || true
   xl dmesg >"$R/logs/xl-dmesg.txt" 2>&1 || true
+  xl list -v >"$R/logs/xl-list.txt" 2>&1 || true
   dmesg >"$R/logs/dom0-dmesg.txt" 2>&1 || true
   free -m >"$R/logs/dom0-free.txt" 2>&1 || true
   xl info >"$R/logs/xl-info.txt" 2>&1 || true
@@ -96,6 +118,24 @@ ip link add xenbr0 type bridge
 ip addr add 169.254.100.1/24 dev xenbr0
 ip link set xenbr0 up
 say "xen daemons up in $(dt "$ts" "$(now)")s; free for guests: $(xl info | awk '/^free_memory/{print $3}') MiB"
+# What the nested CPU gave Xen (boot.sh's model): virt_caps must offer what
+# the guest type needs, or the job stops here with the reason.
+caps=$(awk -F': *' '/^virt_caps/ { print $2 }' "$R/xl-info.txt")
+say "virt_caps: $caps; xen_caps: $(awk -F': *' '/^xen_caps/ { print $2 }' "$R/xl-info.txt")"
+xl dmesg >"$R/xl-dmesg-boot.txt" 2>&1 || true
+grep -E 'SVM|VMX|HVM:|HAP' "$R/xl-dmesg-boot.txt" | sed 's/^/XEN: /' | head -n 12 || true
+if [[ $GUEST_TYPE != pv ]]; then
+  [[ " $caps " == *" hvm "* ]] \
+    || fail "GUEST_TYPE=$GUEST_TYPE needs Xen's HVM support, virt_caps is '$caps' (boot.sh's CPU model must have +svm)"
+  need=shadow; [[ $GUEST_HAP == 1 ]] && need=hap
+  [[ " $caps " == *" $need "* ]] || fail "GUEST_HAP=$GUEST_HAP needs '$need' in virt_caps '$caps'"
+fi
+if [[ $GUEST_TYPE == hvm ]]; then
+  # The device model's emulated NIC is a tap device (vifN.0-emu).
+  modprobe tun || fail "modprobe tun (the HVM device model's NIC needs /dev/net/tun)"
+  [[ -x /usr/libexec/xen-qemu-system-i386 ]] \
+    || fail "the image has no /usr/libexec/xen-qemu-system-i386 (qemu-system-xen; build-image.sh)"
+fi
 echo "step	size_mib	mode	run	total_s	save_s	restore_s	ping_gap_ms	ping_sent	ping_recv	guest_gap_ms	file_mib	xl_gap_ms	xl_mem_ms	stream_mib	suspend_ms	stream_s	xl_helpers_ms" >"$R/results.tsv"
 for h in $HELPERS; do
   case $h in
@@ -114,11 +154,17 @@ kernel=$(ls /boot/vmlinuz-* | sort -V | tail -n1)
 GIP=169.254.100.2
 
 guest_cfg() { # $1 size MiB, $2 mode -> writes /var/lib/fastmig/g1.cfg
+  # PV, PVH and HVM boot the same kernel and initramfs (Debian's kernel
+  # has CONFIG_XEN_PVH; HVM boots it through the device model's direct
+  # kernel boot), and all use the PV console (hvc0, memwriter's lines in
+  # xenconsoled's log) and netfront (the initramfs has no driver for the
+  # emulated NIC, so HVM's eth0 is the PV NIC once the platform device
+  # unplugs the emulated one).
   local mib=1 rate=0
   if [[ $2 == write ]]; then mib=$WRITE_MIB; rate=$WRITE_RATE; fi
   cat >/var/lib/fastmig/g1.cfg <<EOF
 name = "g1"
-type = "pv"
+type = "$GUEST_TYPE"
 kernel = "$kernel"
 ramdisk = "/job/guest-initrd.img"
 extra = "console=hvc0 quiet fm_ip=$GIP fm_mib=$mib fm_rate=$rate"
@@ -128,6 +174,16 @@ vcpus = 1
 vif = [ "bridge=xenbr0,mac=00:16:3e:5a:00:02" ]
 on_crash = "preserve"
 EOF
+  [[ $GUEST_TYPE == pv ]] || echo "hap = $GUEST_HAP" >>/var/lib/fastmig/g1.cfg
+  [[ $GUEST_TYPE == hvm ]] && cat >>/var/lib/fastmig/g1.cfg <<EOF
+device_model_version = "qemu-xen"
+xen_platform_pci = 1
+serial = "pty"
+vnc = 0
+sdl = 0
+vga = "none"
+EOF
+  return 0
 }
 
 wait_ping() { # wait until the guest answers; $1 = limit in s
@@ -176,10 +232,11 @@ stream_s() { # from the timestamped xl log $1: the helper's start at the
 }
 suspend_ms() { # from the timestamped xl log $1: request -> "suspended" seen, ms
   # libxl's own wait (stock helper, or FASTMIG_HELPER_SUSPEND=libxl):
-  # "issuing PV suspend request" -> "guest has suspended" (@releaseDomain);
+  # "issuing PV suspend request" (PVH and HVM guests: "issuing PVH/HVM
+  # suspend request") -> "guest has suspended" (@releaseDomain);
   # fastmig's channel: the helper's own measurement of the same interval.
   awk '/suspended in [0-9.]+ ms from the request/ && $0 ~ /channel\)/ { for (i = 1; i < NF; i++) if ($i == "in") { v = $(i + 1); break } }
-       /issuing PV suspend request/ && !a { a = $1 }
+       /issuing (PV|PVH\/HVM) suspend request/ && !a { a = $1 }
        /guest has suspended/ && a && !b { b = $1 }
        END { if (v != "") print v; else if (a && b) printf "%.2f\n", (b - a) * 1000; else print "NA" }' "$1"
 }
@@ -261,13 +318,14 @@ survived_on_source() {
   runnable "$ST" || fail "$1: g1 is '$ST', not running, after the failed migration"
   # No device of the half-built domain left behind (with the patched libxl
   # its NIC may have been attached before the stream failed): the only
-  # vif backend in xenstore and the only vif in dom0 are g1's.
+  # vif backend in xenstore and the only vif in dom0 are g1's (an HVM
+  # guest's device model adds its emulated NIC's tap, vifN.0-emu).
   local id vifs devs
   id=$(awk '$1 == "g1" { print $2 }' "$3")
   vifs=$(xenstore-list /local/domain/0/backend/vif 2>/dev/null | tr '\n' ' ')
   [[ $vifs == "$id " ]] || fail "$1: vif backends of domains '$vifs' in xenstore, expected only g1's ($id)"
-  devs=$(ls /sys/class/net | grep '^vif' | tr '\n' ' ')
-  [[ $devs == "vif$id.0 " ]] || fail "$1: dom0 has vif devices '$devs', expected only vif$id.0"
+  devs=$(ls /sys/class/net | grep '^vif' | grep -vx "vif$id\.0-emu" | tr '\n' ' ' || true)
+  [[ $devs == "vif$id.0 " ]] || fail "$1: dom0 has vif devices '$devs', expected only vif$id.0 (and its -emu tap)"
   wait_ping 60 || fail "$1: the guest does not answer after the failed migration"
   check_memory "$2" "$1"
 }

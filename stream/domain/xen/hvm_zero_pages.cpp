@@ -1,0 +1,34 @@
+#include "stream/domain/xen/hvm_zero_pages.hpp"
+
+#include "stream/domain/xen/bytes.hpp"
+
+#include <algorithm>
+
+namespace fastmig::xen {
+
+void WaitingZeroPages::add(std::span<const Pfn> pfns)
+{
+    std::lock_guard<std::mutex> g(m_);
+    for (Pfn p : pfns) {
+        if (p >= waiting_.size())
+            throw Error("zero page at gfn " + hex(p) + " beyond the guest's " + std::to_string(waiting_.size()) +
+                        " pages");
+        waiting_[p] = 1;
+    }
+}
+
+void WaitingZeroPages::written(std::span<const Pfn> pfns)
+{
+    std::lock_guard<std::mutex> g(m_);
+    for (Pfn p : pfns)
+        if (p < waiting_.size())
+            waiting_[p] = 0;
+}
+
+std::uint64_t WaitingZeroPages::count() const
+{
+    std::lock_guard<std::mutex> g(m_);
+    return std::uint64_t(std::count(waiting_.begin(), waiting_.end(), 1));
+}
+
+} // namespace fastmig::xen
