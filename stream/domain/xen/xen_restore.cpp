@@ -134,9 +134,12 @@ public:
         }
     }
 
-    // The source's page types as of its latest precopy round (blob
+    // PV: the source's page types as of its latest precopy round (blob
     // FASTMIG_PFN_TYPES): the page tables not local yet are localised now,
     // during precopy, instead of at the end (pv_early_tables.hpp).
+    // HVM/PVH: its hole map (FASTMIG_HVM_HOLES): the zero pages waiting in
+    // the blob's range that are no holes get their frames now.  Both: the
+    // CPU policy that precedes them is set the first time.
     void early_state(const StateBlob& blob) override
     {
         in_phase(who_, Phase::receive, [&] {
