@@ -90,6 +90,9 @@ void set_resolve(const Options& o, SendOptions& so, const HostPort& dest)
     r.attempt_timeout = so.io_timeout;
     r.destination = dest.str();
     r.connect = [dest](std::chrono::milliseconds t) { return tcp_connect(dest, t).release(); };
+    // Not errors (the one error line comes at the end): progress of the
+    // resolution, for the log of whoever runs fastmig send.
+    r.log = [](const std::string& line) { std::fprintf(stderr, "resolve: %s\n", line.c_str()); };
 }
 
 double cpu_ms(const rusage& ru)

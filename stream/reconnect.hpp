@@ -27,6 +27,8 @@ struct ResolveOptions {
     unsigned max_attempts = 60;
     // One attempt: connect, handshake, query, answer.
     std::chrono::milliseconds attempt_timeout{10000};
+    // One line per attempt and per answer (fastmig send prints them).
+    std::function<void(const std::string&)> log;
 };
 
 struct Resolution {

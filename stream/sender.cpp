@@ -439,9 +439,14 @@ wire::Done Sender::commit()
 wire::Done Sender::resolve_lost_commit(const std::string& lost)
 {
     const std::string& dest = opt_.resolve.destination;
-    log("commit: the connection was lost after COMMIT (" + lost + "); asking " + dest + " for the outcome of " +
+    auto say = [this](const std::string& line) {
+        log(line);
+        if (opt_.resolve.log)
+            opt_.resolve.log(line);
+    };
+    say("the connection was lost after COMMIT (" + lost + "); asking " + dest + " for the outcome of migration " +
         wire::migration_id_hex(*mid_));
-    Resolution r = resolve_outcome(*mid_, opt_.psk, opt_.resolve, opt_.log);
+    Resolution r = resolve_outcome(*mid_, opt_.psk, opt_.resolve, say);
     if (r.kind == Resolution::committed) {
         res_.resolved = "committed";
         wire::Done d;
