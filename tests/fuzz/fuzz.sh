@@ -27,7 +27,7 @@ rundir=${FUZZ_RUN_DIR:-$work}
 CXX_FUZZ=${CXX_FUZZ:-clang++}
 FUZZ_JOBS=${FUZZ_JOBS:-1}
 FUZZ_NICE=${FUZZ_NICE:-10}
-targets="wire codec receiver sender"
+targets="wire codec receiver sender outcome"
 
 san="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 cxxflags="-std=c++20 -O1 -g -fno-omit-frame-pointer $san -I$top_srcdir -I$builddir -D_GNU_SOURCE -pthread"
@@ -38,12 +38,13 @@ engine="stream/types.cpp stream/failpoint.cpp stream/wire.cpp stream/wire_channe
         stream/classify.cpp stream/transport.cpp stream/precopy_policy.cpp stream/send_pipeline.cpp
         stream/sender.cpp stream/receiver.cpp stream/codec/deflate.cpp stream/codec/xbzrle.cpp
         stream/codec/page_cache.cpp stream/codec/policy.cpp
-        stream/auth_key.cpp stream/auth_record.cpp stream/auth_handshake.cpp"
+        stream/auth_key.cpp stream/auth_record.cpp stream/auth_handshake.cpp
+        stream/wire_outcome.cpp stream/outcome_store.cpp stream/reconnect.cpp"
 
 # Input size limits per target (bytes): the seeds' size, with room to grow.
 max_len() {
   case $1 in
-    wire) echo 65536 ;; codec) echo 70000 ;; receiver) echo 131072 ;; sender) echo 4096 ;;
+    wire) echo 65536 ;; codec) echo 70000 ;; receiver) echo 131072 ;; sender) echo 4096 ;; outcome) echo 8192 ;;
   esac
 }
 
@@ -148,6 +149,7 @@ all() {
     eval "r=\${FUZZ_RUNS_$(echo $t | tr a-z A-Z):-}"
     case $t in
       wire) : "${r:=4000000}" ;; codec) : "${r:=4000000}" ;; receiver) : "${r:=1500000}" ;; sender) : "${r:=500000}" ;;
+      outcome) : "${r:=200000}" ;;
     esac
     if test "$FUZZ_JOBS" -gt 1; then
       (run "$t" "$r" "$FUZZ_TIME" >>"$res") &
