@@ -9,6 +9,7 @@
 #include "fake_domain.hpp"
 #include "stream/auth.hpp"
 #include "stream/outcome_store.hpp"
+#include "temp_dir.hpp"
 #include "stream/reconnect.hpp"
 #include "stream/receiver.hpp"
 #include "stream/sender.hpp"
@@ -33,16 +34,6 @@ enum class Fault {
     lose_commit, // COMMIT never reaches the destination, both connections drop
     lose_done,   // DONE never reaches the source, both connections drop
     hold_commit, // the source's connection drops; COMMIT reaches the destination after the query was answered
-};
-
-struct TempDir {
-    TempDir()
-    {
-        char t[] = "/tmp/fastmig-resolve.XXXXXX";
-        path = ::mkdtemp(t);
-    }
-    ~TempDir() { (void)!std::system(("rm -rf '" + path + "'").c_str()); }
-    std::string path;
 };
 
 class Relay {

@@ -7,6 +7,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include "stream/outcome_store.hpp"
+#include "temp_dir.hpp"
 #include "stream/transport.hpp"
 #include "stream/wire_outcome.hpp"
 
@@ -22,18 +23,9 @@
 #include <unistd.h>
 
 using namespace fastmig;
+using fastmig::test::TempDir;
 
 namespace {
-
-struct TempDir {
-    TempDir()
-    {
-        char t[] = "/tmp/fastmig-outcome.XXXXXX";
-        path = ::mkdtemp(t);
-    }
-    ~TempDir() { (void)!std::system(("rm -rf '" + path + "'").c_str()); }
-    std::string path;
-};
 
 wire::MigrationId id_of(std::uint8_t n)
 {
