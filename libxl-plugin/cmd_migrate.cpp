@@ -7,6 +7,7 @@
 #include "stream/clock.hpp"
 #include "stream/codec/codec.hpp"
 #include "stream/domain/sim/sim.hpp"
+#include "stream/outcome_store.hpp"
 #include "stream/receiver.hpp"
 #include "stream/sender.hpp"
 #include "stream/transport.hpp"
@@ -16,6 +17,7 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -69,6 +71,28 @@ void set_channels(SendOptions& so, unsigned channels, const HostPort& dest)
 {
     so.channels = channels;
     so.connect_channel = [dest, t = so.io_timeout] { return tcp_connect(dest, t).release(); };
+}
+
+// A connection lost after COMMIT is followed by outcome queries to the same
+// address (docs/stream-format.md, Resolving a lost COMMIT), unless
+// --no-resolve.
+void set_resolve(const Options& o, SendOptions& so, const HostPort& dest)
+{
+    if (o.flag("no-resolve"))
+        return;
+    ResolveOptions& r = so.resolve;
+    r.deadline = std::chrono::milliseconds(o.uint_or("resolve-deadline-ms", 120000));
+    r.retry_interval = std::chrono::milliseconds(o.uint_or("resolve-interval-ms", 2000));
+    r.max_attempts = static_cast<unsigned>(o.uint_or("resolve-attempts", 60));
+    if (r.deadline.count() < 100 || r.retry_interval.count() < 10 || r.max_attempts < 1 || r.max_attempts > 100000)
+        throw UsageError("--resolve-deadline-ms must be at least 100, --resolve-interval-ms at least 10, "
+                         "--resolve-attempts 1..100000");
+    r.attempt_timeout = so.io_timeout;
+    r.destination = dest.str();
+    r.connect = [dest](std::chrono::milliseconds t) { return tcp_connect(dest, t).release(); };
+    // Not errors (the one error line comes at the end): progress of the
+    // resolution, for the log of whoever runs fastmig send.
+    r.log = [](const std::string& line) { std::fprintf(stderr, "resolve: %s\n", line.c_str()); };
 }
 
 double cpu_ms(const rusage& ru)
@@ -148,13 +172,68 @@ std::map<std::string, std::string> parse_kv(const std::string& text)
     return kv;
 }
 
+// The outcome records of `receive` (docs/stream-format.md, Resolving a lost
+// COMMIT): --outcome-dir DIR (none: no records, feature OUTCOME refused),
+// kept --outcome-keep-ms.
+std::unique_ptr<OutcomeStore> open_outcome_store(const Options& o)
+{
+    const std::string dir = o.get_or("outcome-dir", default_outcome_dir());
+    if (dir == "none")
+        return nullptr;
+    const auto keep_ms = o.uint_or("outcome-keep-ms", 24ull * 3600 * 1000);
+    if (keep_ms < 1000)
+        throw UsageError("--outcome-keep-ms must be at least 1000");
+    try {
+        return std::make_unique<OutcomeStore>(dir, std::chrono::seconds(keep_ms / 1000));
+    } catch (const Error& e) {
+        throw Error("--outcome-dir: " + e.cause() + " (or --outcome-dir none: a lost COMMIT then stays in doubt)");
+    }
+}
+
+// Migrations whose source may come back to ask for the outcome: READY went
+// out and no DONE_ACK came back.  The receive loop stays up for them (up
+// to --outcome-linger-ms after the last one), even without --keep-listening.
+class Askers {
+public:
+    void set(const wire::MigrationId& id, bool pending)
+    {
+        if (pending) {
+            ids_.insert(id);
+            until_ = std::chrono::steady_clock::now() + linger_;
+        } else {
+            ids_.erase(id);
+        }
+    }
+    void answered(const wire::MigrationId& id) { ids_.erase(id); }
+    bool waiting() const { return !ids_.empty(); }
+    std::chrono::milliseconds left() const
+    {
+        return std::max(std::chrono::milliseconds(0), std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                          until_ - std::chrono::steady_clock::now()));
+    }
+    std::chrono::milliseconds linger_{300000};
+
+private:
+    std::set<wire::MigrationId> ids_;
+    std::chrono::steady_clock::time_point until_{};
+};
+
 // Runs one receive on an accepted connection and writes key=value results
 // to result_fd (if >= 0).
-int receive_one(int conn, const ReceiveOptions& ro, int result_fd, bool quiet)
+int receive_one(int conn, const ReceiveOptions& ro, int result_fd, bool quiet, Askers& askers)
 {
     sim::SimProvider provider;
     try {
         ReceiveResult r = receive_domain(conn, provider, ro);
+        if (r.query_id) {
+            if (r.query_answer != wire::OutcomeAnswer::unknown)
+                askers.answered(*r.query_id);
+            if (!quiet)
+                std::printf("answered an outcome query for migration %s: %s\n",
+                            wire::migration_id_hex(*r.query_id).c_str(), wire::outcome_answer_name(r.query_answer));
+            std::fflush(stdout);
+            return 0;
+        }
         if (result_fd >= 0) {
             std::string kv = "destination=" + r.domain + "\nbytes_received=" + std::to_string(r.bytes_received) +
                              "\npages_written=" + std::to_string(r.pages_written) + "\nresumed_at_ns=" +
@@ -173,6 +252,12 @@ int receive_one(int conn, const ReceiveOptions& ro, int result_fd, bool quiet)
                          r.domain.c_str(), r.done_error.c_str());
         return 0;
     } catch (const std::exception& e) {
+        if (ro.queries_only) {
+            // Not a migration's failure (a source that gave up an attempt,
+            // a stray connection): the one migration's status stands.
+            std::fprintf(stderr, "fastmig receive: warning: while waiting for outcome queries: %s\n", e.what());
+            return 1;
+        }
         std::fprintf(stderr, "fastmig receive: %s\n", e.what());
         if (result_fd >= 0) {
             std::string kv = std::string("error=") + e.what() + "\n";
@@ -188,7 +273,7 @@ int cmd_receive(const std::vector<std::string>& args)
 {
     Options o(args,
               {"listen", "listen-fd", "result-fd", "max-memory", "timeout-ms", "commit-timeout-ms", "accept-timeout-ms",
-               "netns", "psk-file"},
+               "netns", "psk-file", "outcome-dir", "outcome-keep-ms", "outcome-linger-ms"},
               {"keep-listening", "quiet"});
     if (!o.positional().empty())
         throw UsageError("receive takes no positional argument (did you mean --listen " + o.positional()[0] + "?)");
@@ -206,6 +291,11 @@ int cmd_receive(const std::vector<std::string>& args)
     bool quiet = o.flag("quiet");
     ro.psk = load_psk(o);
     auto accept_timeout = std::chrono::milliseconds(o.uint_or("accept-timeout-ms", 24ull * 3600 * 1000));
+    Askers askers;
+    askers.linger_ = std::chrono::milliseconds(o.uint_or("outcome-linger-ms", 300000));
+    auto outcomes = open_outcome_store(o);
+    ro.outcomes = outcomes.get();
+    ro.outcome_pending = [&](const wire::MigrationId& id, bool pending) { askers.set(id, pending); };
     if (auto ns = o.get("netns"))
         enter_netns(*ns);
 
@@ -243,8 +333,21 @@ int cmd_receive(const std::vector<std::string>& args)
     int rc = 0;
     do {
         Fd conn = tcp_accept(listener.get(), accept_timeout);
-        rc = receive_one(conn.get(), ro, result_fd, quiet);
+        rc = receive_one(conn.get(), ro, result_fd, quiet, askers);
     } while (o.flag("keep-listening"));
+    // One migration taken: its source may still come back and ask what
+    // became of it (the connection was lost after READY), so stay for the
+    // question, answering nothing else, until it is asked or the linger ends.
+    ro.queries_only = true;
+    while (askers.waiting() && askers.left().count() > 0) {
+        Fd conn;
+        try {
+            conn = tcp_accept(listener.get(), askers.left());
+        } catch (const Error&) {
+            break; // nobody asked in time
+        }
+        receive_one(conn.get(), ro, -1, true, askers);
+    }
     return rc;
 }
 
@@ -254,6 +357,8 @@ int cmd_send(const std::vector<std::string>& args)
     flags.insert({"verify", "json", "no-release", "quiet"});
     auto valued = kSendValued;
     valued.insert("psk-file"); // direct channels only: xl migrate keeps its ssh transport
+    valued.insert({"resolve-deadline-ms", "resolve-interval-ms", "resolve-attempts"});
+    flags.insert("no-resolve");
     Options o(args, valued, flags);
     if (o.positional().size() != 2)
         throw UsageError("usage: fastmig send DOMAIN HOST:PORT [options] (see fastmig help)");
@@ -282,6 +387,7 @@ int cmd_send(const std::vector<std::string>& args)
         throw Error(dom->name(), Phase::setup, e.cause() + "; the domain keeps running on the source");
     }
     set_channels(so, channels, dest);
+    set_resolve(o, so, dest);
     MigrationReport rep;
     rep.memory_bytes = dom->nr_pages() * kPageSize;
     rep.compress = codec::algorithm_name(so.pipeline.compression.algorithm);
@@ -364,8 +470,9 @@ int cmd_demo(const std::vector<std::string>& args)
         std::string bin = sim::fastmig_binary();
         std::string listen = (raddr.find(':') != std::string::npos ? "[" + raddr + "]" : raddr) + ":0";
         std::string to = std::to_string(so.io_timeout.count());
+        // The demo's sender does not resolve a lost COMMIT: no records kept.
         std::vector<std::string> rargs = {bin, "receive", "--listen", listen, "--result-fd", "4", "--quiet",
-                                          "--accept-timeout-ms", "60000", "--timeout-ms", to};
+                                          "--accept-timeout-ms", "60000", "--timeout-ms", to, "--outcome-dir", "none"};
         if (rns) {
             rargs.push_back("--netns");
             rargs.push_back(*rns);

@@ -83,6 +83,9 @@ std::string report_json(const MigrationReport& r)
         j.add("verified", *s.verified);
     else
         j.add_raw("verified", "null");
+    // DONE was lost and an outcome query said where the domain runs.
+    if (!s.resolved.empty())
+        j.add("resolved", s.resolved);
     j.add("sender_rss_kib", std::uint64_t(r.sender_rss_kib)).add("receiver_rss_kib", std::uint64_t(r.receiver_rss_kib));
     j.add("cpu_ms", r.sender_cpu_ms).add("receiver_cpu_ms", r.receiver_cpu_ms);
     j.add("threads", s.threads).add("channels", s.channels).add("compress", r.compress);

@@ -6,6 +6,7 @@
 #include "stream/codec/codec.hpp"
 #include "stream/dirty_bitmap.hpp"
 #include "stream/failpoint.hpp"
+#include "stream/outcome_store.hpp"
 #include "stream/transport.hpp"
 #include "stream/wire.hpp"
 
@@ -16,6 +17,7 @@
 #include <future>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include <sys/socket.h>
@@ -83,6 +85,9 @@ private:
     void send(std::uint32_t c, std::vector<std::uint8_t> rec);
     void send_done(const wire::Done& d) { send(0, wire::encode_done(d)); }
     void channel_failed(std::exception_ptr e);
+    ReceiveResult answer_query(std::span<const std::uint8_t> body);
+    void read_migration_id(Channel& ch0);
+    void await_done_ack(Channel& ch0);
     void log_tail(std::uint32_t c, std::uint32_t round, std::uint64_t pages, std::uint64_t start_ns,
                   std::uint64_t end_ns, std::uint64_t read_ns, std::uint64_t apply_ns, std::uint64_t calls,
                   std::uint64_t first_after_ns, std::uint64_t state_after_ns, std::uint64_t drained_after_ns);
@@ -96,6 +101,10 @@ private:
     std::vector<std::unique_ptr<Channel>> channels_;
     std::unique_ptr<IncomingDomain> dom_;
     bool accepted_ = false; // ACCEPT went out: a failure from here on is reported in DONE
+    // Feature OUTCOME: the source's id, and whether its record exists (only
+    // then may a failure here write `destroyed` over it).
+    std::optional<wire::MigrationId> mid_;
+    bool announced_ = false;
     ReceiveResult res_;
     Phase phase_ = Phase::negotiate;
     std::uint64_t features_ = 0;
@@ -667,6 +676,11 @@ ReceiveResult Receiver::run()
             throw StreamError("the peer is not a fastmig sender (" + e.cause() + ")");
         }
         auto rec = first_record(ch0);
+        if (rec.type == wire::RecordType::outcome_query)
+            return answer_query(rec.body);
+        if (opt_.queries_only && rec.type == wire::RecordType::header)
+            refuse(wire::kAcceptInternal, "this receiver took its one migration and now only answers outcome "
+                                          "queries (fastmig receive --keep-listening takes more)");
         if (rec.type != wire::RecordType::header)
             throw StreamError(std::string("expected HEADER first, got ") +
                               wire::record_type_name(static_cast<std::uint32_t>(rec.type)));
@@ -690,7 +704,15 @@ ReceiveResult Receiver::run()
                                   wire::record_type_name(static_cast<std::uint32_t>(rec.type)));
             chans = wire::parse_channels(rec.body);
         }
+        if (h.features & wire::kFeatureOutcome)
+            read_migration_id(ch0);
         accept_or_refuse(h, chans.count, chans.session);
+        if (mid_) {
+            // Before READY, hence before any COMMIT: a source that asks
+            // later always finds its migration here.
+            opt_.outcomes->announce(*mid_, dom_->name());
+            announced_ = true;
+        }
         failpoint("recv:before-round0");
 
         phase_ = Phase::receive;
@@ -755,6 +777,8 @@ ReceiveResult Receiver::run()
         // domain runs (it reads 8 bytes per page: milliseconds for a large
         // guest, which would otherwise count as downtime) and goes in DONE.
         send(0, wire::encode_ready(ready));
+        if (mid_ && opt_.outcome_pending)
+            opt_.outcome_pending(*mid_, true);
         failpoint("recv:after-ready");
         ch0.src.set_timeout(opt_.commit_timeout);
         rec = ch0.reader.read();
@@ -765,15 +789,30 @@ ReceiveResult Receiver::run()
         res_.bytes_received += ch0.reader.bytes_read() + wire::kSourceMagic.size() - ch0.counts.bytes;
 
         phase_ = Phase::resume;
+        // Write-ahead: the decision is on disk before the domain runs, and
+        // an outcome query that came first (the source gave up waiting)
+        // wins: then this copy never runs.
+        if (announced_ && !opt_.outcomes->decide_commit(*mid_))
+            throw Error("COMMIT arrived after the source's outcome query had given the migration up; not started");
         dom_->unpause(); // drops the orphan policy in the same step
         res_.resumed_at_ns = dom_->clock().resumed_at_ns;
         // Running here from now on: no failure below may destroy it.
         phase_ = Phase::finish;
-        failpoint("recv:after-commit");
         // The checksums were taken from the stream as it was applied, so
         // computing their digest now, with the guest running, is exact.
         if (res_.verify)
             res_.verify_digest = wire::page_digest(sums_);
+        if (announced_) {
+            try {
+                opt_.outcomes->mark_started(*mid_, res_.verify_digest);
+            } catch (const std::exception& e) {
+                // The domain runs regardless; a query would get `unknown`.
+                if (opt_.log)
+                    opt_.log(label() + ": finish: the domain runs, but its outcome record was not updated (" +
+                             e.what() + ")");
+            }
+        }
+        failpoint("recv:after-commit");
 
         wire::Done d;
         d.status = 0;
@@ -790,6 +829,8 @@ ReceiveResult Receiver::run()
                 opt_.log(label() + ": finish: the domain runs here, but DONE did not reach the source (" +
                          e.what() + "); the source keeps its copy paused until an admin destroys it");
         }
+        if (mid_ && res_.done_delivered)
+            await_done_ack(ch0);
         return res_;
     } catch (const std::exception& ex) {
         std::string cause = ex.what();
@@ -805,6 +846,14 @@ ReceiveResult Receiver::run()
                 cause = "malformed stream: " + cause;
         }
         if ((dom_ || accepted_) && phase_ != Phase::finish) {
+            if (announced_) {
+                // Before the copy goes: from here a query says "not committed".
+                try {
+                    opt_.outcomes->decide_destroyed_by_owner(*mid_);
+                } catch (const std::exception& o) {
+                    cause += std::string("; recording the outcome failed: ") + o.what();
+                }
+            }
             if (dom_) {
                 try {
                     dom_->destroy();
@@ -823,6 +872,54 @@ ReceiveResult Receiver::run()
             }
         }
         throw Error(who, ph, cause);
+    }
+}
+
+// MIGRATION_ID follows HEADER (and CHANNELS) with feature OUTCOME.
+void Receiver::read_migration_id(Channel& ch0)
+{
+    auto rec = ch0.reader.read();
+    if (rec.type != wire::RecordType::migration_id)
+        throw StreamError(std::string("expected MIGRATION_ID after HEADER, got ") +
+                          wire::record_type_name(static_cast<std::uint32_t>(rec.type)));
+    auto id = wire::parse_migration_id(rec.body);
+    if (!opt_.outcomes)
+        refuse(wire::kAcceptBadFeatures, "this receiver keeps no outcome records (feature OUTCOME)");
+    mid_ = id;
+}
+
+// A connection that asks what became of a migration (the source lost its
+// own after COMMIT): one answer, then the connection ends.
+ReceiveResult Receiver::answer_query(std::span<const std::uint8_t> body)
+{
+    phase_ = Phase::commit;
+    const auto id = wire::parse_outcome_query(body);
+    const auto reply = answer_outcome_query(opt_.outcomes, id);
+    if (opt_.log)
+        opt_.log("outcome query for migration " + wire::migration_id_hex(id) + ": " +
+                 wire::outcome_answer_name(reply.answer) + " (" + reply.message + ")");
+    send(0, wire::encode_outcome(reply));
+    res_.query_id = id;
+    res_.query_answer = reply.answer;
+    return res_;
+}
+
+// After DONE, the source's DONE_ACK says it has the outcome: nobody will
+// ask.  Without it (a cut, an old source) the caller keeps listening for
+// the query a while.
+void Receiver::await_done_ack(Channel& ch0)
+{
+    try {
+        ch0.src.set_timeout(opt_.done_ack_timeout);
+        auto rec = ch0.reader.read();
+        if (rec.type != wire::RecordType::done_ack)
+            return;
+        wire::parse_done_ack(rec.body);
+        if (opt_.outcome_pending)
+            opt_.outcome_pending(*mid_, false);
+    } catch (const std::exception& e) {
+        if (opt_.log)
+            opt_.log(label() + ": finish: no DONE_ACK from the source (" + e.what() + "); it may ask for the outcome");
     }
 }
 

@@ -5,16 +5,19 @@
 #pragma once
 
 #include "stream/domain.hpp"
+#include "stream/wire_outcome.hpp"
 
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 namespace fastmig {
 
 struct ReceiveResult;
+class OutcomeStore;
 
 struct ReceiveOptions {
     std::chrono::milliseconds io_timeout{30000};
@@ -52,6 +55,21 @@ struct ReceiveOptions {
     // connection must authenticate before any record is trusted.  Empty:
     // unauthenticated sources only (a source that asks is refused).
     std::vector<std::uint8_t> psk;
+    // Outcome records (docs/stream-format.md, Resolving a lost COMMIT):
+    // with a store, this receiver accepts feature OUTCOME, records each
+    // migration's decision there before it acts on it, and answers
+    // OUTCOME_QUERY connections.  Without, it refuses the feature and
+    // answers every query `unknown`.
+    OutcomeStore* outcomes = nullptr;
+    // Called with (id, true) when READY went out on a migration with an id
+    // (its source may come back and ask from then on), and (id, false) when
+    // the source's DONE_ACK says it knows the outcome.
+    std::function<void(const wire::MigrationId&, bool)> outcome_pending;
+    // How long to wait after DONE for the source's DONE_ACK.
+    std::chrono::milliseconds done_ack_timeout{5000};
+    // Answer outcome queries only: a migration's HEADER is refused (a
+    // receiver that stays up for queries after its one migration).
+    bool queries_only = false;
 };
 
 struct ReceiveResult {
@@ -74,6 +92,10 @@ struct ReceiveResult {
     // keeps its copy paused, in doubt): the domain runs here regardless.
     bool done_delivered = true;
     std::string done_error;
+    // The connection was an OUTCOME_QUERY, not a migration: what was asked
+    // and answered (the other fields are empty).
+    std::optional<wire::MigrationId> query_id;
+    wire::OutcomeAnswer query_answer = wire::OutcomeAnswer::unknown;
 };
 
 // Receives one migration on the connected socket `fd`: builds the domain,

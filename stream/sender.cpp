@@ -3,8 +3,10 @@
 #include "stream/auth.hpp"
 #include "stream/clock.hpp"
 #include "stream/failpoint.hpp"
+#include "stream/reconnect.hpp"
 #include "stream/transport.hpp"
 #include "stream/wire.hpp"
+#include "stream/wire_outcome.hpp"
 
 #include <array>
 #include <cstdio>
@@ -65,6 +67,7 @@ private:
     wire::Ready wait_ready();
     void check_peer_before_commit();
     wire::Done commit();
+    wire::Done resolve_lost_commit(const std::string& lost);
     void report(bool force);
     void log(const std::string& line)
     {
@@ -96,6 +99,7 @@ private:
     DirtyBitmap sent_free_; // pages whose last copy sent was FREE
     bool suspended_ = false;
     bool committing_ = false; // COMMIT may have left: never resume from here
+    std::optional<wire::MigrationId> mid_; // feature OUTCOME: what the destination records our outcome under
 };
 
 std::uint64_t Sender::features() const
@@ -115,6 +119,8 @@ std::uint64_t Sender::features() const
     // channels at the destination: one channel only.
     if (opt_.live && opt_.channels <= 1 && dom_.offers_early_state())
         f |= wire::kFeatureEarlyState;
+    if (!opt_.one_way && opt_.resolve.connect)
+        f |= wire::kFeatureOutcome;
     return f;
 }
 
@@ -169,6 +175,19 @@ void Sender::negotiate()
     std::uint64_t session = std::random_device{}() | (std::uint64_t(std::random_device{}()) << 32);
     if (opt_.channels > 1)
         send_control(wire::encode_channels({opt_.channels, session}));
+    if (h.features & wire::kFeatureOutcome) {
+        mid_.emplace();
+        auth::random_bytes(*mid_);
+        try {
+            send_control(wire::encode_migration_id(*mid_));
+        } catch (const Error&) {
+            // A peer that is not fastmig may have answered and hung up
+            // already: its first bytes say so better than EPIPE does.
+            if (!opt_.one_way)
+                read_reply_magic(0);
+            throw;
+        }
+    }
     if (opt_.one_way)
         return; // nobody answers: the destination checks the header on its own
 
@@ -394,14 +413,57 @@ wire::Done Sender::commit()
         replies_[0]->src.set_timeout(opt_.done_timeout);
         done = wire::parse_done(next_reply(0, wire::RecordType::done).body);
     } catch (const Error& e) {
-        throw InDoubtError(dom_.name(), Phase::commit,
-                           "COMMIT was sent but the destination's DONE never came (" + e.cause() + ")");
+        if (!mid_)
+            throw InDoubtError(dom_.name(), Phase::commit,
+                               "COMMIT was sent but the destination's DONE never came (" + e.cause() + ")");
+        return resolve_lost_commit(e.cause());
     }
     if (done.status != 0) {
         committing_ = false; // the destination destroyed its copy
         throw Error("the destination could not start the domain after COMMIT: " + done.message);
     }
+    if (mid_) {
+        // The destination need not keep listening for our question.
+        try {
+            send_control(wire::encode_done_ack());
+        } catch (const Error& e) {
+            log(std::string("DONE_ACK not sent (") + e.cause() + "): the destination keeps listening a while");
+        }
+    }
     return done;
+}
+
+// DONE never came: ask the destination on a new connection (feature
+// OUTCOME).  Only its definite answer moves the domain; anything else
+// leaves it in doubt, paused here.
+wire::Done Sender::resolve_lost_commit(const std::string& lost)
+{
+    const std::string& dest = opt_.resolve.destination;
+    auto say = [this](const std::string& line) {
+        log(line);
+        if (opt_.resolve.log)
+            opt_.resolve.log(line);
+    };
+    say("the connection was lost after COMMIT (" + lost + "); asking " + dest + " for the outcome of migration " +
+        wire::migration_id_hex(*mid_));
+    Resolution r = resolve_outcome(*mid_, opt_.psk, opt_.resolve, say);
+    if (r.kind == Resolution::committed) {
+        res_.resolved = "committed";
+        wire::Done d;
+        d.verify_digest = r.verify_digest;
+        return d;
+    }
+    if (r.kind == Resolution::not_committed) {
+        committing_ = false; // its copy is destroyed and can never start: resuming here is safe
+        throw Error("the connection was lost after COMMIT (" + lost + "); asked again, the destination " + dest +
+                    " confirmed the domain never ran there (" + r.detail + ")");
+    }
+    char took[64];
+    std::snprintf(took, sizeof took, "%u attempt%s in %.1f s", r.attempts, r.attempts == 1 ? "" : "s", r.seconds);
+    throw InDoubtError(dom_.name(), Phase::commit,
+                       "COMMIT was sent but the destination's DONE never came (" + lost +
+                           "), and asking " + dest + " for the outcome of migration " +
+                           wire::migration_id_hex(*mid_) + " failed (" + took + ": " + r.detail + ")");
 }
 
 // The pipeline's counters into the result; the pipeline itself stays (its
@@ -602,6 +664,9 @@ SendResult Sender::run()
             // The one case where resuming could run the domain twice.
             cause += "; the domain is kept PAUSED here (in doubt). Check the destination: if the domain runs "
                      "there, destroy it here; if not, resume it here. Never both.";
+            if (mid_)
+                cause += " (On the destination, the receiver's outcome record " + wire::migration_id_hex(*mid_) +
+                         ".outcome in its --outcome-dir says 'started' if it ran there.)";
             throw InDoubtError(e.has_context() ? e.domain() : dom_.name(), Phase::commit, cause);
         }
         // One-way: nothing ever comes back, and io_fd may be write-only.

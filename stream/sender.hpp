@@ -7,6 +7,7 @@
 
 #include "stream/domain.hpp"
 #include "stream/precopy_policy.hpp"
+#include "stream/reconnect.hpp"
 #include "stream/send_pipeline.hpp"
 
 #include <chrono>
@@ -63,6 +64,12 @@ struct SendOptions {
     // connection authenticates the destination and itself, and every record
     // is tagged.  Empty: no authentication (a destination with a key refuses).
     std::vector<std::uint8_t> psk;
+    // Resolving a lost COMMIT (docs/stream-format.md): with resolve.connect
+    // the stream carries a migration id (feature OUTCOME), and a connection
+    // lost after COMMIT is followed by OUTCOME queries on new connections
+    // until the destination answers or resolve's deadline passes.  Without,
+    // a lost COMMIT is in doubt at once.
+    ResolveOptions resolve;
     std::chrono::milliseconds io_timeout{30000};
     std::chrono::milliseconds suspend_timeout{5000};
     // From END to the destination's READY (it builds and checks the domain),
@@ -121,6 +128,9 @@ struct SendResult {
     std::uint64_t paused_at_ns = 0;
     std::uint64_t resumed_at_ns = 0; // destination's clock, from DONE
     std::optional<bool> verified;    // set when verify was asked
+    // "committed": DONE was lost and the destination's answer to an outcome
+    // query said the domain runs there (resumed_at_ns is then unknown: 0).
+    std::string resolved;
     std::uint64_t source_digest = 0, destination_digest = 0;
     std::vector<RoundStats> round_stats;
 };

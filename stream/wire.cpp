@@ -1,6 +1,7 @@
 // Stream format v1: see docs/stream-format.md for the rules this file
 // enforces; every check below corresponds to a sentence there.
 #include "stream/wire.hpp"
+#include "stream/wire_outcome.hpp"
 
 #include <algorithm>
 #include <bit>
@@ -124,6 +125,10 @@ std::uint32_t max_body_length(std::uint32_t type)
     case RecordType::auth_hello: return kAuthHelloSize;
     case RecordType::auth_challenge: return kAuthChallengeSize;
     case RecordType::auth_proof: return kAuthProofSize;
+    case RecordType::migration_id:
+    case RecordType::outcome_query: return kMigrationIdSize;
+    case RecordType::outcome: return kOutcomeFixed + kMaxMessageLength;
+    case RecordType::done_ack: return 0;
     }
     return kNoSuchType;
 }
@@ -201,6 +206,10 @@ const char* record_type_name(std::uint32_t type)
     case RecordType::auth_hello: return "auth_hello";
     case RecordType::auth_challenge: return "auth_challenge";
     case RecordType::auth_proof: return "auth_proof";
+    case RecordType::migration_id: return "migration_id";
+    case RecordType::outcome_query: return "outcome_query";
+    case RecordType::outcome: return "outcome";
+    case RecordType::done_ack: return "done_ack";
     }
     return "unknown";
 }

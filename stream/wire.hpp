@@ -61,6 +61,11 @@ enum class RecordType : std::uint32_t {
     auth_challenge = 13, // D->S: suite, destination nonce, destination's proof
     auth_proof = 14,     // S->D: source's proof
     early_state = 15,    // S->D: between precopy rounds: a backend blob the destination may prepare with
+    // Feature OUTCOME (stream/wire_outcome.hpp; docs: Resolving a lost COMMIT)
+    migration_id = 16,  // S->D: after HEADER (and CHANNELS): the id the destination records the outcome under
+    outcome_query = 17, // S->D: first record of a connection that asks what became of a migration id
+    outcome = 18,       // D->S: the answer: committed and started, not committed (copy destroyed), or unknown
+    done_ack = 19,      // S->D: after DONE: the source has the outcome; nothing is left to ask
 };
 const char* record_type_name(std::uint32_t type);
 
@@ -98,9 +103,10 @@ enum Feature : std::uint64_t {
     kFeatureOneWay = 1u << 4,  // no reply direction: the destination sends nothing (libxl's save helper)
     kFeatureRuns = 1u << 5,     // ZERO_RUN and FREE_RUN descriptors
     kFeatureEarlyState = 1u << 6, // EARLY_STATE records after a ROUND_END (one channel only)
+    kFeatureOutcome = 1u << 7,    // MIGRATION_ID after HEADER; the destination records the outcome (DONE_ACK ends it)
 };
 constexpr std::uint64_t kKnownFeatures = kFeatureVerify | kFeatureDeflate | kFeatureXbzrle | kFeatureChannels |
-                                         kFeatureOneWay | kFeatureRuns | kFeatureEarlyState;
+                                         kFeatureOneWay | kFeatureRuns | kFeatureEarlyState | kFeatureOutcome;
 
 // The feature bit a page encoding needs before a receiver may accept it (0:
 // always allowed; ZERO, RAW and FREE need no state or codec at either end).

@@ -27,7 +27,7 @@ rundir=${FUZZ_RUN_DIR:-$work}
 CXX_FUZZ=${CXX_FUZZ:-clang++}
 FUZZ_JOBS=${FUZZ_JOBS:-1}
 FUZZ_NICE=${FUZZ_NICE:-10}
-targets="wire codec receiver sender xenstate"
+targets="wire codec receiver sender xenstate outcome"
 
 san="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 cxxflags="-std=c++20 -O1 -g -fno-omit-frame-pointer $san -I$top_srcdir -I$builddir -D_GNU_SOURCE -pthread"
@@ -41,12 +41,13 @@ engine="stream/types.cpp stream/failpoint.cpp stream/wire.cpp stream/wire_channe
         stream/auth_key.cpp stream/auth_record.cpp stream/auth_handshake.cpp
         stream/domain/xen/pv_frames.cpp stream/domain/xen/pv_page_types.cpp stream/domain/xen/pv_pagetable.cpp
         stream/domain/xen/pv_records.cpp stream/domain/xen/pv_state.cpp stream/domain/xen/hvm_records.cpp
-        stream/domain/xen/hvm_state.cpp stream/domain/xen/state_records.cpp"
+        stream/domain/xen/hvm_state.cpp stream/domain/xen/state_records.cpp
+        stream/wire_outcome.cpp stream/outcome_store.cpp stream/reconnect.cpp"
 
 # Input size limits per target (bytes): the seeds' size, with room to grow.
 max_len() {
   case $1 in
-    wire) echo 65536 ;; codec) echo 70000 ;; receiver) echo 131072 ;; sender) echo 4096 ;; xenstate) echo 65536 ;;
+    wire) echo 65536 ;; codec) echo 70000 ;; receiver) echo 131072 ;; sender) echo 4096 ;; xenstate) echo 65536 ;; outcome) echo 8192 ;;
   esac
 }
 
@@ -152,6 +153,7 @@ all() {
     case $t in
       wire) : "${r:=4000000}" ;; codec) : "${r:=4000000}" ;; receiver) : "${r:=1500000}" ;; sender) : "${r:=500000}" ;;
       xenstate) : "${r:=2000000}" ;;
+      outcome) : "${r:=200000}" ;;
     esac
     if test "$FUZZ_JOBS" -gt 1; then
       (run "$t" "$r" "$FUZZ_TIME" >>"$res") &

@@ -4,12 +4,14 @@
 // so they need not be committed.
 //
 // Usage: make-seeds DIR   (creates DIR/wire, DIR/codec, DIR/receiver, DIR/sender,
-// DIR/xenstate)
+// DIR/xenstate, DIR/outcome)
 #include "stream/codec/codec.hpp"
 #include "stream/domain/xen/bytes.hpp"
 #include "stream/domain/xen/hvm_records.hpp"
 #include "stream/domain/xen/pv_records.hpp"
+#include "stream/outcome_store.hpp"
 #include "stream/wire.hpp"
+#include "stream/wire_outcome.hpp"
 #include "tests/unit/iovec_bytes.hpp"
 
 #include <cstdio>
@@ -347,6 +349,39 @@ void codec_seeds(const fs::path& dir)
         }
 }
 
+// fuzz_outcome: a query of each record the target's store holds (and one
+// it does not), each OUTCOME answer, each record state, an id.
+void outcome_seeds(const fs::path& dir)
+{
+    auto id = [](std::uint8_t n) {
+        MigrationId m{};
+        m[0] = n;
+        return m;
+    };
+    Bytes magic(kSourceMagic.begin(), kSourceMagic.end());
+    for (std::uint8_t n = 1; n <= 5; ++n) {
+        save(dir, "query-" + std::to_string(n), Bytes{0} + magic + encode_outcome_query(id(n)));
+        OutcomeReply r;
+        r.answer = static_cast<OutcomeAnswer>(1 + n % 3);
+        r.id = id(n);
+        r.verify_digest = n;
+        r.message = std::string(n * 3, 'm');
+        Bytes rec = encode_outcome(r);
+        save(dir, "answer-" + std::to_string(n), Bytes{1} + Bytes(rec.begin() + 16, rec.begin() + 16 + kOutcomeFixed + r.message.size()));
+    }
+    save(dir, "header-refused", Bytes{0} + magic + encode_header({kVersion, kPageShift, 16, 0, 1, "x"}));
+    for (std::uint32_t st = 1; st <= 4; ++st) {
+        OutcomeEntry e;
+        e.id = id(static_cast<std::uint8_t>(st));
+        e.state = static_cast<OutcomeState>(st);
+        e.updated_unix_ms = 1700000000000ull;
+        e.domain = "sim:" + std::to_string(st);
+        save(dir, "record-" + std::to_string(st), Bytes{2} + encode_outcome_entry(e));
+    }
+    auto m = id(9);
+    save(dir, "id", Bytes{3} + Bytes(m.begin(), m.end()));
+}
+
 } // namespace
 
 // fuzz_xen_state.cpp's input: mode, then a body or { u32 type, u16 length,
@@ -421,6 +456,7 @@ int main(int argc, char** argv)
         sender_seeds(dir / "sender", dir / "wire");
         codec_seeds(dir / "codec");
         xen_state_seeds(dir / "xenstate");
+        outcome_seeds(dir / "outcome");
     } catch (const std::exception& e) {
         std::fprintf(stderr, "make-seeds: %s\n", e.what());
         return 1;

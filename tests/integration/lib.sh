@@ -5,6 +5,8 @@ set -u
 : "${FASTMIG_BIN:?FASTMIG_BIN must point at the built fastmig (make check sets it)}"
 FASTMIG_SIM_DIR=$(mktemp -d "${TMPDIR:-/tmp}/fastmig-test.XXXXXX")
 export FASTMIG_SIM_DIR
+# The receivers' outcome records (docs/stream-format.md) stay in the test's directory.
+export FASTMIG_OUTCOME_DIR=$FASTMIG_SIM_DIR/outcomes
 WORK=$FASTMIG_SIM_DIR/work
 mkdir -p "$WORK"
 tap_n=0

@@ -329,7 +329,7 @@ BOOST_AUTO_TEST_CASE(record_layout)
         BOOST_TEST(r[i] == 0);
     BOOST_TEST(record_type_name(2) == std::string("page_batch"));
     BOOST_TEST(record_type_name(77) == std::string("unknown"));
-    BOOST_CHECK_THROW(encode_record(static_cast<RecordType>(16), {}), Error);
+    BOOST_CHECK_THROW(encode_record(static_cast<RecordType>(20), {}), Error);
     BOOST_CHECK_THROW(encode_record(RecordType::round_end, Bytes(17)), Error);
 }
 
@@ -752,7 +752,7 @@ BOOST_AUTO_TEST_CASE(nonzero_reserved)
 
 BOOST_AUTO_TEST_CASE(unknown_type)
 {
-    for (std::uint32_t t : {16u, 17u, 0x80000000u, 0xffffffffu}) {
+    for (std::uint32_t t : {20u, 21u, 0x80000000u, 0xffffffffu}) {
         One one(raw_record(t, {}));
         CHECK_STREAM_ERROR(one.read(), "unknown record type " + std::to_string(t));
     }
