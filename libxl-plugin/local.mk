@@ -26,7 +26,9 @@ libxl_plugin_libfmhelper_a_SOURCES = \
 	libxl-plugin/helper_backend.hpp libxl-plugin/helper_backend_sim.cpp libxl-plugin/helper_backend_xen.cpp \
 	libxl-plugin/helper_save.cpp libxl-plugin/helper_restore.cpp \
 	libxl-plugin/helper_pipe.hpp libxl-plugin/helper_pipe.cpp \
-	libxl-plugin/helper_supervisor.hpp libxl-plugin/helper_supervisor.cpp
+	libxl-plugin/helper_supervisor.hpp libxl-plugin/helper_supervisor.cpp \
+	libxl-plugin/stock_fallback.hpp libxl-plugin/stock_fallback.cpp \
+	libxl-plugin/helper_stock.hpp libxl-plugin/helper_stock.cpp
 
 fastmighelperdir = $(libexecdir)/fastmig
 fastmighelper_PROGRAMS = libxl-plugin/libxl-save-helper
@@ -42,8 +44,8 @@ fastmig_CPPFLAGS = $(AM_CPPFLAGS) -DFASTMIG_HELPER_PATH='"$(fastmighelperdir)/li
 
 # make install-xl-helper / uninstall-xl-helper: divert Xen's stock helper to
 # fastmig's (dpkg-divert --rename, a symlink in its place) and back.  See
-# README.md, "xl save, restore and migrate through fastmig".
-XEN_LIBEXEC = /usr/lib/xen-4.17/bin
+# README.md, "xl save, restore and migrate through fastmig".  XEN_LIBEXEC
+# comes from configure (--with-xen-libexec).
 XL_HELPER_ROOT =
 install-xl-helper: install-fastmighelperPROGRAMS
 	$(SHELL) $(srcdir)/libxl-plugin/xl-helper-divert.sh install "$(XL_HELPER_ROOT)" \

@@ -27,3 +27,13 @@ tests_libxl_helper_xen_adapter_test_LDADD = libxl-plugin/libfmhelper.a libxl-plu
 	$(FASTMIG_XEN_LIBS) $(UNIT_LDADD)
 TESTS += tests/libxl-helper/xen_adapter.test
 endif
+
+# Xen's own helper, played for the tests of the hand-over to it.
+check_PROGRAMS += tests/libxl-helper/fake_stock_helper
+tests_libxl_helper_fake_stock_helper_SOURCES = tests/libxl-helper/fake_stock_helper.cpp
+
+check_PROGRAMS += tests/libxl-helper/stock_fallback.test
+tests_libxl_helper_stock_fallback_test_SOURCES = tests/libxl-helper/test_stock_fallback.cpp
+tests_libxl_helper_stock_fallback_test_CPPFLAGS = $(UNIT_CPPFLAGS)
+tests_libxl_helper_stock_fallback_test_LDADD = libxl-plugin/libfmhelper.a libxl-plugin/libfmcli.a $(UNIT_LDADD)
+TESTS += tests/libxl-helper/stock_fallback.test
