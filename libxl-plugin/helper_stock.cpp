@@ -3,10 +3,12 @@
 #include "config.h"
 
 #include "libxl-plugin/helper.hpp"
+#include "libxl-plugin/peers.hpp"
 #include "libxl-plugin/stock_fallback.hpp"
 
 #include <climits>
 #include <cstdlib>
+#include <fstream>
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -103,6 +105,43 @@ std::optional<int> restore_hand_over(const RestoreArgs& a, const std::vector<std
     return std::nullopt;
 }
 
+// The command line of the process libxl runs in (xl), NUL-separated in /proc.
+std::vector<std::string> parent_cmdline()
+{
+    std::ifstream in("/proc/" + std::to_string(::getppid()) + "/cmdline", std::ios::binary);
+    std::vector<std::string> words;
+    std::string w;
+    while (words.size() < 256 && std::getline(in, w, '\0'))
+        words.push_back(w);
+    return words;
+}
+
+std::optional<int> save_hand_over(const SaveArgs& a, const std::vector<std::string>& argv)
+{
+    const std::string who = domain_label(a.domid, "");
+    interop::PeerChoice choice;
+    std::string dest;
+    try {
+        if (auto f = interop::peer_override()) {
+            choice = {*f, std::string("FASTMIG_PEER=") + interop::peer_format_name(*f)};
+        } else {
+            auto host = interop::xl_migrate_destination(parent_cmdline());
+            dest = host.value_or("");
+            choice = interop::PeerTable::load(interop::peers_path()).choose(dest);
+        }
+    } catch (const Error& e) {
+        // Before the guest is touched: it keeps running.
+        return report_failure(true, a.cbflags,
+                              "fastmig: save failed: " + who + ": setup: choosing the stream format: " + e.cause() +
+                                  " (the guest was not touched)");
+    }
+    const std::string why = (dest.empty() ? "" : "destination " + dest + ": ") + choice.why;
+    if (choice.format == interop::PeerFormat::stock)
+        return exec_stock(true, a.cbflags, who, "the destination takes stock Xen streams (" + why + ")", argv);
+    log_line(true, a.cbflags, XtlLevel::detail, "fastmig: " + who + ": writing fastmig's stream (" + why + ")");
+    return std::nullopt;
+}
+
 } // namespace
 
 std::string find_stock_helper(const std::string& argv0)
@@ -137,7 +176,7 @@ std::optional<int> hand_over_to_stock(const HelperArgs& parsed, const std::vecto
 {
     if (const auto* r = std::get_if<RestoreArgs>(&parsed))
         return restore_hand_over(*r, argv);
-    return std::nullopt;
+    return save_hand_over(std::get<SaveArgs>(parsed), argv);
 }
 
 } // namespace fastmig::helper

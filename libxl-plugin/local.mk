@@ -4,7 +4,8 @@
 noinst_LIBRARIES += libxl-plugin/libfmcli.a
 libxl_plugin_libfmcli_a_SOURCES = \
 	libxl-plugin/cli.hpp libxl-plugin/cli.cpp \
-	libxl-plugin/send_options.cpp
+	libxl-plugin/send_options.cpp \
+	libxl-plugin/peers.hpp libxl-plugin/peers.cpp
 
 bin_PROGRAMS += fastmig
 fastmig_SOURCES = \

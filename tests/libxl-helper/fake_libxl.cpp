@@ -441,14 +441,28 @@ int main(int argc, char** argv)
 {
     std::signal(SIGPIPE, SIG_IGN);
     Opts o;
-    for (int i = 1; i < argc; ++i) {
-        std::string a = argv[i];
+    // `fake_libxl migrate [xl migrate's options] DOMAIN HOST`: a command
+    // line like xl's, which the save helper reads from /proc to learn the
+    // destination; fake_libxl's own options then come from FAKE_LIBXL_ARGS.
+    std::vector<std::string> words(argv + 1, argv + argc);
+    if (argc > 1 && std::string(argv[1]) == "migrate") {
+        words.clear();
+        std::string w;
+        for (const char* c = std::getenv("FAKE_LIBXL_ARGS"); c && *c; ++c) {
+            if (*c != ' ')
+                w += *c;
+            if ((*c == ' ' || !c[1]) && !w.empty())
+                words.push_back(w), w.clear();
+        }
+    }
+    for (int i = 0; i < int(words.size()); ++i) {
+        std::string a = words[std::size_t(i)];
         auto val = [&]() -> std::string {
-            if (i + 1 >= argc) {
+            if (i + 1 >= int(words.size())) {
                 std::fprintf(stderr, "fake_libxl: %s needs a value\n", a.c_str());
                 std::exit(2);
             }
-            return argv[++i];
+            return words[std::size_t(++i)];
         };
         auto sim_id = [&](const std::string& s) { return std::atoi(s.rfind("sim:", 0) == 0 ? s.c_str() + 4 : s.c_str()); };
         if (a == "--helper") o.helper = val();

@@ -161,7 +161,8 @@ int main(int argc, char** argv)
     if (std::string(argv[1]) == "--save-domain") {
         std::vector<std::uint8_t> s(kMarker, kMarker + 12);
         put<std::uint32_t>(s, 0x03000000); // version 3, big endian
-        put<std::uint32_t>(s, 0);
+        put<std::uint32_t>(s, 0);          // options (little endian), reserved
+        put<std::uint32_t>(s, 0);          // reserved
         put<std::uint32_t>(s, 1); // x86 PV
         put<std::uint16_t>(s, 12);
         put<std::uint16_t>(s, 0);

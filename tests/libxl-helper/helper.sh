@@ -8,6 +8,7 @@ HELPER=$B/libxl-plugin/libxl-save-helper
 FAKE=$B/tests/libxl-helper/fake_libxl
 export FASTMIG_HELPER_BACKEND=sim
 T=$WORK
+export FASTMIG_PEERS=$T/no-peers-file  # hermetic: the host's /etc/fastmig/peers is not read
 
 has() { grep -q -- "$2" "$1"; }
 count() { grep -c -- "$2" "$1" || true; }
@@ -354,6 +355,75 @@ silent_pipe() {  # nothing ever comes: a bounded wait, then a clear error
     has "$T/sp.out" "level=8 .*looking at the stream: io_fd [0-9]* (pipe (tee)): no data within 1500 ms"
 }
 ok "a stream that never starts: bounded wait, clear error" -- silent_pipe
+
+# --- saves towards a stock host: per destination (peers table, FASTMIG_PEER) --
+G=$(new_guest 16M web)
+stock_save() {  # stock_save OUT FAKE_LIBXL_ARGS...: the fake stock helper did the save, guest untouched
+  out=$1; shift
+  rm -f "$T/stock.log"
+  FAKE_STOCK_LOG=$T/stock.log FASTMIG_STOCK_HELPER=$STOCKFAKE FASTMIG_HELPER_SIM_DOMAIN=$G "$FAKE" "$@" \
+    >"$out" 2>&1 || { cat "$out"; return 1; }
+  cat "$out" "$T/stock.log"
+  args=$(sed -n 's/^save: argv //p' "$out")
+  [ -n "$args" ] && grep -qxF "args=$args" "$T/stock.log" && grep -q "^wrote=" "$T/stock.log" &&
+    has "$out" "save: complete retval=0" && ! has "$out" "save: suspend" && [ "$(state "$G")" = running ] &&
+    has "$out" "running the stock helper $STOCKFAKE for this save"
+}
+env_stock() {
+  FASTMIG_PEER=stock stock_save "$T/es.out" --helper "$HELPER" --io "$T/es.img" save &&
+    has "$T/es.out" "the destination takes stock Xen streams (FASTMIG_PEER=stock)" &&
+    [ "$(head -c 44 "$T/es.img" | tail -c 12 | od -An -tx1 | tr -d ' ')" = ffffffffffffffff58454e46 ]
+}
+ok "FASTMIG_PEER=stock: the stock helper writes the save (libxl's argv, a libxc image), fastmig never touches the guest" -- env_stock
+round_trip() {  # that image restored through fastmig's helper: handed back to the stock helper
+  rm -f "$T/stock.log"
+  FAKE_STOCK_LOG=$T/stock.log FASTMIG_STOCK_HELPER=$STOCKFAKE "$FAKE" --helper "$HELPER" --io "$T/es.img" restore \
+    >"$T/rt.out" 2>&1 || { cat "$T/rt.out"; return 1; }
+  cat "$T/rt.out" "$T/stock.log"
+  grep -q "records=2 end=1" "$T/stock.log" && has "$T/rt.out" "libxl suffix intact" && has "$T/rt.out" "complete retval=0"
+}
+ok "the stock image restores through fastmig's helper (handed to the stock helper, suffix intact)" -- round_trip
+cat >"$T/peers" <<'EOF2'
+# rolling upgrade: host2 and 10.0.0.7 still run stock Xen
+default fastmig
+
+HOST2   stock   # names compare without case
+10.0.0.7 stock
+EOF2
+peers_stock() {
+  FASTMIG_PEERS=$T/peers FAKE_LIBXL_ARGS="--helper $HELPER --io $T/ps.img save" \
+    stock_save "$T/ps.out" migrate -s "ssh -p 2222" -e 5 root@host2 &&
+    has "$T/ps.out" "destination host2: $T/peers:4)"
+}
+ok "peers table: xl migrate DOMAIN root@host2 with host2 stock: the stock helper saves" -- peers_stock
+peers_fastmig() {
+  FASTMIG_PEERS=$T/peers FASTMIG_HELPER_SIM_DOMAIN=$G FAKE_LIBXL_ARGS="--helper $HELPER --xcflags 0 --io $T/pf.img save" \
+    "$FAKE" migrate 5 host3 >"$T/pf.out" 2>&1 || { cat "$T/pf.out"; return 1; }
+  cat "$T/pf.out"
+  has "$T/pf.out" "save: complete retval=0" &&
+    has "$T/pf.out" "writing fastmig's stream (destination host3: 'host3' not listed, default of $T/peers:2)" &&
+    [ "$(head -c 39 "$T/pf.img" | tail -c 7)" = "$(printf 'FMIG\r\nS')" ] && fm sim resume "$G" >/dev/null
+}
+ok "peers table: an unlisted destination gets the default (fastmig), the save is fastmig's" -- peers_fastmig
+peers_bad() {  # peers_bad FILE-CONTENT WHAT
+  printf "$1" >"$T/peers.bad"
+  FASTMIG_PEERS=$T/peers.bad FASTMIG_HELPER_SIM_DOMAIN=$G "$FAKE" --helper "$HELPER" --io "$T/pb.img" save \
+    >"$T/pb.out" 2>&1 || { cat "$T/pb.out"; return 1; }
+  cat "$T/pb.out"
+  has "$T/pb.out" "save: complete retval=-1" && has "$T/pb.out" "level=8 .*choosing the stream format: $2 (the guest was not touched)" &&
+    ! has "$T/pb.out" "save: suspend" && [ "$(state "$G")" = running ]
+}
+ok "malformed peers table: the save fails before anything, naming file and line" -- \
+  peers_bad 'default fastmig\nhost2 stok\n' "$T/peers.bad:2: unknown format 'stok' (fastmig or stock)"
+bad_env() {
+  FASTMIG_PEER=maybe FASTMIG_HELPER_SIM_DOMAIN=$G "$FAKE" --helper "$HELPER" --io "$T/pb.img" save \
+    >"$T/be.out" 2>&1 || { cat "$T/be.out"; return 1; }
+  cat "$T/be.out"
+  has "$T/be.out" "save: complete retval=-1" && has "$T/be.out" "FASTMIG_PEER='maybe' is neither fastmig nor stock" &&
+    ! has "$T/be.out" "save: suspend" && [ "$(state "$G")" = running ]
+}
+ok "FASTMIG_PEER with a bad value: the save fails before anything" -- bad_env
+fm sim destroy "$G" >/dev/null 2>&1
 
 # --- SIGTERM from libxl mid-stream ---------------------------------------------
 SLOW="--max-bandwidth 8M --compress none --threads 2"

@@ -3,8 +3,8 @@
 check_PROGRAMS += tests/libxl-helper/fake_libxl
 tests_libxl_helper_fake_libxl_SOURCES = tests/libxl-helper/fake_libxl.cpp
 tests_libxl_helper_fake_libxl_LDADD = $(FASTMIG_LIBS)
-TESTS += tests/libxl-helper/helper.sh tests/libxl-helper/status.sh
-EXTRA_DIST += tests/libxl-helper/helper.sh tests/libxl-helper/status.sh
+TESTS += tests/libxl-helper/helper.sh tests/libxl-helper/status.sh tests/libxl-helper/peers.sh
+EXTRA_DIST += tests/libxl-helper/helper.sh tests/libxl-helper/status.sh tests/libxl-helper/peers.sh
 
 check_PROGRAMS += tests/libxl-helper/libxl_msgs.test
 tests_libxl_helper_libxl_msgs_test_SOURCES = tests/libxl-helper/test_libxl_msgs.cpp
@@ -37,3 +37,9 @@ tests_libxl_helper_stock_fallback_test_SOURCES = tests/libxl-helper/test_stock_f
 tests_libxl_helper_stock_fallback_test_CPPFLAGS = $(UNIT_CPPFLAGS)
 tests_libxl_helper_stock_fallback_test_LDADD = libxl-plugin/libfmhelper.a libxl-plugin/libfmcli.a $(UNIT_LDADD)
 TESTS += tests/libxl-helper/stock_fallback.test
+
+check_PROGRAMS += tests/libxl-helper/peers.test
+tests_libxl_helper_peers_test_SOURCES = tests/libxl-helper/test_peers.cpp
+tests_libxl_helper_peers_test_CPPFLAGS = $(UNIT_CPPFLAGS)
+tests_libxl_helper_peers_test_LDADD = libxl-plugin/libfmcli.a $(UNIT_LDADD)
+TESTS += tests/libxl-helper/peers.test
