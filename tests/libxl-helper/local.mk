@@ -43,3 +43,8 @@ tests_libxl_helper_peers_test_SOURCES = tests/libxl-helper/test_peers.cpp
 tests_libxl_helper_peers_test_CPPFLAGS = $(UNIT_CPPFLAGS)
 tests_libxl_helper_peers_test_LDADD = libxl-plugin/libfmcli.a $(UNIT_LDADD)
 TESTS += tests/libxl-helper/peers.test
+
+# Streams recorded by earlier builds (tests/data/streams/) stay readable.
+TESTS += tests/libxl-helper/old_streams.sh
+EXTRA_DIST += tests/libxl-helper/old_streams.sh tests/data/streams/README.md tests/data/streams/manifest \
+	tests/data/streams/v2-sim-save.img.gz tests/data/streams/v2-sim-live.img.gz
