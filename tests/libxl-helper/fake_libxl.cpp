@@ -13,6 +13,7 @@
 // Exit status: 0 when every message was well formed and in order (whatever
 // the helper's retval), 1 on any protocol violation (printed), 2 on usage.
 #include "stream/domain/sim/sim.hpp"
+#include "tests/libxl-helper/read_exact.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -147,21 +148,6 @@ void spawn(Helper& h, const Opts& o, const std::vector<std::string>& args, int i
     ::close(out[1]);
     h.to = in[1];
     h.from = out[0];
-}
-
-bool read_exact(int fd, void* buf, std::size_t n)
-{
-    auto* p = static_cast<std::uint8_t*>(buf);
-    while (n) {
-        ssize_t r = ::read(fd, p, n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return false;
-        p += r;
-        n -= std::size_t(r);
-    }
-    return true;
 }
 
 // Handles one message; returns false at EOF.

@@ -13,6 +13,7 @@
 // The record goes to $FAKE_STOCK_LOG (appended), one line per field:
 //   argv0=..., args=<the rest, space separated>, read=N hash=H records=R end=1
 #include <cerrno>
+#include "tests/libxl-helper/read_exact.hpp"
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -25,21 +26,6 @@
 namespace {
 
 FILE* g_log;
-
-bool read_exact(int fd, void* buf, std::size_t n)
-{
-    auto* p = static_cast<std::uint8_t*>(buf);
-    while (n) {
-        ssize_t r = ::read(fd, p, n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return false;
-        p += r;
-        n -= std::size_t(r);
-    }
-    return true;
-}
 
 void write_all(int fd, const void* d, std::size_t n)
 {

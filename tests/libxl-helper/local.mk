@@ -1,7 +1,7 @@
 # The libxl-save-helper drop-in, driven by a fake libxl end through its
 # pipes (no Xen needed): tests/libxl-helper/helper.sh, status.sh.
 check_PROGRAMS += tests/libxl-helper/fake_libxl
-tests_libxl_helper_fake_libxl_SOURCES = tests/libxl-helper/fake_libxl.cpp
+tests_libxl_helper_fake_libxl_SOURCES = tests/libxl-helper/fake_libxl.cpp tests/libxl-helper/read_exact.hpp
 tests_libxl_helper_fake_libxl_LDADD = $(FASTMIG_LIBS)
 TESTS += tests/libxl-helper/helper.sh tests/libxl-helper/status.sh tests/libxl-helper/peers.sh
 EXTRA_DIST += tests/libxl-helper/helper.sh tests/libxl-helper/status.sh tests/libxl-helper/peers.sh
@@ -30,7 +30,7 @@ endif
 
 # Xen's own helper, played for the tests of the hand-over to it.
 check_PROGRAMS += tests/libxl-helper/fake_stock_helper
-tests_libxl_helper_fake_stock_helper_SOURCES = tests/libxl-helper/fake_stock_helper.cpp
+tests_libxl_helper_fake_stock_helper_SOURCES = tests/libxl-helper/fake_stock_helper.cpp tests/libxl-helper/read_exact.hpp
 
 check_PROGRAMS += tests/libxl-helper/stock_fallback.test
 tests_libxl_helper_stock_fallback_test_SOURCES = tests/libxl-helper/test_stock_fallback.cpp
