@@ -104,7 +104,7 @@ int cmd_status(const std::vector<std::string>& args)
     if (!args.empty())
         throw UsageError("status takes no argument");
     const std::string root = env_or("FASTMIG_STATUS_ROOT", "");
-    const std::string libexec = env_or("FASTMIG_XEN_LIBEXEC", "/usr/lib/xen-4.17/bin");
+    const std::string libexec = env_or("FASTMIG_XEN_LIBEXEC", FASTMIG_XEN_LIBEXEC); // configure's
     const std::string stock = libexec + "/libxl-save-helper";
     const std::string ours = FASTMIG_HELPER_PATH;
 
