@@ -10,6 +10,7 @@
 // FASTMIG_XEN_LIBEXEC names another Xen's libexec directory, FASTMIG_XEN_LIBXL
 // another libxenlight.
 #include "libxl-plugin/cli.hpp"
+#include "libxl-plugin/peers.hpp"
 
 #include "config.h"
 
@@ -103,7 +104,7 @@ int cmd_status(const std::vector<std::string>& args)
     if (!args.empty())
         throw UsageError("status takes no argument");
     const std::string root = env_or("FASTMIG_STATUS_ROOT", "");
-    const std::string libexec = env_or("FASTMIG_XEN_LIBEXEC", "/usr/lib/xen-4.17/bin");
+    const std::string libexec = env_or("FASTMIG_XEN_LIBEXEC", FASTMIG_XEN_LIBEXEC); // configure's
     const std::string stock = libexec + "/libxl-save-helper";
     const std::string ours = FASTMIG_HELPER_PATH;
 
@@ -166,6 +167,7 @@ int cmd_status(const std::vector<std::string>& args)
                     ? "libxl's suspend callback (request, then the @releaseDomain watch)"
                     : "fastmig's event channel (control/shutdown request, xc_domain_subscribe_for_suspend)",
                 env_or("FASTMIG_HELPER_SUSPEND", "channel").c_str());
+    std::fputs(interop::peers_report().c_str(), stdout);
     return 0;
 }
 

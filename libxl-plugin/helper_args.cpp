@@ -13,7 +13,8 @@ const char* const kHelperUsage =
     "Environment: FASTMIG_HELPER_BACKEND=xen|sim, FASTMIG_HELPER_OPTIONS='--threads 4 ...',\n"
     "FASTMIG_HELPER_SIM_DOMAIN=sim:N, FASTMIG_HELPER_SUSPEND=channel|libxl,\n"
     "FASTMIG_HELPER_SETTLE_MS=10000 (the worker's wait for libxl before its teardown),\n"
-    "FASTMIG_CRC32C=auto|instruction|table (see fastmig's README.md).\n";
+    "FASTMIG_CRC32C=auto|instruction|table, FASTMIG_PEER=fastmig|stock, FASTMIG_PEERS=FILE,\n"
+    "FASTMIG_STOCK_HELPER=PATH (see fastmig's README.md, \"Rolling upgrade\").\n";
 
 namespace {
 

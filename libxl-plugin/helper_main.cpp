@@ -9,6 +9,7 @@
 // worker that does the job (helper_supervisor.hpp): it exits as soon as
 // libxl has `complete`, and the worker's teardown runs after that.
 #include "libxl-plugin/helper.hpp"
+#include "libxl-plugin/helper_stock.hpp"
 #include "libxl-plugin/helper_supervisor.hpp"
 
 #include "stream/transport.hpp"
@@ -65,6 +66,9 @@ int main(int argc, char** argv)
         std::fprintf(stderr, "libxl-save-helper (fastmig): %s\n%s", e.what(), kHelperUsage);
         return 2;
     }
+    // A stream or a destination for Xen's own helper: it does the whole job.
+    if (auto rc = hand_over_to_stock(parsed, std::vector<std::string>(argv, argv + argc)))
+        return *rc;
     split_supervisor(); // from here on: the worker
     install_signals();
     try {

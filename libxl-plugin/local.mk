@@ -4,7 +4,8 @@
 noinst_LIBRARIES += libxl-plugin/libfmcli.a
 libxl_plugin_libfmcli_a_SOURCES = \
 	libxl-plugin/cli.hpp libxl-plugin/cli.cpp \
-	libxl-plugin/send_options.cpp
+	libxl-plugin/send_options.cpp \
+	libxl-plugin/peers.hpp libxl-plugin/peers.cpp
 
 bin_PROGRAMS += fastmig
 fastmig_SOURCES = \
@@ -26,7 +27,9 @@ libxl_plugin_libfmhelper_a_SOURCES = \
 	libxl-plugin/helper_backend.hpp libxl-plugin/helper_backend_sim.cpp libxl-plugin/helper_backend_xen.cpp \
 	libxl-plugin/helper_save.cpp libxl-plugin/helper_restore.cpp \
 	libxl-plugin/helper_pipe.hpp libxl-plugin/helper_pipe.cpp \
-	libxl-plugin/helper_supervisor.hpp libxl-plugin/helper_supervisor.cpp
+	libxl-plugin/helper_supervisor.hpp libxl-plugin/helper_supervisor.cpp \
+	libxl-plugin/stock_fallback.hpp libxl-plugin/stock_fallback.cpp \
+	libxl-plugin/helper_stock.hpp libxl-plugin/helper_stock.cpp
 
 fastmighelperdir = $(libexecdir)/fastmig
 fastmighelper_PROGRAMS = libxl-plugin/libxl-save-helper
@@ -42,8 +45,8 @@ fastmig_CPPFLAGS = $(AM_CPPFLAGS) -DFASTMIG_HELPER_PATH='"$(fastmighelperdir)/li
 
 # make install-xl-helper / uninstall-xl-helper: divert Xen's stock helper to
 # fastmig's (dpkg-divert --rename, a symlink in its place) and back.  See
-# README.md, "xl save, restore and migrate through fastmig".
-XEN_LIBEXEC = /usr/lib/xen-4.17/bin
+# README.md, "xl save, restore and migrate through fastmig".  XEN_LIBEXEC
+# comes from configure (--with-xen-libexec).
 XL_HELPER_ROOT =
 install-xl-helper: install-fastmighelperPROGRAMS
 	$(SHELL) $(srcdir)/libxl-plugin/xl-helper-divert.sh install "$(XL_HELPER_ROOT)" \

@@ -689,10 +689,10 @@ ReceiveResult Receiver::run()
         if (rec.body.size() >= 4) {
             std::uint32_t v = std::uint32_t(rec.body[0]) | std::uint32_t(rec.body[1]) << 8 |
                               std::uint32_t(rec.body[2]) << 16 | std::uint32_t(rec.body[3]) << 24;
-            if (v != wire::kVersion)
+            if (!wire::readable_version(v))
                 refuse(wire::kAcceptBadVersion, "stream version " + std::to_string(v) +
                                                     " is not supported (this receiver speaks version " +
-                                                    std::to_string(wire::kVersion) + ")");
+                                                    wire::readable_versions() + ")");
         }
         auto h = wire::parse_header(rec.body);
         res_.source_name = h.domain_name;

@@ -578,9 +578,9 @@ StreamHeader parse_header(std::span<const std::uint8_t> body)
         fail("header", "body of " + str(body.size()) + " bytes is too short to hold a version");
     StreamHeader h;
     h.version = load32(body.data());
-    if (h.version != kVersion)
+    if (!readable_version(h.version))
         fail("header", "version " + str(h.version) + " is not supported (this reader knows version " +
-                           str(kVersion) + ")");
+                           readable_versions() + ")");
     if (body.size() < kHeaderFixed)
         fail("header", "body of " + str(body.size()) + " bytes is shorter than " + str(kHeaderFixed));
     const std::uint8_t* p = body.data();

@@ -28,6 +28,21 @@
 namespace fastmig::wire {
 
 constexpr std::uint32_t kVersion = 2;
+// The oldest version a reader still receives: hosts of a pool are upgraded
+// one at a time, so older fastmig sources stay in the field for a while
+// (docs/stream-format.md, Versioning).  Streams recorded by every version
+// in the range are kept in tests/data/streams/ and must stay readable.
+constexpr std::uint32_t kOldestReadVersion = 2;
+constexpr bool readable_version(std::uint32_t v)
+{
+    return v >= kOldestReadVersion && v <= kVersion;
+}
+// "2", or "2 to 3": for the refusal of any other version.
+inline std::string readable_versions()
+{
+    return kOldestReadVersion == kVersion ? std::to_string(kVersion)
+                                          : std::to_string(kOldestReadVersion) + " to " + std::to_string(kVersion);
+}
 
 // First 8 bytes of each direction, so a peer that is not fastmig is detected
 // at once.  Source->destination "FMIG\r\nS\0", destination->source "FMIG\r\nD\0"

@@ -13,7 +13,9 @@
 // Exit status: 0 when every message was well formed and in order (whatever
 // the helper's retval), 1 on any protocol violation (printed), 2 on usage.
 #include "stream/domain/sim/sim.hpp"
+#include "tests/libxl-helper/read_exact.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -58,6 +60,8 @@ struct Opts {
     int term_restore_after = -1; // progress messages from save before SIGTERM to restore
     bool term_at_suspend = false; // abort like libxl while the suspend callback is pending
     bool framing = true;
+    std::string io_kind = "file"; // restore: how the image reaches the helper (file, pipe, socket)
+    int feed_chunk = 0;            // pipe/socket: the first 64 bytes in writes of this size, 20 ms apart
 };
 
 struct Helper {
@@ -112,6 +116,7 @@ void spawn(Helper& h, const Opts& o, const std::vector<std::string>& args, int i
     int in[2], out[2];
     if (::pipe2(in, O_CLOEXEC) || ::pipe2(out, O_CLOEXEC))
         die("pipe");
+    std::fflush(stdout);
     h.pid = ::fork();
     if (h.pid == 0) {
         // As libxl: dup the fds above 2 and clear close-on-exec, then the
@@ -124,6 +129,12 @@ void spawn(Helper& h, const Opts& o, const std::vector<std::string>& args, int i
         std::vector<std::string> a = {o.helper, h.save ? "--save-domain" : "--restore-domain", std::to_string(s),
                                       std::to_string(b)};
         a.insert(a.end(), args.begin(), args.end());
+        std::string line = h.who + ": argv";
+        for (std::size_t i = 1; i < a.size(); ++i)
+            line += " " + a[i];
+        line += "\n"; // write(2): this child's copy of stdio's buffer is the parent's
+        if (::write(1, line.data(), line.size()) < 0)
+            ::_exit(127);
         ::dup2(in[0], 0);
         ::dup2(out[1], 1);
         std::vector<char*> av;
@@ -138,21 +149,6 @@ void spawn(Helper& h, const Opts& o, const std::vector<std::string>& args, int i
     ::close(out[1]);
     h.to = in[1];
     h.from = out[0];
-}
-
-bool read_exact(int fd, void* buf, std::size_t n)
-{
-    auto* p = static_cast<std::uint8_t*>(buf);
-    while (n) {
-        ssize_t r = ::read(fd, p, n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return false;
-        p += r;
-        n -= std::size_t(r);
-    }
-    return true;
 }
 
 // Handles one message; returns false at EOF.
@@ -377,6 +373,46 @@ void check_suffix(int fd)
     std::printf("restore: libxl suffix intact\n");
 }
 
+// xl migrate-receive's stream is a pipe or a socket from ssh: a child
+// copies the image into one (the first bytes in small pieces when asked,
+// as a slow link would deliver them) and the read end replaces `file`.
+int feed(int file, const Opts& o)
+{
+    int ends[2];
+    if (o.io_kind == "pipe" ? ::pipe2(ends, O_CLOEXEC) != 0
+                            : ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ends) != 0)
+        die("restore: cannot make the " + o.io_kind);
+    if (o.io_kind != "pipe" && o.io_kind != "socket")
+        die("--io-kind " + o.io_kind + ": file, pipe or socket");
+    pid_t pid = ::fork();
+    if (pid < 0)
+        die("fork");
+    if (pid == 0) {
+        ::close(ends[0]);
+        std::vector<char> buf(1 << 16);
+        std::size_t sent = 0;
+        ssize_t n;
+        while ((n = ::read(file, buf.data(), buf.size())) > 0) {
+            for (ssize_t off = 0; off < n;) {
+                std::size_t step = std::size_t(n - off);
+                if (o.feed_chunk > 0 && sent < 64) {
+                    step = std::min<std::size_t>(step, std::size_t(o.feed_chunk));
+                    ::usleep(20000);
+                }
+                ssize_t w = ::write(ends[1], buf.data() + off, step);
+                if (w <= 0)
+                    ::_exit(0); // the reader is gone: nothing more to feed
+                off += w;
+                sent += std::size_t(w);
+            }
+        }
+        ::_exit(0);
+    }
+    ::close(ends[1]);
+    ::close(file);
+    return ends[0];
+}
+
 std::vector<std::string> save_args(const Opts& o)
 {
     return {std::to_string(o.domid), std::to_string(o.xcflags), std::to_string(o.save_cbflags),
@@ -394,14 +430,28 @@ int main(int argc, char** argv)
 {
     std::signal(SIGPIPE, SIG_IGN);
     Opts o;
-    for (int i = 1; i < argc; ++i) {
-        std::string a = argv[i];
+    // `fake_libxl migrate [xl migrate's options] DOMAIN HOST`: a command
+    // line like xl's, which the save helper reads from /proc to learn the
+    // destination; fake_libxl's own options then come from FAKE_LIBXL_ARGS.
+    std::vector<std::string> words(argv + 1, argv + argc);
+    if (argc > 1 && std::string(argv[1]) == "migrate") {
+        words.clear();
+        std::string w;
+        for (const char* c = std::getenv("FAKE_LIBXL_ARGS"); c && *c; ++c) {
+            if (*c != ' ')
+                w += *c;
+            if ((*c == ' ' || !c[1]) && !w.empty())
+                words.push_back(w), w.clear();
+        }
+    }
+    for (int i = 0; i < int(words.size()); ++i) {
+        std::string a = words[std::size_t(i)];
         auto val = [&]() -> std::string {
-            if (i + 1 >= argc) {
+            if (i + 1 >= int(words.size())) {
                 std::fprintf(stderr, "fake_libxl: %s needs a value\n", a.c_str());
                 std::exit(2);
             }
-            return argv[++i];
+            return words[std::size_t(++i)];
         };
         auto sim_id = [&](const std::string& s) { return std::atoi(s.rfind("sim:", 0) == 0 ? s.c_str() + 4 : s.c_str()); };
         if (a == "--helper") o.helper = val();
@@ -420,6 +470,8 @@ int main(int argc, char** argv)
         else if (a == "--term-save-after") o.term_save_after = std::atoi(val().c_str());
         else if (a == "--term-restore-after") o.term_restore_after = std::atoi(val().c_str());
         else if (a == "--no-framing") o.framing = false;
+        else if (a == "--io-kind") o.io_kind = val();
+        else if (a == "--feed-chunk") o.feed_chunk = std::atoi(val().c_str());
         else if (a == "--term-at-suspend") o.term_at_suspend = true;
         else if (a == "save" || a == "restore" || a == "pair") o.mode = a;
         else {
@@ -455,6 +507,8 @@ int main(int argc, char** argv)
         int fd = ::open(o.io.c_str(), O_RDONLY | O_CLOEXEC);
         if (fd < 0)
             die("open " + o.io);
+        if (o.io_kind != "file")
+            fd = feed(fd, o);
         char pre[sizeof kPrefix - 1];
         if (o.framing && (!read_exact(fd, pre, sizeof pre) || std::memcmp(pre, kPrefix, sizeof pre) != 0))
             die("restore: the image does not start with libxl's prefix");

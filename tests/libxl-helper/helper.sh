@@ -8,6 +8,7 @@ HELPER=$B/libxl-plugin/libxl-save-helper
 FAKE=$B/tests/libxl-helper/fake_libxl
 export FASTMIG_HELPER_BACKEND=sim
 T=$WORK
+export FASTMIG_PEERS=$T/no-peers-file  # hermetic: the host's /etc/fastmig/peers is not read
 
 has() { grep -q -- "$2" "$1"; }
 count() { grep -c -- "$2" "$1" || true; }
@@ -220,7 +221,9 @@ cp "$T/clean.img" "$T/corrupt.img"
 printf '\125' | dd of="$T/corrupt.img" bs=1 seek=$(( $(wc -c <"$T/clean.img") / 3 )) conv=notrunc 2>/dev/null
 ok "corrupt image: malformed stream error, domain destroyed" -- restore_bad "$T/corrupt.img" "malformed stream"
 printf '\377\377\377\377\377\377\377\377XENF\0\0\0\3' >"$T/libxc.img"
-ok "a stock libxc image: says so, no domain built" -- restore_bad "$T/libxc.img" "libxc"
+FASTMIG_STOCK_HELPER=$T/no/such/helper \
+  ok "a libxc image and no stock helper: the error names the path and the fix, no domain built" -- \
+  restore_bad "$T/libxc.img" "libxc (stock Xen) stream.*but FASTMIG_STOCK_HELPER=$T/no/such/helper does not name a file"
 static_fail() {
   "$FAKE" --helper "$HELPER" --no-framing --static-reply 1 --io "$T/clean.img" restore >"$T/st.out" 2>&1 || return 1
   has "$T/st.out" "complete retval=-1" && has "$T/st.out" "static_data_done callback failed" && [ -z "$(incoming)" ]
@@ -298,6 +301,167 @@ remus() {
     has "$T/rm.out" "complete retval=-1" && has "$T/rm.out" "Remus/COLO" && [ "$(state "$G")" = running ]
 }
 ok "checkpointed stream (Remus) refused clearly, guest untouched" -- remus
+fm sim destroy "$G" >/dev/null 2>&1
+
+# --- stock Xen streams: handed whole to Xen's own helper (rolling upgrade) ---
+# A libxc stream (8 x 0xFF, XENF, ...) between libxl's own records, as xl
+# restore reads it from a file and xl migrate-receive from ssh's pipe or
+# socket.  fastmig's helper must look at it without consuming a byte and
+# exec the stock helper with libxl's command line: the fake stock helper
+# records its argv and reads the libxc part from its first byte to its END
+# (byte count and FNV-1a hash against the image's), and fake_libxl then
+# finds its suffix intact.
+STOCKFAKE=$B/tests/libxl-helper/fake_stock_helper
+make_libxc() {  # make_libxc OUT PAGES: prints "LENGTH HASH" of the libxc part
+  python3 - "$1" "$2" <<'PY'
+import random, struct, sys
+out, pages = sys.argv[1], int(sys.argv[2])
+rnd = random.Random(17)
+s = b'\xff' * 8 + b'XENF' + struct.pack('>IHHI', 3, 0, 0, 0)      # image header, big endian
+s += struct.pack('<IHHII', 1, 12, 0, 4, 17)                        # domain header: x86 PV, Xen 4.17
+def rec(t, body):
+    return struct.pack('<II', t, len(body)) + body + b'\0' * ((8 - len(body) % 8) % 8)
+s += rec(2, struct.pack('<BBHI', 8, 4, 0, 0))                      # X86_PV_INFO
+for base in range(0, pages, 4):                                    # PAGE_DATA, 4 pages each
+    n = min(4, pages - base)
+    body = struct.pack('<II', n, 0) + b''.join(struct.pack('<Q', base + i) for i in range(n))
+    s += rec(1, body + bytes(rnd.getrandbits(8) for _ in range(4096 * n)))
+s += rec(0, b'')                                                   # END
+h = 1469598103934665603
+for c in s:
+    h = ((h ^ c) * 1099511628211) & 0xffffffffffffffff
+open(out, 'wb').write(b'LIBXL-PREFIX-RECORDS-0123456789\n' + s + b'LIBXL-SUFFIX: EMULATOR_XENSTORE_DATA, END\n')
+print(len(s), '%016x' % h)
+PY
+}
+set -- $(make_libxc "$T/xc.img" 40)
+XC_LEN=$1 XC_HASH=$2
+stock_restore() {  # stock_restore KIND [fake_libxl options]: handed over, read whole, suffix intact
+  kind=$1; shift
+  rm -f "$T/stock.log"
+  FAKE_STOCK_LOG=$T/stock.log FASTMIG_STOCK_HELPER=$STOCKFAKE \
+    "$FAKE" --helper "$HELPER" --io-kind "$kind" "$@" --io "$T/xc.img" restore >"$T/sr.out" 2>&1 ||
+    { cat "$T/sr.out" "$T/stock.log"; return 1; }
+  cat "$T/sr.out" "$T/stock.log"
+  args=$(sed -n 's/^restore: argv //p' "$T/sr.out")
+  [ -n "$args" ] && grep -qxF "args=$args" "$T/stock.log" && grep -qxF "argv0=$STOCKFAKE" "$T/stock.log" &&
+    grep -qx "read=$XC_LEN hash=$XC_HASH records=[0-9]* end=1" "$T/stock.log" &&
+    has "$T/sr.out" "libxc (stock Xen) stream (looked at its first 12 bytes, $kind.*running the stock helper $STOCKFAKE" &&
+    has "$T/sr.out" "restore: complete retval=0" && has "$T/sr.out" "libxl suffix intact" && [ -z "$(incoming)" ]
+}
+ok "libxc stream in a file (xl restore): the stock helper gets libxl's argv and the whole stream" -- stock_restore file
+ok "libxc stream on a pipe (ssh): the stock helper gets libxl's argv and the whole stream" -- stock_restore pipe
+ok "libxc stream on a socket: the stock helper gets libxl's argv and the whole stream" -- stock_restore socket
+ok "libxc stream on a pipe, its first bytes 3 at a time: handed over whole" -- stock_restore pipe --feed-chunk 3
+ok "libxc stream on a socket, its first bytes 5 at a time: handed over whole" -- stock_restore socket --feed-chunk 5
+# The layout make install-xl-helper and the Debian package leave: libxl's
+# path is a symlink to fastmig's helper, Xen's own is beside it as .distrib.
+diverted() {
+  mkdir -p "$T/xenbin" && ln -sf "$HELPER" "$T/xenbin/libxl-save-helper" &&
+    cp "$STOCKFAKE" "$T/xenbin/libxl-save-helper.distrib" && rm -f "$T/stock.log" &&
+    FAKE_STOCK_LOG=$T/stock.log FASTMIG_STOCK_HELPER= "$FAKE" --helper "$T/xenbin/libxl-save-helper" \
+      --io-kind pipe --io "$T/xc.img" restore >"$T/dv.out" 2>&1 || { cat "$T/dv.out"; return 1; }
+  cat "$T/dv.out" "$T/stock.log"
+  grep -qx "read=$XC_LEN hash=$XC_HASH records=[0-9]* end=1" "$T/stock.log" &&
+    has "$T/dv.out" "running the stock helper $T/xenbin/libxl-save-helper.distrib" && has "$T/dv.out" "suffix intact"
+}
+ok "diverted layout: the stock helper is found as <libxl's path>.distrib" -- diverted
+none_found() {
+  FASTMIG_STOCK_HELPER= "$FAKE" --helper "$HELPER" --io-kind socket --io "$T/xc.img" restore >"$T/nf.out" 2>&1 ||
+    { cat "$T/nf.out"; return 1; }
+  cat "$T/nf.out"
+  has "$T/nf.out" "restore: complete retval=-1" && has "$T/nf.out" "restore: restore_results store_gfn=0" &&
+    has "$T/nf.out" "level=8 .*libxc (stock Xen) stream.*but Xen's stock libxl-save-helper was not found (tried $HELPER.distrib, " &&
+    has "$T/nf.out" "set FASTMIG_STOCK_HELPER=" && [ -z "$(incoming)" ]
+}
+if [ -e /usr/lib/xen-4.17/bin/libxl-save-helper ] || [ -e /usr/lib/xen-4.20/bin/libxl-save-helper ]; then
+  tap_n=$((tap_n + 1)); echo "ok $tap_n - no stock helper anywhere: the error lists the paths # SKIP Xen's helper is installed here"
+else
+  ok "no stock helper anywhere: the error lists every path tried and the fix" -- none_found
+fi
+fastmig_logged() {  # fastmig's own stream says so in the log and stays with fastmig
+  has "$T/r.out" "holds a fastmig stream (looked at its first 12 bytes, file (pread at 32)): fastmig's helper restores it" &&
+    has "$T/p.out" "holds a fastmig stream (looked at its first [0-9]* bytes, socket (MSG_PEEK)): fastmig's helper restores it"
+}
+ok "a fastmig stream: the log says fastmig's helper restores it (file, socket)" -- fastmig_logged
+silent_pipe() {  # nothing ever comes: a bounded wait, then a clear error
+  mkfifo "$T/fifo" && (exec 9<>"$T/fifo"; sleep 8) &
+  sleep 0.2
+  FASTMIG_HELPER_OPTIONS="--timeout-ms 1500" "$FAKE" --helper "$HELPER" --no-framing --io "$T/fifo" restore \
+    >"$T/sp.out" 2>&1 || { cat "$T/sp.out"; return 1; }
+  cat "$T/sp.out"
+  has "$T/sp.out" "restore: complete retval=-1" &&
+    has "$T/sp.out" "level=8 .*looking at the stream: io_fd [0-9]* (pipe (tee)): no data within 1500 ms"
+}
+ok "a stream that never starts: bounded wait, clear error" -- silent_pipe
+
+# --- saves towards a stock host: per destination (peers table, FASTMIG_PEER) --
+G=$(new_guest 16M web)
+stock_save() {  # stock_save OUT FAKE_LIBXL_ARGS...: the fake stock helper did the save, guest untouched
+  out=$1; shift
+  rm -f "$T/stock.log"
+  FAKE_STOCK_LOG=$T/stock.log FASTMIG_STOCK_HELPER=$STOCKFAKE FASTMIG_HELPER_SIM_DOMAIN=$G "$FAKE" "$@" \
+    >"$out" 2>&1 || { cat "$out"; return 1; }
+  cat "$out" "$T/stock.log"
+  args=$(sed -n 's/^save: argv //p' "$out")
+  [ -n "$args" ] && grep -qxF "args=$args" "$T/stock.log" && grep -q "^wrote=" "$T/stock.log" &&
+    has "$out" "save: complete retval=0" && ! has "$out" "save: suspend" && [ "$(state "$G")" = running ] &&
+    has "$out" "running the stock helper $STOCKFAKE for this save"
+}
+env_stock() {
+  FASTMIG_PEER=stock stock_save "$T/es.out" --helper "$HELPER" --io "$T/es.img" save &&
+    has "$T/es.out" "the destination takes stock Xen streams (FASTMIG_PEER=stock)" &&
+    [ "$(head -c 44 "$T/es.img" | tail -c 12 | od -An -tx1 | tr -d ' ')" = ffffffffffffffff58454e46 ]
+}
+ok "FASTMIG_PEER=stock: the stock helper writes the save (libxl's argv, a libxc image), fastmig never touches the guest" -- env_stock
+round_trip() {  # that image restored through fastmig's helper: handed back to the stock helper
+  rm -f "$T/stock.log"
+  FAKE_STOCK_LOG=$T/stock.log FASTMIG_STOCK_HELPER=$STOCKFAKE "$FAKE" --helper "$HELPER" --io "$T/es.img" restore \
+    >"$T/rt.out" 2>&1 || { cat "$T/rt.out"; return 1; }
+  cat "$T/rt.out" "$T/stock.log"
+  grep -q "records=2 end=1" "$T/stock.log" && has "$T/rt.out" "libxl suffix intact" && has "$T/rt.out" "complete retval=0"
+}
+ok "the stock image restores through fastmig's helper (handed to the stock helper, suffix intact)" -- round_trip
+cat >"$T/peers" <<'EOF2'
+# rolling upgrade: host2 and 10.0.0.7 still run stock Xen
+default fastmig
+
+HOST2   stock   # names compare without case
+10.0.0.7 stock
+EOF2
+peers_stock() {
+  FASTMIG_PEERS=$T/peers FAKE_LIBXL_ARGS="--helper $HELPER --io $T/ps.img save" \
+    stock_save "$T/ps.out" migrate -s "ssh -p 2222" -e 5 root@host2 &&
+    has "$T/ps.out" "destination host2: $T/peers:4)"
+}
+ok "peers table: xl migrate DOMAIN root@host2 with host2 stock: the stock helper saves" -- peers_stock
+peers_fastmig() {
+  FASTMIG_PEERS=$T/peers FASTMIG_HELPER_SIM_DOMAIN=$G FAKE_LIBXL_ARGS="--helper $HELPER --xcflags 0 --io $T/pf.img save" \
+    "$FAKE" migrate 5 host3 >"$T/pf.out" 2>&1 || { cat "$T/pf.out"; return 1; }
+  cat "$T/pf.out"
+  has "$T/pf.out" "save: complete retval=0" &&
+    has "$T/pf.out" "writing fastmig's stream (destination host3: 'host3' not listed, default of $T/peers:2)" &&
+    [ "$(head -c 39 "$T/pf.img" | tail -c 7)" = "$(printf 'FMIG\r\nS')" ] && fm sim resume "$G" >/dev/null
+}
+ok "peers table: an unlisted destination gets the default (fastmig), the save is fastmig's" -- peers_fastmig
+peers_bad() {  # peers_bad FILE-CONTENT WHAT
+  printf "$1" >"$T/peers.bad"
+  FASTMIG_PEERS=$T/peers.bad FASTMIG_HELPER_SIM_DOMAIN=$G "$FAKE" --helper "$HELPER" --io "$T/pb.img" save \
+    >"$T/pb.out" 2>&1 || { cat "$T/pb.out"; return 1; }
+  cat "$T/pb.out"
+  has "$T/pb.out" "save: complete retval=-1" && has "$T/pb.out" "level=8 .*choosing the stream format: $2 (the guest was not touched)" &&
+    ! has "$T/pb.out" "save: suspend" && [ "$(state "$G")" = running ]
+}
+ok "malformed peers table: the save fails before anything, naming file and line" -- \
+  peers_bad 'default fastmig\nhost2 stok\n' "$T/peers.bad:2: unknown format 'stok' (fastmig or stock)"
+bad_env() {
+  FASTMIG_PEER=maybe FASTMIG_HELPER_SIM_DOMAIN=$G "$FAKE" --helper "$HELPER" --io "$T/pb.img" save \
+    >"$T/be.out" 2>&1 || { cat "$T/be.out"; return 1; }
+  cat "$T/be.out"
+  has "$T/be.out" "save: complete retval=-1" && has "$T/be.out" "FASTMIG_PEER='maybe' is neither fastmig nor stock" &&
+    ! has "$T/be.out" "save: suspend" && [ "$(state "$G")" = running ]
+}
+ok "FASTMIG_PEER with a bad value: the save fails before anything" -- bad_env
 fm sim destroy "$G" >/dev/null 2>&1
 
 # --- SIGTERM from libxl mid-stream ---------------------------------------------

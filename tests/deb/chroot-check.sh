@@ -1,0 +1,62 @@
+#!/bin/sh
+# Installs the fastmig .deb in a Debian 12 chroot (debootstrap, cached in
+# $FASTMIG_DEB_CHROOT, default /var/cache/fastmig-deb/bookworm) where a
+# stand-in for Xen's helper sits at its path, checks `fastmig status` and
+# the diversion, then removes and purges it and checks that Xen's helper is
+# back.  Root; needs the network for apt's dependencies.  TAP.
+#   tests/deb/chroot-check.sh PATH/fastmig_VERSION_amd64.deb
+set -u
+DEB=$1
+C=${FASTMIG_DEB_CHROOT:-/var/cache/fastmig-deb/bookworm}
+XEN=${FASTMIG_DEB_XEN_LIBEXEC:-/usr/lib/xen-4.17/bin}
+STOCK=$XEN/libxl-save-helper
+n=0 failed=0
+ok() { desc=$1; shift; n=$((n + 1))
+  if "$@" >/tmp/deb-check.$$ 2>&1; then echo "ok $n - $desc"; else echo "not ok $n - $desc"; sed 's/^/# /' /tmp/deb-check.$$ | tail -20; failed=$((failed + 1)); fi; }
+[ "$(id -u)" = 0 ] || { echo "1..0 # SKIP needs root (chroot, dpkg)"; exit 0; }
+if [ ! -x "$C/bin/sh" ]; then
+  debootstrap --variant=minbase bookworm "$C.tmp" http://deb.debian.org/debian >"$C.log" 2>&1 && mv "$C.tmp" "$C" ||
+    { echo "1..0 # SKIP debootstrap failed (see $C.log)"; exit 0; }
+fi
+mounted=
+cleanup() { [ -z "$mounted" ] || umount "$C/proc"; rm -f /tmp/deb-check.$$; }
+trap cleanup EXIT
+mount -t proc proc "$C/proc" && mounted=1
+in_c() { chroot "$C" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
+cp "$DEB" "$C/tmp/fastmig.deb"
+# The package depends on the libxen of the build host, which may come from
+# a security update: the chroot sees the same suites.
+printf 'deb http://deb.debian.org/debian bookworm main\ndeb http://deb.debian.org/debian bookworm-updates main\ndeb http://deb.debian.org/debian-security bookworm-security main\n' \
+  >"$C/etc/apt/sources.list"
+# Xen's helper, played by a script (the real one needs xen-utils and a
+# hypervisor to be useful): what matters is that the diversion moves it
+# aside and puts it back byte for byte.
+mkdir -p "$C$XEN"
+printf '#!/bin/sh\necho "stock libxl-save-helper"\n' >"$C$STOCK"
+chmod 0755 "$C$STOCK"
+# The built tree's fastmig reads the chroot from outside before install and
+# after removal (FASTMIG_STATUS_ROOT), the installed one inside it.
+FM=${FASTMIG_BIN:-$(dirname "$0")/../../fastmig}
+outside() { FASTMIG_STATUS_ROOT=$C FASTMIG_XEN_LIBEXEC=$XEN "$FM" status; }
+ok "before install: status (from outside) says libxl runs the stock helper" \
+  sh -c "FASTMIG_STATUS_ROOT='$C' FASTMIG_XEN_LIBEXEC='$XEN' '$FM' status | grep -q 'libxl runs $STOCK: the stock helper'"
+ok "apt-get install ./fastmig.deb (dependencies from Debian 12)" \
+  in_c sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq /tmp/fastmig.deb'
+ok "installed: fastmig status says libxl runs fastmig through the package's diversion" \
+  sh -c "chroot '$C' fastmig status | tee /dev/stderr | grep -q 'libxl runs $STOCK: fastmig' &&
+         chroot '$C' fastmig status | grep -q 'dpkg diversion: *$STOCK -> $STOCK.distrib' &&
+         chroot '$C' dpkg-divert --listpackage '$STOCK' | grep -qx fastmig"
+ok "installed: the helper and its stock fallback are where libxl looks" \
+  sh -c "chroot '$C' '$STOCK' --help | grep -q \"fastmig's drop-in\" && chroot '$C' '$STOCK.distrib' | grep -q 'stock libxl-save-helper'"
+ok "installed: man pages fastmig(1) and fastmig-libxl-save-helper(8)" \
+  sh -c "[ -s '$C/usr/share/man/man1/fastmig.1.gz' ] && [ -s '$C/usr/share/man/man8/fastmig-libxl-save-helper.8.gz' ]"
+gone() { [ ! -L "$C$STOCK" ] && [ ! -e "$C$STOCK.distrib" ] && grep -q 'stock libxl-save-helper' "$C$STOCK" &&
+  [ -z "$(in_c dpkg-divert --listpackage "$STOCK")" ] && [ ! -e "$C/usr/bin/fastmig" ] &&
+  outside | grep -q "libxl runs $STOCK: the stock helper" && outside | grep -q 'dpkg diversion: *none'; }
+ok "apt-get remove fastmig" in_c sh -c 'DEBIAN_FRONTEND=noninteractive apt-get remove -y -qq fastmig'
+ok "removed: Xen's helper is back at its path, no diversion, status (from outside) says stock" gone
+ok "reinstall, then purge" in_c sh -c 'DEBIAN_FRONTEND=noninteractive apt-get install -y -qq /tmp/fastmig.deb &&
+  DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq fastmig'
+ok "purged: Xen's helper is back, no diversion" gone
+echo "1..$n"
+[ "$failed" = 0 ]
