@@ -25,6 +25,7 @@ libxl_plugin_libfmhelper_a_SOURCES = \
 	libxl-plugin/libxl_link.hpp libxl-plugin/libxl_link.cpp \
 	libxl-plugin/helper_backend.hpp libxl-plugin/helper_backend_sim.cpp libxl-plugin/helper_backend_xen.cpp \
 	libxl-plugin/helper_save.cpp libxl-plugin/helper_restore.cpp \
+	libxl-plugin/caller_suspend.hpp libxl-plugin/nonblocking.hpp \
 	libxl-plugin/helper_pipe.hpp libxl-plugin/helper_pipe.cpp \
 	libxl-plugin/helper_supervisor.hpp libxl-plugin/helper_supervisor.cpp
 
