@@ -13,7 +13,9 @@ fastmig_SOURCES = \
 	libxl-plugin/netns.hpp libxl-plugin/netns.cpp \
 	libxl-plugin/cmd_migrate.cpp \
 	libxl-plugin/cmd_sim.cpp \
-	libxl-plugin/cmd_status.cpp
+	libxl-plugin/cmd_status.cpp \
+	libxl-plugin/status_files.hpp libxl-plugin/status_files.cpp \
+	libxl-plugin/status_xenopsd.hpp libxl-plugin/status_xenopsd.cpp
 fastmig_LDADD = libxl-plugin/libfmcli.a $(FASTMIG_LIBS)
 
 # The helper's own code, in a library too so unit tests link it.
@@ -51,7 +53,8 @@ libxl_plugin_fastmig_emu_manager_SOURCES = \
 libxl_plugin_fastmig_emu_manager_LDADD = $(libxl_plugin_libxl_save_helper_LDADD)
 
 # `fastmig status` names the helper libxl runs and whether it is fastmig's.
-fastmig_CPPFLAGS = $(AM_CPPFLAGS) -DFASTMIG_HELPER_PATH='"$(fastmighelperdir)/libxl-save-helper"'
+fastmig_CPPFLAGS = $(AM_CPPFLAGS) -DFASTMIG_HELPER_PATH='"$(fastmighelperdir)/libxl-save-helper"' \
+	-DFASTMIG_EMU_MANAGER_PATH='"$(fastmighelperdir)/fastmig-emu-manager"'
 
 # make install-xl-helper / uninstall-xl-helper: divert Xen's stock helper to
 # fastmig's (dpkg-divert --rename, a symlink in its place) and back.  See
@@ -65,3 +68,16 @@ uninstall-xl-helper:
 	$(SHELL) $(srcdir)/libxl-plugin/xl-helper-divert.sh uninstall "$(XL_HELPER_ROOT)" \
 	  "$(XEN_LIBEXEC)/libxl-save-helper" "$(fastmighelperdir)/libxl-save-helper"
 .PHONY: install-xl-helper uninstall-xl-helper
+
+# make install-xapi-emu-manager / uninstall-xapi-emu-manager: fastmig's
+# emu-manager as the XAPI alternative `fastmig` (a VM's
+# platform:emu-manager=fastmig picks it; the global emu-manager= switch in
+# /etc/xenopsd.conf.d/ is the administrator's, see README.md, "XenServer /
+# XCP-ng").  DESTDIR-aware: the symlink names the installed program.
+XAPI_ALTERNATIVES = /usr/lib/xapi/alternatives
+install-xapi-emu-manager: install-fastmighelperPROGRAMS
+	$(MKDIR_P) "$(DESTDIR)$(XAPI_ALTERNATIVES)/emu-manager"
+	ln -sfn "$(fastmighelperdir)/fastmig-emu-manager" "$(DESTDIR)$(XAPI_ALTERNATIVES)/emu-manager/fastmig"
+uninstall-xapi-emu-manager:
+	rm -f "$(DESTDIR)$(XAPI_ALTERNATIVES)/emu-manager/fastmig"
+.PHONY: install-xapi-emu-manager uninstall-xapi-emu-manager
