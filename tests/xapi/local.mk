@@ -4,5 +4,5 @@
 check_PROGRAMS += tests/xapi/fake_xenopsd
 tests_xapi_fake_xenopsd_SOURCES = tests/xapi/fake_xenopsd.cpp
 tests_xapi_fake_xenopsd_LDADD = $(FASTMIG_LIBS)
-TESTS += tests/xapi/emu_manager.sh
-EXTRA_DIST += tests/xapi/emu_manager.sh tests/xapi/fake_stock_emu_manager.py
+TESTS += tests/xapi/emu_manager.sh tests/xapi/status.sh
+EXTRA_DIST += tests/xapi/emu_manager.sh tests/xapi/status.sh tests/xapi/fake_stock_emu_manager.py
