@@ -8,13 +8,21 @@
 #include "libxl-plugin/helper_backend.hpp"
 #include "libxl-plugin/xenopsd_link.hpp"
 
+#include <functional>
 #include <string>
 
 namespace fastmig::emu {
 
 constexpr int kExitOk = 0, kExitUsage = 1, kExitFailed = 2;
 
-int run_emu_save(const EmuArgs& a, XenopsdLink& xenopsd, helper::HelperBackend& backend);
+// Runs the stock emu-manager in this process's place (never returns).
+using ToStock = std::function<void(const std::string& why)>;
+
+// Save: a domain the backend cannot open (a guest type it does not handle,
+// say) goes to `to_stock` before a byte is written or a line exchanged.
+// Both start xenopsd's reader themselves, once nothing can go to the stock
+// path any more.
+int run_emu_save(const EmuArgs& a, XenopsdLink& xenopsd, helper::HelperBackend& backend, const ToStock& to_stock);
 int run_emu_restore(const EmuArgs& a, XenopsdLink& xenopsd, helper::HelperBackend& backend);
 
 // One line to syslog (xenopsd sends the emu-manager's stderr to /dev/null)

@@ -48,6 +48,10 @@ namespace {
 
 using namespace fastmig::emu;
 
+// SIGPIPE as xenopsd left it, for the stock emu-manager we may exec.
+struct sigaction g_sigpipe_before {};
+bool g_sigpipe_changed = false;
+
 extern "C" void on_term(int sig)
 {
     fastmig::cancel_all_io(sig == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -60,7 +64,9 @@ void install_signals()
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, nullptr);
     sigaction(SIGINT, &sa, nullptr);
-    std::signal(SIGPIPE, SIG_IGN);
+    struct sigaction ign {};
+    ign.sa_handler = SIG_IGN;
+    g_sigpipe_changed = sigaction(SIGPIPE, &ign, &g_sigpipe_before) == 0;
 }
 
 // An error before the protocol started: say it on the control pipe if we
@@ -79,6 +85,9 @@ void install_signals()
 }
 
 // The stock emu-manager in our place, same argv (argv[0] its own path).
+// In the worker too: the supervisor then waits for the stock emu-manager,
+// which has this pid, and exits with its status (the release pipe is
+// close-on-exec: the supervisor sees EOF and waits).
 [[noreturn]] void exec_stock(const EmuArgs& a, char** argv, const std::string& why)
 {
     const std::string path = stock_emu_manager();
@@ -88,6 +97,8 @@ void install_signals()
     for (char** p = argv + 1; *p; ++p)
         args.push_back(*p);
     args.push_back(nullptr);
+    if (g_sigpipe_changed) // an ignored signal stays ignored across exec
+        sigaction(SIGPIPE, &g_sigpipe_before, nullptr);
     ::execv(path.c_str(), args.data());
     early_exit(a, kExitFailed,
                why + ", which fastmig hands to the stock emu-manager, but exec " + path + " failed: " +
@@ -178,12 +189,13 @@ int main(int argc, char** argv)
     try {
         fastmig::enable_io_cancellation();
         XenopsdLink xenopsd(a.control_out, a.control_in, wait);
-        xenopsd.start_reader();
         std::unique_ptr<fastmig::helper::HelperBackend> backend;
         try {
             log_line("record checksums (CRC-32C): " + fastmig::wire::crc32c_implementation());
             backend = fastmig::helper::make_backend();
         } catch (const std::exception& e) {
+            if (a.save()) // nothing written yet (a restore's body is fastmig's: only fastmig reads it)
+                exec_stock(a, argv, std::string("no fastmig backend (") + e.what() + ")");
             std::string msg = "domain " + std::to_string(a.domid) + ": setup: " + e.what();
             log_line(msg);
             xenopsd.send_error("fastmig " + msg);
@@ -191,7 +203,8 @@ int main(int argc, char** argv)
         }
         log_line("domain " + std::to_string(a.domid) + ": " + mode_name(*a.mode) + (a.live ? ", live" : "") +
                  "; worker pid " + std::to_string(::getpid()));
-        return a.save() ? run_emu_save(a, xenopsd, *backend) : run_emu_restore(a, xenopsd, *backend);
+        auto to_stock = [&](const std::string& why) { exec_stock(a, argv, why); };
+        return a.save() ? run_emu_save(a, xenopsd, *backend, to_stock) : run_emu_restore(a, xenopsd, *backend);
     } catch (const std::exception& e) {
         early_exit(a, kExitFailed, e.what());
     }

@@ -25,6 +25,7 @@ int run_emu_restore(const EmuArgs& a, XenopsdLink& xenopsd, helper::HelperBacken
     std::string who = domain_label(a.domid, "");
     bool handed_over = false;
     try {
+        xenopsd.start_reader();
         // main() peeked at this line before choosing fastmig over the stock
         // emu-manager, so it is there already.
         std::string first = xenopsd.next_line(std::chrono::seconds(10), "the start of the restore");

@@ -50,7 +50,7 @@ private:
 
 } // namespace
 
-int run_emu_save(const EmuArgs& a, XenopsdLink& xenopsd, helper::HelperBackend& backend)
+int run_emu_save(const EmuArgs& a, XenopsdLink& xenopsd, helper::HelperBackend& backend, const ToStock& to_stock)
 {
     using namespace fastmig::helper;
     std::string who = domain_label(a.domid, "");
@@ -66,19 +66,25 @@ int run_emu_save(const EmuArgs& a, XenopsdLink& xenopsd, helper::HelperBackend& 
         so.suspend_timeout = std::chrono::seconds(30);
 
         backend.set_log(log_line);
+        // Nothing is written and no line exchanged yet: whatever fastmig
+        // cannot take (a guest type the backend refuses, a domain it cannot
+        // open) still goes to the stock emu-manager, so that installing
+        // fastmig never makes a VM unmovable.
         std::unique_ptr<Domain> inner;
         try {
             inner = backend.open_source(a.domid);
-        } catch (const Error& e) {
-            throw Error(who, Phase::setup, e.cause());
+        } catch (const std::exception& e) {
+            to_stock(std::string("the ") + backend.name() + " backend cannot take it (" + e.what() + ")");
         }
         who = domain_label(a.domid, inner->name());
+        if (backend.needs_qemu_logdirty(*inner)) {
+            inner.reset();
+            to_stock("its device model (QEMU) needs dirty logging over QMP, which fastmig-emu-manager does "
+                     "not switch on yet");
+        }
+        xenopsd.start_reader();
         log_line("saving " + who + ", " + std::to_string(inner->nr_pages()) + " pages, " +
                  (so.live ? "live" : "not live") + ", " + std::to_string(so.pipeline.threads) + " threads");
-        if (backend.needs_qemu_logdirty(*inner))
-            throw Error(who, Phase::setup,
-                        "QEMU's dirty logging (QMP xen-set-global-dirty-log) is not implemented by "
-                        "fastmig-emu-manager yet");
         CallerSuspendedDomain dom(*inner, [&]() -> std::string {
             log_line(who + ": asking xenopsd to suspend the guest");
             xenopsd.round_trip("suspend:");

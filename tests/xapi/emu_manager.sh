@@ -174,6 +174,16 @@ stock_vgpu() {
   has "$FAKE_STOCK_LOG" "^argv .* -mode hvm_save -domid 5 -dm vgpu$" && has "$T/vg.out" "save: exit 0"
 }
 ok "-dm vgpu goes to the stock emu-manager" -- stock_vgpu
+unopenable() {  # a domain the backend cannot open: the stock emu-manager, same argv, nothing written by fastmig
+  : >"$FAKE_STOCK_LOG"
+  run "$T/uo.out" save --domid 4321 --live --out "$T/uo.img" || return 1
+  cat "$FAKE_STOCK_LOG"
+  has "$T/uo.out" "domain 4321: the sim backend cannot take it (.*): running the stock emu-manager" &&
+    has "$FAKE_STOCK_LOG" "^argv -controloutfd [0-9]* -controlinfd [0-9]* -fd [0-9]* -mode hvm_save -domid 4321 -live true$" &&
+    has "$T/uo.out" "save: exit 0" && has "$FAKE_STOCK_LOG" "body-written 48 bytes" &&
+    [ "$(( $(wc -c <"$T/uo.img") ))" -eq $(( 15 + 16 + 34 + 16 + 48 + 16 + 4099 + 16 )) ]
+}
+ok "a domain the backend cannot open goes to the stock emu-manager before anything is written" -- unopenable
 no_stock() {
   FASTMIG_STOCK_EMU_MANAGER=$T/nowhere run "$T/ns.out" save --pv --domid 5 --out "$T/ns.img" || return 1
   has "$T/ns.out" "save: error:fastmig domain 5: setup: a PV guest (-mode save), which fastmig hands to the stock" &&
