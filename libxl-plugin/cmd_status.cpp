@@ -54,12 +54,7 @@ std::string diverted_to(const std::string& root, const std::string& path)
 
 std::string describe(const HelperFile& h)
 {
-    if (!h.exists)
-        return h.link.empty() ? "missing" : "missing (dangling symlink to " + h.link + ")";
-    std::string s = h.marked ? "fastmig's helper" : "not fastmig's (the stock helper?)";
-    if (!h.link.empty())
-        s += ", symlink to " + h.link;
-    return s;
+    return describe(h, "fastmig's helper", "not fastmig's (the stock helper?)");
 }
 
 } // namespace

@@ -14,6 +14,7 @@
 // (after an `error:` line to xenopsd).  As with the libxl helper, the
 // process xenopsd waits for supervises a worker (helper_supervisor.hpp) and
 // exits once xenopsd has the result; the worker's teardown comes after.
+#include "libxl-plugin/cancel_signals.hpp"
 #include "libxl-plugin/emu.hpp"
 #include "libxl-plugin/emu_config.hpp"
 #include "libxl-plugin/fd_peek.hpp"
@@ -23,7 +24,6 @@
 #include "stream/wire.hpp"
 
 #include <algorithm>
-#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -47,27 +47,6 @@ void log_line(const std::string& line)
 namespace {
 
 using namespace fastmig::emu;
-
-// SIGPIPE as xenopsd left it, for the stock emu-manager we may exec.
-struct sigaction g_sigpipe_before {};
-bool g_sigpipe_changed = false;
-
-extern "C" void on_term(int sig)
-{
-    fastmig::cancel_all_io(sig == SIGTERM ? "SIGTERM" : "SIGINT");
-}
-
-void install_signals()
-{
-    struct sigaction sa {};
-    sa.sa_handler = on_term;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, nullptr);
-    sigaction(SIGINT, &sa, nullptr);
-    struct sigaction ign {};
-    ign.sa_handler = SIG_IGN;
-    g_sigpipe_changed = sigaction(SIGPIPE, &ign, &g_sigpipe_before) == 0;
-}
 
 // An error before the protocol started: say it on the control pipe if we
 // can (xenopsd logs `error:` lines), then exit `code`.
@@ -97,8 +76,7 @@ void install_signals()
     for (char** p = argv + 1; *p; ++p)
         args.push_back(*p);
     args.push_back(nullptr);
-    if (g_sigpipe_changed) // an ignored signal stays ignored across exec
-        sigaction(SIGPIPE, &g_sigpipe_before, nullptr);
+    fastmig::helper::restore_sigpipe(); // as xenopsd left it
     ::execv(path.c_str(), args.data());
     early_exit(a, kExitFailed,
                why + ", which fastmig hands to the stock emu-manager, but exec " + path + " failed: " +
@@ -185,7 +163,8 @@ int main(int argc, char** argv)
         log_line("domain " + std::to_string(a.domid) + ": -compress true: fastmig's stream compresses by itself");
 
     fastmig::helper::split_supervisor(); // from here on: the worker
-    install_signals();
+    // forkexecd's kill of a cancelled task; like `abort`.
+    fastmig::helper::install_cancelling_signals("SIGTERM (xenopsd cancelled the task)");
     try {
         fastmig::enable_io_cancellation();
         XenopsdLink xenopsd(a.control_out, a.control_in, wait);

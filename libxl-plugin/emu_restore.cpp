@@ -15,7 +15,6 @@
 
 #include "stream/receiver.hpp"
 
-#include <cstdio>
 
 namespace fastmig::emu {
 
@@ -51,13 +50,7 @@ int run_emu_restore(const EmuArgs& a, XenopsdLink& xenopsd, helper::HelperBacken
         ro.built = [&](IncomingDomain& d, const ReceiveResult& r) {
             RestoreResults res = backend.restore_results(d);
             who = domain_label(a.domid, d.name());
-            char line[320];
-            std::snprintf(line, sizeof line,
-                          "restored %s from %s: %llu pages, %.1f MiB read in %.0f ms (%u rounds); paused, "
-                          "xenopsd starts it",
-                          who.c_str(), r.source_name.c_str(), (unsigned long long)r.nr_pages,
-                          double(r.bytes_received) / (1 << 20), r.receive_ms + r.restore_ms, r.rounds);
-            log_line(line);
+            log_line(restored_summary(who, r) + "; paused, xenopsd starts it");
             xenopsd.send("result:xenguest " + std::to_string(res.store_gfn) + " " + std::to_string(res.console_gfn));
             handed_over = true;
             xenopsd.close();

@@ -16,7 +16,6 @@
 
 #include "stream/sender.hpp"
 
-#include <cstdio>
 
 namespace fastmig::emu {
 
@@ -112,13 +111,7 @@ int run_emu_save(const EmuArgs& a, XenopsdLink& xenopsd, helper::HelperBackend& 
                 if (dom.suspend_calls() != 1)
                     throw Error("internal: suspend was asked " + std::to_string(dom.suspend_calls()) + " times");
                 nb.restore(); // before xenopsd writes on the fd again
-                char line[320];
-                std::snprintf(line, sizeof line,
-                              "saved %s: %llu pages in %u rounds (%s), %.1f MiB written in %.0f ms, "
-                              "stop-and-copy %.1f ms",
-                              who.c_str(), (unsigned long long)r.nr_pages, r.rounds, stop_reason_name(r.stop_reason),
-                              double(r.bytes_sent) / (1 << 20), r.total_ms, r.stop_copy_ms);
-                log_line(line);
+                log_line(saved_summary(who, r));
                 xenopsd.progress(100);
                 xenopsd.send("result:0 0");
                 handed_over = true;

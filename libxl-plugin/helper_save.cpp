@@ -157,13 +157,8 @@ int run_save(const SaveArgs& a, LibxlLink& libxl, HelperBackend& backend)
             if (dom.suspend_calls() != 1)
                 throw Error(who, Phase::finish,
                             "internal: suspend was asked " + std::to_string(dom.suspend_calls()) + " times");
-            char line[320];
-            std::snprintf(line, sizeof line,
-                          "fastmig: saved %s: %llu pages in %u rounds (%s), %.1f MiB written in %.0f ms, "
-                          "stop-and-copy %.1f ms; the domain is suspended, libxl takes it from here",
-                          who.c_str(), (unsigned long long)r.nr_pages, r.rounds, stop_reason_name(r.stop_reason),
-                          double(r.bytes_sent) / (1 << 20), r.total_ms, r.stop_copy_ms);
-            libxl.log(XtlLevel::info, line);
+            libxl.log(XtlLevel::info, "fastmig: " + saved_summary(who, r) +
+                                          "; the domain is suspended, libxl takes it from here");
         };
         NonBlocking nb(a.io_fd);
         bool completed_early = false, failed = false;

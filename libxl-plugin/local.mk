@@ -28,6 +28,8 @@ libxl_plugin_libfmhelper_a_SOURCES = \
 	libxl-plugin/helper_backend.hpp libxl-plugin/helper_backend_sim.cpp libxl-plugin/helper_backend_xen.cpp \
 	libxl-plugin/helper_save.cpp libxl-plugin/helper_restore.cpp \
 	libxl-plugin/caller_suspend.hpp libxl-plugin/nonblocking.hpp \
+	libxl-plugin/cancel_signals.hpp libxl-plugin/cancel_signals.cpp \
+	libxl-plugin/handover_summary.cpp \
 	libxl-plugin/helper_pipe.hpp libxl-plugin/helper_pipe.cpp \
 	libxl-plugin/helper_supervisor.hpp libxl-plugin/helper_supervisor.cpp
 

@@ -33,4 +33,14 @@ HelperFile inspect(const std::string& root, const std::string& path, const char*
     return h;
 }
 
+std::string describe(const HelperFile& h, const char* ours, const char* other)
+{
+    if (!h.exists)
+        return h.link.empty() ? "missing" : "missing (dangling symlink to " + h.link + ")";
+    std::string s = h.marked ? ours : other;
+    if (!h.link.empty())
+        s += ", symlink to " + h.link;
+    return s;
+}
+
 } // namespace fastmig::cli

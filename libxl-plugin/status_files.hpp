@@ -16,4 +16,8 @@ struct HelperFile {
 // `path` as seen from `root` (an absolute symlink points inside root too).
 HelperFile inspect(const std::string& root, const std::string& path, const char* marker);
 
+// "missing", "missing (dangling symlink to X)", or `ours`/`other` as the
+// marker was found or not, then ", symlink to X" if it is one.
+std::string describe(const HelperFile& h, const char* ours, const char* other);
+
 } // namespace fastmig::cli

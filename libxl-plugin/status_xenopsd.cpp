@@ -66,16 +66,6 @@ Setting setting(const std::string& root, const std::string& key)
     return s;
 }
 
-std::string describe(const HelperFile& h)
-{
-    if (!h.exists)
-        return h.link.empty() ? "missing" : "missing (dangling symlink to " + h.link + ")";
-    std::string s = h.marked ? "fastmig's emu-manager" : "not fastmig's";
-    if (!h.link.empty())
-        s += ", symlink to " + h.link;
-    return s;
-}
-
 } // namespace
 
 void print_xenopsd_status(const std::string& root)
@@ -88,7 +78,7 @@ void print_xenopsd_status(const std::string& root)
     std::printf("  fastmig's drop-in:  %s: %s\n", ours.c_str(), mine.exists ? "installed" : "not installed");
     HelperFile alt = inspect(root, kAlternative, kEmuMarker);
     std::printf("  XAPI alternative:   %s: %s\n", kAlternative,
-                alt.exists ? describe(alt).c_str() : "missing (make install-xapi-emu-manager)");
+                alt.exists ? describe(alt, "fastmig's emu-manager", "not fastmig's").c_str() : "missing (make install-xapi-emu-manager)");
     if (!xenopsd) {
         std::printf("xenopsd: not configured here (no %s)\n", kConf);
         return;
