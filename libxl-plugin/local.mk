@@ -44,15 +44,18 @@ EXTRA_DIST += libxl-plugin/xl-helper-divert.sh
 
 # fastmig-emu-manager: the drop-in for XenServer/XCP-ng's emu-manager
 # (docs/emu-manager.md), on the helper's engine, backends and one-way stream.
-fastmighelper_PROGRAMS += libxl-plugin/fastmig-emu-manager
-libxl_plugin_fastmig_emu_manager_SOURCES = \
-	libxl-plugin/emu_main.cpp libxl-plugin/emu.hpp \
+# Its code in a library too, so unit tests link it.
+noinst_LIBRARIES += libxl-plugin/libfmemu.a
+libxl_plugin_libfmemu_a_SOURCES = \
+	libxl-plugin/emu.hpp \
 	libxl-plugin/emu_args.hpp libxl-plugin/emu_args.cpp \
 	libxl-plugin/emu_config.hpp libxl-plugin/emu_config.cpp \
 	libxl-plugin/fd_peek.hpp libxl-plugin/fd_peek.cpp \
 	libxl-plugin/xenopsd_link.hpp libxl-plugin/xenopsd_link.cpp \
 	libxl-plugin/emu_save.cpp libxl-plugin/emu_restore.cpp
-libxl_plugin_fastmig_emu_manager_LDADD = $(libxl_plugin_libxl_save_helper_LDADD)
+fastmighelper_PROGRAMS += libxl-plugin/fastmig-emu-manager
+libxl_plugin_fastmig_emu_manager_SOURCES = libxl-plugin/emu_main.cpp
+libxl_plugin_fastmig_emu_manager_LDADD = libxl-plugin/libfmemu.a $(libxl_plugin_libxl_save_helper_LDADD)
 
 # `fastmig status` names the helper libxl runs and whether it is fastmig's.
 fastmig_CPPFLAGS = $(AM_CPPFLAGS) -DFASTMIG_HELPER_PATH='"$(fastmighelperdir)/libxl-save-helper"' \

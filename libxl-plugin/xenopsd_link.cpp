@@ -47,13 +47,15 @@ void XenopsdLink::read_loop()
         aborted_ = aborted_ || abort;
         cv_.notify_all();
     };
+    // Each end cancels the process's waits before it wakes the line's
+    // waiter, so that whoever wakes finds the stream cancelled already.
     for (;;) {
         pollfd p[2] = {{in_fd_, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
         if (::poll(p, 2, -1) < 0) {
             if (errno == EINTR)
                 continue;
-            finish(std::string("poll on xenopsd's control pipe: ") + std::strerror(errno), false);
             cancel_all_io("the control pipe from xenopsd failed");
+            finish(std::string("poll on xenopsd's control pipe: ") + std::strerror(errno), false);
             return;
         }
         if (p[1].revents)
@@ -63,10 +65,10 @@ void XenopsdLink::read_loop()
         if (n < 0 && (errno == EINTR || errno == EAGAIN))
             continue;
         if (n <= 0) {
-            finish(n == 0 ? "xenopsd closed the control pipe" : std::string("reading xenopsd's control pipe: ") +
-                                                                    std::strerror(errno),
-                   false);
+            const std::string why = n == 0 ? "xenopsd closed the control pipe"
+                                           : std::string("reading xenopsd's control pipe: ") + std::strerror(errno);
             cancel_all_io("xenopsd closed the control pipe");
+            finish(why, false);
             return;
         }
         partial.append(buf, std::size_t(n));
@@ -74,8 +76,8 @@ void XenopsdLink::read_loop()
             std::string line = partial.substr(0, nl);
             partial.erase(0, nl + 1);
             if (line == "abort") {
-                finish("xenopsd sent abort (the task was cancelled)", true);
                 cancel_all_io("xenopsd sent abort");
+                finish("xenopsd sent abort (the task was cancelled)", true);
                 return;
             }
             std::lock_guard lk(m_);
@@ -83,8 +85,8 @@ void XenopsdLink::read_loop()
             cv_.notify_all();
         }
         if (partial.size() >= kMaxLine) {
-            finish("xenopsd sent a control line longer than 128 bytes", false);
             cancel_all_io("xenopsd sent an over-long control line");
+            finish("xenopsd sent a control line longer than 128 bytes", false);
             return;
         }
     }
