@@ -171,6 +171,10 @@ int main(int argc, char** argv)
         std::unique_ptr<fastmig::helper::HelperBackend> backend;
         try {
             log_line("record checksums (CRC-32C): " + fastmig::wire::crc32c_implementation());
+            // xenopsd suspends the guest (`suspend:`): the Xen backend only
+            // confirms, and subscribes no suspend event channel, which would
+            // take VIRQ_DOM_EXC from xenopsd's own wait for the suspension.
+            ::setenv("FASTMIG_HELPER_SUSPEND", "libxl", 1);
             backend = fastmig::helper::make_backend();
         } catch (const std::exception& e) {
             if (a.save()) // nothing written yet (a restore's body is fastmig's: only fastmig reads it)

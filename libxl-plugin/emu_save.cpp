@@ -76,6 +76,8 @@ int run_emu_save(const EmuArgs& a, XenopsdLink& xenopsd, helper::HelperBackend& 
             to_stock(std::string("the ") + backend.name() + " backend cannot take it (" + e.what() + ")");
         }
         who = domain_label(a.domid, inner->name());
+        if (backend.suspends_itself())
+            throw Error(who, Phase::setup, "internal: the backend would suspend the guest itself, not xenopsd");
         if (backend.needs_qemu_logdirty(*inner)) {
             inner.reset();
             to_stock("its device model (QEMU) needs dirty logging over QMP, which fastmig-emu-manager does "
