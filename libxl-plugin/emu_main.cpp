@@ -185,7 +185,9 @@ int main(int argc, char** argv)
             return kExitFailed;
         }
         log_line("domain " + std::to_string(a.domid) + ": " + mode_name(*a.mode) + (a.live ? ", live" : "") +
-                 "; worker pid " + std::to_string(::getpid()));
+                 "; worker pid " + std::to_string(::getpid()) +
+                 (fastmig::helper::supervised() ? " (its teardown continues after xenopsd has the result)"
+                                                : " (unsupervised: fork failed)"));
         auto to_stock = [&](const std::string& why) { exec_stock(a, argv, why); };
         return a.save() ? run_emu_save(a, xenopsd, *backend, to_stock) : run_emu_restore(a, xenopsd, *backend);
     } catch (const std::exception& e) {

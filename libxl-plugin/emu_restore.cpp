@@ -13,6 +13,7 @@
 #include "libxl-plugin/helper_pipe.hpp"
 #include "libxl-plugin/helper_supervisor.hpp"
 
+#include "stream/failpoint.hpp"
 #include "stream/receiver.hpp"
 
 
@@ -61,6 +62,7 @@ int run_emu_restore(const EmuArgs& a, XenopsdLink& xenopsd, helper::HelperBacken
         receive_domain(a.fd, *provider, ro);
         if (!handed_over)
             throw Error(who, Phase::finish, "internal: the restored domain was never handed to xenopsd");
+        failpoint("emu:after-handover"); // xenopsd has moved on; the teardown is ours
         return kExitOk;
     } catch (const std::exception& e) {
         if (handed_over) { // only the teardown failed: xenopsd has the domain

@@ -14,6 +14,7 @@
 #include "libxl-plugin/helper_supervisor.hpp"
 #include "libxl-plugin/nonblocking.hpp"
 
+#include "stream/failpoint.hpp"
 #include "stream/sender.hpp"
 
 
@@ -132,6 +133,8 @@ int run_emu_save(const EmuArgs& a, XenopsdLink& xenopsd, helper::HelperBackend& 
                 throw;
             log_line(who + ": after the hand-over: " + e.what()); // xenopsd has the result
         }
+        if (handed_over)
+            failpoint("emu:after-handover"); // xenopsd has moved on; the teardown is ours
         if (!handed_over)
             throw Error(who, Phase::finish,
                         handover_error.empty() ? "internal: END went out without a hand-over" : handover_error);
