@@ -13,6 +13,7 @@
 #include "libxl-plugin/helper_pipe.hpp"
 #include "libxl-plugin/helper_supervisor.hpp"
 #include "libxl-plugin/nonblocking.hpp"
+#include "libxl-plugin/qmp_dirty_log.hpp"
 
 #include "stream/failpoint.hpp"
 #include "stream/sender.hpp"
@@ -79,12 +80,23 @@ int run_emu_save(const EmuArgs& a, XenopsdLink& xenopsd, helper::HelperBackend& 
         who = domain_label(a.domid, inner->name());
         if (backend.suspends_itself())
             throw Error(who, Phase::setup, "internal: the backend would suspend the guest itself, not xenopsd");
-        if (backend.needs_qemu_logdirty(*inner)) {
+        // Only an upstream QEMU (`-dm qemu`) takes the QMP command; another
+        // device model that needs its own dirty log is the stock path's.
+        const bool qmp = so.live && backend.needs_qemu_logdirty(*inner);
+        if (qmp && a.dm != "qemu") {
             inner.reset();
-            to_stock("its device model (QEMU) needs dirty logging over QMP, which fastmig-emu-manager does "
-                     "not switch on yet");
+            to_stock("its device model needs dirty logging, and -dm is '" + a.dm + "', not qemu");
         }
         xenopsd.start_reader();
+        if (qmp) {
+            const std::string sock = qmp_socket_path(a.domid);
+            try {
+                qmp_enable_dirty_log(sock, std::chrono::seconds(10));
+            } catch (const Error& e) {
+                throw Error(who, Phase::setup, e.cause());
+            }
+            log_line(who + ": QEMU's dirty logging switched on (" + sock + ")");
+        }
         log_line("saving " + who + ", " + std::to_string(inner->nr_pages()) + " pages, " +
                  (so.live ? "live" : "not live") + ", " + std::to_string(so.pipeline.threads) + " threads");
         CallerSuspendedDomain dom(*inner, [&]() -> std::string {

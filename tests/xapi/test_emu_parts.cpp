@@ -6,6 +6,7 @@
 
 #include "libxl-plugin/emu_args.hpp"
 #include "libxl-plugin/fd_peek.hpp"
+#include "libxl-plugin/qmp_dirty_log.hpp"
 #include "libxl-plugin/xenopsd_link.hpp"
 
 #include "stream/transport.hpp"
@@ -13,9 +14,12 @@
 
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -223,6 +227,114 @@ BOOST_AUTO_TEST_CASE(control_unanswered_and_wrong_answers)
     BOOST_CHECK_THROW(x.round_trip("suspend:"), fastmig::Error); // not `done`
     BOOST_TEST(!fastmig::io_cancelled());
     x.close();
+}
+
+// A fake QEMU on a QMP socket: sends `script` lines in turn, each after
+// reading one command line when it starts with '<' (the command is kept).
+struct FakeQmp {
+    std::string dir, path;
+    std::vector<std::string> got;
+    std::thread t;
+    int lfd = -1;
+    explicit FakeQmp(std::vector<std::string> script)
+    {
+        char tmpl[] = "/tmp/fastmig-qmp-XXXXXX";
+        dir = ::mkdtemp(tmpl);
+        path = dir + "/qmp-libxl-9";
+        sockaddr_un a{};
+        a.sun_family = AF_UNIX;
+        std::strcpy(a.sun_path, path.c_str());
+        lfd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+        BOOST_REQUIRE(::bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+        BOOST_REQUIRE(::listen(lfd, 1) == 0);
+        t = std::thread([this, script] {
+            int c = ::accept(lfd, nullptr, nullptr);
+            std::string in;
+            for (const auto& step : script) {
+                if (step == "<") {
+                    while (in.find('\n') == std::string::npos) {
+                        char buf[256];
+                        ssize_t n = ::read(c, buf, sizeof buf);
+                        if (n <= 0)
+                            break;
+                        in.append(buf, std::size_t(n));
+                    }
+                    auto nl = in.find('\n');
+                    got.push_back(in.substr(0, nl));
+                    in.erase(0, nl == std::string::npos ? in.size() : nl + 1);
+                } else if (step == "wait") {
+                    std::this_thread::sleep_for(500ms);
+                } else {
+                    std::string l = step + "\r\n";
+                    (void)!::write(c, l.data(), l.size());
+                }
+            }
+            ::close(c);
+        });
+    }
+    // The commands it read, once its script is over.
+    std::vector<std::string> commands()
+    {
+        if (t.joinable())
+            t.join();
+        return got;
+    }
+    ~FakeQmp()
+    {
+        if (t.joinable())
+            t.join();
+        ::close(lfd);
+        ::unlink(path.c_str());
+        ::rmdir(dir.c_str());
+    }
+};
+
+const char kGreeting[] = R"({"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}}, "capabilities": []}})";
+
+BOOST_AUTO_TEST_CASE(qmp_switches_qemus_dirty_log_on)
+{
+    {
+        FakeQmp q({kGreeting, "<", R"({"return": {}})", "<",
+                   R"({"timestamp": {"seconds": 1, "microseconds": 2}, "event": "RESUME"})", R"({"return": {}})"});
+        qmp_enable_dirty_log(q.path, 2s);
+        auto got = q.commands();
+        BOOST_REQUIRE(got.size() == 2u);
+        BOOST_TEST(got[0].find(R"("execute": "qmp_capabilities")") != std::string::npos);
+        BOOST_TEST(got[1].find(R"("execute": "xen-set-global-dirty-log")") != std::string::npos);
+        BOOST_TEST(got[1].find(R"("enable": true)") != std::string::npos);
+    }
+    ::setenv("FASTMIG_QMP_DIR", "/run/x", 1);
+    BOOST_TEST(qmp_socket_path(9) == "/run/x/qmp-libxl-9");
+    ::unsetenv("FASTMIG_QMP_DIR");
+    BOOST_TEST(qmp_socket_path(9) == "/var/run/xen/qmp-libxl-9");
+}
+
+BOOST_AUTO_TEST_CASE(qmp_failures_name_the_socket_and_the_cause)
+{
+    auto expect = [](const std::function<void()>& f, const std::string& part) {
+        try {
+            f();
+            BOOST_FAIL("no error");
+        } catch (const fastmig::Error& e) {
+            BOOST_TEST_INFO(e.what());
+            BOOST_TEST(std::string(e.what()).find(part) != std::string::npos);
+            BOOST_TEST(std::string(e.what()).find("QEMU's QMP socket") == 0u);
+        }
+    };
+    {
+        FakeQmp q({kGreeting, "<", R"({"return": {}})", "<",
+                   R"({"error": {"class": "GenericError", "desc": "no dirty log here"}})"});
+        expect([&] { qmp_enable_dirty_log(q.path, 2s); }, "xen-set-global-dirty-log refused: ");
+    }
+    {
+        FakeQmp q({"wait"}); // never greets
+        expect([&] { qmp_enable_dirty_log(q.path, 100ms); }, "no answer within 100 ms");
+    }
+    {
+        FakeQmp q({"HTTP/1.0 400 Bad Request"});
+        expect([&] { qmp_enable_dirty_log(q.path, 1s); }, "not a QMP message");
+    }
+    expect([] { qmp_enable_dirty_log("/nonexistent/qmp-libxl-9", 1s); }, "/nonexistent/qmp-libxl-9: connect: ");
 }
 
 // Last: an abort cancels every I/O wait of the process, for good.
