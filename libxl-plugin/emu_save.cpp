@@ -78,8 +78,6 @@ int run_emu_save(const EmuArgs& a, XenopsdLink& xenopsd, helper::HelperBackend& 
             to_stock(std::string("the ") + backend.name() + " backend cannot take it (" + e.what() + ")");
         }
         who = domain_label(a.domid, inner->name());
-        if (backend.suspends_itself())
-            throw Error(who, Phase::setup, "internal: the backend would suspend the guest itself, not xenopsd");
         // Only an upstream QEMU (`-dm qemu`) takes the QMP command; another
         // device model that needs its own dirty log is the stock path's.
         const bool qmp = so.live && backend.needs_qemu_logdirty(*inner);
@@ -99,6 +97,8 @@ int run_emu_save(const EmuArgs& a, XenopsdLink& xenopsd, helper::HelperBackend& 
         }
         log_line("saving " + who + ", " + std::to_string(inner->nr_pages()) + " pages, " +
                  (so.live ? "live" : "not live") + ", " + std::to_string(so.pipeline.threads) + " threads");
+        // xenopsd suspends the guest; the backend only confirms (main()
+        // set FASTMIG_HELPER_SUSPEND=libxl for the Xen backend).
         CallerSuspendedDomain dom(*inner, [&]() -> std::string {
             log_line(who + ": asking xenopsd to suspend the guest");
             xenopsd.round_trip("suspend:");
