@@ -11,18 +11,16 @@
 // another libxenlight.
 #include "libxl-plugin/cli.hpp"
 #include "libxl-plugin/peers.hpp"
+#include "libxl-plugin/status_files.hpp"
+#include "libxl-plugin/status_xenopsd.hpp"
 
 #include "config.h"
 
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
-#include <iterator>
 #include <string>
 
-#include <climits>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #ifndef FASTMIG_HELPER_PATH
 #define FASTMIG_HELPER_PATH "/usr/local/libexec/fastmig/libxl-save-helper"
@@ -43,38 +41,6 @@ std::string env_or(const char* name, const std::string& def)
     return v && *v ? v : def;
 }
 
-struct HelperFile {
-    bool exists = false;
-    bool marked = false; // holds the marker looked for (fastmig's helper, the patched libxl)
-    std::string link; // symlink target, if a symlink
-};
-
-// `path` as seen from `root` (an absolute symlink points inside root too);
-// `marked` says whether the file holds `marker`.
-HelperFile inspect(const std::string& root, const std::string& path, const char* marker = kMarker)
-{
-    HelperFile h;
-    struct stat st {};
-    std::string real = root + path;
-    if (::lstat(real.c_str(), &st) != 0)
-        return h;
-    if (S_ISLNK(st.st_mode)) {
-        char buf[PATH_MAX];
-        ssize_t n = ::readlink(real.c_str(), buf, sizeof buf - 1);
-        if (n > 0)
-            h.link.assign(buf, std::size_t(n));
-        if (!h.link.empty() && h.link[0] == '/')
-            real = root + h.link;
-    }
-    std::ifstream in(real, std::ios::binary);
-    if (!in)
-        return h; // dangling symlink: exists = false
-    h.exists = true;
-    std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    h.marked = data.find(marker) != std::string::npos;
-    return h;
-}
-
 // dpkg's diversions file: groups of three lines (path, diverted-to, package
 // or ':' for a local diversion).
 std::string diverted_to(const std::string& root, const std::string& path)
@@ -89,12 +55,7 @@ std::string diverted_to(const std::string& root, const std::string& path)
 
 std::string describe(const HelperFile& h)
 {
-    if (!h.exists)
-        return h.link.empty() ? "missing" : "missing (dangling symlink to " + h.link + ")";
-    std::string s = h.marked ? "fastmig's helper" : "not fastmig's (the stock helper?)";
-    if (!h.link.empty())
-        s += ", symlink to " + h.link;
-    return s;
+    return describe(h, "fastmig's helper", "not fastmig's (the stock helper?)");
 }
 
 } // namespace
@@ -109,9 +70,9 @@ int cmd_status(const std::vector<std::string>& args)
     const std::string ours = FASTMIG_HELPER_PATH;
 
     std::printf("libxl save helper (used by xl save, xl restore, xl migrate and migrate-receive):\n");
-    HelperFile mine = inspect(root, ours);
+    HelperFile mine = inspect(root, ours, kMarker);
     std::printf("  fastmig's helper:   %s: %s\n", ours.c_str(), mine.exists ? "installed" : "not installed");
-    HelperFile st = inspect(root, stock);
+    HelperFile st = inspect(root, stock, kMarker);
     std::string div = diverted_to(root, stock);
     std::printf("  stock path:         %s: %s\n", stock.c_str(), describe(st).c_str());
     if (!div.empty())
@@ -125,7 +86,7 @@ int cmd_status(const std::vector<std::string>& args)
     HelperFile active;
     if (env && *env) {
         runs = env;
-        active = inspect(root, runs);
+        active = inspect(root, runs, kMarker);
         std::printf("  LIBXL_SAVE_HELPER:  %s (set here; it wins over the stock path, but only where xl runs\n"
                     "                      with it: for xl migrate the receiving side needs it too)\n",
                     env);
@@ -168,6 +129,7 @@ int cmd_status(const std::vector<std::string>& args)
                     : "fastmig's event channel (control/shutdown request, xc_domain_subscribe_for_suspend)",
                 env_or("FASTMIG_HELPER_SUSPEND", "channel").c_str());
     std::fputs(interop::peers_report().c_str(), stdout);
+    print_xenopsd_status(root);
     return 0;
 }
 

@@ -7,6 +7,7 @@
 #include "libxl-plugin/helper_backend.hpp"
 #include "libxl-plugin/libxl_link.hpp"
 
+#include "stream/receiver.hpp"
 #include "stream/sender.hpp"
 
 #include <chrono>
@@ -31,6 +32,12 @@ void settle_before_teardown(HelperBackend& backend, std::uint32_t domid, bool so
 
 // "domain 5 (sim:3)": libxl's domid and what it maps to.
 std::string domain_label(std::uint32_t domid, const std::string& backend_name);
+
+// The log line once a save or restore is final (handover_summary.cpp):
+// "saved domain 5 (sim:3): N pages in R rounds (why), X MiB written in T
+// ms, stop-and-copy S ms" and "restored domain 6 (sim:4) from sim:3: ...".
+std::string saved_summary(const std::string& who, const SendResult& r);
+std::string restored_summary(const std::string& who, const ReceiveResult& r);
 
 // One line "domain 5 (sim:3): <phase>: <cause>" for libxl's log.
 std::string error_line(std::uint32_t domid, const std::string& who, Phase phase, const std::exception& e);

@@ -8,6 +8,7 @@
 // be told (its pipes are gone).  The process libxl started supervises a
 // worker that does the job (helper_supervisor.hpp): it exits as soon as
 // libxl has `complete`, and the worker's teardown runs after that.
+#include "libxl-plugin/cancel_signals.hpp"
 #include "libxl-plugin/helper.hpp"
 #include "libxl-plugin/helper_stock.hpp"
 #include "libxl-plugin/helper_supervisor.hpp"
@@ -15,41 +16,12 @@
 #include "stream/transport.hpp"
 #include "stream/wire.hpp"
 
-#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include <unistd.h>
-
-namespace {
-
-extern "C" void on_term(int sig)
-{
-    // libxl's abort (helper_stop) sends SIGTERM; an interactive ^C reaches
-    // the helper as SIGINT.  Either way: unwind through the engine's error
-    // path (resume the source, destroy a half-built domain), then report.
-    fastmig::cancel_all_io(sig == SIGTERM ? "SIGTERM (libxl aborted the operation)" : "SIGINT");
-}
-
-void install_signals()
-{
-    struct sigaction sa {};
-    sa.sa_handler = on_term;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, nullptr);
-    sigaction(SIGINT, &sa, nullptr);
-    sigset_t unblock;
-    sigemptyset(&unblock);
-    sigaddset(&unblock, SIGTERM);
-    sigaddset(&unblock, SIGINT);
-    pthread_sigmask(SIG_UNBLOCK, &unblock, nullptr);
-    // A vanished reader is an error to report, not a silent death.
-    std::signal(SIGPIPE, SIG_IGN);
-}
-
-} // namespace
 
 int main(int argc, char** argv)
 {
@@ -70,7 +42,8 @@ int main(int argc, char** argv)
     if (auto rc = hand_over_to_stock(parsed, std::vector<std::string>(argv, argv + argc)))
         return *rc;
     split_supervisor(); // from here on: the worker
-    install_signals();
+    // libxl's abort (helper_stop) sends SIGTERM.
+    install_cancelling_signals("SIGTERM (libxl aborted the operation)");
     try {
         fastmig::enable_io_cancellation();
     } catch (const std::exception& e) {

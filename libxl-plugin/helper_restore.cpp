@@ -99,13 +99,7 @@ int run_restore(const RestoreArgs& a, LibxlLink& libxl, HelperBackend& backend)
         ro.built = [&](IncomingDomain& d, const ReceiveResult& r) {
             results = backend.restore_results(d);
             who = domain_label(a.domid, d.name());
-            char line[320];
-            std::snprintf(line, sizeof line,
-                          "fastmig: restored %s from %s: %llu pages, %.1f MiB read in %.0f ms (%u rounds); paused, "
-                          "libxl starts it",
-                          who.c_str(), r.source_name.c_str(), (unsigned long long)r.nr_pages,
-                          double(r.bytes_received) / (1 << 20), r.receive_ms + r.restore_ms, r.rounds);
-            libxl.log(XtlLevel::info, line);
+            libxl.log(XtlLevel::info, "fastmig: " + restored_summary(who, r) + "; paused, libxl starts it");
             results_sent = true; // tried: never twice
             libxl.restore_results(results.store_gfn, results.console_gfn);
             libxl.complete(0, 0);

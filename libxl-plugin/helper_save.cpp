@@ -7,7 +7,9 @@
 // handshake after the stream ("ready" / "go" messages), which keeps the
 // destination paused until the source gives it up, as with libxc.
 #include "libxl-plugin/helper.hpp"
+#include "libxl-plugin/caller_suspend.hpp"
 #include "libxl-plugin/helper_pipe.hpp"
+#include "libxl-plugin/nonblocking.hpp"
 
 #include "libxl-plugin/cli.hpp"
 #include "stream/failpoint.hpp"
@@ -18,7 +20,6 @@
 #include <sstream>
 
 #include <fcntl.h>
-#include <sys/stat.h>
 
 namespace fastmig::helper {
 
@@ -83,95 +84,6 @@ void helper_send_options(SendOptions& so)
     so.channels = 1;
 }
 
-namespace {
-
-// The source domain as libxl must see it: suspension goes through libxl's
-// suspend callback (libxl asks the guest, saves the device model, records
-// that the guest responded), then the backend confirms the guest stopped.
-// With a backend that suspends the guest itself (ask_libxl false), the
-// callback is skipped and only the call count is kept.
-class LibxlSuspendedDomain : public ForwardingDomain {
-public:
-    LibxlSuspendedDomain(Domain& inner, LibxlLink& libxl, bool ask_libxl)
-        : ForwardingDomain(inner), libxl_(libxl), ask_libxl_(ask_libxl)
-    {
-    }
-
-    void suspend(std::chrono::milliseconds timeout) override
-    {
-        ++suspend_calls_;
-        if (!ask_libxl_) {
-            d_.suspend(timeout);
-            return;
-        }
-        int r = 0;
-        std::string why;
-        try {
-            r = libxl_.suspend();
-            if (r != 1)
-                why = "libxl's suspend callback failed (answered " + std::to_string(r) + ", expected 1)";
-        } catch (const Error& e) {
-            why = e.cause(); // no answer (SIGTERM, libxl gone)
-        }
-        if (!why.empty()) {
-            // libxl may have stopped the guest part way (e.g. the guest
-            // suspended but saving the device model failed): make sure it
-            // runs where the backend can tell.  The sim backend resumes a
-            // stopped guest and ignores a running one; the Xen backend's
-            // resume acts only after its own confirmation of the
-            // suspension, which has not happened here.  Either way xl
-            // resumes the domain after a failed save (libxl_domain_resume
-            // in xl save and xl migrate).
-            try {
-                d_.resume();
-                why += "; the domain was resumed";
-            } catch (const std::exception& e) {
-                why += std::string("; resuming it failed: ") + e.what();
-            }
-            throw Error(why);
-        }
-        d_.suspend(timeout);
-    }
-    unsigned suspend_calls() const { return suspend_calls_; }
-
-private:
-    LibxlLink& libxl_;
-    bool ask_libxl_;
-    unsigned suspend_calls_ = 0;
-};
-
-// libxl hands over the fd blocking; writes to a full pipe must be waits
-// that SIGTERM can cancel (transport.hpp), so the helper makes it
-// non-blocking and gives it back as it was (libxl writes on after us).
-class NonBlocking {
-public:
-    explicit NonBlocking(int fd) : fd_(fd), flags_(::fcntl(fd, F_GETFL))
-    {
-        struct stat st {};
-        if (flags_ >= 0 && ::fstat(fd, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)))
-            changed_ = ::fcntl(fd, F_SETFL, flags_ | O_NONBLOCK) == 0;
-    }
-    ~NonBlocking() { restore(); }
-    // Before libxl has the fd back: the flags live in the open file
-    // description libxl shares, and libxl sets its own once the helper is
-    // done.
-    void restore()
-    {
-        if (changed_)
-            ::fcntl(fd_, F_SETFL, flags_);
-        changed_ = false;
-    }
-    NonBlocking(const NonBlocking&) = delete;
-    NonBlocking& operator=(const NonBlocking&) = delete;
-
-private:
-    int fd_;
-    int flags_;
-    bool changed_ = false;
-};
-
-} // namespace
-
 int run_save(const SaveArgs& a, LibxlLink& libxl, HelperBackend& backend)
 {
     std::string who = domain_label(a.domid, "");
@@ -220,7 +132,19 @@ int run_save(const SaveArgs& a, LibxlLink& libxl, HelperBackend& backend)
         libxl.log(XtlLevel::info, "fastmig: saving " + who + ", " + std::to_string(inner->nr_pages()) + " pages, " +
                                       (so.live ? "live" : "not live") + ", " + std::to_string(so.pipeline.threads) +
                                       " threads");
-        LibxlSuspendedDomain dom(*inner, libxl, !self_suspend);
+        // Suspension goes through libxl's suspend callback (libxl asks the
+        // guest, saves the device model, records that the guest responded),
+        // unless the backend suspends the guest itself.  xl resumes the
+        // domain after a failed save (libxl_domain_resume in xl save and xl
+        // migrate), and so does CallerSuspendedDomain when libxl refuses.
+        CallerSuspendedDomain::AskFn ask;
+        if (!self_suspend)
+            ask = [&]() -> std::string {
+                int r = libxl.suspend();
+                return r == 1 ? std::string()
+                              : "libxl's suspend callback failed (answered " + std::to_string(r) + ", expected 1)";
+            };
+        CallerSuspendedDomain dom(*inner, ask);
         if (auto line = widen_pipe(a.io_fd, kSourcePipeBytes); !line.empty())
             libxl.log(XtlLevel::detail, who + ": " + line);
         so.progress = [&](const Progress& p) {
@@ -246,13 +170,8 @@ int run_save(const SaveArgs& a, LibxlLink& libxl, HelperBackend& backend)
             if (dom.suspend_calls() != 1)
                 throw Error(who, Phase::finish,
                             "internal: suspend was asked " + std::to_string(dom.suspend_calls()) + " times");
-            char line[320];
-            std::snprintf(line, sizeof line,
-                          "fastmig: saved %s: %llu pages in %u rounds (%s), %.1f MiB written in %.0f ms, "
-                          "stop-and-copy %.1f ms; the domain is suspended, libxl takes it from here",
-                          who.c_str(), (unsigned long long)r.nr_pages, r.rounds, stop_reason_name(r.stop_reason),
-                          double(r.bytes_sent) / (1 << 20), r.total_ms, r.stop_copy_ms);
-            libxl.log(XtlLevel::info, line);
+            libxl.log(XtlLevel::info, "fastmig: " + saved_summary(who, r) +
+                                          "; the domain is suspended, libxl takes it from here");
         };
         NonBlocking nb(a.io_fd);
         bool completed_early = false, failed = false;

@@ -14,7 +14,9 @@ fastmig_SOURCES = \
 	libxl-plugin/netns.hpp libxl-plugin/netns.cpp \
 	libxl-plugin/cmd_migrate.cpp \
 	libxl-plugin/cmd_sim.cpp \
-	libxl-plugin/cmd_status.cpp
+	libxl-plugin/cmd_status.cpp \
+	libxl-plugin/status_files.hpp libxl-plugin/status_files.cpp \
+	libxl-plugin/status_xenopsd.hpp libxl-plugin/status_xenopsd.cpp
 fastmig_LDADD = libxl-plugin/libfmcli.a $(FASTMIG_LIBS)
 
 # The helper's own code, in a library too so unit tests link it.
@@ -26,6 +28,9 @@ libxl_plugin_libfmhelper_a_SOURCES = \
 	libxl-plugin/libxl_link.hpp libxl-plugin/libxl_link.cpp \
 	libxl-plugin/helper_backend.hpp libxl-plugin/helper_backend_sim.cpp libxl-plugin/helper_backend_xen.cpp \
 	libxl-plugin/helper_save.cpp libxl-plugin/helper_restore.cpp \
+	libxl-plugin/caller_suspend.hpp libxl-plugin/nonblocking.hpp \
+	libxl-plugin/cancel_signals.hpp libxl-plugin/cancel_signals.cpp \
+	libxl-plugin/handover_summary.cpp \
 	libxl-plugin/helper_pipe.hpp libxl-plugin/helper_pipe.cpp \
 	libxl-plugin/helper_supervisor.hpp libxl-plugin/helper_supervisor.cpp \
 	libxl-plugin/stock_fallback.hpp libxl-plugin/stock_fallback.cpp \
@@ -40,8 +45,25 @@ libxl_plugin_libxl_save_helper_LDADD = libxl-plugin/libfmhelper.a libxl-plugin/l
 	$(FASTMIG_XEN_LIBS) $(FASTMIG_LIBS)
 EXTRA_DIST += libxl-plugin/xl-helper-divert.sh
 
+# fastmig-emu-manager: the drop-in for XenServer/XCP-ng's emu-manager
+# (docs/emu-manager.md), on the helper's engine, backends and one-way stream.
+# Its code in a library too, so unit tests link it.
+noinst_LIBRARIES += libxl-plugin/libfmemu.a
+libxl_plugin_libfmemu_a_SOURCES = \
+	libxl-plugin/emu.hpp \
+	libxl-plugin/emu_args.hpp libxl-plugin/emu_args.cpp \
+	libxl-plugin/emu_config.hpp libxl-plugin/emu_config.cpp \
+	libxl-plugin/fd_peek.hpp libxl-plugin/fd_peek.cpp \
+	libxl-plugin/xenopsd_link.hpp libxl-plugin/xenopsd_link.cpp \
+	libxl-plugin/qmp_dirty_log.hpp libxl-plugin/qmp_dirty_log.cpp \
+	libxl-plugin/emu_save.cpp libxl-plugin/emu_restore.cpp
+fastmighelper_PROGRAMS += libxl-plugin/fastmig-emu-manager
+libxl_plugin_fastmig_emu_manager_SOURCES = libxl-plugin/emu_main.cpp
+libxl_plugin_fastmig_emu_manager_LDADD = libxl-plugin/libfmemu.a $(libxl_plugin_libxl_save_helper_LDADD)
+
 # `fastmig status` names the helper libxl runs and whether it is fastmig's.
-fastmig_CPPFLAGS = $(AM_CPPFLAGS) -DFASTMIG_HELPER_PATH='"$(fastmighelperdir)/libxl-save-helper"'
+fastmig_CPPFLAGS = $(AM_CPPFLAGS) -DFASTMIG_HELPER_PATH='"$(fastmighelperdir)/libxl-save-helper"' \
+	-DFASTMIG_EMU_MANAGER_PATH='"$(fastmighelperdir)/fastmig-emu-manager"'
 
 # make install-xl-helper / uninstall-xl-helper: divert Xen's stock helper to
 # fastmig's (dpkg-divert --rename, a symlink in its place) and back.  See
@@ -55,3 +77,16 @@ uninstall-xl-helper:
 	$(SHELL) $(srcdir)/libxl-plugin/xl-helper-divert.sh uninstall "$(XL_HELPER_ROOT)" \
 	  "$(XEN_LIBEXEC)/libxl-save-helper" "$(fastmighelperdir)/libxl-save-helper"
 .PHONY: install-xl-helper uninstall-xl-helper
+
+# make install-xapi-emu-manager / uninstall-xapi-emu-manager: fastmig's
+# emu-manager as the XAPI alternative `fastmig` (a VM's
+# platform:emu-manager=fastmig picks it; the global emu-manager= switch in
+# /etc/xenopsd.conf.d/ is the administrator's, see README.md, "XenServer /
+# XCP-ng").  DESTDIR-aware: the symlink names the installed program.
+XAPI_ALTERNATIVES = /usr/lib/xapi/alternatives
+install-xapi-emu-manager: install-fastmighelperPROGRAMS
+	$(MKDIR_P) "$(DESTDIR)$(XAPI_ALTERNATIVES)/emu-manager"
+	ln -sfn "$(fastmighelperdir)/fastmig-emu-manager" "$(DESTDIR)$(XAPI_ALTERNATIVES)/emu-manager/fastmig"
+uninstall-xapi-emu-manager:
+	rm -f "$(DESTDIR)$(XAPI_ALTERNATIVES)/emu-manager/fastmig"
+.PHONY: install-xapi-emu-manager uninstall-xapi-emu-manager

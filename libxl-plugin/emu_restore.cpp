@@ -1,0 +1,81 @@
+// -mode hvm_restore: reads fastmig's one-way stream from -fd into the domain
+// xenopsd created (build_pre: vCPUs, memory, the store and console event
+// channels), in place of xenguest's xc_domain_restore.  xenopsd reads the
+// image's framing itself and says `restore:xenguest` once it has read the
+// Libxc header; the body is then ours up to and including its END, and not
+// one byte more: xenopsd reads its next header (QEMU, varstored, swtpm, End)
+// from the same fd as soon as `result:xenguest STORE CONSOLE` arrives.  The
+// domain is left built and paused; xenopsd introduces it to xenstore
+// (build_post) and unpauses it.
+#include "libxl-plugin/emu.hpp"
+
+#include "libxl-plugin/helper.hpp"
+#include "libxl-plugin/helper_pipe.hpp"
+#include "libxl-plugin/helper_supervisor.hpp"
+
+#include "stream/failpoint.hpp"
+#include "stream/receiver.hpp"
+
+
+namespace fastmig::emu {
+
+int run_emu_restore(const EmuArgs& a, XenopsdLink& xenopsd, helper::HelperBackend& backend)
+{
+    using namespace fastmig::helper;
+    std::string who = domain_label(a.domid, "");
+    bool handed_over = false;
+    try {
+        xenopsd.start_reader();
+        // main() peeked at this line before choosing fastmig over the stock
+        // emu-manager, so it is there already.
+        std::string first = xenopsd.next_line(std::chrono::seconds(10), "the start of the restore");
+        if (first != "restore:xenguest")
+            throw Error(who, Phase::setup, "xenopsd sent '" + first + "', expected 'restore:xenguest'");
+
+        RestoreParams params{a.domid, *a.store_port, 0, *a.console_port, 0};
+        backend.set_log(log_line);
+        std::unique_ptr<DomainProvider> provider;
+        try {
+            provider = backend.provider(params);
+        } catch (const Error& e) {
+            throw Error(who, Phase::setup, e.cause());
+        }
+        ReceiveOptions ro;
+        ro.one_way = true;
+        ro.kinds = backend.kinds();
+        SendOptions so; // FASTMIG_HELPER_OPTIONS: --timeout-ms applies here too
+        helper_send_options(so);
+        ro.io_timeout = so.io_timeout;
+        ro.log = [&](const std::string& line) { log_line(who + ": " + line); };
+        std::string handover_error;
+        ro.built = [&](IncomingDomain& d, const ReceiveResult& r) {
+            RestoreResults res = backend.restore_results(d);
+            who = domain_label(a.domid, d.name());
+            log_line(restored_summary(who, r) + "; paused, xenopsd starts it");
+            xenopsd.send("result:xenguest " + std::to_string(res.store_gfn) + " " + std::to_string(res.console_gfn));
+            handed_over = true;
+            xenopsd.close();
+            release_supervisor();
+        };
+        if (auto line = widen_pipe(a.fd, kDestinationPipeBytes); !line.empty())
+            log_line(who + ": " + line);
+        receive_domain(a.fd, *provider, ro);
+        if (!handed_over)
+            throw Error(who, Phase::finish, "internal: the restored domain was never handed to xenopsd");
+        failpoint("emu:after-handover"); // xenopsd has moved on; the teardown is ours
+        return kExitOk;
+    } catch (const std::exception& e) {
+        if (handed_over) { // only the teardown failed: xenopsd has the domain
+            log_line("after the hand-over: " + error_line(a.domid, who, Phase::finish, e));
+            return kExitOk;
+        }
+        std::string msg = error_line(a.domid, who, Phase::receive, e);
+        if (msg.find("closed the connection") != std::string::npos)
+            msg += " (the stream ended before its END record: truncated image, or the source gave up)";
+        log_line("restore failed: " + msg);
+        xenopsd.send_error("fastmig restore " + msg);
+        return kExitFailed;
+    }
+}
+
+} // namespace fastmig::emu

@@ -1,0 +1,162 @@
+// -mode hvm_save: fastmig's one-way stream on -fd, in place of xenguest's
+// xc_domain_save.  xenopsd has written the image's signature and Xenops
+// record; `prepare:xenguest` makes it write the Libxc header (length 0: the
+// body delimits itself, here by fastmig's END), then the body goes out.  The
+// guest is suspended by xenopsd (`suspend:`, its `done`), not by fastmig:
+// xenopsd also stops QEMU, varstored and swtpm and saves their state.  Once
+// END is out, `result:0 0` tells xenopsd that it may write its records after
+// the body (QEMU, varstored, swtpm, End).
+#include "libxl-plugin/emu.hpp"
+
+#include "libxl-plugin/caller_suspend.hpp"
+#include "libxl-plugin/helper.hpp"
+#include "libxl-plugin/helper_pipe.hpp"
+#include "libxl-plugin/helper_supervisor.hpp"
+#include "libxl-plugin/nonblocking.hpp"
+#include "libxl-plugin/qmp_dirty_log.hpp"
+
+#include "stream/failpoint.hpp"
+#include "stream/sender.hpp"
+
+
+namespace fastmig::emu {
+
+namespace {
+
+// Progress as a user sees it in XenCenter or Xen Orchestra: pages sent so
+// far over pages sent plus pages still to send in this round (the stock
+// emu-manager's measure), capped at 99 until the result.  A new round adds
+// its dirty pages to the total, so the raw figure can step back;
+// XenopsdLink::progress sends only increases.
+class ProgressMeter {
+public:
+    unsigned percent(const Progress& p)
+    {
+        if (p.round != round_) {
+            before_ += round_pages_;
+            round_ = p.round;
+        }
+        round_pages_ = p.pages_round;
+        const double sent = double(before_ + p.pages_done);
+        const double left = double(p.pages_round > p.pages_done ? p.pages_round - p.pages_done : 0);
+        if (sent + left <= 0)
+            return 0;
+        return unsigned(std::min(99.0, 100.0 * sent / (sent + left)));
+    }
+
+private:
+    unsigned round_ = 0;
+    std::uint64_t before_ = 0, round_pages_ = 0;
+};
+
+} // namespace
+
+int run_emu_save(const EmuArgs& a, XenopsdLink& xenopsd, helper::HelperBackend& backend, const ToStock& to_stock)
+{
+    using namespace fastmig::helper;
+    std::string who = domain_label(a.domid, "");
+    try {
+        SendOptions so;
+        helper_send_options(so);
+        so.one_way = true;
+        so.live = a.live;
+        so.verify = false;
+        so.release_source = false; // xenopsd destroys it, after the destination runs it
+        // xenopsd's `done` is awaited for the done timeout; the backend's own
+        // confirmation afterwards is quick.
+        so.suspend_timeout = std::chrono::seconds(30);
+
+        backend.set_log(log_line);
+        // Nothing is written and no line exchanged yet: whatever fastmig
+        // cannot take (a guest type the backend refuses, a domain it cannot
+        // open) still goes to the stock emu-manager, so that installing
+        // fastmig never makes a VM unmovable.
+        std::unique_ptr<Domain> inner;
+        try {
+            inner = backend.open_source(a.domid);
+        } catch (const std::exception& e) {
+            to_stock(std::string("the ") + backend.name() + " backend cannot take it (" + e.what() + ")");
+        }
+        who = domain_label(a.domid, inner->name());
+        // Only an upstream QEMU (`-dm qemu`) takes the QMP command; another
+        // device model that needs its own dirty log is the stock path's.
+        const bool qmp = so.live && backend.needs_qemu_logdirty(*inner);
+        if (qmp && a.dm != "qemu") {
+            inner.reset();
+            to_stock("its device model needs dirty logging, and -dm is '" + a.dm + "', not qemu");
+        }
+        xenopsd.start_reader();
+        if (qmp) {
+            const std::string sock = qmp_socket_path(a.domid);
+            try {
+                qmp_enable_dirty_log(sock, std::chrono::seconds(10));
+            } catch (const Error& e) {
+                throw Error(who, Phase::setup, e.cause());
+            }
+            log_line(who + ": QEMU's dirty logging switched on (" + sock + ")");
+        }
+        log_line("saving " + who + ", " + std::to_string(inner->nr_pages()) + " pages, " +
+                 (so.live ? "live" : "not live") + ", " + std::to_string(so.pipeline.threads) + " threads");
+        // xenopsd suspends the guest; the backend only confirms (main()
+        // set FASTMIG_HELPER_SUSPEND=libxl for the Xen backend).
+        CallerSuspendedDomain dom(*inner, [&]() -> std::string {
+            log_line(who + ": asking xenopsd to suspend the guest");
+            xenopsd.round_trip("suspend:");
+            return "";
+        });
+        if (auto line = widen_pipe(a.fd, kSourcePipeBytes); !line.empty())
+            log_line(who + ": " + line);
+        ProgressMeter meter;
+        so.progress = [&](const Progress& p) {
+            try {
+                xenopsd.progress(meter.percent(p));
+            } catch (const std::exception&) {
+                // xenopsd gone: its reader has cancelled the stream already.
+            }
+        };
+        so.log = [&](const std::string& line) { log_line(who + ": " + line); };
+
+        // xenopsd writes the Libxc header; the body follows it directly.
+        xenopsd.round_trip("prepare:xenguest");
+        NonBlocking nb(a.fd);
+        bool handed_over = false;
+        std::string handover_error;
+        so.on_handover = [&](const SendResult& r) {
+            try {
+                if (dom.suspend_calls() != 1)
+                    throw Error("internal: suspend was asked " + std::to_string(dom.suspend_calls()) + " times");
+                nb.restore(); // before xenopsd writes on the fd again
+                log_line(saved_summary(who, r));
+                xenopsd.progress(100);
+                xenopsd.send("result:0 0");
+                handed_over = true;
+                // xenopsd goes on when this process has closed the pipes and
+                // exited; the worker's teardown comes after.
+                xenopsd.close();
+                release_supervisor();
+            } catch (const std::exception& e) {
+                handover_error = e.what();
+            }
+        };
+        try {
+            send_domain(dom, a.fd, so);
+        } catch (const std::exception& e) {
+            if (!handed_over)
+                throw;
+            log_line(who + ": after the hand-over: " + e.what()); // xenopsd has the result
+        }
+        if (handed_over)
+            failpoint("emu:after-handover"); // xenopsd has moved on; the teardown is ours
+        if (!handed_over)
+            throw Error(who, Phase::finish,
+                        handover_error.empty() ? "internal: END went out without a hand-over" : handover_error);
+        return kExitOk;
+    } catch (const std::exception& e) {
+        std::string msg = error_line(a.domid, who, Phase::setup, e);
+        log_line("save failed: " + msg);
+        xenopsd.send_error("fastmig save " + msg);
+        return kExitFailed;
+    }
+}
+
+} // namespace fastmig::emu
