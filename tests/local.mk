@@ -52,6 +52,13 @@ tests_unit_sim_serve_main_SOURCES = tests/unit/sim_serve_main.cpp
 tests_unit_sim_serve_main_LDADD = $(FASTMIG_LIBS)
 TESTS += tests/unit/sim.test tests/unit/ipc.test
 
+# The free-page hint protocol and its mailbox ends (evtchn-ipc/README.md).
+check_PROGRAMS += tests/unit/free_hints.test
+tests_unit_free_hints_test_SOURCES = tests/unit/test_free_hints.cpp
+tests_unit_free_hints_test_CPPFLAGS = $(UNIT_CPPFLAGS)
+tests_unit_free_hints_test_LDADD = evtchn-ipc/libfmipc.a $(UNIT_LDADD)
+TESTS += tests/unit/free_hints.test
+
 # Page codecs (stream/codec/): deflate groups, XBZRLE, page cache, policy.
 check_PROGRAMS += tests/unit/codec.test
 tests_unit_codec_test_SOURCES = tests/unit/test_codec.cpp tests/unit/stream_error_check.hpp

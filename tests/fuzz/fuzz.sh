@@ -12,7 +12,7 @@
 #
 # Environment: top_srcdir, builddir (default: the current directory), CXX_FUZZ
 # (default clang++), FUZZ_JOBS (parallel compiles and targets, default 1),
-# FUZZ_RUNS_WIRE, FUZZ_RUNS_CODEC, FUZZ_RUNS_RECEIVER, FUZZ_RUNS_SENDER
+# FUZZ_RUNS_WIRE, FUZZ_RUNS_CODEC, FUZZ_RUNS_RECEIVER, FUZZ_RUNS_SENDER, FUZZ_RUNS_HINTS
 # (executions per target), FUZZ_TIME (seconds per target, 0 = until the
 # runs are done), FUZZ_NICE (niceness, default 10).
 # Seeds come from make-seeds (tests/fuzz/make-seeds, built by automake) and
@@ -27,7 +27,7 @@ rundir=${FUZZ_RUN_DIR:-$work}
 CXX_FUZZ=${CXX_FUZZ:-clang++}
 FUZZ_JOBS=${FUZZ_JOBS:-1}
 FUZZ_NICE=${FUZZ_NICE:-10}
-targets="wire codec receiver sender"
+targets="wire codec receiver sender hints"
 
 san="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 cxxflags="-std=c++20 -O1 -g -fno-omit-frame-pointer $san -I$top_srcdir -I$builddir -D_GNU_SOURCE -pthread"
@@ -38,12 +38,13 @@ engine="stream/types.cpp stream/failpoint.cpp stream/wire.cpp stream/wire_channe
         stream/classify.cpp stream/transport.cpp stream/precopy_policy.cpp stream/send_pipeline.cpp
         stream/sender.cpp stream/receiver.cpp stream/codec/deflate.cpp stream/codec/xbzrle.cpp
         stream/codec/page_cache.cpp stream/codec/policy.cpp
-        stream/auth_key.cpp stream/auth_record.cpp stream/auth_handshake.cpp"
+        stream/auth_key.cpp stream/auth_record.cpp stream/auth_handshake.cpp
+        evtchn-ipc/free_hints.cpp evtchn-ipc/hint_session.cpp"
 
 # Input size limits per target (bytes): the seeds' size, with room to grow.
 max_len() {
   case $1 in
-    wire) echo 65536 ;; codec) echo 70000 ;; receiver) echo 131072 ;; sender) echo 4096 ;;
+    wire) echo 65536 ;; codec) echo 70000 ;; receiver) echo 131072 ;; sender) echo 4096 ;; hints) echo 65536 ;;
   esac
 }
 
@@ -64,7 +65,7 @@ compile() {
   src=$1 extra=-fsanitize=fuzzer-no-link
   obj=$work/obj/$(echo "$src" | sed 's,/,_,g; s,\.cpp$,.o,')
   if test -f "$obj" && test "$obj" -nt "$top_srcdir/$src" &&
-     test -z "$(find "$top_srcdir/stream" "$top_srcdir/tests/fuzz" -name '*.hpp' -newer "$obj" 2>/dev/null | head -1)"; then
+     test -z "$(find "$top_srcdir/stream" "$top_srcdir/evtchn-ipc" "$top_srcdir/tests/fuzz" -name '*.hpp' -newer "$obj" 2>/dev/null | head -1)"; then
     return 0
   fi
   echo "  CXX(fuzz) $src"
@@ -148,6 +149,7 @@ all() {
     eval "r=\${FUZZ_RUNS_$(echo $t | tr a-z A-Z):-}"
     case $t in
       wire) : "${r:=4000000}" ;; codec) : "${r:=4000000}" ;; receiver) : "${r:=1500000}" ;; sender) : "${r:=500000}" ;;
+      hints) : "${r:=2000000}" ;;
     esac
     if test "$FUZZ_JOBS" -gt 1; then
       (run "$t" "$r" "$FUZZ_TIME" >>"$res") &
