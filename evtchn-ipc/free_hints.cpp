@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string_view>
 
 namespace fastmig::ipc::hints {
 
@@ -191,6 +192,96 @@ bool decode_answer_header(std::span<const std::uint8_t> in, std::size_t slot_byt
     }
     out = h;
     return true;
+}
+
+namespace {
+
+// A decimal number of at most `digits` digits, nothing else.
+bool parse_decimal(std::string_view t, std::uint64_t max, std::uint64_t& out)
+{
+    if (t.empty() || t.size() > 10)
+        return false;
+    std::uint64_t v = 0;
+    for (char c : t) {
+        if (c < '0' || c > '9')
+            return false;
+        v = v * 10 + std::uint64_t(c - '0');
+    }
+    if (v > max)
+        return false;
+    out = v;
+    return true;
+}
+
+std::string quoted(const std::string& t)
+{
+    return "'" + (t.size() > 40 ? t.substr(0, 40) + "..." : t) + "'";
+}
+
+} // namespace
+
+bool parse_protocol(const std::string& text, std::uint16_t& out, std::string& why)
+{
+    std::uint64_t v;
+    if (!parse_decimal(text, 0xffff, v)) {
+        why = "protocol " + quoted(text) + " is not a version number";
+        return false;
+    }
+    if (v != kVersion) {
+        why = "the agent speaks protocol " + num(v) + ", this dom0 " + num(kVersion);
+        return false;
+    }
+    out = std::uint16_t(v);
+    return true;
+}
+
+bool parse_ring_refs(const std::string& text, std::vector<std::uint32_t>& out, std::string& why)
+{
+    std::vector<std::uint32_t> refs;
+    std::string_view t = text;
+    // Words separated by one space: an empty word (leading, trailing or
+    // double space) is refused like any other non-number.
+    for (bool more = !t.empty(); more;) {
+        std::size_t sp = t.find(' ');
+        std::string_view w = t.substr(0, sp);
+        std::uint64_t v;
+        if (!parse_decimal(w, 0xffffffffu, v) || v == 0) {
+            why = "ring-ref " + quoted(text) + ": '" + std::string(w.substr(0, 12)) + "' is not a grant reference";
+            return false;
+        }
+        if (refs.size() == kMaxRegionPages) {
+            why = "ring-ref lists more than " + num(kMaxRegionPages) + " pages";
+            return false;
+        }
+        refs.push_back(std::uint32_t(v));
+        more = sp != std::string_view::npos;
+        t = more ? t.substr(sp + 1) : std::string_view();
+    }
+    if (refs.empty()) {
+        why = "ring-ref is empty";
+        return false;
+    }
+    out = std::move(refs);
+    return true;
+}
+
+bool parse_port(const std::string& text, std::uint32_t& out, std::string& why)
+{
+    std::uint64_t v;
+    if (!parse_decimal(text, kMaxPort, v) || v == 0) {
+        why = "event-channel " + quoted(text) + " is not a port";
+        return false;
+    }
+    out = std::uint32_t(v);
+    return true;
+}
+
+std::string format_ring_refs(std::span<const std::uint32_t> refs)
+{
+    std::string s;
+    for (std::uint32_t r : refs)
+        s += (s.empty() ? "" : " ") + num(r);
+    return s;
 }
 
 AnswerParser::AnswerParser(std::uint64_t nr_pages, std::uint32_t seq, Limits limits)

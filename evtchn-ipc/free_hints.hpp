@@ -116,6 +116,16 @@ bool decode_request(std::span<const std::uint8_t> in, Request& out, std::string&
 bool decode_answer_header(std::span<const std::uint8_t> in, std::size_t slot_bytes, AnswerHeader& out,
                           std::string& why);
 
+// The rendezvous in the guest's xenstore (README, "Rendezvous"): keys under
+// the guest's own home, values as text.  The parsers take what dom0 read
+// (hostile) and accept decimal numbers only, within bounds.
+constexpr const char* kXenstoreDir = "data/fastmig-agent";
+constexpr std::uint32_t kMaxPort = (1u << 17) - 1; // FIFO ABI limit
+bool parse_protocol(const std::string& text, std::uint16_t& out, std::string& why);
+bool parse_ring_refs(const std::string& text, std::vector<std::uint32_t>& out, std::string& why);
+bool parse_port(const std::string& text, std::uint32_t& out, std::string& why);
+std::string format_ring_refs(std::span<const std::uint32_t> refs);
+
 struct Limits {
     std::uint64_t max_ranges = 4u << 20;  // in all batches (64 MiB of ranges at most)
     std::uint32_t max_batches = 4096;

@@ -9,3 +9,19 @@ evtchn_ipc_libfmipc_a_SOURCES = \
 	evtchn-ipc/fd_passing.hpp evtchn-ipc/fd_passing.cpp \
 	evtchn-ipc/free_hints.hpp evtchn-ipc/free_hints.cpp \
 	evtchn-ipc/hint_session.hpp evtchn-ipc/hint_session.cpp
+EXTRA_DIST += evtchn-ipc/README.md
+
+# The Xen flavour (grant pages + an inter-domain event channel), only with
+# the Xen libraries.  Users link $(FASTMIG_IPC_XEN_LIBS) before
+# $(FASTMIG_LIBS) (the Xen backend: in $(FASTMIG_XEN_LIBS)).
+if HAVE_XEN
+noinst_LIBRARIES += evtchn-ipc/libfmipcxen.a
+evtchn_ipc_libfmipcxen_a_CPPFLAGS = $(AM_CPPFLAGS) $(XEN_CFLAGS)
+# Xen's public headers need GNU extensions (see stream/domain/xen/local.mk).
+evtchn_ipc_libfmipcxen_a_CXXFLAGS = $(AM_CXXFLAGS) -std=gnu++20
+evtchn_ipc_libfmipcxen_a_SOURCES = evtchn-ipc/xen_channel.hpp evtchn-ipc/xen_channel.cpp
+FASTMIG_IPC_XEN_LIBS = evtchn-ipc/libfmipcxen.a evtchn-ipc/libfmipc.a $(XEN_LIBS)
+else
+FASTMIG_IPC_XEN_LIBS =
+EXTRA_DIST += evtchn-ipc/xen_channel.hpp evtchn-ipc/xen_channel.cpp
+endif

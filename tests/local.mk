@@ -58,6 +58,16 @@ tests_unit_free_hints_test_SOURCES = tests/unit/test_free_hints.cpp
 tests_unit_free_hints_test_CPPFLAGS = $(UNIT_CPPFLAGS)
 tests_unit_free_hints_test_LDADD = evtchn-ipc/libfmipc.a $(UNIT_LDADD)
 TESTS += tests/unit/free_hints.test
+if HAVE_XEN
+check_PROGRAMS += tests/unit/xen_channel.test
+tests_unit_xen_channel_test_SOURCES = tests/unit/test_xen_channel.cpp
+tests_unit_xen_channel_test_CPPFLAGS = $(UNIT_CPPFLAGS) $(XEN_CFLAGS)
+tests_unit_xen_channel_test_CXXFLAGS = $(AM_CXXFLAGS) -std=gnu++20
+tests_unit_xen_channel_test_LDADD = $(FASTMIG_IPC_XEN_LIBS) $(UNIT_LDADD)
+TESTS += tests/unit/xen_channel.test
+else
+EXTRA_DIST += tests/unit/test_xen_channel.cpp
+endif
 
 # Page codecs (stream/codec/): deflate groups, XBZRLE, page cache, policy.
 check_PROGRAMS += tests/unit/codec.test

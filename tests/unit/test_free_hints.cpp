@@ -342,3 +342,29 @@ BOOST_AUTO_TEST_CASE(agent_refuses_a_next_without_a_scan)
     // The same request again (a second ring) is not answered twice.
     BOOST_TEST(!server.handle(pair.agent));
 }
+
+BOOST_AUTO_TEST_CASE(xenstore_keys_are_parsed_strictly)
+{
+    std::vector<std::uint32_t> refs;
+    std::string why;
+    BOOST_TEST(parse_ring_refs("8 9 4000000000", refs, why));
+    BOOST_TEST((refs == std::vector<std::uint32_t>{8, 9, 4000000000u}));
+    BOOST_TEST(format_ring_refs(refs) == "8 9 4000000000");
+    for (const char* bad : {"", " ", "8  9", "8 ", "-1", "0", "8 x", "99999999999", "5000000000"})
+        BOOST_TEST(!parse_ring_refs(bad, refs, why), bad);
+    std::string many;
+    for (int i = 1; i <= 65; ++i)
+        many += (i > 1 ? " " : "") + std::to_string(i);
+    BOOST_TEST(!parse_ring_refs(many, refs, why));
+    BOOST_TEST(why.find("more than 64") != std::string::npos);
+    std::uint32_t port;
+    BOOST_TEST(parse_port("17", port, why));
+    BOOST_TEST(port == 17u);
+    for (const char* bad : {"", "0", "131072", "1e3", "17\n"})
+        BOOST_TEST(!parse_port(bad, port, why), bad);
+    std::uint16_t v;
+    BOOST_TEST(parse_protocol("1", v, why));
+    BOOST_TEST(!parse_protocol("2", v, why));
+    BOOST_TEST(why.find("protocol 2") != std::string::npos);
+    BOOST_TEST(!parse_protocol("one", v, why));
+}
