@@ -309,7 +309,7 @@ BOOST_AUTO_TEST_CASE(an_agent_that_rings_without_answering_cannot_hold_dom0)
     BOOST_TEST(r.why.find("wake-ups without an answer") != std::string::npos);
 }
 
-BOOST_AUTO_TEST_CASE(an_agent_that_rewrites_its_answer_gets_no_hints)
+BOOST_AUTO_TEST_CASE(a_hostile_agent_gets_no_hints_and_a_clear_cause)
 {
     Pair pair(4096);
     // A hostile agent: answers batch 0 with a range past the guest.
