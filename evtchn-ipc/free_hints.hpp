@@ -44,7 +44,7 @@ constexpr std::size_t kMaxRegionPages = 64;
 enum class RequestType : std::uint16_t {
     scan = 1, // scan now and send batch 0
     next = 2, // send batch `batch` of the last scan
-    done = 3, // the session is over: drop the scan (no answer)
+    done = 3, // dom0 abandoned the scan: drop it (no answer)
 };
 
 enum class AnswerType : std::uint16_t {

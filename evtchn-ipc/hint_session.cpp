@@ -105,7 +105,13 @@ HintResult request_free_ranges(MailboxEnd& m, std::uint64_t nr_pages, std::uint3
             send_request(m, q);
         }
     }
-    send_request(m, Request{RequestType::done, seq, 0, nr_pages, 0});
+    // A complete (or refused) session needs no `done`: the agent dropped
+    // its scan with the last batch, and dom0 must not write the request
+    // slot now, when nothing orders that write after the agent's last read
+    // of it (the next session's request comes after its answer, so it is
+    // ordered).  A broken one gets `done`: the agent may still hold a scan.
+    if (parser.status() == AnswerParser::Status::invalid)
+        send_request(m, Request{RequestType::done, seq, 0, nr_pages, 0});
     res.batches = parser.next_batch();
     res.agent_scan_ns = parser.scan_ns();
     switch (parser.status()) {
@@ -229,6 +235,12 @@ void HintServer::answer(MailboxEnd& m, const Request& q, std::uint32_t batch)
     h.scan_ns = scan_ns_;
     encode_ranges(std::span(ranges_).subspan(first, n), m.region.subspan(kAnswerOffset + kAnswerHeaderSize));
     publish(m, h);
+    if (h.last()) {
+        // dom0 asks no more of this scan, and sends no `done` after a
+        // complete one (hint_session.cpp, request_free_ranges).
+        ranges_ = {};
+        scanned_ = false;
+    }
 }
 
 void HintServer::refuse(MailboxEnd& m, const Request& q, RefuseReason r)

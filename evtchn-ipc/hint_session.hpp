@@ -47,7 +47,7 @@ const char* outcome_name(HintResult::Outcome o);
 
 // Dom0: asks for a scan (sequence number `seq`, which must differ from the
 // previous session's) and collects every batch, within `timeout` in all.
-// Ends the session with a `done` request, whatever the outcome.
+// A session it abandons (timeout, invalid answer) ends with a `done`.
 HintResult request_free_ranges(MailboxEnd& m, std::uint64_t nr_pages, std::uint32_t seq,
                                std::chrono::milliseconds timeout, Limits limits = {});
 
