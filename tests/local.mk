@@ -81,8 +81,9 @@ tests_unit_xen_channel_test_CXXFLAGS = $(AM_CXXFLAGS) -std=gnu++20
 tests_unit_xen_channel_test_LDADD = $(FASTMIG_IPC_XEN_LIBS) $(UNIT_LDADD)
 TESTS += tests/unit/xen_channel.test
 else
-EXTRA_DIST += tests/unit/test_xen_channel.cpp tests/integration/guest-agent.sh
+EXTRA_DIST += tests/unit/test_xen_channel.cpp
 endif
+EXTRA_DIST += tests/integration/guest-agent.sh
 
 # Page codecs (stream/codec/): deflate groups, XBZRLE, page cache, policy.
 check_PROGRAMS += tests/unit/codec.test
