@@ -21,7 +21,14 @@ evtchn_ipc_libfmipcxen_a_CPPFLAGS = $(AM_CPPFLAGS) $(XEN_CFLAGS)
 evtchn_ipc_libfmipcxen_a_CXXFLAGS = $(AM_CXXFLAGS) -std=gnu++20
 evtchn_ipc_libfmipcxen_a_SOURCES = evtchn-ipc/xen_channel.hpp evtchn-ipc/xen_channel.cpp
 FASTMIG_IPC_XEN_LIBS = evtchn-ipc/libfmipcxen.a evtchn-ipc/libfmipc.a $(XEN_LIBS)
+# dom0's end of the hint protocol alone, to try a guest's agent by hand or
+# from the nested harness (not installed).
+check_PROGRAMS += evtchn-ipc/fastmig-hint-probe
+evtchn_ipc_fastmig_hint_probe_SOURCES = evtchn-ipc/hint_probe_main.cpp
+evtchn_ipc_fastmig_hint_probe_CPPFLAGS = $(AM_CPPFLAGS) $(XEN_CFLAGS)
+evtchn_ipc_fastmig_hint_probe_CXXFLAGS = $(AM_CXXFLAGS) -std=gnu++20
+evtchn_ipc_fastmig_hint_probe_LDADD = $(FASTMIG_IPC_XEN_LIBS)
 else
 FASTMIG_IPC_XEN_LIBS =
-EXTRA_DIST += evtchn-ipc/xen_channel.hpp evtchn-ipc/xen_channel.cpp
+EXTRA_DIST += evtchn-ipc/xen_channel.hpp evtchn-ipc/xen_channel.cpp evtchn-ipc/hint_probe_main.cpp
 endif

@@ -1,10 +1,12 @@
 #!/bin/bash
 # fastmig-guest-agent as a program (TAP): its scan on a synthetic
-# /proc/kpageflags, its errors and exit statuses.  Its protocol end and range
+# /proc/kpageflags, its errors and exit statuses; and the errors of dom0's
+# probe (fastmig-hint-probe).  Its protocol end and range
 # building are unit-tested (free_hints.test, guest_agent.test); under Xen it
 # runs in the nested harness's guest.
 set -u
 AGENT=${AGENT_BIN:-$(pwd)/tests/integration/fastmig-guest-agent}
+PROBE=${PROBE_BIN:-$(pwd)/evtchn-ipc/fastmig-hint-probe}
 work=$(mktemp -d "${TMPDIR:-/tmp}/fastmig-agent.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 n=0
@@ -40,9 +42,13 @@ fails() { # fails STATUS PATTERN COMMAND...
 ok "unreadable kpageflags: exit 1, names the file" -- fails 1 "cannot open $work/nope" "$AGENT" --scan-only --kpageflags "$work/nope"
 ok "--pages 0: usage, exit 2" -- fails 2 "usage: fastmig-guest-agent" "$AGENT" --pages 0
 ok "unknown option: usage, exit 2" -- fails 2 "usage:" "$AGENT" --bogus
+ok "probe: domain 0 is not a guest, exit 2" -- fails 2 "not a guest domain id" "$PROBE" 0 --nr-pages 10
+ok "probe: missing page count, exit 2" -- fails 2 "usage: fastmig-hint-probe" "$PROBE" 5 --nr-pages
 if [ -e /dev/xen/xenbus ] || [ -e /var/run/xenstored/socket ] || [ -e /run/xenstored/socket ]; then
   n=$((n + 1)); echo "ok $n - serving outside Xen fails clearly # SKIP this host has xenstore"
+  n=$((n + 1)); echo "ok $n - probing outside Xen fails clearly # SKIP this host has xenstore"
 else
   ok "serving outside Xen: exit 1, says why" -- fails 1 "cannot connect to xenstore" timeout 20 "$AGENT"
+  ok "probing outside Xen: exit 1, says why" -- fails 1 "cannot connect to xenstore" timeout 20 "$PROBE" 5 --nr-pages 10
 fi
 echo "1..$n"
