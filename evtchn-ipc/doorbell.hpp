@@ -5,8 +5,9 @@
 // without polling shared memory.
 //
 // Process flavour: an eventfd (a kernel counter; notify adds 1, wait drains
-// it).  The Xen flavour will be a bound event-channel port behind the same
-// API (notify = xenevtchn_notify, fd = xenevtchn_fd, wait = poll + unmask).
+// it).  The Xen flavour, XenDoorbell (xen_channel.hpp), is a bound
+// event-channel port behind the same API (notify = xenevtchn_notify, fd =
+// xenevtchn_fd, wait = poll + pending + unmask).
 #pragma once
 
 #include <chrono>

@@ -5,9 +5,10 @@
 // stream/domain/sim/sim_domain.cpp for why).
 //
 // Process flavour: a memfd mapped MAP_SHARED; the fd travels to the other
-// process with fd_passing.  The Xen flavour will grant pages to the peer
-// domain (xengnttab) behind the same create/adopt/data/size API, with the
-// grant reference in place of the fd.
+// process with fd_passing.  The Xen flavour (xen_channel.hpp) has the same
+// two roles: XenGrantShare creates (pages granted to the peer domain, the
+// grant references in place of the fd) and XenGrantMap adopts (maps them),
+// both with data/size.
 #pragma once
 
 #include <cstddef>

@@ -52,6 +52,39 @@ tests_unit_sim_serve_main_SOURCES = tests/unit/sim_serve_main.cpp
 tests_unit_sim_serve_main_LDADD = $(FASTMIG_LIBS)
 TESTS += tests/unit/sim.test tests/unit/ipc.test
 
+# The free-page hint protocol and its mailbox ends (evtchn-ipc/README.md).
+check_PROGRAMS += tests/unit/free_hints.test
+tests_unit_free_hints_test_SOURCES = tests/unit/test_free_hints.cpp
+tests_unit_free_hints_test_CPPFLAGS = $(UNIT_CPPFLAGS)
+tests_unit_free_hints_test_LDADD = evtchn-ipc/libfmipc.a $(UNIT_LDADD)
+TESTS += tests/unit/free_hints.test
+# fastmig-guest-agent's page scan (guest-agent/, built on its own by its
+# Makefile; its pure part is tested here).
+check_PROGRAMS += tests/unit/guest_agent.test
+tests_unit_guest_agent_test_SOURCES = tests/unit/test_guest_agent.cpp guest-agent/free_pages.hpp guest-agent/free_pages.cpp
+tests_unit_guest_agent_test_CPPFLAGS = $(UNIT_CPPFLAGS)
+tests_unit_guest_agent_test_LDADD = evtchn-ipc/libfmipc.a $(UNIT_LDADD)
+TESTS += tests/unit/guest_agent.test
+if HAVE_XEN
+# The agent itself, linked dynamically for the test (its Makefile makes
+# the static binary a guest gets).
+check_PROGRAMS += tests/integration/fastmig-guest-agent
+tests_integration_fastmig_guest_agent_SOURCES = guest-agent/agent_main.cpp guest-agent/free_pages.cpp
+tests_integration_fastmig_guest_agent_CPPFLAGS = $(AM_CPPFLAGS) $(XEN_CFLAGS)
+tests_integration_fastmig_guest_agent_CXXFLAGS = $(AM_CXXFLAGS) -std=gnu++20
+tests_integration_fastmig_guest_agent_LDADD = $(FASTMIG_IPC_XEN_LIBS)
+TESTS += tests/integration/guest-agent.sh
+check_PROGRAMS += tests/unit/xen_channel.test
+tests_unit_xen_channel_test_SOURCES = tests/unit/test_xen_channel.cpp
+tests_unit_xen_channel_test_CPPFLAGS = $(UNIT_CPPFLAGS) $(XEN_CFLAGS)
+tests_unit_xen_channel_test_CXXFLAGS = $(AM_CXXFLAGS) -std=gnu++20
+tests_unit_xen_channel_test_LDADD = $(FASTMIG_IPC_XEN_LIBS) $(UNIT_LDADD)
+TESTS += tests/unit/xen_channel.test
+else
+EXTRA_DIST += tests/unit/test_xen_channel.cpp
+endif
+EXTRA_DIST += tests/integration/guest-agent.sh
+
 # Page codecs (stream/codec/): deflate groups, XBZRLE, page cache, policy.
 check_PROGRAMS += tests/unit/codec.test
 tests_unit_codec_test_SOURCES = tests/unit/test_codec.cpp tests/unit/stream_error_check.hpp

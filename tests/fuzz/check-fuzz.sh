@@ -15,7 +15,7 @@ builddir=$(pwd)
 fuzzdir=$builddir/tests/fuzz
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/fastmig-fuzz.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
-targets="wire codec receiver sender xenstate outcome"
+targets="wire codec receiver sender xenstate outcome hints"
 n=0
 failed=0
 
@@ -32,7 +32,7 @@ report() { # report STATUS DESCRIPTION LOG
 
 # Mutations per seed: what fits a few seconds per target without sanitizers.
 mutations() {
-  case $1 in wire) echo 2000 ;; codec) echo 300 ;; receiver) echo 60 ;; sender) echo 8 ;; xenstate) echo 2000 ;; outcome) echo 100 ;; esac
+  case $1 in wire) echo 2000 ;; codec) echo 300 ;; receiver) echo 60 ;; sender) echo 8 ;; xenstate) echo 2000 ;; outcome) echo 100 ;; hints) echo 1000 ;; esac
 }
 
 "$fuzzdir/make-seeds" "$tmp/seeds" >"$tmp/seeds.log" 2>&1

@@ -12,7 +12,7 @@
 #
 # Environment: top_srcdir, builddir (default: the current directory), CXX_FUZZ
 # (default clang++), FUZZ_JOBS (parallel compiles and targets, default 1),
-# FUZZ_RUNS_WIRE, FUZZ_RUNS_CODEC, FUZZ_RUNS_RECEIVER, FUZZ_RUNS_SENDER
+# FUZZ_RUNS_WIRE, FUZZ_RUNS_CODEC, FUZZ_RUNS_RECEIVER, FUZZ_RUNS_SENDER, FUZZ_RUNS_HINTS
 # (executions per target), FUZZ_TIME (seconds per target, 0 = until the
 # runs are done), FUZZ_NICE (niceness, default 10).
 # Seeds come from make-seeds (tests/fuzz/make-seeds, built by automake) and
@@ -27,7 +27,7 @@ rundir=${FUZZ_RUN_DIR:-$work}
 CXX_FUZZ=${CXX_FUZZ:-clang++}
 FUZZ_JOBS=${FUZZ_JOBS:-1}
 FUZZ_NICE=${FUZZ_NICE:-10}
-targets="wire codec receiver sender xenstate outcome"
+targets="wire codec receiver sender xenstate outcome hints"
 
 san="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 cxxflags="-std=c++20 -O1 -g -fno-omit-frame-pointer $san -I$top_srcdir -I$builddir -D_GNU_SOURCE -pthread"
@@ -42,12 +42,13 @@ engine="stream/types.cpp stream/failpoint.cpp stream/wire.cpp stream/wire_channe
         stream/domain/xen/pv_frames.cpp stream/domain/xen/pv_page_types.cpp stream/domain/xen/pv_pagetable.cpp
         stream/domain/xen/pv_records.cpp stream/domain/xen/pv_state.cpp stream/domain/xen/hvm_records.cpp
         stream/domain/xen/hvm_state.cpp stream/domain/xen/state_records.cpp
-        stream/wire_outcome.cpp stream/outcome_store.cpp stream/reconnect.cpp"
+        stream/wire_outcome.cpp stream/outcome_store.cpp stream/reconnect.cpp
+        evtchn-ipc/free_hints.cpp evtchn-ipc/hint_session.cpp"
 
 # Input size limits per target (bytes): the seeds' size, with room to grow.
 max_len() {
   case $1 in
-    wire) echo 65536 ;; codec) echo 70000 ;; receiver) echo 131072 ;; sender) echo 4096 ;; xenstate) echo 65536 ;; outcome) echo 8192 ;;
+    wire) echo 65536 ;; codec) echo 70000 ;; receiver) echo 131072 ;; sender) echo 4096 ;; xenstate) echo 65536 ;; outcome) echo 8192 ;; hints) echo 65536 ;;
   esac
 }
 
@@ -68,7 +69,7 @@ compile() {
   src=$1 extra=-fsanitize=fuzzer-no-link
   obj=$work/obj/$(echo "$src" | sed 's,/,_,g; s,\.cpp$,.o,')
   if test -f "$obj" && test "$obj" -nt "$top_srcdir/$src" &&
-     test -z "$(find "$top_srcdir/stream" "$top_srcdir/tests/fuzz" -name '*.hpp' -newer "$obj" 2>/dev/null | head -1)"; then
+     test -z "$(find "$top_srcdir/stream" "$top_srcdir/evtchn-ipc" "$top_srcdir/tests/fuzz" -name '*.hpp' -newer "$obj" 2>/dev/null | head -1)"; then
     return 0
   fi
   echo "  CXX(fuzz) $src"
@@ -154,6 +155,7 @@ all() {
       wire) : "${r:=4000000}" ;; codec) : "${r:=4000000}" ;; receiver) : "${r:=1500000}" ;; sender) : "${r:=500000}" ;;
       xenstate) : "${r:=2000000}" ;;
       outcome) : "${r:=200000}" ;;
+      hints) : "${r:=2000000}" ;;
     esac
     if test "$FUZZ_JOBS" -gt 1; then
       (run "$t" "$r" "$FUZZ_TIME" >>"$res") &

@@ -4,7 +4,8 @@
 // so they need not be committed.
 //
 // Usage: make-seeds DIR   (creates DIR/wire, DIR/codec, DIR/receiver, DIR/sender,
-// DIR/xenstate, DIR/outcome)
+// DIR/xenstate, DIR/outcome, DIR/hints)
+#include "evtchn-ipc/free_hints.hpp"
 #include "stream/codec/codec.hpp"
 #include "stream/domain/xen/bytes.hpp"
 #include "stream/domain/xen/hvm_records.hpp"
@@ -382,6 +383,73 @@ void outcome_seeds(const fs::path& dir)
     save(dir, "id", Bytes{3} + Bytes(m.begin(), m.end()));
 }
 
+// Hint answers (fuzz_hints.cpp): a scan of `batches` batches of `per`
+// one-page ranges, as dom0's end would receive them, with seq/batch patched
+// by the target (flag 4) or exact (seq 77, as the target asks).
+Bytes hint_script(std::uint8_t flags, std::uint16_t pages_minus_1, const std::vector<std::vector<ipc::hints::Range>>& b)
+{
+    using namespace ipc::hints;
+    Bytes in = {flags, std::uint8_t(pages_minus_1), std::uint8_t(pages_minus_1 >> 8)};
+    std::uint64_t total = 0, pages = 0;
+    for (const auto& x : b)
+        for (const auto& r : x) {
+            ++total;
+            pages += r.count;
+        }
+    for (std::size_t i = 0; i < b.size(); ++i) {
+        AnswerHeader h;
+        h.seq = 77;
+        h.batch = std::uint32_t(i);
+        h.count = std::uint32_t(b[i].size());
+        h.flags = i + 1 == b.size() ? kLastBatch : 0;
+        h.total_ranges = total;
+        h.total_pages = pages;
+        Bytes a(kAnswerHeaderSize + kRangeSize * b[i].size());
+        encode_answer(h, b[i], a);
+        in.push_back(std::uint8_t(a.size()));
+        in.push_back(std::uint8_t(a.size() >> 8));
+        append(in, a);
+    }
+    return in;
+}
+
+void hints_seeds(const fs::path& dir)
+{
+    using namespace ipc::hints;
+    save(dir, "one-batch", hint_script(4, 999, {{{0, 10}, {20, 5}, {900, 100}}}));
+    save(dir, "exact-seq", hint_script(0, 999, {{{0, 10}, {20, 5}}, {{30, 1}}}));
+    std::vector<std::vector<Range>> many;
+    for (std::uint64_t i = 0; i < 4; ++i) {
+        many.emplace_back();
+        for (std::uint64_t k = 0; k < 30; ++k)
+            many.back().push_back({(i * 30 + k) * 3, 2});
+    }
+    save(dir, "four-batches", hint_script(5, 4095, many));
+    save(dir, "empty-scan", hint_script(4, 10, {{}}));
+    save(dir, "past-the-guest", hint_script(4, 99, {{{90, 20}}}));
+    save(dir, "overlap", hint_script(4, 999, {{{0, 10}}, {{5, 1}}}));
+    {
+        AnswerHeader h;
+        h.type = AnswerType::refused;
+        h.seq = 77;
+        h.flags = kLastBatch;
+        h.reason = RefuseReason::page_poisoning;
+        Bytes a(kAnswerHeaderSize);
+        encode_answer(h, {}, a);
+        Bytes in = {4, 99, 0, std::uint8_t(a.size()), 0};
+        save(dir, "refused", in + a);
+    }
+    // The agent's end: requests.
+    for (auto [name, q] : {std::pair<const char*, Request>{"req-scan", {RequestType::scan, 3, 0, 50000, 100}},
+                           {"req-next", {RequestType::next, 3, 1, 50000, 1}},
+                           {"req-done", {RequestType::done, 3, 0, 50000, 0}},
+                           {"req-small-guest", {RequestType::scan, 4, 0, 11, 2}}}) {
+        Bytes r(kRequestSize);
+        encode_request(q, r);
+        save(dir, name, Bytes{8, 0, 0} + r);
+    }
+}
+
 } // namespace
 
 // fuzz_xen_state.cpp's input: mode, then a body or { u32 type, u16 length,
@@ -457,6 +525,7 @@ int main(int argc, char** argv)
         codec_seeds(dir / "codec");
         xen_state_seeds(dir / "xenstate");
         outcome_seeds(dir / "outcome");
+        hints_seeds(dir / "hints");
     } catch (const std::exception& e) {
         std::fprintf(stderr, "make-seeds: %s\n", e.what());
         return 1;
