@@ -41,7 +41,7 @@ engine="stream/types.cpp stream/failpoint.cpp stream/wire.cpp stream/wire_channe
         stream/auth_key.cpp stream/auth_record.cpp stream/auth_handshake.cpp
         stream/domain/xen/pv_frames.cpp stream/domain/xen/pv_page_types.cpp stream/domain/xen/pv_pagetable.cpp
         stream/domain/xen/pv_records.cpp stream/domain/xen/pv_state.cpp stream/domain/xen/hvm_records.cpp
-        stream/domain/xen/hvm_state.cpp"
+        stream/domain/xen/hvm_state.cpp stream/domain/xen/state_records.cpp"
 
 # Input size limits per target (bytes): the seeds' size, with room to grow.
 max_len() {

@@ -593,7 +593,10 @@ BOOST_AUTO_TEST_CASE(pv_state_refuses_missing_duplicate_and_unknown_records)
     BOOST_TEST(throws_stream([&] { parse_pv_state(dupv, 16, 3); }, "a second X86_PV_VCPU_XSAVE record for vcpu0"));
     auto unknown = full_state();
     unknown.push_back(StateBlob{0x09, {}}); // HVM_CONTEXT
-    BOOST_TEST(throws_stream([&] { parse_pv_state(unknown, 16, 3); }, "type 0x9 is not one"));
+    BOOST_TEST(throws_stream([&] { parse_pv_state(unknown, 16, 3); }, "type 0x9 (HVM_CONTEXT) is an HVM record"));
+    auto strange = full_state();
+    strange.push_back(StateBlob{0x4242, {}});
+    BOOST_TEST(throws_stream([&] { parse_pv_state(strange, 16, 3); }, "type 0x4242 is not one the Xen PV backend knows"));
     auto orphan = full_state();
     orphan.push_back(encode_vcpu_blob(rec::kX86PvVcpuMsrs, 2, Page(16, 0)));
     BOOST_TEST(throws_stream([&] { parse_pv_state(orphan, 16, 3); }, "vcpu2 has extended state but no basic"));

@@ -1,41 +1,11 @@
 #include "stream/domain/xen/hvm_state.hpp"
 
 #include "stream/domain/xen/bytes.hpp"
+#include "stream/domain/xen/state_records.hpp"
 
 #include <map>
 
 namespace fastmig::xen {
-
-namespace {
-
-const char* record_name(std::uint32_t type)
-{
-    switch (type) {
-    case rec::kX86TscInfo:
-        return "X86_TSC_INFO";
-    case rec::kHvmContext:
-        return "HVM_CONTEXT";
-    case rec::kHvmParams:
-        return "HVM_PARAMS";
-    case rec::kX86CpuidPolicy:
-        return "X86_CPUID_POLICY";
-    case rec::kX86MsrPolicy:
-        return "X86_MSR_POLICY";
-    case rec::kFastmigHvmHoles:
-        return "FASTMIG_HVM_HOLES";
-    default:
-        return nullptr;
-    }
-}
-
-bool pv_record(std::uint32_t type)
-{
-    return type == rec::kX86PvInfo || type == rec::kX86PvP2mFrames || type == rec::kX86PvVcpuBasic ||
-           type == rec::kX86PvVcpuExtended || type == rec::kX86PvVcpuXsave || type == rec::kX86PvVcpuMsrs ||
-           type == rec::kSharedInfo || type == rec::kFastmigPfnTypes;
-}
-
-} // namespace
 
 HvmState parse_hvm_state(const std::vector<StateBlob>& blobs, std::uint64_t nr_pages, std::uint32_t max_vcpu_id)
 {
@@ -46,11 +16,11 @@ HvmState parse_hvm_state(const std::vector<StateBlob>& blobs, std::uint64_t nr_p
     std::map<std::uint32_t, unsigned> seen;
     Pfn covered = 0; // hole blobs cover [0, covered) so far
     for (const auto& b : blobs) {
-        const char* name = record_name(b.type);
-        if (!name)
+        const char* name = state_record_name(b.type);
+        if (!state_record_for(b.type, true))
             throw StreamError("platform state record of type " + hex(b.type) +
-                              (pv_record(b.type) ? " is a PV record: the stream is not an HVM/PVH guest's"
-                                                 : " is not one the Xen HVM backend knows"));
+                              (name ? std::string(" (") + name + ") is a PV record: the stream is not an HVM/PVH guest's"
+                                    : std::string(" is not one the Xen HVM backend knows")));
         if (b.type != rec::kFastmigHvmHoles && seen[b.type]++)
             throw StreamError(std::string("a second ") + name + " record");
         switch (b.type) {

@@ -16,7 +16,8 @@ stream_domain_xen_libfmxenpv_a_SOURCES = \
 	stream/domain/xen/hvm_records.hpp stream/domain/xen/hvm_records.cpp \
 	stream/domain/xen/hvm_state.hpp stream/domain/xen/hvm_state.cpp \
 	stream/domain/xen/hvm_zero_pages.hpp stream/domain/xen/hvm_zero_pages.cpp \
-	stream/domain/xen/guest_checks.hpp stream/domain/xen/guest_checks.cpp
+	stream/domain/xen/guest_checks.hpp stream/domain/xen/guest_checks.cpp \
+	stream/domain/xen/state_records.hpp stream/domain/xen/state_records.cpp
 EXTRA_DIST += stream/domain/xen/README.md
 
 check_PROGRAMS += tests/unit/xen_pv.test

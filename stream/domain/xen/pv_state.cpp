@@ -1,42 +1,9 @@
 #include "stream/domain/xen/pv_state.hpp"
 
 #include "stream/domain/xen/bytes.hpp"
+#include "stream/domain/xen/state_records.hpp"
 
 namespace fastmig::xen {
-
-namespace {
-
-const char* record_name(std::uint32_t type)
-{
-    switch (type) {
-    case rec::kX86PvInfo:
-        return "X86_PV_INFO";
-    case rec::kX86PvP2mFrames:
-        return "X86_PV_P2M_FRAMES";
-    case rec::kX86PvVcpuBasic:
-        return "X86_PV_VCPU_BASIC";
-    case rec::kX86PvVcpuExtended:
-        return "X86_PV_VCPU_EXTENDED";
-    case rec::kX86PvVcpuXsave:
-        return "X86_PV_VCPU_XSAVE";
-    case rec::kX86PvVcpuMsrs:
-        return "X86_PV_VCPU_MSRS";
-    case rec::kSharedInfo:
-        return "SHARED_INFO";
-    case rec::kX86TscInfo:
-        return "X86_TSC_INFO";
-    case rec::kFastmigPfnTypes:
-        return "FASTMIG_PFN_TYPES";
-    case rec::kX86CpuidPolicy:
-        return "X86_CPUID_POLICY";
-    case rec::kX86MsrPolicy:
-        return "X86_MSR_POLICY";
-    default:
-        return nullptr;
-    }
-}
-
-} // namespace
 
 PvState parse_pv_state(const std::vector<StateBlob>& blobs, std::uint64_t nr_pages, std::uint32_t max_vcpu_id)
 {
@@ -46,9 +13,11 @@ PvState parse_pv_state(const std::vector<StateBlob>& blobs, std::uint64_t nr_pag
     s.types = PfnTypeMap(nr_pages);
     std::map<std::uint32_t, unsigned> seen;
     for (const auto& b : blobs) {
-        const char* name = record_name(b.type);
-        if (!name)
-            throw StreamError("platform state record of type " + hex(b.type) + " is not one the Xen PV backend knows");
+        const char* name = state_record_name(b.type);
+        if (!state_record_for(b.type, false))
+            throw StreamError("platform state record of type " + hex(b.type) +
+                              (name ? std::string(" (") + name + ") is an HVM record: the stream is not a PV guest's"
+                                    : std::string(" is not one the Xen PV backend knows")));
         bool per_vcpu = b.type == rec::kX86PvVcpuBasic || b.type == rec::kX86PvVcpuExtended ||
                         b.type == rec::kX86PvVcpuXsave || b.type == rec::kX86PvVcpuMsrs;
         if (!per_vcpu && b.type != rec::kFastmigPfnTypes && seen[b.type]++)
@@ -92,7 +61,7 @@ PvState parse_pv_state(const std::vector<StateBlob>& blobs, std::uint64_t nr_pag
     }
     for (std::uint32_t need : {rec::kX86PvInfo, rec::kX86PvP2mFrames, rec::kSharedInfo, rec::kFastmigPfnTypes})
         if (!seen.count(need))
-            throw StreamError(std::string("the stream lacks ") + record_name(need));
+            throw StreamError(std::string("the stream lacks ") + state_record_name(need));
     for (const auto& [id, v] : s.vcpus)
         if (v.basic.empty())
             throw StreamError("vcpu" + std::to_string(id) + " has extended state but no basic context");

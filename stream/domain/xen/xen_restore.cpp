@@ -32,6 +32,25 @@ constexpr std::size_t kPinBatch = 512;
 // there (replaced by the frame, or by kInvalidFrame when it fails).
 constexpr Mfn kPendingFrame = kInvalidFrame - 1;
 
+// Each step of a restore with its time, for the "restored" line: all of it
+// is downtime.
+class StepLog {
+public:
+    void lap(const std::string& what)
+    {
+        const std::uint64_t now = monotonic_ns();
+        char ms[32];
+        std::snprintf(ms, sizeof ms, " %.1f ms", double(now - t_) / 1e6);
+        line_ += (line_.empty() ? "" : ", ") + what + ms;
+        t_ = now;
+    }
+    const std::string& str() const { return line_; }
+
+private:
+    std::string line_;
+    std::uint64_t t_ = monotonic_ns();
+};
+
 class XenRestoreDomain final : public XenIncomingDomain, private FrameTranslation {
 public:
     XenRestoreDomain(const RestoreParams& p, std::uint64_t nr_pages, bool hvm)
@@ -115,9 +134,12 @@ public:
         }
     }
 
-    // The source's page types as of its latest precopy round (blob
+    // PV: the source's page types as of its latest precopy round (blob
     // FASTMIG_PFN_TYPES): the page tables not local yet are localised now,
     // during precopy, instead of at the end (pv_early_tables.hpp).
+    // HVM/PVH: its hole map (FASTMIG_HVM_HOLES): the zero pages waiting in
+    // the blob's range that are no holes get their frames now.  Both: the
+    // CPU policy that precedes them is set the first time.
     void early_state(const StateBlob& blob) override
     {
         in_phase(who_, Phase::receive, [&] {
@@ -343,15 +365,8 @@ private:
     // orders it, after every record and every set-once param was checked.
     void restore_hvm(const std::vector<StateBlob>& state)
     {
-        std::string steps;
-        std::uint64_t t = monotonic_ns();
-        auto lap = [&](const std::string& what) {
-            std::uint64_t now = monotonic_ns();
-            char ms[32];
-            std::snprintf(ms, sizeof ms, " %.1f ms", double(now - t) / 1e6);
-            steps += (steps.empty() ? "" : ", ") + what + ms;
-            t = now;
-        };
+        StepLog steps;
+        auto lap = [&](const std::string& what) { steps.lap(what); };
         HvmState st = parse_hvm_state(state, p2m_.size(), info_.max_vcpu_id);
         auto conflicts = hvm_param_conflicts(st.params, [&](std::uint32_t index) {
             std::uint64_t v = 0;
@@ -427,7 +442,7 @@ private:
         restored_ = true;
         log_("restored: " + std::to_string(p2m_.size()) + " gfns, " + std::to_string(st.holes.count()) + " holes, " +
              std::to_string(st.context_summary.nr_cpus) + " vCPUs, store gfn " + hex(result_.store_mfn) +
-             ", console gfn " + hex(result_.console_mfn) + "; " + steps);
+             ", console gfn " + hex(result_.console_mfn) + "; " + steps.str());
     }
 
     void set_param(std::uint32_t index, std::uint64_t value)
@@ -441,15 +456,8 @@ private:
     {
         // Each step's time goes in the "restored" line: this all happens in
         // the downtime.
-        std::string steps;
-        std::uint64_t t = monotonic_ns();
-        auto lap = [&](const std::string& what) {
-            std::uint64_t now = monotonic_ns();
-            char ms[32];
-            std::snprintf(ms, sizeof ms, " %.1f ms", double(now - t) / 1e6);
-            steps += (steps.empty() ? "" : ", ") + what + ms;
-            t = now;
-        };
+        StepLog steps;
+        auto lap = [&](const std::string& what) { steps.lap(what); };
         PvState st = parse_pv_state(state, p2m_.size(), info_.max_vcpu_id);
         // First, as libxc does it with the static data: the vCPUs' xsave
         // and MSR state below are checked against this policy.
@@ -507,7 +515,7 @@ private:
         lap("grant table");
         restored_ = true;
         log_("restored: " + std::to_string(p2m_.size()) + " pfns, " + std::to_string(types.count_not_plain()) +
-             " typed pages, " + std::to_string(vcpus.size()) + " vCPUs; " + steps);
+             " typed pages, " + std::to_string(vcpus.size()) + " vCPUs; " + steps.str());
     }
 
     // The source's CPU policy, replacing the one libxl applied at
