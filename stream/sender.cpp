@@ -52,6 +52,9 @@ public:
 
 private:
     void negotiate();
+    void send_opening(std::span<const std::uint8_t> prefix);
+    void check_accept(const wire::Accept& a);
+    void explain_failed_opening();
     void authenticate(unsigned channel);
     // Opens a connection: authenticates it with a key, or starts it with
     // the magic; returns the prefix the first record must carry (the magic
@@ -99,6 +102,7 @@ private:
     DirtyBitmap sent_free_; // pages whose last copy sent was FREE
     bool suspended_ = false;
     bool committing_ = false; // COMMIT may have left: never resume from here
+    std::uint64_t session_ = 0; // names this migration's extra channels to the destination
     std::optional<wire::MigrationId> mid_; // feature OUTCOME: what the destination records our outcome under
 };
 
@@ -162,41 +166,77 @@ void Sender::read_reply_magic(unsigned c)
     }
 }
 
-void Sender::negotiate()
+// The header and the records that must reach the destination before its
+// ACCEPT: channel count and session, the migration id.
+void Sender::send_opening(std::span<const std::uint8_t> prefix)
 {
-    auto prefix = open_connection(0);
-    phase_ = Phase::negotiate;
     wire::StreamHeader h;
     h.nr_pages = dom_.nr_pages();
     h.features = features();
     h.domain_kind = dom_.kind();
     h.domain_name = dom_.name();
     control_bytes_ += writers_[0]->write(wire::encode_header(h), prefix);
-    std::uint64_t session = std::random_device{}() | (std::uint64_t(std::random_device{}()) << 32);
+    session_ = std::random_device{}() | (std::uint64_t(std::random_device{}()) << 32);
     if (opt_.channels > 1)
-        send_control(wire::encode_channels({opt_.channels, session}));
+        send_control(wire::encode_channels({opt_.channels, session_}));
     if (h.features & wire::kFeatureOutcome) {
         mid_.emplace();
         auth::random_bytes(*mid_);
+        send_control(wire::encode_migration_id(*mid_));
+    }
+}
+
+void Sender::check_accept(const wire::Accept& a)
+{
+    if (a.status == wire::kAcceptAuth)
+        throw Error(dom_.name(), Phase::authenticate, "the destination refused: " + a.message);
+    if (a.status != wire::kAcceptOk)
+        throw Error("the destination refused the domain: " + a.message);
+}
+
+// After a failed send of the opening: throws what the destination answered
+// if it refused (or names a peer that is not fastmig); returns when nothing
+// readable came back, and the failed send is all there is to say.
+void Sender::explain_failed_opening()
+{
+    if (opt_.one_way)
+        return;
+    if (!replies_[0]->reader.authenticated()) {
         try {
-            send_control(wire::encode_migration_id(*mid_));
+            wire::read_magic(replies_[0]->src, wire::kReplyMagic);
+        } catch (const StreamError& e) {
+            throw Error("the peer is not a fastmig receiver (" + e.cause() + ")");
         } catch (const Error&) {
-            // A peer that is not fastmig may have answered and hung up
-            // already: its first bytes say so better than EPIPE does.
-            if (!opt_.one_way)
-                read_reply_magic(0);
-            throw;
+            return;
         }
+    }
+    wire::Accept a;
+    try {
+        a = wire::parse_accept(next_reply(0, wire::RecordType::accept).body);
+    } catch (const Error&) {
+        return;
+    }
+    check_accept(a);
+}
+
+void Sender::negotiate()
+{
+    auto prefix = open_connection(0);
+    phase_ = Phase::negotiate;
+    try {
+        send_opening(prefix);
+    } catch (const Error&) {
+        // A destination that refuses answers ACCEPT and hangs up, possibly
+        // before this side has written its whole opening: the send then
+        // fails (EPIPE, ECONNRESET), and the answer says more than that.
+        explain_failed_opening();
+        throw;
     }
     if (opt_.one_way)
         return; // nobody answers: the destination checks the header on its own
 
     read_reply_magic(0);
-    auto a = wire::parse_accept(next_reply(0, wire::RecordType::accept).body);
-    if (a.status == wire::kAcceptAuth)
-        throw Error(dom_.name(), Phase::authenticate, "the destination refused: " + a.message);
-    if (a.status != wire::kAcceptOk)
-        throw Error("the destination refused the domain: " + a.message);
+    check_accept(wire::parse_accept(next_reply(0, wire::RecordType::accept).body));
 
     // The destination took the domain: open the other channels.
     for (std::uint32_t c = 1; c < opt_.channels; ++c) {
@@ -207,7 +247,7 @@ void Sender::negotiate()
         writers_.push_back(std::make_unique<auth::RecordWriter>(fd, opt_.io_timeout));
         auto hello_prefix = open_connection(c);
         phase_ = Phase::negotiate;
-        control_bytes_ += writers_[c]->write(wire::encode_channel_hello({c, session}), hello_prefix);
+        control_bytes_ += writers_[c]->write(wire::encode_channel_hello({c, session_}), hello_prefix);
         read_reply_magic(c);
     }
 }

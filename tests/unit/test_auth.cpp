@@ -304,6 +304,26 @@ BOOST_AUTO_TEST_CASE(key_on_one_side_only_is_refused_both_ways)
     }
 }
 
+// A refusing destination answers and hangs up at once; the source may still
+// be writing its opening and get EPIPE.  The answer, not the EPIPE, is what
+// the source must report (a race auth.sh lost under load in CI).
+BOOST_AUTO_TEST_CASE(a_refusal_that_beat_the_opening_is_what_the_source_reports)
+{
+    FakeDomain src(500, 6);
+    Pair p;
+    std::vector<std::uint8_t> out(wire::kReplyMagic.begin(), wire::kReplyMagic.end());
+    auto acc = wire::encode_accept({wire::kAcceptAuth, "this destination requires authentication"});
+    out.insert(out.end(), acc.begin(), acc.end());
+    BOOST_REQUIRE(::write(p.b.get(), out.data(), out.size()) == ssize_t(out.size()));
+    p.b.reset(); // the source's first write now fails with EPIPE
+    auto err = error_of([&] { send_domain(src, p.a.get(), quick_send({})); });
+    BOOST_TEST(contains(err, "fake:1: authenticate: the destination refused: this destination requires authentication"),
+               err);
+    BOOST_TEST(!contains(err, "Broken pipe"), err);
+    BOOST_TEST(src.running());
+    BOOST_TEST(!src.released_);
+}
+
 BOOST_AUTO_TEST_CASE(no_key_on_either_side_works_as_before)
 {
     FakeDomain src(800, 5);
