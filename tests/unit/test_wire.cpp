@@ -7,6 +7,7 @@
 #include "stream_error_check.hpp"
 
 #include "stream/wire.hpp"
+#include "stream/wire_outcome.hpp"
 #include "tests/unit/iovec_bytes.hpp"
 
 #include <cstring>
@@ -196,6 +197,10 @@ Decoded decode_source(std::span<const std::uint8_t> bytes)
         case RecordType::auth_hello: // handshake bodies are checked by stream/auth (tests/unit/test_auth.cpp)
         case RecordType::auth_challenge:
         case RecordType::auth_proof: break;
+        case RecordType::migration_id: parse_migration_id(rec.body); break;
+        case RecordType::outcome_query: parse_outcome_query(rec.body); break;
+        case RecordType::outcome: parse_outcome(rec.body); break;
+        case RecordType::done_ack: parse_done_ack(rec.body); break;
         case RecordType::end:
             parse_end(rec.body);
             d.bytes = r.bytes_read();

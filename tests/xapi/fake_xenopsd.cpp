@@ -152,6 +152,9 @@ Emu spawn(const Opts& o, int stream_fd, std::vector<std::string> args)
             av.push_back(s.data());
         av.push_back(nullptr);
         ::execv(av[0], av.data());
+        // Say why: an exit 127 alone once hid the cause of a failure under load.
+        std::string why = "fake_xenopsd: exec " + argv[0] + ": " + std::strerror(errno) + "\n";
+        (void)!::write(2, why.data(), why.size());
         std::_Exit(127);
     }
     ::close(from[1]);
