@@ -11,8 +11,11 @@
 #include "stream/transport.hpp"
 #include "stream/wire_outcome.hpp"
 
+#include <algorithm>
 #include <atomic>
+#include <csignal>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 
@@ -234,6 +237,128 @@ BOOST_AUTO_TEST_CASE(a_writer_that_died_mid_write_leaves_the_old_record)
     OutcomeStore s(d.path, std::chrono::seconds(3600));
     BOOST_TEST(::access(tmp.c_str(), F_OK) != 0);
     BOOST_TEST((s.lookup(id).entry.state == OutcomeState::pending));
+}
+
+std::vector<std::string> dir_entries(const std::string& dir)
+{
+    std::vector<std::string> names;
+    for (const auto& e : std::filesystem::directory_iterator(dir))
+        names.push_back(e.path().filename());
+    std::sort(names.begin(), names.end());
+    return names;
+}
+
+BOOST_AUTO_TEST_CASE(changes_after_announce_are_written_in_place)
+{
+    // Only announce (before READY) makes a file and a directory entry; the
+    // decisions in the downtime rewrite that file: same inode, same size,
+    // no temporary file, no directory change.
+    TempDir d;
+    OutcomeStore s(d.path, std::chrono::seconds(3600));
+    auto id = id_of(20);
+    s.announce(id, "sim:20");
+    struct stat st0{}, st1{};
+    BOOST_REQUIRE(::stat(s.path_of(id).c_str(), &st0) == 0);
+    const auto names = dir_entries(d.path);
+    BOOST_TEST(s.decide_commit(id));
+    s.mark_started(id, 0xabcd);
+    s.flush(id);
+    BOOST_REQUIRE(::stat(s.path_of(id).c_str(), &st1) == 0);
+    BOOST_TEST(st1.st_ino == st0.st_ino);
+    BOOST_TEST(st1.st_size == st0.st_size);
+    BOOST_TEST(dir_entries(d.path) == names);
+    auto l = s.lookup(id);
+    BOOST_TEST((l.kind == OutcomeLookup::found && l.entry.state == OutcomeState::started));
+    BOOST_TEST(l.entry.verify_digest == 0xabcdu);
+}
+
+BOOST_AUTO_TEST_CASE(a_torn_in_place_write_is_never_read_as_not_committed)
+{
+    // A crash of the host in the middle of an in-place write can leave any
+    // mix of the old and the new bytes (prefix new and suffix old, or the
+    // other way round).  Each mix must read as the old record (the write
+    // did not happen: the receiver never acted on it), the new one, or
+    // corrupt: and corrupt is UNKNOWN to a query and refused by decisions.
+    TempDir d;
+    OutcomeStore s(d.path, std::chrono::seconds(3600));
+    auto id = id_of(21);
+    s.announce(id, "sim:21");
+    const std::string p = s.path_of(id);
+    const auto pending = file_bytes(p);
+    BOOST_TEST(s.decide_commit(id));
+    const auto committed = file_bytes(p);
+    BOOST_REQUIRE(pending.size() == committed.size());
+    BOOST_REQUIRE(pending != committed);
+    int torn = 0;
+    for (std::size_t cut = 0; cut <= pending.size(); ++cut)
+        for (bool new_first : {true, false}) {
+            const auto& a = new_first ? committed : pending;
+            const auto& b = new_first ? pending : committed;
+            std::vector<std::uint8_t> mix(a.begin(), a.begin() + std::ptrdiff_t(cut));
+            mix.insert(mix.end(), b.begin() + std::ptrdiff_t(cut), b.end());
+            put_file(p, mix);
+            const auto l = s.lookup(id);
+            if (mix == pending) {
+                BOOST_TEST((l.kind == OutcomeLookup::found && l.entry.state == OutcomeState::pending));
+                continue;
+            }
+            if (mix == committed) {
+                BOOST_TEST((l.kind == OutcomeLookup::found && l.entry.state == OutcomeState::committed));
+                continue;
+            }
+            ++torn;
+            BOOST_TEST((l.kind == OutcomeLookup::corrupt), "cut " << cut);
+            BOOST_TEST((answer_outcome_query(&s, id).answer == wire::OutcomeAnswer::unknown), "cut " << cut);
+            BOOST_CHECK_THROW(s.decide_commit(id), Error);
+            BOOST_CHECK_THROW(s.decide_destroyed_by_owner(id), Error);
+            BOOST_TEST(file_bytes(p) == mix); // and nothing wrote over it
+        }
+    BOOST_TEST(torn > 0);
+}
+
+BOOST_AUTO_TEST_CASE(a_receiver_killed_before_flushing_started_is_still_committed)
+{
+    // `started` is written before DONE but flushed after it: a receiver
+    // killed in between leaves it in the page cache, where the next
+    // receiver (another process) reads it.
+    TempDir d;
+    OutcomeStore s(d.path, std::chrono::seconds(3600));
+    auto id = id_of(22);
+    pid_t child = ::fork();
+    if (child == 0) {
+        try {
+            OutcomeStore c(d.path, std::chrono::seconds(3600));
+            c.announce(id, "sim:22");
+            if (c.decide_commit(id))
+                c.mark_started(id, 0x5eed);
+        } catch (...) {
+            ::_exit(12);
+        }
+        ::kill(::getpid(), SIGKILL);
+    }
+    int st = 0;
+    ::waitpid(child, &st, 0);
+    BOOST_REQUIRE(WIFSIGNALED(st));
+    auto a = answer_outcome_query(&s, id);
+    BOOST_TEST((a.answer == wire::OutcomeAnswer::committed));
+    BOOST_TEST(a.verify_digest == 0x5eedu);
+}
+
+BOOST_AUTO_TEST_CASE(a_host_crash_that_loses_started_leaves_unknown)
+{
+    // The host crashed after DONE, before the flush: the disk holds the
+    // `committed` that was fdatasync'd before the start.  A query then
+    // answers UNKNOWN and changes nothing (the source stays in doubt).
+    TempDir d;
+    OutcomeStore s(d.path, std::chrono::seconds(3600));
+    auto id = id_of(23);
+    s.announce(id, "sim:23");
+    BOOST_TEST(s.decide_commit(id));
+    const auto on_disk = file_bytes(s.path_of(id));
+    s.mark_started(id, 1);
+    put_file(s.path_of(id), on_disk);
+    BOOST_TEST((answer_outcome_query(&s, id).answer == wire::OutcomeAnswer::unknown));
+    BOOST_TEST((s.lookup(id).entry.state == OutcomeState::committed));
 }
 
 BOOST_AUTO_TEST_CASE(commit_and_query_race_one_winner)
