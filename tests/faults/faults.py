@@ -65,7 +65,7 @@ def C(name, what, expect, send_rc, **kw):
              send_fp=None, recv_fp=None, trigger=None, action=None, relay=None,
              recv_args=[], recv_rlimit_as=None, nft=None, in_doubt=False, resolve=None,
              guest=GUEST, recv_dies=False, race=None, timeouts=(IO_TIMEOUT_MS, DONE_TIMEOUT_MS),
-             heal=None, resolved=None, restart_recv=False, linger=LINGER_MS)
+             heal=None, resolved=None, restart_recv=False, linger=LINGER_MS, resolve_cmd=None)
     d.update(kw)
     return d
 
@@ -145,6 +145,15 @@ CASES = [
       send_fp="send:before-commit=sleep:300", trigger="send:before-commit", action="link-down",
       heal=[("send", "resolve: "), ("recv", "fastmig receive: sim:")], phase="commit",
       cause="confirmed the domain never ran there.*resumed on the source"),
+    # The admin's way out of the two in-doubt endings, without looking at
+    # the destination: `fastmig resolve` with the id send printed at COMMIT
+    # (resolve_cmd: its exit status), the link healed first.
+    C("src-kill-after-commit-resolve", "sender SIGKILLed right after writing COMMIT, then fastmig resolve",
+      "destination", -9, send_fp="send:after-commit=kill", resolve_cmd=0),
+    C("link-cut-before-commit-resolve", "veth down after READY (COMMIT lost) past send's deadline, then up "
+      "and fastmig resolve", "source", 3,
+      send_fp="send:before-commit=sleep:300", trigger="send:before-commit", action="link-down",
+      phase="commit", cause="DONE never came.*asking.*failed", linger=20000, resolve_cmd=1),
     C("link-stall-precopy", "every packet dropped (nft) during precopy, past --timeout-ms", "source", 1,
       recv_fp="recv:mid-precopy=sleep:300", trigger="recv:mid-precopy", action="stall",
       phase="precopy|stop-and-copy|finish", cause="nothing for 5000 ms|timed out"),
@@ -175,7 +184,7 @@ CASES = [
 ]
 
 SHORT = ["dst-kill-stop-copy", "dst-kill-after-commit", "src-kill-mid-precopy", "link-stall-precopy",
-         "relay-flip-byte", "refuse-max-memory", "loss-2pct"]
+         "relay-flip-byte", "refuse-max-memory", "loss-2pct", "src-kill-after-commit-resolve"]
 
 
 def netem_available():
@@ -461,6 +470,8 @@ class Run:
             self.wait_exit(recv, HANG_S)
             recv2 = self.spawn("recv2", [a if a != self.addr_d + ":0" else target for a in rargs], self.ns_d)
         send_rc = self.wait_exit(send, HANG_S)
+        if c["resolve_cmd"] is not None:
+            self.resolve_cmd(src, target, res)
         recv_rc = self.wait_exit(recv, HANG_S)
         if recv2:
             rc2 = self.wait_exit(recv2, HANG_S)
@@ -505,6 +516,27 @@ class Run:
                     tail = self.read(name, ext).splitlines()[-8:]
                     res["notes"] += ["%s.%s: %s" % (name, ext, l) for l in tail]
         return res
+
+    def resolve_cmd(self, src, target, res):
+        """What an admin does after a send killed or in doubt after COMMIT:
+        `fastmig resolve` with what send's `commit:` line named, while the
+        receiver still lingers for the question."""
+        c = self.case
+        if c["action"] == "link-down":
+            self.inject("link-up")
+        m = re.search(r"fastmig resolve (\S+) (\S+) ([0-9a-f]{32})", self.read("send", "err"))
+        if not m:
+            self.errors.append("send printed no 'fastmig resolve' line at COMMIT")
+            return
+        if (m.group(1), m.group(2)) != (src, target):
+            self.errors.append("send's resolve line names %s %s, not %s %s" % (m.group(1), m.group(2), src, target))
+        p = self.spawn("resolve", [self.h.bin, "resolve", src, target, m.group(3), "--timeout-ms", "5000",
+                                   "--resolve-deadline-ms", str(RESOLVE_DEADLINE_MS),
+                                   "--resolve-interval-ms", str(RESOLVE_INTERVAL_MS)], self.ns_s)
+        rc = res["resolve_rc"] = self.wait_exit(p, HANG_S)
+        if rc != c["resolve_cmd"]:
+            self.errors.append("fastmig resolve exit %s, wanted %s: %s %s" % (
+                rc, c["resolve_cmd"], self.read("resolve", "out").strip(), self.read("resolve", "err").strip()))
 
     def check_send(self, rc, src):
         c = self.case
