@@ -1,6 +1,6 @@
 # Fault matrix (tests/faults/README.md): the real fastmig in two network
 # namespaces, one injected fault per run.  A short version runs in
-# `make check`; `make faults` runs every case FAULTS_REPS times (3: 84 faults).
+# `make check`; `make faults` runs every case FAULTS_REPS times (3: 93 faults).
 TESTS += tests/faults/short.sh
 EXTRA_DIST += tests/faults/short.sh tests/faults/faults.py tests/faults/relay.py tests/faults/README.md
 FAULTS_REPS = 3
