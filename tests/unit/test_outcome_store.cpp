@@ -61,6 +61,27 @@ void age_file(const std::string& path, long seconds)
 
 bool contains(const std::string& s, const std::string& w) { return s.find(w) != std::string::npos; }
 
+// A store in a fresh directory holding one `pending` record.
+struct Announced {
+    TempDir d;
+    OutcomeStore s{d.path, std::chrono::seconds(3600)};
+    wire::MigrationId id;
+    std::string path;
+    Announced(std::uint8_t n, const std::string& domain) : id(id_of(n)), path(s.path_of(id)) { s.announce(id, domain); }
+};
+
+// A damaged record is "do not know": UNKNOWN to a query, refused by both
+// decisions, and never overwritten by them.
+void check_corrupt_is_unknown(OutcomeStore& s, const wire::MigrationId& id, const std::string& what)
+{
+    const auto before = file_bytes(s.path_of(id));
+    BOOST_TEST((s.lookup(id).kind == OutcomeLookup::corrupt), what);
+    BOOST_TEST((answer_outcome_query(&s, id).answer == wire::OutcomeAnswer::unknown), what);
+    BOOST_CHECK_THROW(s.decide_commit(id), Error);
+    BOOST_CHECK_THROW(s.decide_destroyed_by_owner(id), Error);
+    BOOST_TEST(file_bytes(s.path_of(id)) == before, what);
+}
+
 } // namespace
 
 BOOST_AUTO_TEST_CASE(success_path_committed_then_started)
@@ -134,26 +155,16 @@ BOOST_AUTO_TEST_CASE(missing_record_and_no_store_are_unknown)
 
 BOOST_AUTO_TEST_CASE(torn_and_truncated_files_are_corrupt)
 {
-    TempDir d;
-    OutcomeStore s(d.path, std::chrono::seconds(3600));
-    auto id = id_of(6);
-    s.announce(id, "sim:2");
-    const std::string p = s.path_of(id);
-    const auto good = file_bytes(p);
+    Announced a(6, "sim:2");
+    const auto good = file_bytes(a.path);
     for (std::size_t keep : {std::size_t(0), std::size_t(7), std::size_t(30), good.size() - 1}) {
-        put_file(p, {good.begin(), good.begin() + std::ptrdiff_t(keep)});
-        auto l = s.lookup(id);
-        BOOST_TEST((l.kind == OutcomeLookup::corrupt), "kept " << keep);
-        auto a = answer_outcome_query(&s, id);
-        BOOST_TEST((a.answer == wire::OutcomeAnswer::unknown));
-        // A damaged record is never overwritten by a decision.
-        BOOST_CHECK_THROW(s.decide_commit(id), Error);
-        BOOST_CHECK_THROW(s.decide_destroyed_by_owner(id), Error);
+        put_file(a.path, {good.begin(), good.begin() + std::ptrdiff_t(keep)});
+        check_corrupt_is_unknown(a.s, a.id, "kept " + std::to_string(keep));
     }
     auto longer = good;
     longer.push_back(0);
-    put_file(p, longer);
-    BOOST_TEST((s.lookup(id).kind == OutcomeLookup::corrupt));
+    put_file(a.path, longer);
+    BOOST_TEST((a.s.lookup(a.id).kind == OutcomeLookup::corrupt));
 }
 
 BOOST_AUTO_TEST_CASE(a_flipped_bit_fails_the_crc)
@@ -279,25 +290,21 @@ BOOST_AUTO_TEST_CASE(a_torn_in_place_write_is_never_read_as_not_committed)
     // other way round).  Each mix must read as the old record (the write
     // did not happen: the receiver never acted on it), the new one, or
     // corrupt: and corrupt is UNKNOWN to a query and refused by decisions.
-    TempDir d;
-    OutcomeStore s(d.path, std::chrono::seconds(3600));
-    auto id = id_of(21);
-    s.announce(id, "sim:21");
-    const std::string p = s.path_of(id);
-    const auto pending = file_bytes(p);
-    BOOST_TEST(s.decide_commit(id));
-    const auto committed = file_bytes(p);
+    Announced rec(21, "sim:21");
+    const auto pending = file_bytes(rec.path);
+    BOOST_TEST(rec.s.decide_commit(rec.id));
+    const auto committed = file_bytes(rec.path);
     BOOST_REQUIRE(pending.size() == committed.size());
     BOOST_REQUIRE(pending != committed);
     int torn = 0;
     for (std::size_t cut = 0; cut <= pending.size(); ++cut)
         for (bool new_first : {true, false}) {
-            const auto& a = new_first ? committed : pending;
-            const auto& b = new_first ? pending : committed;
-            std::vector<std::uint8_t> mix(a.begin(), a.begin() + std::ptrdiff_t(cut));
-            mix.insert(mix.end(), b.begin() + std::ptrdiff_t(cut), b.end());
-            put_file(p, mix);
-            const auto l = s.lookup(id);
+            const auto& first = new_first ? committed : pending;
+            const auto& second = new_first ? pending : committed;
+            std::vector<std::uint8_t> mix(first.begin(), first.begin() + std::ptrdiff_t(cut));
+            mix.insert(mix.end(), second.begin() + std::ptrdiff_t(cut), second.end());
+            put_file(rec.path, mix);
+            const auto l = rec.s.lookup(rec.id);
             if (mix == pending) {
                 BOOST_TEST((l.kind == OutcomeLookup::found && l.entry.state == OutcomeState::pending));
                 continue;
@@ -307,11 +314,7 @@ BOOST_AUTO_TEST_CASE(a_torn_in_place_write_is_never_read_as_not_committed)
                 continue;
             }
             ++torn;
-            BOOST_TEST((l.kind == OutcomeLookup::corrupt), "cut " << cut);
-            BOOST_TEST((answer_outcome_query(&s, id).answer == wire::OutcomeAnswer::unknown), "cut " << cut);
-            BOOST_CHECK_THROW(s.decide_commit(id), Error);
-            BOOST_CHECK_THROW(s.decide_destroyed_by_owner(id), Error);
-            BOOST_TEST(file_bytes(p) == mix); // and nothing wrote over it
+            check_corrupt_is_unknown(rec.s, rec.id, "cut " + std::to_string(cut));
         }
     BOOST_TEST(torn > 0);
 }
@@ -349,16 +352,13 @@ BOOST_AUTO_TEST_CASE(a_host_crash_that_loses_started_leaves_unknown)
     // The host crashed after DONE, before the flush: the disk holds the
     // `committed` that was fdatasync'd before the start.  A query then
     // answers UNKNOWN and changes nothing (the source stays in doubt).
-    TempDir d;
-    OutcomeStore s(d.path, std::chrono::seconds(3600));
-    auto id = id_of(23);
-    s.announce(id, "sim:23");
-    BOOST_TEST(s.decide_commit(id));
-    const auto on_disk = file_bytes(s.path_of(id));
-    s.mark_started(id, 1);
-    put_file(s.path_of(id), on_disk);
-    BOOST_TEST((answer_outcome_query(&s, id).answer == wire::OutcomeAnswer::unknown));
-    BOOST_TEST((s.lookup(id).entry.state == OutcomeState::committed));
+    Announced rec(23, "sim:23");
+    BOOST_TEST(rec.s.decide_commit(rec.id));
+    const auto on_disk = file_bytes(rec.path);
+    rec.s.mark_started(rec.id, 1);
+    put_file(rec.path, on_disk);
+    BOOST_TEST((answer_outcome_query(&rec.s, rec.id).answer == wire::OutcomeAnswer::unknown));
+    BOOST_TEST((rec.s.lookup(rec.id).entry.state == OutcomeState::committed));
 }
 
 BOOST_AUTO_TEST_CASE(commit_and_query_race_one_winner)
