@@ -155,10 +155,10 @@ CASES = [
       send_fp="send:before-commit=sleep:300", trigger="send:before-commit", action="link-down",
       phase="commit", cause="DONE never came.*asking.*failed", linger=20000, resolve_cmd=1),
     C("link-stall-precopy", "every packet dropped (nft) during precopy, past --timeout-ms", "source", 1,
-      recv_fp="recv:mid-precopy=sleep:300", trigger="recv:mid-precopy", action="stall",
+      recv_fp="recv:mid-precopy=sleep:1500", trigger="recv:mid-precopy", action="stall",
       phase="precopy|stop-and-copy|finish", cause="nothing for 5000 ms|timed out"),
     C("link-stall-stop-copy", "every packet dropped (nft) during stop-and-copy", "source", 1,
-      recv_fp="recv:stop-copy=sleep:300", trigger="recv:stop-copy", action="stall",
+      recv_fp="recv:stop-copy=sleep:1500", trigger="recv:stop-copy", action="stall",
       phase="stop-and-copy|platform state|finish", cause="resumed on the source"),
     # Bytes damaged on the wire past TCP's checksum, and a version mismatch.
     C("relay-flip-byte", "one payload byte flipped by a relay (record CRC)", "source", 1,
