@@ -69,6 +69,7 @@ int cmd_demo(const std::vector<std::string>& args);
 int cmd_send(const std::vector<std::string>& args);
 int cmd_receive(const std::vector<std::string>& args);
 int cmd_keygen(const std::vector<std::string>& args);
+int cmd_resolve(const std::vector<std::string>& args);
 int cmd_sim(const std::vector<std::string>& args, int argc, char** argv);
 int cmd_status(const std::vector<std::string>& args);
 

@@ -388,6 +388,15 @@ int cmd_send(const std::vector<std::string>& args)
     }
     set_channels(so, channels, dest);
     set_resolve(o, so, dest);
+    // Not an error line: what to ask if this process dies after COMMIT.
+    const std::string dom_name = dom->name(), dest_name = o.positional()[1];
+    so.on_commit = [&](const wire::MigrationId& mid) {
+        std::fprintf(stderr,
+                     "commit: %s, migration %s: should this process die before it reports, the domain stays "
+                     "paused here; then run: fastmig resolve %s %s %s\n",
+                     dom_name.c_str(), wire::migration_id_hex(mid).c_str(), dom_name.c_str(), dest_name.c_str(),
+                     wire::migration_id_hex(mid).c_str());
+    };
     MigrationReport rep;
     rep.memory_bytes = dom->nr_pages() * kPageSize;
     rep.compress = codec::algorithm_name(so.pipeline.compression.algorithm);
@@ -402,6 +411,69 @@ int cmd_send(const std::vector<std::string>& args)
     else
         std::printf("%s", report_table(rep).c_str());
     return rep.send.verified && !*rep.send.verified ? 1 : 0;
+}
+
+namespace {
+
+wire::MigrationId parse_migration_id_hex(const std::string& s)
+{
+    wire::MigrationId id{};
+    if (s.size() != 2 * id.size() || s.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos)
+        throw UsageError("a migration id is 32 hexadecimal digits (as `fastmig send` printed it): '" + s + "'");
+    for (std::size_t i = 0; i < id.size(); ++i)
+        id[i] = static_cast<std::uint8_t>(std::stoul(s.substr(2 * i, 2), nullptr, 16));
+    if (id == wire::MigrationId{})
+        throw UsageError("the migration id 0 is never drawn");
+    return id;
+}
+
+} // namespace
+
+// The source's question after the fact (a sender killed after COMMIT, or
+// in doubt because the destination was unreachable until its deadline):
+// the same OUTCOME_QUERY as send's own resolution, then the same action.
+int cmd_resolve(const std::vector<std::string>& args)
+{
+    Options o(args, {"psk-file", "timeout-ms", "resolve-deadline-ms", "resolve-interval-ms", "resolve-attempts"}, {});
+    if (o.positional().size() != 3)
+        throw UsageError("usage: fastmig resolve DOMAIN HOST:PORT MIGRATION_ID [options] (see fastmig help)");
+    const int id = parse_sim_domain(o.positional()[0]);
+    HostPort dest;
+    try {
+        dest = parse_host_port(o.positional()[1]);
+    } catch (const Error& e) {
+        throw UsageError(e.cause());
+    }
+    const auto mid = parse_migration_id_hex(o.positional()[2]);
+    SendOptions so;
+    so.io_timeout = std::chrono::milliseconds(o.uint_or("timeout-ms", 30000));
+    so.psk = load_psk(o);
+    set_resolve(o, so, dest);
+    const std::string name = "sim:" + std::to_string(id);
+    // Only a source kept paused by a migration may be resolved: a running
+    // one was resumed already (or never paused), and acting on it could
+    // destroy the one copy that runs.
+    const auto state = sim::domain_info(id).state;
+    if (state != "paused")
+        throw UsageError(name + " is " + state + ", not paused: nothing to resolve");
+    Resolution r = resolve_outcome(mid, so.psk, so.resolve, so.resolve.log);
+    switch (r.kind) {
+    case Resolution::committed:
+        sim::destroy_domain(id);
+        std::printf("committed: the domain runs on %s; the paused %s was destroyed (%s)\n", dest.str().c_str(),
+                    name.c_str(), r.detail.c_str());
+        return 0;
+    case Resolution::not_committed:
+        sim::attach(id)->resume();
+        std::printf("not committed: the domain never ran on %s; %s was resumed (%s)\n", dest.str().c_str(),
+                    name.c_str(), r.detail.c_str());
+        return 1;
+    case Resolution::unresolved: break;
+    }
+    throw InDoubtError(name, Phase::commit,
+                       "migration " + wire::migration_id_hex(mid) + " could not be resolved by asking " + dest.str() +
+                           " (" + std::to_string(r.attempts) + " attempts: " + r.detail + "); " + name +
+                           " stays paused: look at the destination (README.md, 'When a migration fails')");
 }
 
 int cmd_demo(const std::vector<std::string>& args)

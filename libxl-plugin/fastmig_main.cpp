@@ -35,6 +35,12 @@ const char* kUsage =
     "           [--keep-listening] [--netns NS]\n"
     "           [--outcome-dir DIR|none] [--outcome-keep-ms N (86400000)]\n"
     "           [--outcome-linger-ms N (300000: stay up for a source that may ask)]\n"
+    "  resolve  after a send that was killed or ended in doubt after COMMIT: ask the\n"
+    "           destination what became of the migration and act on the paused source:\n"
+    "           fastmig resolve DOMAIN HOST:PORT MIGRATION_ID (send's 'commit:' line names them)\n"
+    "           [--psk-file F] [--timeout-ms N] [--resolve-deadline-ms N (120000)]\n"
+    "           [--resolve-interval-ms N (2000)] [--resolve-attempts N (60)]; exit 0: it runs\n"
+    "           there (source destroyed), 1: it never ran there (source resumed), 3: still in doubt\n"
     "  keygen   make a pre-shared key: fastmig keygen FILE (mode 0600; never overwrites)\n"
     "           or fastmig keygen (prints one)\n"
     "  sim      simulated domains: create, list, info, pause, resume, checksum,\n"
@@ -83,6 +89,8 @@ int main(int argc, char** argv)
             return fastmig::cli::cmd_send(args);
         if (cmd == "receive")
             return fastmig::cli::cmd_receive(args);
+        if (cmd == "resolve")
+            return fastmig::cli::cmd_resolve(args);
         if (cmd == "keygen")
             return fastmig::cli::cmd_keygen(args);
         if (cmd == "sim")

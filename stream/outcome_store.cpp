@@ -23,6 +23,9 @@ namespace {
 constexpr std::uint8_t kMagic[8] = {'F', 'M', 'O', 'U', 'T', 'C', '1', '\n'};
 constexpr std::size_t kFixed = 48;
 constexpr std::size_t kMaxFile = kFixed + wire::kMaxNameLength + 4;
+// An in-place change is one write at offset 0: inside the first sector, so
+// a disk that writes sectors whole never tears it (one that does fails the CRC).
+static_assert(kMaxFile <= 512, "an outcome record must fit in one 512-byte sector");
 constexpr char kSuffix[] = ".outcome";
 constexpr char kTmpPrefix[] = ".tmp.";
 
@@ -215,7 +218,7 @@ OutcomeLookup OutcomeStore::lookup(const wire::MigrationId& id) const
     return read(id);
 }
 
-void OutcomeStore::write(const OutcomeEntry& e)
+void OutcomeStore::create(const OutcomeEntry& e)
 {
     const std::string tmp = dir_ + "/" + kTmpPrefix + std::to_string(::getpid()) + "." + wire::migration_id_hex(e.id);
     OutcomeEntry stamped = e;
@@ -238,6 +241,41 @@ void OutcomeStore::write(const OutcomeEntry& e)
     fsync_dir(dir_);
 }
 
+void OutcomeStore::overwrite(const OutcomeEntry& e, Sync s)
+{
+    const std::string path = path_of(e.id);
+    OutcomeEntry stamped = e;
+    stamped.updated_unix_ms = now_unix_ms();
+    const auto bytes = encode_outcome_entry(stamped);
+    Fd f(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+    if (!f)
+        throw_errno("outcome records: open " + path);
+    struct stat st{};
+    // Same id, same name: same length.  Anything else is not the file announce made.
+    if (::fstat(f.get(), &st) != 0 || std::uint64_t(st.st_size) != bytes.size())
+        throw Error("outcome records: " + path + " is not " + std::to_string(bytes.size()) +
+                    " bytes long: not rewritten in place");
+    std::size_t done = 0;
+    while (done < bytes.size()) {
+        ssize_t n = ::pwrite(f.get(), bytes.data() + done, bytes.size() - done, off_t(done));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            throw_errno("outcome records: write " + path);
+        done += std::size_t(n);
+    }
+    if (s == Sync::data && ::fdatasync(f.get()) != 0)
+        throw_errno("outcome records: fdatasync " + path);
+}
+
+void OutcomeStore::flush(const wire::MigrationId& id)
+{
+    const std::string path = path_of(id);
+    Fd f(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!f || ::fdatasync(f.get()) != 0)
+        throw_errno("outcome records: fdatasync " + path);
+}
+
 void OutcomeStore::announce(const wire::MigrationId& id, const std::string& domain)
 {
     Locked l(dir_);
@@ -249,7 +287,7 @@ void OutcomeStore::announce(const wire::MigrationId& id, const std::string& doma
     e.id = id;
     e.state = OutcomeState::pending;
     e.domain = domain;
-    write(e);
+    create(e);
 }
 
 bool OutcomeStore::decide_commit(const wire::MigrationId& id)
@@ -264,7 +302,7 @@ bool OutcomeStore::decide_commit(const wire::MigrationId& id)
     if (cur.entry.state != OutcomeState::pending)
         throw Error(std::string("outcome records: COMMIT of a migration already ") + outcome_state_name(cur.entry.state));
     cur.entry.state = OutcomeState::committed;
-    write(cur.entry);
+    overwrite(cur.entry, Sync::data);
     return true;
 }
 
@@ -276,7 +314,7 @@ void OutcomeStore::mark_started(const wire::MigrationId& id, std::uint64_t verif
         throw Error("outcome records: migration " + wire::migration_id_hex(id) + " is not committed");
     cur.entry.state = OutcomeState::started;
     cur.entry.verify_digest = verify_digest;
-    write(cur.entry);
+    overwrite(cur.entry, Sync::none);
 }
 
 OutcomeState OutcomeStore::decide_destroyed_by_owner(const wire::MigrationId& id)
@@ -291,7 +329,7 @@ OutcomeState OutcomeStore::decide_destroyed_by_owner(const wire::MigrationId& id
         throw Error("outcome records: migration " + wire::migration_id_hex(id) + " runs here: not destroyed");
     if (cur.entry.state != OutcomeState::destroyed) {
         cur.entry.state = OutcomeState::destroyed;
-        write(cur.entry);
+        overwrite(cur.entry, Sync::data);
     }
     return OutcomeState::destroyed;
 }
@@ -302,7 +340,7 @@ OutcomeLookup OutcomeStore::resolve_for_query(const wire::MigrationId& id)
     auto cur = read(id);
     if (cur.kind == OutcomeLookup::found && cur.entry.state == OutcomeState::pending) {
         cur.entry.state = OutcomeState::destroyed;
-        write(cur.entry);
+        overwrite(cur.entry, Sync::data); // before NOT_COMMITTED goes out
     }
     return cur;
 }

@@ -11,10 +11,18 @@
 //
 // and the step out of `pending` is decided once: whichever of COMMIT (the
 // receiver) and a query or a failure comes first wins, and the other is
-// refused.  Every change is written to a new file, fsync'd, renamed over
-// the old one and the directory fsync'd, under an flock on the directory's
-// lock file, before the receiver acts on it: a crash of the receiver at
-// any instant leaves either the old record or the new one, never a mix.
+// refused.  Every change happens under an flock on the directory's lock
+// file, and is on disk before the receiver acts on it.
+//
+// The file is made once, at `announce` (before READY, outside the
+// downtime): written to a temporary file, fsync'd, renamed into place and
+// the directory fsync'd.  Every later change has the same length (only the
+// state, the time and the digest change) and is written over it in place,
+// one record of at most 307 bytes at offset 0, i.e. inside one disk sector,
+// then fdatasync'd: no new inode, no directory entry, no journal commit in
+// the downtime.  A write torn by a crash of the host fails the record's CRC
+// and reads as `corrupt`, which every caller treats as "do not know" (a
+// query answers UNKNOWN, decisions refuse it), never as "not committed".
 #pragma once
 
 #include "stream/wire_outcome.hpp"
@@ -67,8 +75,13 @@ public:
     // decided `destroyed` first (by a query or a failure): the domain must
     // not start.  Error if the record is missing or unreadable.
     bool decide_commit(const wire::MigrationId& id);
-    // The domain runs: committed -> started.
+    // The domain runs: committed -> started.  Written but not yet flushed
+    // (a query sees it at once, and so does a restarted receiver): call
+    // flush() once DONE is sent.  Losing it to a crash of the host leaves
+    // `committed`, answered UNKNOWN: never a wrong answer.
     void mark_started(const wire::MigrationId& id, std::uint64_t verify_digest);
+    // Makes the last in-place change of `id` durable (fdatasync).
+    void flush(const wire::MigrationId& id);
     // The receiver failed or its start failed: pending or committed ->
     // destroyed.  A missing record is left missing (the failure came before
     // announce).  Returns the state after the call.
@@ -82,8 +95,10 @@ public:
 
 private:
     class Locked;
+    enum class Sync { none, data };
     OutcomeLookup read(const wire::MigrationId& id) const;
-    void write(const OutcomeEntry& e);
+    void create(const OutcomeEntry& e);             // a new file: temp, fsync, rename, directory fsync
+    void overwrite(const OutcomeEntry& e, Sync s);  // the existing file, in place
 
     std::string dir_;
     std::chrono::seconds keep_;

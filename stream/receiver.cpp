@@ -829,6 +829,18 @@ ReceiveResult Receiver::run()
                 opt_.log(label() + ": finish: the domain runs here, but DONE did not reach the source (" +
                          e.what() + "); the source keeps its copy paused until an admin destroys it");
         }
+        if (announced_) {
+            // `started` went to the page cache before DONE (queries and a
+            // restarted receiver see it); to the disk only now, outside the
+            // source's wait.
+            try {
+                opt_.outcomes->flush(*mid_);
+            } catch (const std::exception& e) {
+                if (opt_.log)
+                    opt_.log(label() + ": finish: the domain runs, but its outcome record was not flushed (" +
+                             e.what() + "): a crash of this host would leave it `committed` (a query: unknown)");
+            }
+        }
         if (mid_ && res_.done_delivered)
             await_done_ack(ch0);
         return res_;

@@ -446,6 +446,8 @@ wire::Done Sender::commit()
     dom_.set_orphan_policy(OrphanPolicy::keep_paused);
     check_peer_before_commit();
     committing_ = true;
+    if (mid_ && opt_.on_commit)
+        opt_.on_commit(*mid_);
     wire::Done done;
     try {
         send_control(wire::encode_commit());

@@ -70,6 +70,11 @@ struct SendOptions {
     // until the destination answers or resolve's deadline passes.  Without,
     // a lost COMMIT is in doubt at once.
     ResolveOptions resolve;
+    // Called with the migration id (feature OUTCOME) right before COMMIT is
+    // written: from then on a killed sender leaves the domain paused, and
+    // this id is what `fastmig resolve` asks the destination about.  Must
+    // not throw.
+    std::function<void(const wire::MigrationId&)> on_commit;
     std::chrono::milliseconds io_timeout{30000};
     std::chrono::milliseconds suspend_timeout{5000};
     // From END to the destination's READY (it builds and checks the domain),

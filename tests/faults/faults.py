@@ -65,7 +65,7 @@ def C(name, what, expect, send_rc, **kw):
              send_fp=None, recv_fp=None, trigger=None, action=None, relay=None,
              recv_args=[], recv_rlimit_as=None, nft=None, in_doubt=False, resolve=None,
              guest=GUEST, recv_dies=False, race=None, timeouts=(IO_TIMEOUT_MS, DONE_TIMEOUT_MS),
-             heal=None, resolved=None, restart_recv=False)
+             heal=None, resolved=None, restart_recv=False, linger=LINGER_MS, resolve_cmd=None)
     d.update(kw)
     return d
 
@@ -145,11 +145,20 @@ CASES = [
       send_fp="send:before-commit=sleep:300", trigger="send:before-commit", action="link-down",
       heal=[("send", "resolve: "), ("recv", "fastmig receive: sim:")], phase="commit",
       cause="confirmed the domain never ran there.*resumed on the source"),
+    # The admin's way out of the two in-doubt endings, without looking at
+    # the destination: `fastmig resolve` with the id send printed at COMMIT
+    # (resolve_cmd: its exit status), the link healed first.
+    C("src-kill-after-commit-resolve", "sender SIGKILLed right after writing COMMIT, then fastmig resolve",
+      "destination", -9, send_fp="send:after-commit=kill", resolve_cmd=0),
+    C("link-cut-before-commit-resolve", "veth down after READY (COMMIT lost) past send's deadline, then up "
+      "and fastmig resolve", "source", 3,
+      send_fp="send:before-commit=sleep:300", trigger="send:before-commit", action="link-down",
+      phase="commit", cause="DONE never came.*asking.*failed", linger=20000, resolve_cmd=1),
     C("link-stall-precopy", "every packet dropped (nft) during precopy, past --timeout-ms", "source", 1,
-      recv_fp="recv:mid-precopy=sleep:300", trigger="recv:mid-precopy", action="stall",
+      recv_fp="recv:mid-precopy=sleep:1500", trigger="recv:mid-precopy", action="stall",
       phase="precopy|stop-and-copy|finish", cause="nothing for 5000 ms|timed out"),
     C("link-stall-stop-copy", "every packet dropped (nft) during stop-and-copy", "source", 1,
-      recv_fp="recv:stop-copy=sleep:300", trigger="recv:stop-copy", action="stall",
+      recv_fp="recv:stop-copy=sleep:1500", trigger="recv:stop-copy", action="stall",
       phase="stop-and-copy|platform state|finish", cause="resumed on the source"),
     # Bytes damaged on the wire past TCP's checksum, and a version mismatch.
     C("relay-flip-byte", "one payload byte flipped by a relay (record CRC)", "source", 1,
@@ -175,7 +184,7 @@ CASES = [
 ]
 
 SHORT = ["dst-kill-stop-copy", "dst-kill-after-commit", "src-kill-mid-precopy", "link-stall-precopy",
-         "relay-flip-byte", "refuse-max-memory", "loss-2pct"]
+         "relay-flip-byte", "refuse-max-memory", "loss-2pct", "src-kill-after-commit-resolve"]
 
 
 def netem_available():
@@ -205,11 +214,20 @@ def sh(*cmd, check=True, **kw):
 class Run:
     """One run of one case: its namespaces, processes and observations."""
 
-    def __init__(self, h, case, k):
+    def __init__(self, h, case, k, net=None):
+        """net: (source namespace, its veth, its address, destination
+        namespace, its veth, its address) that outlive this run (the soak
+        migrates back and forth between two); else this run makes its own."""
         self.h, self.case, self.k = h, case, k
-        tag = "%d-%d" % (os.getpid() % 100000, k)
-        self.ns_s, self.ns_d = "fmf-%s-s" % tag, "fmf-%s-d" % tag
-        self.if_s, self.if_d = "fmf%ss" % tag.replace("-", ""), "fmf%sd" % tag.replace("-", "")
+        if net:
+            self.ns_s, self.if_s, self.addr_s, self.ns_d, self.if_d, self.addr_d = net
+        else:
+            tag = "%d-%d" % (os.getpid() % 100000, k)
+            self.ns_s, self.ns_d = "fmf-%s-s" % tag, "fmf-%s-d" % tag
+            self.if_s, self.if_d = "fmf%ss" % tag.replace("-", ""), "fmf%sd" % tag.replace("-", "")
+            self.addr_s, self.addr_d = SRC_ADDR, DST_ADDR
+        self.rusage = {}  # process name -> resource.struct_rusage, from wait4
+        self.private_kib = {}  # process name -> peak RssAnon + RssFile seen (KiB), sampled
         self.dir = os.path.join(h.work, "%s.%d" % (case["name"], k))
         os.makedirs(self.dir)
         self.env = dict(os.environ, FASTMIG_SIM_DIR=h.simdir)
@@ -227,7 +245,7 @@ class Run:
         sh("ip", "link", "add", self.if_s, "type", "veth", "peer", "name", self.if_d)
         sh("ip", "link", "set", self.if_s, "netns", self.ns_s)
         sh("ip", "link", "set", self.if_d, "netns", self.ns_d)
-        for ns, dev, addr in ((self.ns_s, self.if_s, SRC_ADDR), (self.ns_d, self.if_d, DST_ADDR)):
+        for ns, dev, addr in ((self.ns_s, self.if_s, self.addr_s), (self.ns_d, self.if_d, self.addr_d)):
             sh("ip", "-n", ns, "addr", "add", addr + "/24", "dev", dev)
             sh("ip", "-n", ns, "link", "set", dev, "up")
             sh("ip", "-n", ns, "link", "set", "lo", "up")
@@ -288,11 +306,27 @@ class Run:
                 import resource
                 resource.setrlimit(resource.RLIMIT_AS, (rlimit_as, rlimit_as))
 
-        p = subprocess.Popen(["ip", "netns", "exec", ns] + argv, stdout=out, stderr=err, env=env,
-                             preexec_fn=pre, start_new_session=True)
+        with out, err:  # the child has its own copies: a soak spawns hundreds
+            p = subprocess.Popen(["ip", "netns", "exec", ns] + argv, stdout=out, stderr=err, env=env,
+                                 preexec_fn=pre, start_new_session=True)
         p.name = name
         self.procs.append(p)
         return p
+
+    def sample_rss(self):
+        """The private resident memory of each live process of the run: its
+        peak RSS (wait4) also counts the guest memory it maps (shmem), which
+        varies with the pages sent; a leak shows here."""
+        for p in self.procs:
+            if p.returncode is not None:
+                continue
+            try:
+                with open("/proc/%d/status" % p.pid) as f:
+                    st = dict(l.split(":", 1) for l in f.read().splitlines() if ":" in l)
+                kib = int(st["RssAnon"].split()[0]) + int(st["RssFile"].split()[0])
+            except (OSError, KeyError, ValueError):
+                continue
+            self.private_kib[p.name] = max(kib, self.private_kib.get(p.name, 0))
 
     def read(self, name, ext):
         try:
@@ -311,8 +345,19 @@ class Run:
         raise RuntimeError("timed out waiting for " + what)
 
     def wait_exit(self, p, timeout):
+        """The exit status (negative: the signal), and in self.rusage the
+        process's own resource use (peak RSS), which only wait4 returns."""
+        end = time.monotonic() + timeout
+        while p.returncode is None and time.monotonic() < end:
+            self.sample_rss()
+            pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+            if pid == p.pid:
+                p.returncode = os.waitstatus_to_exitcode(status)
+                self.rusage[p.name] = ru
+            else:
+                time.sleep(0.02)
         try:
-            return p.wait(timeout)
+            return p.wait(0)
         except subprocess.TimeoutExpired:
             self.errors.append("%s still running after %d s (hang): killed" % (p.name, timeout))
             if shutil.which("gdb"):  # where it hangs, for the log
@@ -364,90 +409,103 @@ class Run:
 
     # -- the run
     def execute(self):
+        """One run: its namespaces, a new guest, the migration, the checks,
+        and everything torn down."""
         c = self.case
         res = dict(case=c["name"], outcome="?", intact=False, checked=True, in_doubt=False, ok=False, notes=[])
         try:
             self.net_up()
             src = self.fm("sim", "create", *c["guest"]).stdout.strip()
-            self.src = src
             static = "--rate-scale" in c["guest"] and c["guest"][c["guest"].index("--rate-scale") + 1] == "0"
-            sum0 = self.checksum(src)
-
-            # Receiver, in the destination namespace.
-            io_ms, done_ms = c["timeouts"]
-            rargs = [self.h.bin, "receive", "--listen", DST_ADDR + ":0", "--timeout-ms", str(io_ms),
-                     "--commit-timeout-ms", str(done_ms), "--accept-timeout-ms", "20000",
-                     "--outcome-dir", os.path.join(self.dir, "outcomes"),
-                     "--outcome-linger-ms", str(LINGER_MS)] + c["recv_args"]
-            recv = self.spawn("recv", rargs, self.ns_d,
-                              {"FASTMIG_FAILPOINTS": c["recv_fp"]} if c["recv_fp"] else None, c["recv_rlimit_as"])
-            port = self.wait_for("the receiver's port", lambda: (
-                re.search(r"listening on .*:(\d+)", self.read("recv", "out")) or
-                (recv.poll() is not None and RuntimeError("receiver exited: " + self.read("recv", "err")))))
-            if isinstance(port, Exception):
-                raise port
-            port = port.group(1)
-            target = DST_ADDR + ":" + port
-            if c["relay"]:
-                relay = self.spawn("relay", [sys.executable, os.path.join(HERE, "relay.py"), "--listen", DST_ADDR,
-                                             "--to", target] + c["relay"], self.ns_d)
-                rport = self.wait_for("the relay's port", lambda: re.search(r"port=(\d+)", self.read("relay", "out")))
-                target = DST_ADDR + ":" + rport.group(1)
-
-            sargs = [self.h.bin, "send", src, target, "--verify", "--json", "--timeout-ms", str(io_ms),
-                     "--done-timeout-ms", str(done_ms), "--resolve-deadline-ms", str(RESOLVE_DEADLINE_MS),
-                     "--resolve-interval-ms", str(RESOLVE_INTERVAL_MS)]
-            t_send = time.monotonic()
-            send = self.spawn("send", sargs, self.ns_s, {"FASTMIG_FAILPOINTS": c["send_fp"]} if c["send_fp"] else None)
-            if c["trigger"]:
-                side = "recv" if c["trigger"].startswith("recv:") else "send"
-                self.wait_for("failpoint " + c["trigger"],
-                              lambda: ("failpoint %s:" % c["trigger"]) in self.read(side, "err"), timeout=HANG_S)
-                self.inject(c["action"])
-            if c["heal"]:
-                for side, text in c["heal"]:
-                    self.wait_for("'%s' from %s" % (text, side), lambda: text in self.read(side, "err"), timeout=HANG_S)
-                self.inject("link-up")
-            recv2 = None
-            if c["restart_recv"]:
-                self.wait_exit(recv, HANG_S)
-                recv2 = self.spawn("recv2", [a if a != DST_ADDR + ":0" else target for a in rargs], self.ns_d)
-            send_rc = self.wait_exit(send, HANG_S)
-            recv_rc = self.wait_exit(recv, HANG_S)
-            if recv2:
-                rc2 = self.wait_exit(recv2, HANG_S)
-                if rc2 != 0:
-                    self.errors.append("the restarted receiver exited %s: %s" % (rc2, self.read("recv2", "err")))
-            # Every wait has a timeout: nothing may outlive the sum of the
-            # two (a stall costs one of each at most) by much.
-            took = time.monotonic() - t_send
-            res["seconds"] = took
-            # A receiver stays up LINGER_MS for a question that may not come.
-            if took > (io_ms + done_ms + LINGER_MS) / 1000.0 + SLACK_S:
-                self.errors.append("send/receive took %.1f s, past their timeouts (%d + %d ms)" % (took, io_ms, done_ms))
-            if c["relay"]:
-                relay.kill()
-                relay.wait()
-            res["send_rc"], res["recv_rc"] = send_rc, recv_rc
-            if c["race"] and send_rc == c["race"]["send_rc"]:
-                self.case = c = dict(c, **c["race"])  # lost the race: hold it to the in-doubt rule
-            self.check_send(send_rc, src)
-            if recv_rc == 1:
-                # Warnings (e.g. listening off loopback without --psk-file)
-                # are not the error line.
-                lines = [l for l in self.read("recv", "err").splitlines()
-                         if l.startswith("fastmig receive:") and not l.startswith("fastmig receive: warning:")]
-                # "incoming" alone: refused before the header (and the
-                # domain's name in it) could be trusted, e.g. a bad version.
-                if len(lines) != 1 or not re.match(r"fastmig receive: (incoming|(incoming )?sim:\d+): [a-z -]+: .+", lines[0]):
-                    self.errors.append("receiver error line lacks domain/phase/cause: %s" % lines)
-            if c["recv_dies"] and recv_rc != -9:
-                self.errors.append("receiver exit %s, wanted -9 (its failpoint kills it)" % recv_rc)
-            self.observe(res, src, sum0, static)
+            self.migrate(res, src, self.checksum(src), static)
         except Exception as e:  # an unexpected failure of the harness or the setup
             self.errors.append("%s: %s" % (type(e).__name__, e))
         finally:
             self.cleanup()
+        return self.finish(res)
+
+    def migrate(self, res, src, sum0, static):
+        """Migrates `src` from the source namespace to the destination's
+        with this run's fault, then checks the outcome (observe).  Raises on
+        a failure of the harness; assertions go to self.errors."""
+        c = self.case
+        self.src = src
+        # Receiver, in the destination namespace.
+        io_ms, done_ms = c["timeouts"]
+        rargs = [self.h.bin, "receive", "--listen", self.addr_d + ":0", "--timeout-ms", str(io_ms),
+                 "--commit-timeout-ms", str(done_ms), "--accept-timeout-ms", "20000",
+                 "--outcome-dir", os.path.join(self.dir, "outcomes"),
+                 "--outcome-linger-ms", str(c["linger"])] + c["recv_args"]
+        recv = self.spawn("recv", rargs, self.ns_d,
+                          {"FASTMIG_FAILPOINTS": c["recv_fp"]} if c["recv_fp"] else None, c["recv_rlimit_as"])
+        port = self.wait_for("the receiver's port", lambda: (
+            re.search(r"listening on .*:(\d+)", self.read("recv", "out")) or
+            (recv.poll() is not None and RuntimeError("receiver exited: " + self.read("recv", "err")))))
+        if isinstance(port, Exception):
+            raise port
+        port = port.group(1)
+        target = self.addr_d + ":" + port
+        if c["relay"]:
+            relay = self.spawn("relay", [sys.executable, os.path.join(HERE, "relay.py"), "--listen", self.addr_d,
+                                         "--to", target] + c["relay"], self.ns_d)
+            rport = self.wait_for("the relay's port", lambda: re.search(r"port=(\d+)", self.read("relay", "out")))
+            target = self.addr_d + ":" + rport.group(1)
+
+        sargs = [self.h.bin, "send", src, target, "--verify", "--json", "--timeout-ms", str(io_ms),
+                 "--done-timeout-ms", str(done_ms), "--resolve-deadline-ms", str(RESOLVE_DEADLINE_MS),
+                 "--resolve-interval-ms", str(RESOLVE_INTERVAL_MS)]
+        t_send = time.monotonic()
+        send = self.spawn("send", sargs, self.ns_s, {"FASTMIG_FAILPOINTS": c["send_fp"]} if c["send_fp"] else None)
+        if c["trigger"]:
+            side = "recv" if c["trigger"].startswith("recv:") else "send"
+            self.wait_for("failpoint " + c["trigger"],
+                          lambda: ("failpoint %s:" % c["trigger"]) in self.read(side, "err"), timeout=HANG_S)
+            self.inject(c["action"])
+        if c["heal"]:
+            for side, text in c["heal"]:
+                self.wait_for("'%s' from %s" % (text, side), lambda: text in self.read(side, "err"), timeout=HANG_S)
+            self.inject("link-up")
+        recv2 = None
+        if c["restart_recv"]:
+            self.wait_exit(recv, HANG_S)
+            recv2 = self.spawn("recv2", [a if a != self.addr_d + ":0" else target for a in rargs], self.ns_d)
+        send_rc = self.wait_exit(send, HANG_S)
+        if c["resolve_cmd"] is not None:
+            self.resolve_cmd(src, target, res)
+        recv_rc = self.wait_exit(recv, HANG_S)
+        if recv2:
+            rc2 = self.wait_exit(recv2, HANG_S)
+            if rc2 != 0:
+                self.errors.append("the restarted receiver exited %s: %s" % (rc2, self.read("recv2", "err")))
+        # Every wait has a timeout: nothing may outlive the sum of the
+        # two (a stall costs one of each at most) by much.
+        took = time.monotonic() - t_send
+        res["seconds"] = took
+        # A receiver stays up LINGER_MS for a question that may not come.
+        if took > (io_ms + done_ms + c["linger"]) / 1000.0 + SLACK_S:
+            self.errors.append("send/receive took %.1f s, past their timeouts (%d + %d ms)" % (took, io_ms, done_ms))
+        if c["relay"]:
+            relay.kill()
+            relay.wait()
+        res["send_rc"], res["recv_rc"] = send_rc, recv_rc
+        if c["race"] and send_rc == c["race"]["send_rc"]:
+            self.case = c = dict(c, **c["race"])  # lost the race: hold it to the in-doubt rule
+        self.check_send(send_rc, src)
+        if recv_rc == 1:
+            # Warnings (e.g. listening off loopback without --psk-file)
+            # are not the error line.
+            lines = [l for l in self.read("recv", "err").splitlines()
+                     if l.startswith("fastmig receive:") and not l.startswith("fastmig receive: warning:")]
+            # "incoming" alone: refused before the header (and the
+            # domain's name in it) could be trusted, e.g. a bad version.
+            if len(lines) != 1 or not re.match(r"fastmig receive: (incoming|(incoming )?sim:\d+): [a-z -]+: .+", lines[0]):
+                self.errors.append("receiver error line lacks domain/phase/cause: %s" % lines)
+        if c["recv_dies"] and recv_rc != -9:
+            self.errors.append("receiver exit %s, wanted -9 (its failpoint kills it)" % recv_rc)
+        self.observe(res, src, sum0, static)
+
+    def finish(self, res):
+        """res with the verdict, and the last words of each side on failure."""
         res["ok"] = not self.errors
         res["notes"] = list(self.errors)
         if self.errors:
@@ -458,6 +516,27 @@ class Run:
                     tail = self.read(name, ext).splitlines()[-8:]
                     res["notes"] += ["%s.%s: %s" % (name, ext, l) for l in tail]
         return res
+
+    def resolve_cmd(self, src, target, res):
+        """What an admin does after a send killed or in doubt after COMMIT:
+        `fastmig resolve` with what send's `commit:` line named, while the
+        receiver still lingers for the question."""
+        c = self.case
+        if c["action"] == "link-down":
+            self.inject("link-up")
+        m = re.search(r"fastmig resolve (\S+) (\S+) ([0-9a-f]{32})", self.read("send", "err"))
+        if not m:
+            self.errors.append("send printed no 'fastmig resolve' line at COMMIT")
+            return
+        if (m.group(1), m.group(2)) != (src, target):
+            self.errors.append("send's resolve line names %s %s, not %s %s" % (m.group(1), m.group(2), src, target))
+        p = self.spawn("resolve", [self.h.bin, "resolve", src, target, m.group(3), "--timeout-ms", "5000",
+                                   "--resolve-deadline-ms", str(RESOLVE_DEADLINE_MS),
+                                   "--resolve-interval-ms", str(RESOLVE_INTERVAL_MS)], self.ns_s)
+        rc = res["resolve_rc"] = self.wait_exit(p, HANG_S)
+        if rc != c["resolve_cmd"]:
+            self.errors.append("fastmig resolve exit %s, wanted %s: %s %s" % (
+                rc, c["resolve_cmd"], self.read("resolve", "out").strip(), self.read("resolve", "err").strip()))
 
     def check_send(self, rc, src):
         c = self.case
@@ -561,6 +640,17 @@ class Run:
             self.errors.append("%d processes for %d domains: %s" % (len(procs), len(doms), "; ".join(procs)))
 
     def cleanup(self):
+        self.reap()
+        try:
+            for d in self.domains():
+                self.fm("sim", "destroy", d, check=False)
+        except Exception as e:
+            self.errors.append("cannot list domains at cleanup: %s" % e)
+        self.net_down()
+        self.wait_none_left()
+
+    def reap(self):
+        """Kills (and counts as an error) every process of this run still up."""
         for p in self.procs:
             if p.poll() is None:
                 self.errors.append("%s still running at cleanup" % p.name)
@@ -569,17 +659,15 @@ class Run:
                 except OSError:
                     pass
                 p.wait()
-        try:
-            for d in self.domains():
-                self.fm("sim", "destroy", d, check=False)
-        except Exception as e:
-            self.errors.append("cannot list domains at cleanup: %s" % e)
-        self.net_down()
+
+    def wait_none_left(self, keep=0):
+        """Waits up to 3 s for our processes to be down to `keep` (the
+        domains that should run), then kills the rest as an error."""
         end = time.monotonic() + 3
-        while self.our_processes() and time.monotonic() < end:
+        while len(self.our_processes()) > keep and time.monotonic() < end:
             time.sleep(0.05)
         left = self.our_processes()
-        if left:
+        if len(left) > keep:
             self.errors.append("processes left behind: " + "; ".join(left))
             for p in left:
                 try:

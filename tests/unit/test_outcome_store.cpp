@@ -11,8 +11,11 @@
 #include "stream/transport.hpp"
 #include "stream/wire_outcome.hpp"
 
+#include <algorithm>
 #include <atomic>
+#include <csignal>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 
@@ -57,6 +60,27 @@ void age_file(const std::string& path, long seconds)
 }
 
 bool contains(const std::string& s, const std::string& w) { return s.find(w) != std::string::npos; }
+
+// A store in a fresh directory holding one `pending` record.
+struct Announced {
+    TempDir d;
+    OutcomeStore s{d.path, std::chrono::seconds(3600)};
+    wire::MigrationId id;
+    std::string path;
+    Announced(std::uint8_t n, const std::string& domain) : id(id_of(n)), path(s.path_of(id)) { s.announce(id, domain); }
+};
+
+// A damaged record is "do not know": UNKNOWN to a query, refused by both
+// decisions, and never overwritten by them.
+void check_corrupt_is_unknown(OutcomeStore& s, const wire::MigrationId& id, const std::string& what)
+{
+    const auto before = file_bytes(s.path_of(id));
+    BOOST_TEST((s.lookup(id).kind == OutcomeLookup::corrupt), what);
+    BOOST_TEST((answer_outcome_query(&s, id).answer == wire::OutcomeAnswer::unknown), what);
+    BOOST_CHECK_THROW(s.decide_commit(id), Error);
+    BOOST_CHECK_THROW(s.decide_destroyed_by_owner(id), Error);
+    BOOST_TEST(file_bytes(s.path_of(id)) == before, what);
+}
 
 } // namespace
 
@@ -131,26 +155,16 @@ BOOST_AUTO_TEST_CASE(missing_record_and_no_store_are_unknown)
 
 BOOST_AUTO_TEST_CASE(torn_and_truncated_files_are_corrupt)
 {
-    TempDir d;
-    OutcomeStore s(d.path, std::chrono::seconds(3600));
-    auto id = id_of(6);
-    s.announce(id, "sim:2");
-    const std::string p = s.path_of(id);
-    const auto good = file_bytes(p);
+    Announced a(6, "sim:2");
+    const auto good = file_bytes(a.path);
     for (std::size_t keep : {std::size_t(0), std::size_t(7), std::size_t(30), good.size() - 1}) {
-        put_file(p, {good.begin(), good.begin() + std::ptrdiff_t(keep)});
-        auto l = s.lookup(id);
-        BOOST_TEST((l.kind == OutcomeLookup::corrupt), "kept " << keep);
-        auto a = answer_outcome_query(&s, id);
-        BOOST_TEST((a.answer == wire::OutcomeAnswer::unknown));
-        // A damaged record is never overwritten by a decision.
-        BOOST_CHECK_THROW(s.decide_commit(id), Error);
-        BOOST_CHECK_THROW(s.decide_destroyed_by_owner(id), Error);
+        put_file(a.path, {good.begin(), good.begin() + std::ptrdiff_t(keep)});
+        check_corrupt_is_unknown(a.s, a.id, "kept " + std::to_string(keep));
     }
     auto longer = good;
     longer.push_back(0);
-    put_file(p, longer);
-    BOOST_TEST((s.lookup(id).kind == OutcomeLookup::corrupt));
+    put_file(a.path, longer);
+    BOOST_TEST((a.s.lookup(a.id).kind == OutcomeLookup::corrupt));
 }
 
 BOOST_AUTO_TEST_CASE(a_flipped_bit_fails_the_crc)
@@ -234,6 +248,117 @@ BOOST_AUTO_TEST_CASE(a_writer_that_died_mid_write_leaves_the_old_record)
     OutcomeStore s(d.path, std::chrono::seconds(3600));
     BOOST_TEST(::access(tmp.c_str(), F_OK) != 0);
     BOOST_TEST((s.lookup(id).entry.state == OutcomeState::pending));
+}
+
+std::vector<std::string> dir_entries(const std::string& dir)
+{
+    std::vector<std::string> names;
+    for (const auto& e : std::filesystem::directory_iterator(dir))
+        names.push_back(e.path().filename());
+    std::sort(names.begin(), names.end());
+    return names;
+}
+
+BOOST_AUTO_TEST_CASE(changes_after_announce_are_written_in_place)
+{
+    // Only announce (before READY) makes a file and a directory entry; the
+    // decisions in the downtime rewrite that file: same inode, same size,
+    // no temporary file, no directory change.
+    TempDir d;
+    OutcomeStore s(d.path, std::chrono::seconds(3600));
+    auto id = id_of(20);
+    s.announce(id, "sim:20");
+    struct stat st0{}, st1{};
+    BOOST_REQUIRE(::stat(s.path_of(id).c_str(), &st0) == 0);
+    const auto names = dir_entries(d.path);
+    BOOST_TEST(s.decide_commit(id));
+    s.mark_started(id, 0xabcd);
+    s.flush(id);
+    BOOST_REQUIRE(::stat(s.path_of(id).c_str(), &st1) == 0);
+    BOOST_TEST(st1.st_ino == st0.st_ino);
+    BOOST_TEST(st1.st_size == st0.st_size);
+    BOOST_TEST(dir_entries(d.path) == names);
+    auto l = s.lookup(id);
+    BOOST_TEST((l.kind == OutcomeLookup::found && l.entry.state == OutcomeState::started));
+    BOOST_TEST(l.entry.verify_digest == 0xabcdu);
+}
+
+BOOST_AUTO_TEST_CASE(a_torn_in_place_write_is_never_read_as_not_committed)
+{
+    // A crash of the host in the middle of an in-place write can leave any
+    // mix of the old and the new bytes (prefix new and suffix old, or the
+    // other way round).  Each mix must read as the old record (the write
+    // did not happen: the receiver never acted on it), the new one, or
+    // corrupt: and corrupt is UNKNOWN to a query and refused by decisions.
+    Announced rec(21, "sim:21");
+    const auto pending = file_bytes(rec.path);
+    BOOST_TEST(rec.s.decide_commit(rec.id));
+    const auto committed = file_bytes(rec.path);
+    BOOST_REQUIRE(pending.size() == committed.size());
+    BOOST_REQUIRE(pending != committed);
+    int torn = 0;
+    for (std::size_t cut = 0; cut <= pending.size(); ++cut)
+        for (bool new_first : {true, false}) {
+            const auto& first = new_first ? committed : pending;
+            const auto& second = new_first ? pending : committed;
+            std::vector<std::uint8_t> mix(first.begin(), first.begin() + std::ptrdiff_t(cut));
+            mix.insert(mix.end(), second.begin() + std::ptrdiff_t(cut), second.end());
+            put_file(rec.path, mix);
+            const auto l = rec.s.lookup(rec.id);
+            if (mix == pending) {
+                BOOST_TEST((l.kind == OutcomeLookup::found && l.entry.state == OutcomeState::pending));
+                continue;
+            }
+            if (mix == committed) {
+                BOOST_TEST((l.kind == OutcomeLookup::found && l.entry.state == OutcomeState::committed));
+                continue;
+            }
+            ++torn;
+            check_corrupt_is_unknown(rec.s, rec.id, "cut " + std::to_string(cut));
+        }
+    BOOST_TEST(torn > 0);
+}
+
+BOOST_AUTO_TEST_CASE(a_receiver_killed_before_flushing_started_is_still_committed)
+{
+    // `started` is written before DONE but flushed after it: a receiver
+    // killed in between leaves it in the page cache, where the next
+    // receiver (another process) reads it.
+    TempDir d;
+    OutcomeStore s(d.path, std::chrono::seconds(3600));
+    auto id = id_of(22);
+    pid_t child = ::fork();
+    if (child == 0) {
+        try {
+            OutcomeStore c(d.path, std::chrono::seconds(3600));
+            c.announce(id, "sim:22");
+            if (c.decide_commit(id))
+                c.mark_started(id, 0x5eed);
+        } catch (...) {
+            ::_exit(12);
+        }
+        ::kill(::getpid(), SIGKILL);
+    }
+    int st = 0;
+    ::waitpid(child, &st, 0);
+    BOOST_REQUIRE(WIFSIGNALED(st));
+    auto a = answer_outcome_query(&s, id);
+    BOOST_TEST((a.answer == wire::OutcomeAnswer::committed));
+    BOOST_TEST(a.verify_digest == 0x5eedu);
+}
+
+BOOST_AUTO_TEST_CASE(a_host_crash_that_loses_started_leaves_unknown)
+{
+    // The host crashed after DONE, before the flush: the disk holds the
+    // `committed` that was fdatasync'd before the start.  A query then
+    // answers UNKNOWN and changes nothing (the source stays in doubt).
+    Announced rec(23, "sim:23");
+    BOOST_TEST(rec.s.decide_commit(rec.id));
+    const auto on_disk = file_bytes(rec.path);
+    rec.s.mark_started(rec.id, 1);
+    put_file(rec.path, on_disk);
+    BOOST_TEST((answer_outcome_query(&rec.s, rec.id).answer == wire::OutcomeAnswer::unknown));
+    BOOST_TEST((rec.s.lookup(rec.id).entry.state == OutcomeState::committed));
 }
 
 BOOST_AUTO_TEST_CASE(commit_and_query_race_one_winner)
