@@ -100,6 +100,7 @@ public:
     // the record header as transmitted.
     void begin(std::span<const std::uint8_t> header);
     void encrypt(std::span<std::uint8_t> data);
+    void encrypt(std::uint8_t* dst, const std::uint8_t* src, std::size_t n); // dst and src do not overlap
     void decrypt(std::span<std::uint8_t> data);
     // Ends the record: its tag (kTagSize bytes).
     std::array<std::uint8_t, kTagSize> tag();
@@ -147,9 +148,9 @@ private:
     std::array<std::uint8_t, kTagSize> tag_{};
 };
 
-// Suites 2 and 3: the record is gathered into the sealer's buffer (the
-// one copy encryption needs: the pages stay untouched in the domain) and
-// encrypted there while it is still in cache; header in clear with crc 0.
+// Suites 2 and 3: the record is encrypted from where its pieces lie into
+// the sealer's buffer (encryption cannot leave the pages untouched in the
+// domain, so this is the one pass over them); header in clear with crc 0.
 class AeadSealer : public RecordSealer {
 public:
     AeadSealer(Suite suite, std::span<const std::uint8_t> key) : aead_(suite, key) {}

@@ -61,6 +61,14 @@ void RecordAead::encrypt(std::span<std::uint8_t> data)
         chacha_poly1305_encrypt(&impl_->chacha, data.size(), data.data(), data.data());
 }
 
+void RecordAead::encrypt(std::uint8_t* dst, const std::uint8_t* src, std::size_t n)
+{
+    if (suite_ == Suite::aes256_gcm)
+        gcm_aes256_encrypt(&impl_->gcm, n, dst, src);
+    else
+        chacha_poly1305_encrypt(&impl_->chacha, n, dst, src);
+}
+
 void RecordAead::decrypt(std::span<std::uint8_t> data)
 {
     if (suite_ == Suite::aes256_gcm)
@@ -105,30 +113,48 @@ std::size_t AeadSealer::seal(std::span<const iovec> record, std::vector<iovec>& 
         throw Error("a record to seal is shorter than its header");
     if (buf_.size() < bytes + kTagSize)
         buf_.resize(bytes + kTagSize);
-    // Gather and encrypt in slices of ~64 KiB, so that each slice is still
-    // in cache when it is encrypted: one pass over the pages, not two.
-    constexpr std::size_t kSlice = 64 * 1024;
     std::uint8_t* b = buf_.data();
-    std::size_t copied = 0, sealed = wire::kRecordHeaderSize;
-    bool begun = false;
-    auto crypt_upto = [&](std::size_t end) {
-        if (!begun) {
-            std::memset(b + 8, 0, 4); // crc: travels as 0 (see RecordVerifier::replaces_crc)
-            aead_.begin({b, wire::kRecordHeaderSize});
-            begun = true;
-        }
-        if (end > sealed) {
-            aead_.encrypt({b + sealed, end - sealed});
-            sealed = end;
-        }
-    };
-    for (const iovec& v : record) {
-        std::memcpy(b + copied, v.iov_base, v.iov_len);
-        copied += v.iov_len;
-        if (copied >= wire::kRecordHeaderSize && copied - sealed >= kSlice)
-            crypt_upto(sealed + (copied - sealed) / kAeadChunk * kAeadChunk);
+
+    // The header first: copied, crc zeroed (see RecordVerifier::replaces_crc), authenticated.
+    std::size_t copied = 0, k = 0, skip = 0;
+    while (copied < wire::kRecordHeaderSize) {
+        const std::size_t n = std::min(record[k].iov_len - skip, wire::kRecordHeaderSize - copied);
+        std::memcpy(b + copied, static_cast<const std::uint8_t*>(record[k].iov_base) + skip, n);
+        copied += n;
+        skip += n;
+        if (skip == record[k].iov_len)
+            ++k, skip = 0;
     }
-    crypt_upto(bytes);
+    std::memset(b + 8, 0, 4);
+    aead_.begin({b, wire::kRecordHeaderSize});
+
+    // The body: encrypted straight from where it lies (the guest's pages)
+    // into the buffer, one pass.  nettle wants every piece but the last in
+    // whole chunks, so a piece's tail waits in the buffer, completed by the
+    // next piece's head and encrypted in place.
+    std::size_t sealed = copied; // b[sealed, copied) is copied, not yet encrypted (< kAeadChunk)
+    for (; k < record.size(); ++k, skip = 0) {
+        const std::uint8_t* src = static_cast<const std::uint8_t*>(record[k].iov_base) + skip;
+        std::size_t n = record[k].iov_len - skip;
+        if (copied > sealed) {
+            const std::size_t take = std::min(n, kAeadChunk - (copied - sealed));
+            std::memcpy(b + copied, src, take);
+            copied += take, src += take, n -= take;
+            if (copied - sealed == kAeadChunk) {
+                aead_.encrypt({b + sealed, kAeadChunk});
+                sealed = copied;
+            }
+        }
+        if (copied == sealed && n >= kAeadChunk) {
+            const std::size_t whole = n / kAeadChunk * kAeadChunk;
+            aead_.encrypt(b + copied, src, whole);
+            copied += whole, src += whole, n -= whole;
+            sealed = copied;
+        }
+        std::memcpy(b + copied, src, n);
+        copied += n;
+    }
+    aead_.encrypt({b + sealed, copied - sealed});
     const auto t = aead_.tag();
     std::memcpy(b + bytes, t.data(), t.size());
     out.push_back({b, bytes + kTagSize});
