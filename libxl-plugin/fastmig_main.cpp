@@ -7,6 +7,7 @@
 #include "config.h"
 #include "stream/types.hpp"
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -25,14 +26,16 @@ const char* kUsage =
     "           [--max-rounds N (30)] [--seed N] [--rate-scale X] [--warmup-ms N (500)]\n"
     "           [--json] [--keep] [--no-verify]\n"
     "           [--sender-netns NS --receiver-netns NS --receiver-address IP]\n"
+    "           [--psk-file FILE [--cipher NAME]]\n"
     "  send     migrate a domain: fastmig send DOMAIN HOST:PORT\n"
     "           [--downtime-ms N] [--max-rounds N] [--verify] [--json] [--no-release]\n"
+    "           [--psk-file FILE [--cipher NAME]]\n"
     "           [--resolve-deadline-ms N (120000)] [--resolve-interval-ms N (2000)]\n"
     "           [--resolve-attempts N (60)] [--no-resolve]: connection lost after COMMIT:\n"
     "           ask the destination for the outcome (README.md, 'When a migration fails')\n"
     "  receive  receive one migration: fastmig receive --listen HOST:PORT\n"
     "           [--max-memory SIZE (host RAM; 0: none)] [--timeout-ms N] [--commit-timeout-ms N (30000)]\n"
-    "           [--keep-listening] [--netns NS]\n"
+    "           [--keep-listening] [--netns NS] [--psk-file FILE [--cipher NAME]]\n"
     "           [--outcome-dir DIR|none] [--outcome-keep-ms N (86400000)]\n"
     "           [--outcome-linger-ms N (300000: stay up for a source that may ask)]\n"
     "  keygen   make a pre-shared key: fastmig keygen FILE (mode 0600; never overwrites)\n"
@@ -79,6 +82,11 @@ int main(int argc, char** argv)
     }
     std::string cmd = argv[1];
     std::vector<std::string> args(argv + 2, argv + argc);
+    const bool asks_help = std::any_of(args.begin(), args.end(), [](const std::string& a) { return a == "--help"; });
+    if (asks_help && (cmd == "demo" || cmd == "send" || cmd == "receive")) {
+        std::fputs(kUsage, stdout);
+        return 0;
+    }
     try {
         if (cmd == "demo")
             return fastmig::cli::cmd_demo(args);

@@ -204,7 +204,9 @@ ok "--cipher differs: refused in 'authenticate' naming both, source runs" -- ref
 cipher_usage() {
   expect_fail 2 "--cipher: 'rot13' is not one of aes-256-gcm, chacha20-poly1305, none" fm send 1 127.0.0.1:1 --cipher rot13 || return 1
   expect_fail 2 "--cipher aes-256-gcm needs a key" fm receive --listen 127.0.0.1:0 --cipher aes-256-gcm || return 1
-  fm help | grep -q -- "--cipher aes-256-gcm|chacha20-poly1305|none"
+  local c; for c in send receive demo; do
+    fm $c --help | grep -q -- "--cipher aes-256-gcm|chacha20-poly1305|none" || { echo "fastmig $c --help lacks --cipher"; return 1; }
+  done
 }
 ok "--cipher: unknown name or no key refused as usage errors; in --help" -- cipher_usage
 
