@@ -60,6 +60,21 @@ std::vector<std::uint8_t> load_psk(const Options& o, std::string* path_out = nul
     }
 }
 
+// --cipher NAME (docs/stream-format.md, Encryption): what protects the
+// records once a key is given; both ends must name the same one.
+auth::Suite load_cipher(const Options& o, bool have_key)
+{
+    auto name = o.get("cipher");
+    if (!name)
+        return auth::kDefaultSuite;
+    auto s = auth::parse_suite_name(*name);
+    if (!s)
+        throw UsageError("--cipher: '" + *name + "' is not one of aes-256-gcm, chacha20-poly1305, none");
+    if (!have_key && auth::encrypts(*s))
+        throw UsageError("--cipher " + *name + " needs a key (--psk-file): the encryption keys are derived from it");
+    return *s;
+}
+
 bool is_loopback(const std::string& host)
 {
     return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
@@ -273,7 +288,7 @@ int cmd_receive(const std::vector<std::string>& args)
 {
     Options o(args,
               {"listen", "listen-fd", "result-fd", "max-memory", "timeout-ms", "commit-timeout-ms", "accept-timeout-ms",
-               "netns", "psk-file", "outcome-dir", "outcome-keep-ms", "outcome-linger-ms"},
+               "netns", "psk-file", "cipher", "outcome-dir", "outcome-keep-ms", "outcome-linger-ms"},
               {"keep-listening", "quiet"});
     if (!o.positional().empty())
         throw UsageError("receive takes no positional argument (did you mean --listen " + o.positional()[0] + "?)");
@@ -290,6 +305,7 @@ int cmd_receive(const std::vector<std::string>& args)
         ::fcntl(result_fd, F_SETFD, FD_CLOEXEC);
     bool quiet = o.flag("quiet");
     ro.psk = load_psk(o);
+    ro.suite = load_cipher(o, !ro.psk.empty());
     auto accept_timeout = std::chrono::milliseconds(o.uint_or("accept-timeout-ms", 24ull * 3600 * 1000));
     Askers askers;
     askers.linger_ = std::chrono::milliseconds(o.uint_or("outcome-linger-ms", 300000));
@@ -356,7 +372,7 @@ int cmd_send(const std::vector<std::string>& args)
     auto flags = kSendFlags;
     flags.insert({"verify", "json", "no-release", "quiet"});
     auto valued = kSendValued;
-    valued.insert("psk-file"); // direct channels only: xl migrate keeps its ssh transport
+    valued.insert({"psk-file", "cipher"}); // direct channels only: xl migrate keeps its ssh transport
     valued.insert({"resolve-deadline-ms", "resolve-interval-ms", "resolve-attempts"});
     flags.insert("no-resolve");
     Options o(args, valued, flags);
@@ -375,6 +391,7 @@ int cmd_send(const std::vector<std::string>& args)
     so.verify = o.flag("verify");
     so.release_source = !o.flag("no-release");
     so.psk = load_psk(o);
+    so.suite = load_cipher(o, !so.psk.empty());
     bool json = o.flag("json");
     ProgressLine pl(!json && !o.flag("quiet") && isatty(2));
     so.progress = [&](const Progress& p) { pl.update(p); };
@@ -480,7 +497,7 @@ int cmd_demo(const std::vector<std::string>& args)
 {
     auto valued = kSendValued;
     valued.insert({"memory", "workload", "seed", "warmup-ms", "rate-scale", "sender-netns", "receiver-netns",
-                   "receiver-address", "psk-file"});
+                   "receiver-address", "psk-file", "cipher"});
     auto flags = kSendFlags;
     flags.insert({"json", "keep", "no-verify"});
     Options o(args, valued, flags);
@@ -493,6 +510,7 @@ int cmd_demo(const std::vector<std::string>& args)
     so.verify = !o.flag("no-verify");
     std::string psk_path;
     so.psk = load_psk(o, &psk_path);
+    so.suite = load_cipher(o, !so.psk.empty());
     bool json = o.flag("json");
     auto warmup = std::chrono::milliseconds(o.uint_or("warmup-ms", 500));
     std::string raddr = o.get_or("receiver-address", "127.0.0.1");
@@ -552,6 +570,8 @@ int cmd_demo(const std::vector<std::string>& args)
         if (!psk_path.empty()) {
             rargs.push_back("--psk-file");
             rargs.push_back(psk_path);
+            rargs.push_back("--cipher");
+            rargs.push_back(auth::suite_name(so.suite));
         }
         receiver = ::fork();
         if (receiver < 0)
@@ -594,7 +614,10 @@ int cmd_demo(const std::vector<std::string>& args)
             std::to_string(so.pipeline.threads) + " threads, " + std::to_string(channels) + " channels, " +
             codec::algorithm_name(so.pipeline.compression.algorithm) + ", downtime target " +
             std::to_string(so.policy.downtime_target_ms).substr(0, 5) + " ms" +
-            (so.psk.empty() ? "" : ", authenticated") + ")...");
+            (so.psk.empty() ? ""
+                            : auth::encrypts(so.suite) ? std::string(", encrypted with ") + auth::suite_name(so.suite)
+                                                       : std::string(", authenticated, not encrypted")) +
+            ")...");
         Fd conn = tcp_connect(dest, so.io_timeout);
         set_channels(so, channels, dest);
         ProgressLine pl(!json && isatty(2));

@@ -7,6 +7,7 @@
 #include "config.h"
 #include "stream/types.hpp"
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -25,14 +26,16 @@ const char* kUsage =
     "           [--max-rounds N (30)] [--seed N] [--rate-scale X] [--warmup-ms N (500)]\n"
     "           [--json] [--keep] [--no-verify]\n"
     "           [--sender-netns NS --receiver-netns NS --receiver-address IP]\n"
+    "           [--psk-file FILE [--cipher NAME]]\n"
     "  send     migrate a domain: fastmig send DOMAIN HOST:PORT\n"
     "           [--downtime-ms N] [--max-rounds N] [--verify] [--json] [--no-release]\n"
+    "           [--psk-file FILE [--cipher NAME]]\n"
     "           [--resolve-deadline-ms N (120000)] [--resolve-interval-ms N (2000)]\n"
     "           [--resolve-attempts N (60)] [--no-resolve]: connection lost after COMMIT:\n"
     "           ask the destination for the outcome (README.md, 'When a migration fails')\n"
     "  receive  receive one migration: fastmig receive --listen HOST:PORT\n"
     "           [--max-memory SIZE (host RAM; 0: none)] [--timeout-ms N] [--commit-timeout-ms N (30000)]\n"
-    "           [--keep-listening] [--netns NS]\n"
+    "           [--keep-listening] [--netns NS] [--psk-file FILE [--cipher NAME]]\n"
     "           [--outcome-dir DIR|none] [--outcome-keep-ms N (86400000)]\n"
     "           [--outcome-linger-ms N (300000: stay up for a source that may ask)]\n"
     "  resolve  after a send that was killed or ended in doubt after COMMIT: ask the\n"
@@ -57,9 +60,12 @@ const char* kUsage =
     "  --max-bandwidth RATE (e.g. 1gbit, 500mbit, 100M bytes/s)  --timeout-ms N (30000)\n"
     "  --done-timeout-ms N (60000: END to READY, COMMIT to DONE)\n"
     "\n"
-    "authentication (demo, send, receive): --psk-file FILE (or FASTMIG_PSK_FILE):\n"
-    "  both ends prove they hold the key, every record is authenticated (not\n"
-    "  encrypted); recommended on any network but loopback. See docs/stream-format.md.\n"
+    "authentication and encryption (demo, send, receive): --psk-file FILE (or\n"
+    "  FASTMIG_PSK_FILE): both ends prove they hold the key, and every record is\n"
+    "  authenticated and, by default, encrypted; recommended on any network but loopback.\n"
+    "  --cipher aes-256-gcm|chacha20-poly1305|none (aes-256-gcm): with a key, what\n"
+    "  protects the records; none = authenticated but readable on the wire. Both ends\n"
+    "  must name the same. See README.md, 'Encryption', and docs/stream-format.md.\n"
     "\n"
     "FASTMIG_CRC32C=auto|instruction|table: the records' CRC-32C routine (default:\n"
     "  the faster here, timed once; the same CRC either way).\n"
@@ -82,6 +88,11 @@ int main(int argc, char** argv)
     }
     std::string cmd = argv[1];
     std::vector<std::string> args(argv + 2, argv + argc);
+    const bool asks_help = std::any_of(args.begin(), args.end(), [](const std::string& a) { return a == "--help"; });
+    if (asks_help && (cmd == "demo" || cmd == "send" || cmd == "receive")) {
+        std::fputs(kUsage, stdout);
+        return 0;
+    }
     try {
         if (cmd == "demo")
             return fastmig::cli::cmd_demo(args);

@@ -1,10 +1,13 @@
-// Pre-shared-key authentication of direct connections (docs/stream-format.md,
-// Authentication): the key file, the three-record handshake every
-// connection starts with, and the UMAC-128 tag that follows every record
-// afterwards.  Crypto primitives come from nettle (HMAC-SHA256, HKDF,
-// UMAC-128, constant-time compare); nothing here implements a primitive.
+// Pre-shared-key authentication and encryption of direct connections
+// (docs/stream-format.md, Authentication and Encryption): the key file, the
+// three-record handshake every connection starts with, and what protects
+// every record afterwards: a UMAC-128 tag (suite 1), or an AEAD that
+// encrypts the body and tags the record (suites 2 and 3).  Crypto
+// primitives come from nettle (HMAC-SHA256, HKDF, UMAC-128, AES-256-GCM,
+// ChaCha20-Poly1305, constant-time compare); nothing here implements one.
 #pragma once
 
+#include "stream/auth_suite.hpp"
 #include "stream/transport.hpp"
 #include "stream/wire.hpp"
 
@@ -25,7 +28,11 @@ constexpr std::uint32_t kSuitePskV1 = 1; // HMAC-SHA256 proofs, HKDF-SHA256, UMA
 constexpr std::size_t kNonceSize = 32;
 constexpr std::size_t kProofSize = 32;
 constexpr std::size_t kTagSize = 16;
-constexpr std::size_t kRecordKeySize = 16;
+constexpr std::size_t kRecordKeySize = 16; // UMAC-128 (suite 1)
+constexpr std::size_t kAeadKeySize = 32;   // AES-256-GCM, ChaCha20-Poly1305 (suites 2, 3)
+// Every piece given to RecordAead but the last is a multiple of this
+// (nettle's rule: GCM's block is 16, ChaCha20-Poly1305's 64).
+constexpr std::size_t kAeadChunk = 64;
 constexpr std::size_t kMinKeySize = 16;
 constexpr std::size_t kMaxKeySize = 64;
 
@@ -71,23 +78,101 @@ class RecordTagVerifier : public wire::RecordVerifier {
 public:
     explicit RecordTagVerifier(std::span<const std::uint8_t> key) : mac_(key) {}
     std::size_t tag_size() const override { return kTagSize; }
-    void verify(const char* what, std::span<const std::uint8_t> header, std::span<const std::uint8_t> rest,
+    void verify(const char* what, std::span<const std::uint8_t> header, std::span<std::uint8_t> rest,
                 std::span<const std::uint8_t> tag) override;
 
 private:
     RecordMac mac_;
 };
 
-// One connection's write side: one record per call, followed by its tag
-// (in the same sendmsg) once the connection is keyed.  Thread safe: the
-// sequence number and the order on the wire advance under one lock.  Page
-// data is tagged where it lies; nothing is copied.
+// An AEAD over one direction of one connection (suites 2 and 3): the nonce
+// of record n is n (12 bytes little endian), so, as with RecordMac, a
+// replayed, reordered or dropped record fails.  One record is begin(), then
+// encrypt() or decrypt() over its body and padding in pieces (each but the
+// last a multiple of kAeadChunk), then a tag.
+class RecordAead {
+public:
+    RecordAead(Suite suite, std::span<const std::uint8_t> key); // kAeadKeySize bytes
+    ~RecordAead();
+    RecordAead(const RecordAead&) = delete;
+    RecordAead& operator=(const RecordAead&) = delete;
+    // Starts the next record; `header` (authenticated, not encrypted) is
+    // the record header as transmitted.
+    void begin(std::span<const std::uint8_t> header);
+    void encrypt(std::span<std::uint8_t> data);
+    void encrypt(std::uint8_t* dst, const std::uint8_t* src, std::size_t n); // dst and src do not overlap
+    void decrypt(std::span<std::uint8_t> data);
+    // Ends the record: its tag (kTagSize bytes).
+    std::array<std::uint8_t, kTagSize> tag();
+    std::uint64_t seq() const { return seq_; }
+    Suite suite() const { return suite_; }
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+    Suite suite_;
+    std::uint64_t seq_ = 0;
+};
+
+// The reader side of an AEAD: decrypts in place, then checks the tag
+// (the body is only returned once it has verified).
+class RecordOpener : public wire::RecordVerifier {
+public:
+    RecordOpener(Suite suite, std::span<const std::uint8_t> key) : aead_(suite, key) {}
+    std::size_t tag_size() const override { return kTagSize; }
+    void verify(const char* what, std::span<const std::uint8_t> header, std::span<std::uint8_t> rest,
+                std::span<const std::uint8_t> tag) override;
+    bool replaces_crc() const override { return true; }
+
+private:
+    RecordAead aead_;
+};
+
+// What a keyed RecordWriter does to each record: appends to `out` the
+// pieces that carry it on the wire, tag included (they may point into the
+// sealer's own buffer, valid until the next call), returns their bytes.
+class RecordSealer {
+public:
+    virtual ~RecordSealer() = default;
+    virtual std::size_t seal(std::span<const iovec> record, std::vector<iovec>& out) = 0;
+};
+
+// Suite 1: the record as it is (page data where it lies), then its tag.
+class MacSealer : public RecordSealer {
+public:
+    explicit MacSealer(std::unique_ptr<RecordMac> mac) : mac_(std::move(mac)) {}
+    std::size_t seal(std::span<const iovec> record, std::vector<iovec>& out) override;
+
+private:
+    std::unique_ptr<RecordMac> mac_;
+    std::array<std::uint8_t, kTagSize> tag_{};
+};
+
+// Suites 2 and 3: the record is encrypted from where its pieces lie into
+// the sealer's buffer (encryption cannot leave the pages untouched in the
+// domain, so this is the one pass over them); header in clear with crc 0.
+class AeadSealer : public RecordSealer {
+public:
+    AeadSealer(Suite suite, std::span<const std::uint8_t> key) : aead_(suite, key) {}
+    std::size_t seal(std::span<const iovec> record, std::vector<iovec>& out) override;
+
+private:
+    RecordAead aead_;
+    std::vector<std::uint8_t> buf_;
+};
+
+// One connection's write side: one record per call, sealed (tagged, or
+// encrypted and tagged) in the same sendmsg once the connection is keyed.
+// Thread safe: the sequence number and the order on the wire advance under
+// one lock, so sealing happens on the thread that writes, which for page
+// batches is the channel's own writer stage (channels seal in parallel).
 class RecordWriter {
 public:
     RecordWriter(int fd, std::chrono::milliseconds timeout) : fd_(fd), timeout_(timeout) {}
     int fd() const { return fd_; }
-    void set_mac(std::unique_ptr<RecordMac> m);
-    bool authenticated() const { return mac_ != nullptr; }
+    void set_sealer(std::unique_ptr<RecordSealer> s);
+    void set_mac(std::unique_ptr<RecordMac> m) { set_sealer(std::make_unique<MacSealer>(std::move(m))); }
+    bool authenticated() const { return sealer_ != nullptr; }
     // Writes `prefix` (a magic: never tagged), then the record (may be
     // empty: then only the prefix).  Returns the bytes written.
     std::size_t write(std::span<const iovec> record, std::span<const std::uint8_t> prefix = {});
@@ -103,22 +188,25 @@ private:
     std::chrono::milliseconds timeout_;
     std::mutex lock_;
     std::uint64_t bytes_written_ = 0;
-    std::vector<iovec> iov_; // prefix + record + tag, reused
-    std::unique_ptr<RecordMac> mac_;
+    std::vector<iovec> iov_; // prefix + sealed record, reused
+    std::unique_ptr<RecordSealer> sealer_;
 };
 
 // ---- handshake --------------------------------------------------------------
 
 // Source side, on a new connection: writes the source magic and
-// AUTH_HELLO, reads the reply magic and AUTH_CHALLENGE, checks the
-// destination's proof, answers AUTH_PROOF, then keys `w` and `r`.  Throws
-// AuthError (wrong key, refusal) with a one-line cause.
-void authenticate_to_destination(const Key& psk, RecordWriter& w, wire::ByteSource& src, wire::RecordReader& r);
+// AUTH_HELLO offering `suite`, reads the reply magic and AUTH_CHALLENGE,
+// checks the destination's proof, answers AUTH_PROOF, then keys `w` and
+// `r` for `suite`.  Throws AuthError (wrong key, refusal, a destination
+// that wants another suite) with a one-line cause.
+void authenticate_to_destination(const Key& psk, RecordWriter& w, wire::ByteSource& src, wire::RecordReader& r,
+                                 Suite suite);
 
 // Destination side, after the source magic and an AUTH_HELLO (`hello`, its
-// body) were read: answers the reply magic and AUTH_CHALLENGE, reads
-// AUTH_PROOF, checks it, then keys `w` and `r`.  Throws AuthError.
-void authenticate_source(const Key& psk, std::span<const std::uint8_t> hello, RecordWriter& w,
-                         wire::RecordReader& r);
+// body) were read: refuses (AuthError) a suite other than `suite`, answers
+// the reply magic and AUTH_CHALLENGE, reads AUTH_PROOF, checks it, then
+// keys `w` and `r`.
+void authenticate_source(const Key& psk, std::span<const std::uint8_t> hello, RecordWriter& w, wire::RecordReader& r,
+                         Suite suite);
 
 } // namespace fastmig::auth

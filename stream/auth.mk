@@ -1,7 +1,7 @@
 # Authenticated channels (stream/auth.hpp; docs/stream-format.md,
 # Authentication).  Included last: it extends FASTMIG_LIBS and
 # EXTRA_PROGRAMS, which other local.mk files define.
-stream_libfmstream_a_SOURCES += stream/auth.hpp stream/auth_key.cpp stream/auth_record.cpp stream/auth_handshake.cpp
+stream_libfmstream_a_SOURCES += stream/auth.hpp stream/auth_key.cpp stream/auth_record.cpp stream/auth_aead.cpp stream/auth_handshake.cpp stream/auth_suite.hpp
 stream_libfmstream_a_CPPFLAGS += $(NETTLE_CFLAGS)
 FASTMIG_LIBS += $(NETTLE_LIBS)
 
@@ -9,7 +9,11 @@ check_PROGRAMS += tests/unit/auth.test
 tests_unit_auth_test_SOURCES = tests/unit/test_auth.cpp tests/unit/fake_domain.hpp tests/unit/migrate_pairs.hpp
 tests_unit_auth_test_CPPFLAGS = $(UNIT_CPPFLAGS)
 tests_unit_auth_test_LDADD = $(UNIT_LDADD)
-TESTS += tests/unit/auth.test tests/integration/auth.sh
+check_PROGRAMS += tests/unit/aead.test
+tests_unit_aead_test_SOURCES = tests/unit/test_aead.cpp tests/unit/fake_domain.hpp tests/unit/migrate_pairs.hpp
+tests_unit_aead_test_CPPFLAGS = $(UNIT_CPPFLAGS)
+tests_unit_aead_test_LDADD = $(UNIT_LDADD)
+TESTS += tests/unit/auth.test tests/unit/aead.test tests/integration/auth.sh
 EXTRA_DIST += tests/integration/auth.sh
 
 # MAC throughput on 2 MiB of page data, for the choice of the record tag:

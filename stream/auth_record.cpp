@@ -1,5 +1,6 @@
 // Record tags: UMAC-128 (nettle) keyed per direction of a connection, with
-// the record's sequence number as nonce (docs/stream-format.md, Record tags).
+// the record's sequence number as nonce (docs/stream-format.md, Record
+// tags); and the writer that seals each record with a tag or an AEAD.
 #include "stream/auth.hpp"
 
 #include <nettle/memops.h>
@@ -34,8 +35,8 @@ std::array<std::uint8_t, kTagSize> RecordMac::next_tag(std::span<const iovec> re
     return tag;
 }
 
-void RecordTagVerifier::verify(const char* what, std::span<const std::uint8_t> header,
-                               std::span<const std::uint8_t> rest, std::span<const std::uint8_t> tag)
+void RecordTagVerifier::verify(const char* what, std::span<const std::uint8_t> header, std::span<std::uint8_t> rest,
+                               std::span<const std::uint8_t> tag)
 {
     const std::uint64_t seq = mac_.seq();
     iovec v[2] = {{const_cast<std::uint8_t*>(header.data()), header.size()},
@@ -46,38 +47,49 @@ void RecordTagVerifier::verify(const char* what, std::span<const std::uint8_t> h
                         " does not verify (record altered, replayed, reordered or dropped on the way)");
 }
 
-void RecordWriter::set_mac(std::unique_ptr<RecordMac> m)
+std::size_t MacSealer::seal(std::span<const iovec> record, std::vector<iovec>& out)
+{
+    std::size_t bytes = 0;
+    for (const iovec& v : record)
+        bytes += v.iov_len;
+    out.insert(out.end(), record.begin(), record.end());
+    tag_ = mac_->next_tag(record);
+    out.push_back({tag_.data(), tag_.size()});
+    return bytes + tag_.size();
+}
+
+void RecordWriter::set_sealer(std::unique_ptr<RecordSealer> s)
 {
     std::lock_guard<std::mutex> l(lock_);
-    mac_ = std::move(m);
+    sealer_ = std::move(s);
 }
 
 std::size_t RecordWriter::write(std::span<const iovec> record, std::span<const std::uint8_t> prefix)
 {
-    std::size_t bytes = prefix.size();
-    for (const iovec& v : record)
-        bytes += v.iov_len;
     std::lock_guard<std::mutex> l(lock_);
-    if (!mac_ && prefix.empty()) {
-        // The unauthenticated path: the record's iovecs go out as they are.
-        if (bytes)
-            write_all(fd_, record, timeout_);
+    if (!sealer_ || record.empty()) {
+        // Unkeyed, or the prefix alone: the iovecs go out as they are.
+        std::size_t bytes = prefix.size();
+        for (const iovec& v : record)
+            bytes += v.iov_len;
+        if (prefix.empty()) {
+            if (bytes)
+                write_all(fd_, record, timeout_);
+        } else {
+            iov_.clear();
+            iov_.push_back({const_cast<std::uint8_t*>(prefix.data()), prefix.size()});
+            iov_.insert(iov_.end(), record.begin(), record.end());
+            write_all(fd_, iov_, timeout_);
+        }
         bytes_written_ += bytes;
         return bytes;
     }
-    // Prefix, record, tag in one sendmsg; the array is reused (under the lock).
+    // Prefix and sealed record in one sendmsg; the array is reused (under the lock).
     iov_.clear();
     if (!prefix.empty())
         iov_.push_back({const_cast<std::uint8_t*>(prefix.data()), prefix.size()});
-    iov_.insert(iov_.end(), record.begin(), record.end());
-    std::array<std::uint8_t, kTagSize> tag;
-    if (mac_ && !record.empty()) {
-        tag = mac_->next_tag(record);
-        iov_.push_back({tag.data(), tag.size()});
-        bytes += tag.size();
-    }
-    if (!iov_.empty())
-        write_all(fd_, iov_, timeout_);
+    const std::size_t bytes = prefix.size() + sealer_->seal(record, iov_);
+    write_all(fd_, iov_, timeout_);
     bytes_written_ += bytes;
     return bytes;
 }

@@ -169,7 +169,7 @@ wire::Record Receiver::first_record(Channel& ch)
     if (opt_.psk.empty())
         refuse_auth(ch, "this destination has no pre-shared key: give it the same --psk-file, or none to the source");
     try {
-        auth::authenticate_source(opt_.psk, rec.body, ch.writer, ch.reader);
+        auth::authenticate_source(opt_.psk, rec.body, ch.writer, ch.reader, opt_.suite);
     } catch (const AuthError& e) {
         refuse_auth(ch, e.cause());
     }

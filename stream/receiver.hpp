@@ -4,6 +4,7 @@
 // destroyed and the source is told why (DONE with an error status).
 #pragma once
 
+#include "stream/auth_suite.hpp"
 #include "stream/domain.hpp"
 #include "stream/wire_outcome.hpp"
 
@@ -55,6 +56,9 @@ struct ReceiveOptions {
     // connection must authenticate before any record is trusted.  Empty:
     // unauthenticated sources only (a source that asks is refused).
     std::vector<std::uint8_t> psk;
+    // With a key: what protects the records (docs/stream-format.md,
+    // Encryption).  A source that asks for another suite is refused.
+    auth::Suite suite = auth::kDefaultSuite;
     // Outcome records (docs/stream-format.md, Resolving a lost COMMIT):
     // with a store, this receiver accepts feature OUTCOME, records each
     // migration's decision there before it acts on it, and answers

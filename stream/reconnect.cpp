@@ -23,7 +23,7 @@ wire::OutcomeReply ask_once(const wire::MigrationId& id, const std::vector<std::
     wire::RecordReader r(src);
     std::span<const std::uint8_t> prefix{wire::kSourceMagic.data(), wire::kSourceMagic.size()};
     if (!psk.empty()) {
-        auth::authenticate_to_destination(psk, w, src, r);
+        auth::authenticate_to_destination(psk, w, src, r, opt.suite);
         prefix = {};
     }
     w.write(wire::encode_outcome_query(id), prefix);

@@ -5,6 +5,7 @@
 // only a definite answer from the destination lets the source act.
 #pragma once
 
+#include "stream/auth_suite.hpp"
 #include "stream/wire_outcome.hpp"
 
 #include <chrono>
@@ -27,6 +28,8 @@ struct ResolveOptions {
     unsigned max_attempts = 60;
     // One attempt: connect, handshake, query, answer.
     std::chrono::milliseconds attempt_timeout{10000};
+    // With a key: the suite of the migration (the sender sets it from its own).
+    auth::Suite suite = auth::kDefaultSuite;
     // One line per attempt and per answer (fastmig send prints them).
     std::function<void(const std::string&)> log;
 };

@@ -139,7 +139,7 @@ void Sender::authenticate(unsigned c)
     auto& rc = *replies_[c];
     const std::uint64_t before = writers_[c]->bytes_written();
     try {
-        auth::authenticate_to_destination(opt_.psk, *writers_[c], rc.src, rc.reader);
+        auth::authenticate_to_destination(opt_.psk, *writers_[c], rc.src, rc.reader, opt_.suite);
     } catch (const Error& e) {
         throw Error(dom_.name(), Phase::authenticate,
                     (c ? "channel " + std::to_string(c) + ": " : std::string()) + e.cause());
@@ -488,7 +488,9 @@ wire::Done Sender::resolve_lost_commit(const std::string& lost)
     };
     say("the connection was lost after COMMIT (" + lost + "); asking " + dest + " for the outcome of migration " +
         wire::migration_id_hex(*mid_));
-    Resolution r = resolve_outcome(*mid_, opt_.psk, opt_.resolve, say);
+    ResolveOptions ro = opt_.resolve;
+    ro.suite = opt_.suite; // the query connection is keyed like the migration's
+    Resolution r = resolve_outcome(*mid_, opt_.psk, ro, say);
     if (r.kind == Resolution::committed) {
         res_.resolved = "committed";
         wire::Done d;

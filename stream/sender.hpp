@@ -64,6 +64,9 @@ struct SendOptions {
     // connection authenticates the destination and itself, and every record
     // is tagged.  Empty: no authentication (a destination with a key refuses).
     std::vector<std::uint8_t> psk;
+    // With a key: what protects the records (docs/stream-format.md,
+    // Encryption); the destination must be set to the same suite.
+    auth::Suite suite = auth::kDefaultSuite;
     // Resolving a lost COMMIT (docs/stream-format.md): with resolve.connect
     // the stream carries a migration id (feature OUTCOME), and a connection
     // lost after COMMIT is followed by OUTCOME queries on new connections

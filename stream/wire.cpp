@@ -560,9 +560,14 @@ Record RecordReader::read()
     if (verifier_)
         verifier_->verify(name, {h, sizeof h}, {buf_.data(), padded}, {buf_.data() + padded, tag});
 
-    const std::uint32_t want = ~crc32c(body, header_crc_start(h));
-    if (crc != want)
-        fail(name, "CRC mismatch: record says " + hex(crc) + ", computed " + hex(want));
+    if (verifier_ && verifier_->replaces_crc()) {
+        if (crc != 0)
+            fail(name, "crc field is " + hex(crc) + " on an encrypted connection, must be 0");
+    } else {
+        const std::uint32_t want = ~crc32c(body, header_crc_start(h));
+        if (crc != want)
+            fail(name, "CRC mismatch: record says " + hex(crc) + ", computed " + hex(want));
+    }
     for (std::size_t i = length; i < padded; ++i)
         if (buf_[i] != 0)
             fail(name, "padding byte " + str(i - length) + " is " + hex(buf_[i]) + ", must be 0");

@@ -311,10 +311,15 @@ class RecordVerifier {
 public:
     virtual ~RecordVerifier() = default;
     virtual std::size_t tag_size() const = 0;
-    // `record` is the whole record as received (header, body, padding).
-    // Throws AuthError naming `what` if the tag does not verify.
-    virtual void verify(const char* what, std::span<const std::uint8_t> header, std::span<const std::uint8_t> rest,
+    // `header` and `rest` (body and padding) are the record as received.
+    // Throws AuthError naming `what` if the tag does not verify.  A
+    // decrypting verifier turns `rest` into the clear body in place.
+    virtual void verify(const char* what, std::span<const std::uint8_t> header, std::span<std::uint8_t> rest,
                         std::span<const std::uint8_t> tag) = 0;
+    // true when the tag covers what the CRC would (an AEAD): the header's
+    // crc field then travels as 0, since a CRC of the clear body would tell
+    // an observer about it (docs/stream-format.md, Encryption).
+    virtual bool replaces_crc() const { return false; }
 };
 
 // Reads records one by one into a reused buffer: checks the type is known,

@@ -17,6 +17,11 @@ bench-quick: fastmig$(EXEEXT)
 bench-ablation: fastmig$(EXEEXT)
 	$(BENCH_ENV) $(SHELL) $(top_srcdir)/tests/bench/run-ablation.sh $(BENCH_ARGS)
 
+# Cost of authentication and encryption (run-crypto.sh): no key, --cipher
+# none, aes-256-gcm, chacha20-poly1305, interleaved; ratios of medians.
+bench-crypto: fastmig$(EXEEXT) tests/bench/auth-bench$(EXEEXT)
+	$(BENCH_ENV) $(SHELL) $(top_srcdir)/tests/bench/run-crypto.sh $(BENCH_ARGS)
+
 bench-qemu: fastmig$(EXEEXT)
 	$(BENCH_ENV) $(SHELL) $(top_srcdir)/tests/bench/qemu-peer.sh $(BENCH_ARGS)
 
@@ -24,11 +29,11 @@ bench-qemu: fastmig$(EXEEXT)
 bench-link-down:
 	$(SHELL) $(top_srcdir)/tests/bench/netns-link.sh down
 
-.PHONY: bench bench-quick bench-ablation bench-qemu bench-link-down
+.PHONY: bench bench-quick bench-ablation bench-crypto bench-qemu bench-link-down
 
 EXTRA_DIST += tests/bench/README.md tests/bench/bench.mk tests/bench/bench-lib.sh \
 	tests/bench/benchtool.py tests/bench/netns-link.sh tests/bench/run-bench.sh \
-	tests/bench/run-ablation.sh tests/bench/qemu-peer.sh tests/bench/sendrecv.sh
+	tests/bench/run-ablation.sh tests/bench/run-crypto.sh tests/bench/qemu-peer.sh tests/bench/sendrecv.sh
 
 # Not hooked to clean-local (Makefile.am owns that rule): run it by hand.
 clean-bench:

@@ -268,7 +268,7 @@ def cmd_ablation(a):
     rows = []
     med = lambda xs: sorted(xs)[len(xs) // 2] if xs else None
     for (sc, ln), cfgs in by.items():
-        base = cfgs.get("default")
+        base = cfgs.get(a.base)
         if not base:
             continue
         bt = med([x["total_ms"] for x in base])
@@ -284,8 +284,9 @@ def cmd_ablation(a):
     print(render(head, rows))
     for r in errs:
         print("ERROR %s %s %s: %s" % (r.get("scenario"), r.get("link"), r.get("config"), r["error"]))
-    print("\nx = median of the config / median of the default config (same scenario, same link,"
-          "\nsame run); > 1 means the feature that was turned off was helping.")
+    print("\nx = median of the config / median of the %s config (same scenario, same link,"
+          "\nsame run)%s." % (a.base, "; > 1 means the feature that was turned off was helping"
+                               if a.base == "default" else ""))
 
 
 # ---------------------------------------------------------------- plot
@@ -500,7 +501,9 @@ def main():
     p.add_argument("cmd", nargs=argparse.REMAINDER)
     p.set_defaults(fn=cmd_run)
     p = sub.add_parser("table"); p.add_argument("file"); p.set_defaults(fn=cmd_table)
-    p = sub.add_parser("ablation"); p.add_argument("file"); p.set_defaults(fn=cmd_ablation)
+    p = sub.add_parser("ablation"); p.add_argument("file")
+    p.add_argument("--base", default="default", help="the configuration the ratios are relative to")
+    p.set_defaults(fn=cmd_ablation)
     p = sub.add_parser("peer-table"); p.add_argument("file"); p.set_defaults(fn=cmd_peer_table)
     p = sub.add_parser("plot")
     p.add_argument("file"); p.add_argument("--out", required=True)

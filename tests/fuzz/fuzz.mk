@@ -7,7 +7,7 @@
 # `make fuzz` is the long run: clang + libFuzzer + ASan/UBSan, at least 10^7
 # executions in all (FUZZ_RUNS_WIRE, FUZZ_RUNS_CODEC, FUZZ_RUNS_RECEIVER,
 # FUZZ_RUNS_SENDER, FUZZ_RUNS_HINTS, FUZZ_TIME, FUZZ_JOBS: see tests/fuzz/fuzz.sh).
-FUZZ_REPLAY_SOURCES = tests/fuzz/replay_main.cpp tests/fuzz/fuzz_common.hpp
+FUZZ_REPLAY_SOURCES = tests/fuzz/replay_main.cpp tests/fuzz/fuzz_common.hpp tests/fuzz/fuzz_sealed.hpp
 check_PROGRAMS += tests/fuzz/make-seeds tests/fuzz/fuzz-wire-replay tests/fuzz/fuzz-codec-replay \
 	tests/fuzz/fuzz-receiver-replay tests/fuzz/fuzz-sender-replay tests/fuzz/fuzz-xenstate-replay tests/fuzz/fuzz-outcome-replay tests/fuzz/fuzz-hints-replay
 tests_fuzz_make_seeds_SOURCES = tests/fuzz/make_seeds.cpp tests/unit/iovec_bytes.hpp

@@ -38,7 +38,7 @@ engine="stream/types.cpp stream/failpoint.cpp stream/wire.cpp stream/wire_channe
         stream/classify.cpp stream/transport.cpp stream/precopy_policy.cpp stream/send_pipeline.cpp
         stream/sender.cpp stream/receiver.cpp stream/codec/deflate.cpp stream/codec/xbzrle.cpp
         stream/codec/page_cache.cpp stream/codec/policy.cpp
-        stream/auth_key.cpp stream/auth_record.cpp stream/auth_handshake.cpp
+        stream/auth_key.cpp stream/auth_record.cpp stream/auth_aead.cpp stream/auth_handshake.cpp
         stream/domain/xen/pv_frames.cpp stream/domain/xen/pv_page_types.cpp stream/domain/xen/pv_pagetable.cpp
         stream/domain/xen/pv_records.cpp stream/domain/xen/pv_state.cpp stream/domain/xen/hvm_records.cpp
         stream/domain/xen/hvm_state.cpp stream/domain/xen/state_records.cpp

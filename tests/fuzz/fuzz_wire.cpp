@@ -7,10 +7,15 @@
 //   flags bit 1: the stream is a reply stream (destination -> source magic)
 //   flags bit 2: skip the record layer: the rest of the input is one body,
 //                given to the parser chosen by flags >> 4
+//   flags bit 3 (bit 2 clear): an encrypted connection (docs/stream-format.md,
+//                Encryption): records are opened with fuzz_key(), AES-256-GCM,
+//                or ChaCha20-Poly1305 if bit 4 is set; with bit 0 the input's
+//                records are clear and sealed first (instead of fixing CRCs)
 // Checked beyond "no crash": what a parser accepts obeys the rules the
 // format promises (docs/stream-format.md), e.g. every pfn of an accepted
 // batch is < nr_pages and every data span lies inside the record body.
 #include "tests/fuzz/fuzz_common.hpp"
+#include "tests/fuzz/fuzz_sealed.hpp"
 
 #include "stream/wire.hpp"
 
@@ -136,13 +141,25 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             return 0;
         }
         // Fenced: a read past the end of the stream is reported by ASan.
-        static Fenced buf(kMaxInput);
-        auto s = buf.copy(rest.first(std::min(rest.size(), kMaxInput)));
-        if (flags & 1)
-            fix_crcs(s, 8);
+        // (Sealing adds a 16-byte tag to records of at least 16 bytes: at
+        // most twice the input.)
+        static Fenced buf(2 * kMaxInput);
+        const bool keyed = flags & 8;
+        const auto suite = flags & 16 ? auth::Suite::chacha20_poly1305 : auth::Suite::aes256_gcm;
+        auto in = rest.first(std::min(rest.size(), kMaxInput));
+        std::span<std::uint8_t> s;
+        if (keyed && (flags & 1)) {
+            s = buf.copy(seal_stream(in, 8, suite));
+        } else {
+            s = buf.copy(in);
+            if (flags & 1)
+                fix_crcs(s, 8);
+        }
         wire::MemorySource src(s);
         wire::read_magic(src, flags & 2 ? wire::kReplyMagic : wire::kSourceMagic);
         wire::RecordReader reader(src);
+        if (keyed)
+            reader.set_verifier(std::make_unique<auth::RecordOpener>(suite, fuzz_key()));
         for (;;) {
             const std::uint64_t before = reader.bytes_read();
             auto rec = reader.read();
@@ -154,11 +171,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             } catch (const StreamError&) {
                 // A refused body: the next record is still framed correctly.
             }
-            if (rec.type == wire::RecordType::end)
+            if (rec.type == wire::RecordType::end) {
+                verbose("wire: read up to END");
                 break;
+            }
         }
-    } catch (const StreamError&) {
+    } catch (const StreamError& e) {
         // Refused: the expected outcome for almost every input.
+        verbose("wire", &e);
     }
     // Anything else (Error, bad_alloc, std::length_error...) escapes and is
     // reported by libFuzzer as a crash: a parser must answer StreamError.

@@ -13,6 +13,7 @@
 #include "stream/outcome_store.hpp"
 #include "stream/wire.hpp"
 #include "stream/wire_outcome.hpp"
+#include "tests/fuzz/fuzz_sealed.hpp"
 #include "tests/unit/iovec_bytes.hpp"
 
 #include <cstdio>
@@ -237,6 +238,18 @@ void receiver_seeds(const fs::path& dir, const fs::path& wire_dir)
                 u16(w, pages - 1);
                 append(w, s);
                 save(wire_dir, "stream-" + std::to_string(n), w);
+                // Encrypted (flags bit 3; bit 4: ChaCha20-Poly1305): as sealed
+                // on the wire (bit 0 clear), and clear for the harness to seal
+                // after mutation (bit 0 set).
+                for (std::uint8_t cipher : {0, 16}) {
+                    const auto suite = cipher ? auth::Suite::chacha20_poly1305 : auth::Suite::aes256_gcm;
+                    Bytes sealed = {static_cast<std::uint8_t>(8 | cipher)};
+                    u16(sealed, pages - 1);
+                    append(sealed, fuzz::seal_stream(s, 8, suite));
+                    save(wire_dir, "sealed-" + std::to_string(n) + (cipher ? "-chacha" : "-aes"), sealed);
+                    w[0] = static_cast<std::uint8_t>(8 | 1 | cipher);
+                    save(wire_dir, "to-seal-" + std::to_string(n) + (cipher ? "-chacha" : "-aes"), w);
+                }
             }
             ++n;
         }

@@ -233,12 +233,12 @@ BOOST_AUTO_TEST_CASE(handshake_keys_both_directions)
         auto hello = dr.read();
         BOOST_REQUIRE(hello.type == wire::RecordType::auth_hello);
         std::vector<std::uint8_t> body(hello.body.begin(), hello.body.end());
-        auth::authenticate_source(psk, body, dw, dr);
+        auth::authenticate_source(psk, body, dw, dr, auth::Suite::umac);
         auto rec = dr.read();
         BOOST_TEST((rec.type == wire::RecordType::round_end));
         dw.write(wire::encode_round_ack({0, 9}));
     });
-    auth::authenticate_to_destination(psk, sw, ss, sr);
+    auth::authenticate_to_destination(psk, sw, ss, sr, auth::Suite::umac);
     BOOST_TEST(sw.authenticated());
     BOOST_TEST(sr.authenticated());
     sw.write(wire::encode_round_end({0, 9}));
