@@ -333,6 +333,18 @@ guest_load() { # $1 = what for (errors)
   # Let the freed pages reach the buddy lists (per-CPU lists drain).
   sleep 2
 }
+# Whether the guest's agent announced itself (not a failure when not: the
+# runs then show "no fastmig agent"); its console lines, for the record.
+agent_ready() {
+  local id end=$(( $(date +%s) + 60 )) p=
+  id=$(xl domid g1)
+  while (( $(date +%s) < end )); do
+    p=$(xenstore-read "/local/domain/$id/data/fastmig-agent/protocol" 2>/dev/null) && break
+    sleep 1
+  done
+  say "guest agent: protocol '${p:-none}' ($(xenstore-read "/local/domain/$id/data/fastmig-agent/agent" 2>/dev/null || echo 'no agent key'))"
+  grep -h 'AGENT' /var/log/xen/console/guest-g1*.log 2>/dev/null | tail -n 5 | sed 's/^/GUEST: /' || true
+}
 # From the timestamped xl log $1 (fastmig's free-page hint line):
 # "pages_sent_as_free agent_scan_ms exchange_ms", NA when there is none.
 hint_stats() {
@@ -403,6 +415,7 @@ for size in $SIZES; do
     echo "boot	$size	$mode	0	$boot_s								" >>"$R/results.tsv"; sync
     VERIFIED_BEFORE=
     check_memory "$(now)" "boot"
+    agent_ready
     for run in $(seq "$RUNS"); do
      for h in $HELPERS; do
       helper_env "$h"
@@ -451,6 +464,7 @@ for size in $SIZES; do
         sts=$(stream_s "$ml")
         read -r xgap xmem xhelp < <(xl_gap "$ml")
         read -r hpages hscan hex < <(hint_stats "$ml")
+        grep -o 'free-page hints: .*' "$ml" | head -n 2 | sed 's/^/HINTS: /' || true
         smib=$(awk '/bytes/ { printf "%.1f", $1 / 1048576 }' "$R/dd-$id.txt")
         wait_ping 60 || fail "guest did not answer after migrate ($h)"
         read -r gap sent recv < <(ping_stop "$R/ping-mig-$id.txt")
