@@ -77,7 +77,9 @@ done
 
 if [[ -n ${FASTMIG_HELPER_BIN:-} ]]; then
   [[ -x $FASTMIG_HELPER_BIN ]] || die "FASTMIG_HELPER_BIN=$FASTMIG_HELPER_BIN is not an executable"
-  ldd "$FASTMIG_HELPER_BIN" | grep -q 'libxenctrl' \
+  # (grep reads all of ldd's output: with -q it may stop early, and
+  # pipefail then takes ldd's SIGPIPE for a failure)
+  ldd "$FASTMIG_HELPER_BIN" | grep 'libxenctrl' >/dev/null \
     || die "$FASTMIG_HELPER_BIN is not linked with the Xen libraries (configure found no libxen-dev?)"
   mkdir -p "$j/fastmig/lib"
   install -m 0755 "$FASTMIG_HELPER_BIN" "$j/fastmig/libxl-save-helper"

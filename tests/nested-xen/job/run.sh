@@ -343,7 +343,7 @@ agent_ready() {
     sleep 1
   done
   say "guest agent: protocol '${p:-none}' ($(xenstore-read "/local/domain/$id/data/fastmig-agent/agent" 2>/dev/null || echo 'no agent key'))"
-  grep -h 'AGENT' /var/log/xen/console/guest-g1*.log 2>/dev/null | tail -n 5 | sed 's/^/GUEST: /' || true
+  grep -h 'AGENT' /var/log/xen/console/guest-g1*.log 2>/dev/null | awk '!seen[$0]++' | head -n 6 | sed 's/^/GUEST: /' || true
 }
 # From the timestamped xl log $1 (fastmig's free-page hint line):
 # "pages_sent_as_free agent_scan_ms exchange_ms", NA when there is none.
