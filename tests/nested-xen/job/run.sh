@@ -465,6 +465,8 @@ for size in $SIZES; do
         read -r xgap xmem xhelp < <(xl_gap "$ml")
         read -r hpages hscan hex < <(hint_stats "$ml")
         grep -o 'free-page hints: .*' "$ml" | head -n 2 | sed 's/^/HINTS: /' || true
+        # The agent's side of it (its scan's wall and CPU time).
+        cat /var/log/xen/console/guest-g1*.log 2>/dev/null | grep 'AGENT.*scan:' | tail -n 1 | sed 's/^/GUEST: /' || true
         smib=$(awk '/bytes/ { printf "%.1f", $1 / 1048576 }' "$R/dd-$id.txt")
         wait_ping 60 || fail "guest did not answer after migrate ($h)"
         read -r gap sent recv < <(ping_stop "$R/ping-mig-$id.txt")
