@@ -198,9 +198,15 @@ int serve(const Options& o)
     while (!g_stop) {
         try {
             if (!ch || !ch->announced()) {
-                if (ch)
+                if (ch) {
                     log("the announcement is gone (migrated?): offering a new channel");
-                ch.reset();
+                    // Not closed: after a migration Linux has dropped the
+                    // old port's irq, and unbinding it hits BUG_ON(irq < 0)
+                    // in drivers/xen/evtchn.c (evtchn_unbind_from_user;
+                    // Linux 6.1, seen under nested Xen: the agent died in
+                    // the ioctl).  Its fd and pages stay with the process.
+                    (void)ch.release();
+                }
                 ch = std::make_unique<Channel>(req.get(), o.pages);
                 log("ready: " + std::to_string(o.pages) + " pages granted to dom0, event channel port " +
                     std::to_string(ch->bell().local_port()) + ", protocol " + std::to_string(hints::kVersion));
