@@ -156,36 +156,68 @@ private:
 
 void withdraw(xs_handle* xs) { xs_rm(xs, XBT_NULL, hints::kXenstoreDir); }
 
+// Two xenstore connections: one only watches, one reads and writes.
+// libxenstore closes a connection for good after any reply it did not
+// expect (xs_talkv: a watch event where a reply should be, a short read),
+// and every later call then fails with EBADF; so the request connection is
+// opened again after any error, and a watch event can never be read as a
+// reply.
+struct Xs {
+    xs_handle* h = nullptr;
+    ~Xs() { reset(); }
+    void reset()
+    {
+        if (h)
+            xs_close(h);
+        h = nullptr;
+    }
+    xs_handle* get()
+    {
+        if (!h && !(h = xs_open(0)))
+            throw ChannelError(std::string("cannot connect to xenstore: ") + std::strerror(errno));
+        return h;
+    }
+};
+
 int serve(const Options& o)
 {
-    xs_handle* xs = xs_open(0);
-    if (!xs) {
-        log(std::string("cannot connect to xenstore: ") + std::strerror(errno) + " (is this a Xen guest?)");
+    Xs req, watch;
+    try {
+        req.get();
+        watch.get();
+    } catch (const std::exception& e) {
+        log(std::string(e.what()) + " (is this a Xen guest?)");
         return 1;
     }
     const std::string watched = std::string(hints::kXenstoreDir) + "/event-channel";
-    if (!xs_watch(xs, watched.c_str(), "fastmig"))
-        log("cannot watch " + watched + "; relying on the 10 s check after a migration");
+    if (!xs_watch(watch.get(), watched.c_str(), "fastmig"))
+        log("cannot watch " + watched + " (" + std::strerror(errno) + "); relying on the 10 s check after a migration");
     hints::HintServer server([&](std::uint64_t nr_pages) { return scan(o, nr_pages); });
     std::unique_ptr<Channel> ch;
     int status = 0;
     while (!g_stop) {
         try {
             if (!ch || !ch->announced()) {
-                if (ch)
+                if (ch) {
                     log("the announcement is gone (migrated?): offering a new channel");
-                ch.reset();
-                ch = std::make_unique<Channel>(xs, o.pages);
+                    // Not closed: after a migration Linux has dropped the
+                    // old port's irq, and unbinding it hits BUG_ON(irq < 0)
+                    // in drivers/xen/evtchn.c (evtchn_unbind_from_user;
+                    // Linux 6.1, seen under nested Xen: the agent died in
+                    // the ioctl).  Its fd and pages stay with the process.
+                    (void)ch.release();
+                }
+                ch = std::make_unique<Channel>(req.get(), o.pages);
                 log("ready: " + std::to_string(o.pages) + " pages granted to dom0, event channel port " +
                     std::to_string(ch->bell().local_port()) + ", protocol " + std::to_string(hints::kVersion));
             }
-            pollfd p[2] = {{ch->bell().fd(), POLLIN, 0}, {xs_fileno(xs), POLLIN, 0}};
+            pollfd p[2] = {{ch->bell().fd(), POLLIN, 0}, {xs_fileno(watch.get()), POLLIN, 0}};
             int r = ::poll(p, 2, 10000);
             if (r < 0 && errno != EINTR)
                 throw ChannelError(std::string("poll: ") + std::strerror(errno));
             if (r > 0 && (p[1].revents & POLLIN)) {
                 unsigned n = 0;
-                if (char** w = xs_read_watch(xs, &n))
+                if (char** w = xs_read_watch(watch.get(), &n))
                     std::free(w); // the loop's check says what changed
             }
             if (r > 0 && (p[0].revents & POLLIN) && ch->bell().drain()) {
@@ -202,13 +234,16 @@ int serve(const Options& o)
             // say so and try again later; the guest runs as without us.
             log(std::string(e.what()) + "; retrying in 10 s");
             ch.reset();
+            req.reset();
             for (int i = 0; i < 100 && !g_stop; ++i)
                 ::usleep(100000);
         }
     }
     ch.reset();
-    withdraw(xs);
-    xs_close(xs);
+    try {
+        withdraw(req.get());
+    } catch (const std::exception&) {
+    }
     log("stopped");
     return status;
 }

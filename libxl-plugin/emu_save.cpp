@@ -57,7 +57,9 @@ int run_emu_save(const EmuArgs& a, XenopsdLink& xenopsd, helper::HelperBackend& 
     std::string who = domain_label(a.domid, "");
     try {
         SendOptions so;
-        helper_send_options(so);
+        xen::GuestHintOptions hints;
+        helper_send_options(so, &hints);
+        backend.set_guest_hints(hints);
         so.one_way = true;
         so.live = a.live;
         so.verify = false;

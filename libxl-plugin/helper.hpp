@@ -20,8 +20,13 @@ int run_restore(const RestoreArgs& a, LibxlLink& libxl, HelperBackend& backend);
 
 // FASTMIG_HELPER_OPTIONS (the options of `fastmig send`, e.g.
 // "--threads 4 --max-bandwidth 1gbit"), applied to `so`.  libxl passes no
-// options of its own, so this is the helper's only configuration.
-void helper_send_options(SendOptions& so);
+// options of its own, so this is the helper's only configuration.  Two
+// more words, for the source's guest agent (free-page hints, Xen backend),
+// go to `hints` when given (both ends accept them: xl hands the same
+// environment to the sender and the receiver):
+//   --no-agent-hints         do not ask the guest's agent
+//   --agent-timeout-ms MS    bound on the exchange with it (1..20000; 3000)
+void helper_send_options(SendOptions& so, xen::GuestHintOptions* hints = nullptr);
 
 // FASTMIG_HELPER_SETTLE_MS (default 10000; 0: no wait): how long the worker
 // waits after the hand-over for libxl to be done with the domain before it

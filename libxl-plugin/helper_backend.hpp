@@ -5,6 +5,7 @@
 #pragma once
 
 #include "stream/domain.hpp"
+#include "stream/domain/xen/guest_hints.hpp"
 
 #include <chrono>
 #include <cstdint>
@@ -37,6 +38,10 @@ public:
     // helper before open_source/provider); unset: the backend's default.
     using LogFn = std::function<void(const std::string&)>;
     void set_log(LogFn log) { log_ = std::move(log); }
+    // Free-page hints from the source guest's agent (the Xen backend asks
+    // it; the sim has its own hints): FASTMIG_HELPER_OPTIONS
+    // --no-agent-hints / --agent-timeout-ms.  Before open_source.
+    void set_guest_hints(xen::GuestHintOptions h) { hints_ = h; }
 
     // The running domain libxl asked to save.
     virtual std::unique_ptr<Domain> open_source(std::uint32_t domid) = 0;
@@ -74,6 +79,7 @@ public:
 
 protected:
     LogFn log_;
+    xen::GuestHintOptions hints_;
 };
 
 // FASTMIG_HELPER_BACKEND: "xen" (default) or "sim".  Throws Error with a

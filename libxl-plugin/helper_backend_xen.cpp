@@ -77,6 +77,7 @@ public:
     {
         xen::SaveOptions o;
         o.log = domain_log(domid);
+        o.hints = hints_;
         // libxl mode: helper_save.cpp has already asked libxl (and got
         // "suspended") when the engine's suspend() reaches the backend.
         if (!by_channel_)

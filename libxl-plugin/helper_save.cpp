@@ -62,7 +62,7 @@ void settle_before_teardown(HelperBackend& backend, std::uint32_t domid, bool so
     }
 }
 
-void helper_send_options(SendOptions& so)
+void helper_send_options(SendOptions& so, xen::GuestHintOptions* hints)
 {
     std::vector<std::string> words;
     if (const char* env = std::getenv("FASTMIG_HELPER_OPTIONS")) {
@@ -71,11 +71,24 @@ void helper_send_options(SendOptions& so)
             words.push_back(w);
     }
     try {
-        cli::Options o(words, cli::kSendValued, cli::kSendFlags);
+        auto valued = cli::kSendValued;
+        auto flags = cli::kSendFlags;
+        valued.insert("agent-timeout-ms");
+        flags.insert("no-agent-hints");
+        cli::Options o(words, valued, flags);
         if (!o.positional().empty())
             throw cli::UsageError("unexpected word '" + o.positional()[0] + "'");
         unsigned channels = 1;
         cli::apply_send_options(o, so, channels);
+        xen::GuestHintOptions h;
+        h.enabled = !o.flag("no-agent-hints");
+        const auto t = o.uint_or("agent-timeout-ms", std::uint64_t(h.timeout.count()));
+        if (t < 1 || t > std::uint64_t(xen::kMaxAgentTimeout.count()))
+            throw cli::UsageError("--agent-timeout-ms must be 1.." + std::to_string(xen::kMaxAgentTimeout.count()) +
+                                  " (the destination hears nothing while the source waits)");
+        h.timeout = std::chrono::milliseconds(t);
+        if (hints)
+            *hints = h;
         if (o.get("channels") && channels != 1)
             throw cli::UsageError("--channels: libxl gives its helper one stream fd, so one channel");
     } catch (const cli::UsageError& e) {
@@ -106,7 +119,9 @@ int run_save(const SaveArgs& a, LibxlLink& libxl, HelperBackend& backend)
             throw Error(who, Phase::setup, "io_fd " + std::to_string(a.io_fd) + " is not an open descriptor");
 
         SendOptions so;
-        helper_send_options(so);
+        xen::GuestHintOptions hints;
+        helper_send_options(so, &hints);
+        backend.set_guest_hints(hints);
         const auto settle = settle_limit();
         so.one_way = true;
         so.live = a.xcflags & kXcflagsLive;

@@ -464,6 +464,23 @@ bad_env() {
 ok "FASTMIG_PEER with a bad value: the save fails before anything" -- bad_env
 fm sim destroy "$G" >/dev/null 2>&1
 
+# --- the guest agent's words ---------------------------------------------------
+G=$(new_guest 32M web)
+# The guest-agent words are accepted by both ends (xl gives both the same
+# environment) and checked.
+agent_words() {
+  FASTMIG_HELPER_SIM_DOMAIN=$G FASTMIG_HELPER_OPTIONS="--no-free-hints --no-agent-hints --agent-timeout-ms 500" \
+    "$FAKE" --helper "$HELPER" pair >"$T/a.out" 2>&1 || { cat "$T/a.out"; return 1; }
+  has "$T/a.out" "save: complete retval=0" && has "$T/a.out" "restore: complete retval=0" || { cat "$T/a.out"; return 1; }
+  D=$(incoming) && fm sim destroy "$D" >/dev/null
+  FASTMIG_HELPER_SIM_DOMAIN=$G FASTMIG_HELPER_OPTIONS="--agent-timeout-ms 60000" \
+    "$FAKE" --helper "$HELPER" --xcflags 0 --io "$T/a.img" save >"$T/a.out" 2>&1
+  cat "$T/a.out"
+  has "$T/a.out" "agent-timeout-ms must be 1..20000" && ! has "$T/a.out" "save: complete retval=0"
+}
+ok "migrate: --no-agent-hints and --agent-timeout-ms reach both ends, a bad bound is refused" -- agent_words
+fm sim destroy "$G" >/dev/null 2>&1
+
 # --- SIGTERM from libxl mid-stream ---------------------------------------------
 SLOW="--max-bandwidth 8M --compress none --threads 2"
 G=$(new_guest 64M random)

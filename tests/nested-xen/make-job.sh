@@ -8,7 +8,12 @@
 #   params             NAME=VALUE lines given here (see job/run.sh)
 #   guest-initrd.img   the PV test guest's root: busybox + xen-netfront.ko
 #                      from the image (they must match its kernel), our
-#                      guest/init and guest/memwriter (compiled here, static)
+#                      guest/init and guest/memwriter (compiled here, static),
+#                      guest/memload + guest/loadsvc (the after-load
+#                      workload), and fastmig-guest-agent (built here from
+#                      guest-agent/, static) with the modules it needs,
+#                      xen-evtchn.ko and xen-gntalloc.ko, read out of the
+#                      image's rootfs.img with debugfs (no image rebuild)
 #   results/           empty; dom0 writes into it, the host reads it back
 #                      with debugfs (boot.sh)
 #   fastmig/           only with FASTMIG_HELPER_BIN set (nested-check.sh sets
@@ -33,7 +38,7 @@ die() { log "ERROR: $*"; exit 1; }
 img=$1 out=$2
 shift 2
 [[ -f $img/.done ]] || die "$img is not a built image (run build-image.sh)"
-for t in gcc cpio gzip mkfs.ext4; do
+for t in gcc cpio gzip mkfs.ext4 debugfs make; do
   command -v "$t" >/dev/null || die "missing tool '$t'"
 done
 
@@ -47,7 +52,18 @@ cp "$img/guest-parts/busybox" "$g/bin/busybox"
 [[ -f $img/guest-parts/xen-netfront.ko ]] && cp "$img/guest-parts/xen-netfront.ko" "$g/lib/modules/"
 gcc -O2 -static -Wall -Wextra -o "$g/bin/memwriter" "$here/guest/memwriter.c" \
   || die "compiling memwriter failed (static glibc comes with libc6-dev)"
+gcc -O2 -static -Wall -Wextra -o "$g/bin/memload" "$here/guest/memload.c" || die "compiling memload failed"
+install -m 0755 "$here/guest/loadsvc" "$g/bin/loadsvc"
 install -m 0755 "$here/guest/init" "$g/init"
+# The free-page hint agent and its modules (the image's kernel's).
+make -s -C "$here/../../guest-agent" fastmig-guest-agent >&2 \
+  || die "building guest-agent/fastmig-guest-agent failed (static Xen libraries: libxen-dev)"
+install -m 0755 "$here/../../guest-agent/fastmig-guest-agent" "$g/bin/fastmig-guest-agent"
+kver=$(cat "$img/kernel-version")
+for m in xen-evtchn xen-gntalloc; do
+  debugfs -R "dump /lib/modules/$kver/kernel/drivers/xen/$m.ko $g/lib/modules/$m.ko" "$img/rootfs.img" >/dev/null 2>&1
+  [[ -s $g/lib/modules/$m.ko ]] || die "$m.ko not found in $img/rootfs.img (kernel $kver)"
+done
 
 j=$work/job
 mkdir -p "$j/results"
@@ -61,7 +77,9 @@ done
 
 if [[ -n ${FASTMIG_HELPER_BIN:-} ]]; then
   [[ -x $FASTMIG_HELPER_BIN ]] || die "FASTMIG_HELPER_BIN=$FASTMIG_HELPER_BIN is not an executable"
-  ldd "$FASTMIG_HELPER_BIN" | grep -q 'libxenctrl' \
+  # (grep reads all of ldd's output: with -q it may stop early, and
+  # pipefail then takes ldd's SIGPIPE for a failure)
+  ldd "$FASTMIG_HELPER_BIN" | grep 'libxenctrl' >/dev/null \
     || die "$FASTMIG_HELPER_BIN is not linked with the Xen libraries (configure found no libxen-dev?)"
   mkdir -p "$j/fastmig/lib"
   install -m 0755 "$FASTMIG_HELPER_BIN" "$j/fastmig/libxl-save-helper"

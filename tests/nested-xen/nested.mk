@@ -28,6 +28,8 @@ EXTRA_DIST += \
 	tests/nested-xen/kvm-probe.sh \
 	tests/nested-xen/dom0/fastmig-dom0-init \
 	tests/nested-xen/job/run.sh \
+	tests/nested-xen/guest/memload.c \
+	tests/nested-xen/guest/loadsvc \
 	tests/nested-xen/guest/init \
 	tests/nested-xen/guest/memwriter.c \
 	xen-patches/README.md \

@@ -17,6 +17,7 @@ stream_domain_xen_libfmxenpv_a_SOURCES = \
 	stream/domain/xen/hvm_state.hpp stream/domain/xen/hvm_state.cpp \
 	stream/domain/xen/hvm_zero_pages.hpp stream/domain/xen/hvm_zero_pages.cpp \
 	stream/domain/xen/guest_checks.hpp stream/domain/xen/guest_checks.cpp \
+	stream/domain/xen/guest_hints.hpp stream/domain/xen/guest_hints.cpp \
 	stream/domain/xen/state_records.hpp stream/domain/xen/state_records.cpp
 EXTRA_DIST += stream/domain/xen/README.md
 
@@ -25,6 +26,12 @@ tests_unit_xen_pv_test_SOURCES = tests/unit/test_xen_pv.cpp tests/unit/stream_er
 tests_unit_xen_pv_test_CPPFLAGS = $(UNIT_CPPFLAGS)
 tests_unit_xen_pv_test_LDADD = stream/domain/xen/libfmxenpv.a $(UNIT_LDADD)
 TESTS += tests/unit/xen_pv.test
+
+check_PROGRAMS += tests/unit/guest_hints.test
+tests_unit_guest_hints_test_SOURCES = tests/unit/test_guest_hints.cpp
+tests_unit_guest_hints_test_CPPFLAGS = $(UNIT_CPPFLAGS)
+tests_unit_guest_hints_test_LDADD = stream/domain/xen/libfmxenpv.a $(UNIT_LDADD)
+TESTS += tests/unit/guest_hints.test
 
 check_PROGRAMS += tests/unit/xen_hvm.test
 tests_unit_xen_hvm_test_SOURCES = tests/unit/test_xen_hvm.cpp tests/unit/stream_error_check.hpp
@@ -45,7 +52,7 @@ stream_domain_xen_libfmxen_a_SOURCES = \
 	stream/domain/xen/xen_save.cpp stream/domain/xen/xen_restore.cpp
 # Link order for users (the save helper, the command line):
 #   $(FASTMIG_XEN_LIBS) before $(FASTMIG_LIBS).
-FASTMIG_XEN_LIBS = stream/domain/xen/libfmxen.a stream/domain/xen/libfmxenpv.a $(XEN_LIBS)
+FASTMIG_XEN_LIBS = stream/domain/xen/libfmxen.a stream/domain/xen/libfmxenpv.a $(FASTMIG_IPC_XEN_LIBS)
 else
 FASTMIG_XEN_LIBS =
 endif

@@ -8,6 +8,7 @@
 
 #include "stream/domain.hpp"
 #include "stream/domain/xen/guest_checks.hpp"
+#include "stream/domain/xen/guest_hints.hpp"
 
 #include <chrono>
 #include <cstdint>
@@ -36,6 +37,9 @@ struct SaveOptions {
     // Interval of the fallback that polls the domain's state when no event
     // channel could be set up for the suspend notification.
     std::chrono::microseconds poll_interval{500};
+    // Free-page hints from the guest's fastmig agent (guest_hints.hpp):
+    // whether to ask, and the bound on the whole exchange.
+    GuestHintOptions hints;
 };
 
 // A source domain that says which guest it holds.

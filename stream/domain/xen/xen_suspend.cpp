@@ -2,8 +2,6 @@
 
 #include "stream/clock.hpp"
 
-#include <poll.h>
-
 #include <cstdlib>
 #include <thread>
 
@@ -39,12 +37,6 @@ const char* SuspendChannel::mode() const
 
 void SuspendChannel::setup()
 {
-    xce_ = xenevtchn_open(nullptr, 0);
-    if (!xce_) {
-        log_("suspend: cannot open the event channel device (" + std::string(std::strerror(errno)) +
-             "); falling back to polling");
-        return;
-    }
     // The guest's own channel, if it offers one.
     if (xs_) {
         std::string path = "/local/domain/" + std::to_string(domid_) + "/device/suspend/event-channel";
@@ -68,19 +60,17 @@ void SuspendChannel::setup()
         }
         guest_port_ = evtchn_port_t(p);
     }
-    xenevtchn_port_or_error_t local = xenevtchn_bind_interdomain(xce_, domid_, guest_port_);
-    if (local < 0) {
-        log_("suspend: cannot bind to the guest's port " + std::to_string(guest_port_) + " (" +
-             std::strerror(errno) + "); falling back to polling");
+    try {
+        bell_ = ipc::XenDoorbell::bind(domid_, guest_port_);
+    } catch (const ipc::ChannelError& e) {
+        log_(std::string("suspend: ") + e.what() + "; falling back to polling");
         guest_channel_ = false;
         return;
     }
-    local_port_ = evtchn_port_t(local);
     if (xc_domain_subscribe_for_suspend(xch_, domid_, guest_port_) < 0) {
         log_("suspend: cannot subscribe port " + std::to_string(guest_port_) + " for suspend (" +
              std::strerror(errno) + "); falling back to polling");
-        xenevtchn_unbind(xce_, local_port_);
-        local_port_ = 0;
+        bell_ = ipc::XenDoorbell();
         guest_channel_ = false;
         return;
     }
@@ -96,20 +86,17 @@ void SuspendChannel::close()
             log_("suspend: cannot drop the suspend subscription: " + std::string(std::strerror(errno)));
         subscribed_ = false;
     }
-    if (xce_) {
-        if (local_port_)
-            xenevtchn_unbind(xce_, local_port_);
-        xenevtchn_close(xce_);
-        xce_ = nullptr;
-        local_port_ = 0;
-    }
+    bell_ = ipc::XenDoorbell(); // unbinds our port
 }
 
 void SuspendChannel::request()
 {
     if (subscribed_ && guest_channel_) {
-        if (xenevtchn_notify(xce_, local_port_) < 0)
-            fail_errno(who_, Phase::stop_copy, "cannot notify the guest's suspend event channel");
+        try {
+            bell_.notify();
+        } catch (const ipc::ChannelError& e) {
+            throw Error(who_, Phase::stop_copy, std::string("the guest's suspend event channel: ") + e.what());
+        }
         return;
     }
     if (!xs_)
@@ -161,16 +148,11 @@ std::uint64_t SuspendChannel::wait_suspended(std::chrono::milliseconds timeout)
                             describe_state(info) + "; notification by " + mode() +
                             "): does it handle control/shutdown?");
         if (subscribed_) {
-            pollfd p{xenevtchn_fd(xce_), POLLIN, 0};
-            int ms = int(std::min<std::uint64_t>((deadline - now + 999999) / 1000000, 1000));
-            int r = ::poll(&p, 1, ms);
-            if (r < 0 && errno != EINTR)
-                fail_errno(who_, Phase::stop_copy, "poll on the suspend event channel");
-            if (r > 0) {
-                xenevtchn_port_or_error_t port = xenevtchn_pending(xce_);
-                if (port < 0)
-                    fail_errno(who_, Phase::stop_copy, "reading the pending event channel");
-                xenevtchn_unmask(xce_, evtchn_port_t(port));
+            const auto ms = std::chrono::milliseconds(std::min<std::uint64_t>((deadline - now + 999999) / 1000000, 1000));
+            try {
+                bell_.wait(ms);
+            } catch (const ipc::ChannelError& e) {
+                throw Error(who_, Phase::stop_copy, std::string("waiting on the suspend event channel: ") + e.what());
             }
             // Either way the loop re-reads the state: a notification says
             // "look now", the state says what happened.

@@ -14,8 +14,14 @@
 //
 // If any step fails, suspend falls back to polling the domain's state every
 // poll interval, and says so in the log.  Waits are bounded.
+//
+// The event channel itself is evtchn-ipc's XenDoorbell (bind, notify,
+// wait): one place in fastmig speaks libxenevtchn.  What stays here is
+// what only a toolstack does: allocating a port in the guest's table and
+// the suspend subscription (libxenctrl), and the xenstore request.
 #pragma once
 
+#include "evtchn-ipc/xen_channel.hpp"
 #include "stream/domain/xen/xen_handles.hpp"
 
 #include <chrono>
@@ -54,9 +60,8 @@ private:
     std::string who_;
     LogFn log_;
     std::chrono::microseconds poll_;
-    xenevtchn_handle* xce_ = nullptr;
+    ipc::XenDoorbell bell_; // bound to guest_port_ once set up
     xs_handle* xs_ = nullptr;
-    evtchn_port_t local_port_ = 0;
     evtchn_port_t guest_port_ = 0;
     bool guest_channel_ = false; // the guest advertised its own channel
     bool subscribed_ = false;

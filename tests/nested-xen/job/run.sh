@@ -25,6 +25,14 @@
 #   fastmig-raw    the same with --compress none added
 #   fastmig-libxl  the same with FASTMIG_HELPER_SUSPEND=libxl (suspension
 #                  through libxl's callback and @releaseDomain, as stock)
+#   fastmig-nohints  fastmig with --no-agent-hints: the guest's agent (if
+#                  any) is not asked for free pages
+# MODES: idle, write (memwriter alone), afterload: before every save and
+# migration the guest runs memload over all but fm_keep MiB of its free
+# memory (a job that used most of it and exited: its pages are free and
+# still hold data), then dom0 saves or migrates it; memwriter keeps
+# AFTER_MIB (32) MiB checked, rewritten at AFTER_RATE (1) MiB/s.  The guest
+# runs fastmig-guest-agent (guest/init), which fastmig asks for free pages.
 # With a patched libxl on the job disk (/job/libxl, make-job.sh), every
 # step runs with it, and LIBXL_EARLY_NICS says whether its patch acts
 # (xen-patches/0001-*): 0 for stock and fastmig-late (libxl's own order:
@@ -55,7 +63,7 @@ if [[ -x /job/fastmig/helper.sh ]]; then : "${HELPERS:=stock fastmig}"; else : "
 # shadow paging (`hap = 0` in the guest's config), the default because
 # TCG's emulated NPT loses guests to "Triple fault" during `xl migrate`
 # (README.md); 1 = HAP, that experiment.
-: "${GUEST_TYPE:=pv}" "${GUEST_HAP:=0}"
+: "${GUEST_TYPE:=pv}" "${GUEST_HAP:=0}" "${AFTER_MIB:=32}" "${AFTER_RATE:=1}" "${KEEP_MIB:=64}"
 case $GUEST_TYPE in pv|pvh|hvm) ;; *) echo "GUEST_TYPE must be pv, pvh or hvm, not '$GUEST_TYPE'" >&2; exit 2 ;; esac
 case $GUEST_HAP in 0|1) ;; *) echo "GUEST_HAP must be 0 or 1, not '$GUEST_HAP'" >&2; exit 2 ;; esac
 
@@ -136,16 +144,16 @@ if [[ $GUEST_TYPE == hvm ]]; then
   [[ -x /usr/libexec/xen-qemu-system-i386 ]] \
     || fail "the image has no /usr/libexec/xen-qemu-system-i386 (qemu-system-xen; build-image.sh)"
 fi
-echo "step	size_mib	mode	run	total_s	save_s	restore_s	ping_gap_ms	ping_sent	ping_recv	guest_gap_ms	file_mib	xl_gap_ms	xl_mem_ms	stream_mib	suspend_ms	stream_s	xl_helpers_ms" >"$R/results.tsv"
+echo "step	size_mib	mode	run	total_s	save_s	restore_s	ping_gap_ms	ping_sent	ping_recv	guest_gap_ms	file_mib	xl_gap_ms	xl_mem_ms	stream_mib	suspend_ms	stream_s	xl_helpers_ms	load_mib	hint_pages	agent_scan_ms	hint_exchange_ms" >"$R/results.tsv"
 for h in $HELPERS; do
   case $h in
     stock) ;;
     stock-early|fastmig-late) [[ $LIBXL_PATCHED == 1 ]] || fail "HELPERS has $h but the job disk has no patched libxl (FASTMIG_LIBXL_SO)" ;;&
     stock-early) ;;
-    fastmig|fastmig-raw|fastmig-libxl|fastmig-late) [[ -x /job/fastmig/helper.sh ]] || fail "HELPERS has fastmig but the job disk has no /job/fastmig (FASTMIG_HELPER_BIN)"
+    fastmig|fastmig-raw|fastmig-libxl|fastmig-late|fastmig-nohints) [[ -x /job/fastmig/helper.sh ]] || fail "HELPERS has fastmig but the job disk has no /job/fastmig (FASTMIG_HELPER_BIN)"
              LD_LIBRARY_PATH=/job/fastmig/lib ldd /job/fastmig/libxl-save-helper >"$R/fastmig-ldd.txt" 2>&1 || true
              grep -q 'not found' "$R/fastmig-ldd.txt" && fail "fastmig helper: missing libraries: $(grep 'not found' "$R/fastmig-ldd.txt" | tr '\n' ' ')" ;;
-    *) fail "unknown helper '$h' in HELPERS (stock, stock-early, fastmig, fastmig-raw, fastmig-libxl, fastmig-late)" ;;
+    *) fail "unknown helper '$h' in HELPERS (stock, stock-early, fastmig, fastmig-raw, fastmig-libxl, fastmig-late, fastmig-nohints)" ;;
   esac
 done
 say "helpers: $HELPERS${FASTMIG_OPTIONS:+ (FASTMIG_HELPER_OPTIONS=$FASTMIG_OPTIONS)}$( ((LIBXL_PATCHED)) && echo ', patched libxl')"
@@ -162,12 +170,13 @@ guest_cfg() { # $1 size MiB, $2 mode -> writes /var/lib/fastmig/g1.cfg
   # unplugs the emulated one).
   local mib=1 rate=0
   if [[ $2 == write ]]; then mib=$WRITE_MIB; rate=$WRITE_RATE; fi
+  if [[ $2 == afterload ]]; then mib=$AFTER_MIB; rate=$AFTER_RATE; fi
   cat >/var/lib/fastmig/g1.cfg <<EOF
 name = "g1"
 type = "$GUEST_TYPE"
 kernel = "$kernel"
 ramdisk = "/job/guest-initrd.img"
-extra = "console=hvc0 quiet fm_ip=$GIP fm_mib=$mib fm_rate=$rate"
+extra = "console=hvc0 quiet fm_ip=$GIP fm_mib=$mib fm_rate=$rate fm_keep=$KEEP_MIB"
 memory = $1
 maxmem = $1
 vcpus = 1
@@ -289,6 +298,8 @@ guest_gap() { # largest GAP memwriter printed for an operation between
 helper_env() {
   if [[ $1 == fastmig || $1 == fastmig-late ]]; then
     HENV=(env LIBXL_SAVE_HELPER=/job/fastmig/helper.sh "FASTMIG_HELPER_OPTIONS=$FASTMIG_OPTIONS")
+  elif [[ $1 == fastmig-nohints ]]; then
+    HENV=(env LIBXL_SAVE_HELPER=/job/fastmig/helper.sh "FASTMIG_HELPER_OPTIONS=$FASTMIG_OPTIONS --no-agent-hints")
   elif [[ $1 == fastmig-raw ]]; then
     HENV=(env LIBXL_SAVE_HELPER=/job/fastmig/helper.sh "FASTMIG_HELPER_OPTIONS=$FASTMIG_OPTIONS --compress none")
   elif [[ $1 == fastmig-libxl ]]; then
@@ -306,6 +317,45 @@ helper_env() {
 # xl list's state column (r b p s c d): running, blocked or waiting for a
 # CPU ("------"), but not paused, shut down, crashed or dying.
 runnable() { [[ -n $1 && $1 != *p* && $1 != *s* && $1 != *c* && $1 != *d* ]]; }
+# The after-load workload (MODES=afterload): memload in the guest over TCP
+# (guest/loadsvc behind busybox nc); sets LOAD_MIB.  Elsewhere LOAD_MIB is
+# empty.
+guest_load() { # $1 = what for (errors)
+  LOAD_MIB=
+  [[ $mode == afterload ]] || return 0
+  local reply=
+  exec 3<>"/dev/tcp/$GIP/7000" || fail "$1: cannot reach the guest's loadsvc (port 7000)"
+  reply=$(timeout 600 head -n1 <&3) || true
+  exec 3<&- 3>&-
+  [[ $reply == LOADED* ]] || fail "$1: the guest's memload answered '$reply'"
+  LOAD_MIB=$(awk '{ print $2 }' <<<"$reply")
+  say "$1: guest $reply"
+  # Let the freed pages reach the buddy lists (per-CPU lists drain).
+  sleep 2
+}
+# Whether the guest's agent announced itself (not a failure when not: the
+# runs then show "no fastmig agent"); its console lines, for the record.
+agent_ready() {
+  local id end=$(( $(date +%s) + 60 )) p=
+  id=$(xl domid g1)
+  while (( $(date +%s) < end )); do
+    p=$(xenstore-read "/local/domain/$id/data/fastmig-agent/protocol" 2>/dev/null) && break
+    sleep 1
+  done
+  say "guest agent: protocol '${p:-none}' ($(xenstore-read "/local/domain/$id/data/fastmig-agent/agent" 2>/dev/null || echo 'no agent key'))"
+  grep -h 'AGENT' /var/log/xen/console/guest-g1*.log 2>/dev/null | awk '!seen[$0]++' | head -n 6 | sed 's/^/GUEST: /' || true
+}
+# From the timestamped xl log $1 (fastmig's free-page hint line):
+# "pages_sent_as_free agent_scan_ms exchange_ms", NA when there is none.
+hint_stats() {
+  awk '/free-page hints: .* reported [0-9]+ free pages/ {
+         for (i = 1; i < NF; i++) {
+           if ($(i + 1) == "go" && $(i + 2) == "as") p = $i
+           if ($i == "scan") s = $(i + 1)
+           if ($i == "exchange") e = $(i + 1)
+         } }
+       END { if (p != "") print p, s, e; else print "NA NA NA" }' "$1"
+}
 # After a migration that had to fail ($1 names it in errors, $2 is dom0's
 # time it ended, $3 a file for xl list): exactly one g1, runnable, answering
 # pings, its memory intact.  Leaves its state column in ST.
@@ -365,12 +415,14 @@ for size in $SIZES; do
     echo "boot	$size	$mode	0	$boot_s								" >>"$R/results.tsv"; sync
     VERIFIED_BEFORE=
     check_memory "$(now)" "boot"
+    agent_ready
     for run in $(seq "$RUNS"); do
      for h in $HELPERS; do
       helper_env "$h"
       if [[ $DO_SAVE == 1 ]]; then
         f=/var/lib/fastmig/g1.save
         id=$h-$size-$mode-$run
+        guest_load "save ($h, run $run)"
         ping_start "$R/ping-save-$id.txt"
         t1=$(now)
         timeout "$STEP_TIMEOUT" "${HENV[@]}" xl -v save g1 "$f" >"$R/save-$id.log" 2>&1 \
@@ -392,6 +444,7 @@ for size in $SIZES; do
       fi
       if [[ $DO_MIGRATE == 1 ]]; then
         id=$h-$size-$mode-$run
+        guest_load "migrate ($h, run $run)"
         ping_start "$R/ping-mig-$id.txt"
         t1=$(now)
         # -s "": xl runs the "host" argument itself (sh -c) instead of ssh
@@ -410,15 +463,20 @@ for size in $SIZES; do
         sus=$(suspend_ms "$ml")
         sts=$(stream_s "$ml")
         read -r xgap xmem xhelp < <(xl_gap "$ml")
+        read -r hpages hscan hex < <(hint_stats "$ml")
+        grep -o 'free-page hints: .*' "$ml" | head -n 2 | sed 's/^/HINTS: /' || true
+        # The agent's side of it (its scan's wall and CPU time).
+        cat /var/log/xen/console/guest-g1*.log 2>/dev/null | grep 'AGENT.*scan:' | tail -n 1 | sed 's/^/GUEST: /' || true
         smib=$(awk '/bytes/ { printf "%.1f", $1 / 1048576 }' "$R/dd-$id.txt")
         wait_ping 60 || fail "guest did not answer after migrate ($h)"
         read -r gap sent recv < <(ping_stop "$R/ping-mig-$id.txt")
         sleep 2
         ggap=$(guest_gap "$t1" "$t2")
         check_memory "$t2" "migrate ($h, run $run)"
-        printf 'migrate-%s\t%s\t%s\t%s\t%s\t\t\t%s\t%s\t%s\t%s\t\t%s\t%s\t%s\t%s\t%s\t%s\n' "$h" "$size" "$mode" "$run" \
-          "$(dt "$t1" "$t2")" "$gap" "$sent" "$recv" "$ggap" "$xgap" "$xmem" "$smib" "$sus" "$sts" "$xhelp" >>"$R/results.tsv"; sync
-        say "migrate ($h) run $run: total $(dt "$t1" "$t2")s (stream ${sts}s), xl downtime ${xgap} ms (memory part ${xmem} ms, helpers done ${xhelp} ms), ${smib} MiB stream, suspend ${sus} ms, ping gap ${gap} ms, guest gap ${ggap} ms"
+        printf 'migrate-%s\t%s\t%s\t%s\t%s\t\t\t%s\t%s\t%s\t%s\t\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$h" "$size" "$mode" "$run" \
+          "$(dt "$t1" "$t2")" "$gap" "$sent" "$recv" "$ggap" "$xgap" "$xmem" "$smib" "$sus" "$sts" "$xhelp" \
+          "${LOAD_MIB:-}" "$hpages" "$hscan" "$hex" >>"$R/results.tsv"; sync
+        say "migrate ($h) run $run: total $(dt "$t1" "$t2")s (stream ${sts}s), xl downtime ${xgap} ms (memory part ${xmem} ms, helpers done ${xhelp} ms), ${smib} MiB stream, suspend ${sus} ms, ping gap ${gap} ms, guest gap ${ggap} ms${LOAD_MIB:+, after a load of $LOAD_MIB MiB}, free-page hints: $hpages pages (agent scan $hscan ms, exchange $hex ms)"
         sleep 3
       fi
      done
