@@ -58,7 +58,7 @@ $(tail -n 20 "$C.log")"
   touch "$C.tmp/.done"
   rm -rf "$C" && mv "$C.tmp" "$C"
 fi
-log "chroot $C: $(chroot "$C" dpkg-query -W -f='${Package} ${Version}' libxen-dev libc6 g++ | tr '\n' ';')"
+log "chroot $C: $(chroot "$C" dpkg-query -W -f='${Package} ${Version}\n' libxen-dev libc6 g++ | tr '\n' ';')"
 
 # The committed tree, built from scratch in the chroot.
 b=/build/fastmig-$rev
@@ -69,13 +69,16 @@ git -C "$src" archive --format=tar HEAD | tar -xf - -C "$C$b"
 mounted=()
 cleanup() {
   local m
-  for m in "${mounted[@]}"; do umount -R -l "$m" 2>/dev/null || true; done
+  for m in "${mounted[@]}"; do umount -R -l "$m" 2>/dev/null || true; done  # innermost first
 }
 trap cleanup EXIT
-# The tests need /proc, /sys and /dev with its submounts (/dev/shm, pts).
-for m in proc sys dev; do
+# The tests need /proc, /sys and /dev with its submounts (/dev/shm, pts),
+# and / a mount point of its own: `fastmig receive --netns` makes / a
+# slave mount, as `ip netns exec` does, and that fails on a plain directory.
+for m in . proc sys dev; do
   mountpoint -q "$C/$m" && continue
   case $m in
+    .) mount --bind "$C" "$C" ;;
     proc) mount -t proc proc "$C/proc" ;;
     sys) mount -t sysfs sysfs "$C/sys" ;;
     dev) mount --rbind /dev "$C/dev" && mount --make-rslave "$C/dev" ;;
@@ -115,7 +118,7 @@ if [[ ${FASTMIG_TRIXIE_DEB:-0} == 1 ]]; then
   mkdir -p "$C/build/deb/fastmig-$rev"
   git -C "$src" archive --format=tar HEAD | tar -xf - -C "$C/build/deb/fastmig-$rev"
   rm -rf "$out/deb" && mkdir -p "$out/deb"
-  if in_c sh -c "cd /build/deb/fastmig-$rev && dpkg-buildpackage -us -uc -b" >"$out/deb.log" 2>&1; then
+  if in_c DEB_BUILD_OPTIONS=parallel=$(nproc) sh -c "cd /build/deb/fastmig-$rev && dpkg-buildpackage -us -uc -b" >"$out/deb.log" 2>&1; then
     cp "$C"/build/deb/*.deb "$out/deb/"
     log "deb: $(ls "$out/deb")"
   else
