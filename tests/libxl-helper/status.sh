@@ -6,7 +6,9 @@
 B=$(dirname "$FASTMIG_BIN")
 DIVERT=${top_srcdir:-.}/libxl-plugin/xl-helper-divert.sh
 R=$WORK/root
-STOCK=/usr/lib/xen-4.17/bin/libxl-save-helper
+# Where this build expects Xen's helper (configure: /usr/lib/xen-4.17/bin
+# on Debian 12, /usr/lib/xen-4.20/bin on Debian 13).
+STOCK=$(fm status | sed -n 's/^  stock path: *\(.*\): .*$/\1/p')
 OURS=$(fm status | sed -n 's/^  fastmig.s helper: *\(.*\): .*$/\1/p')
 mkdir -p "$R/var/lib/dpkg" "$R$(dirname "$STOCK")"
 : >"$R/var/lib/dpkg/diversions"

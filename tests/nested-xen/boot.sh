@@ -163,10 +163,15 @@ phase() {
   done
 }
 : >"$out/boot-timings.txt"
-phase xen-banner 'Xen version 4\.17' "$T_XEN"
+# The image's Xen (4.17 before images recorded it) is the one that boots.
+xv=$(cat "$img/xen-version" 2>/dev/null || echo 4.17)
+phase xen-banner "Xen version ${xv//./\\.}" "$T_XEN"
 phase dom0-kernel 'Linux version' "$T_DOM0"
 phase dom0-init 'FASTMIG-DOM0: up' "$T_DOM0"
-phase job-done 'FASTMIG-DOM0: job finished' "$tjob"
+# dom0 stops the job itself at $tjob (then kills it 10 s later) and still
+# writes rc and powers off: wait for that, so a job that ran out of time
+# leaves its finished runs readable.
+phase job-done 'FASTMIG-DOM0: job finished' "$((tjob + 60))"
 # QEMU's peak resident memory on the host, read before it exits.
 hwm=$(awk '/VmHWM/{print int($2/1024)}' "/proc/$qpid/status" 2>/dev/null || echo NA)
 echo "qemu-peak-rss-mib ${hwm:-NA}" >>"$out/boot-timings.txt"

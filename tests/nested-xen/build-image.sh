@@ -3,20 +3,24 @@
 # packages, without loop mounts, and cache it.
 #
 # Output (in $FASTMIG_NESTED_CACHE/img-<key>/, <key> = hash of the inputs):
-#   xen.elf        Xen 4.17 hypervisor, decompressed so QEMU's multiboot
-#                  loader can take it as -kernel
+#   xen.elf        the suite's Xen hypervisor (bookworm: 4.17, trixie: 4.20),
+#                  decompressed so QEMU's multiboot loader can take it as -kernel
 #   vmlinuz        dom0 (and PV guest) Linux kernel
 #   initrd.img     dom0 initramfs made by Debian's initramfs-tools
 #   rootfs.img     ext4 root filesystem of dom0 (made with mkfs.ext4 -d)
 #   guest-parts/   busybox and xen-netfront.ko for the PV test guest's root
 #   kernel-version  kernel version, for the record
+#   suite, xen-version  the Debian suite and its Xen (make-job.sh, pruning)
 #   build.log / timings
-# The cache key hashes this script and every file under dom0/, so editing
-# any of them rebuilds; changing the job scripts (job/, guest/) does not:
+# The cache key hashes this script, every file under dom0/ and the suite, so
+# editing any of them rebuilds; changing the job scripts (job/, guest/) does not:
 # those travel to dom0 on a second disk made per run by make-job.sh.
 #
-# Usage: build-image.sh            (prints the image directory on stdout)
-# Env:   FASTMIG_NESTED_CACHE      cache root (default /var/cache/fastmig-nested)
+# Usage: build-image.sh [SUITE]    (prints the image directory on stdout)
+#        SUITE: bookworm (Debian 12, Xen 4.17; the default) or trixie
+#        (Debian 13, Xen 4.20), each with its own dom0 kernel
+# Env:   FASTMIG_NESTED_SUITE      SUITE when no argument is given
+#        FASTMIG_NESTED_CACHE      cache root (default /var/cache/fastmig-nested)
 #        FASTMIG_NESTED_MIRROR     Debian mirror (default: the one apt uses)
 #        FASTMIG_NESTED_FORCE=1    rebuild even if cached
 #        FASTMIG_NESTED_BUILD_TIMEOUT  limit for debootstrap, s (default 3600:
@@ -27,10 +31,17 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${FASTMIG_NESTED_CACHE:-/var/cache/fastmig-nested}
-suite=bookworm
+suite=${1:-${FASTMIG_NESTED_SUITE:-bookworm}}
 
 log() { printf '[build-image %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+
+# Each suite has one Xen; its packages and xen.gz carry the version.
+case $suite in
+  bookworm) xenver=4.17 ;;
+  trixie) xenver=4.20 ;;
+  *) die "unknown suite '$suite' (bookworm: Xen 4.17, trixie: Xen 4.20)" ;;
+esac
 
 [[ $(id -u) -eq 0 ]] || die "must run as root (debootstrap, chroot, device nodes)"
 for t in debootstrap mkfs.ext4 sha256sum gzip; do
@@ -38,7 +49,7 @@ for t in debootstrap mkfs.ext4 sha256sum gzip; do
 done
 
 # The key: the content of every input that ends up in the image.
-key=$( (cd "$here" && cat build-image.sh $(find dom0 -type f | LC_ALL=C sort)) \
+key=$( (cd "$here" && cat build-image.sh $(find dom0 -type f | LC_ALL=C sort) && echo "$suite") \
        | sha256sum | cut -c1-16)
 out=$cache/img-$key
 if [[ -f $out/.done && ${FASTMIG_NESTED_FORCE:-0} != 1 ]]; then
@@ -76,11 +87,11 @@ root=$work/root
 # kernel, and what the dom0 test scripts use (linux-perf: the job's PERF=1
 # profile). qemu-system-xen and seabios are the HVM guest's device model
 # (/usr/libexec/xen-qemu-system-i386, the path Debian's libxl runs) and its
-# BIOS: only Recommends/Suggests of xen-utils-4.17, which minbase leaves out;
-# hvmloader comes with xen-utils-4.17. minbase keeps it small; we do
+# BIOS: only Recommends/Suggests of xen-utils-X.Y, which minbase leaves out;
+# hvmloader comes with xen-utils-X.Y. minbase keeps it small; we do
 # not boot systemd (our own init is faster, which matters under TCG).
 pkgs=(linux-image-amd64 initramfs-tools kmod
-      xen-hypervisor-4.17-amd64 xen-utils-4.17 xen-utils-common
+      "xen-hypervisor-$xenver-amd64" "xen-utils-$xenver" xen-utils-common
       qemu-system-xen seabios
       busybox-static iproute2 iputils-ping procps e2fsprogs util-linux
       coreutils gawk linux-perf)
@@ -98,7 +109,7 @@ if [[ ! -f $root/boot/initrd.img-$kver ]]; then
   chroot "$root" update-initramfs -c -k "$kver" >&3 2>&1
   umount "$root/proc"
 fi
-[[ -f $root/boot/xen-4.17-amd64.gz ]] || die "xen-4.17-amd64.gz missing from the rootfs"
+[[ -f $root/boot/xen-$xenver-amd64.gz ]] || die "xen-$xenver-amd64.gz missing from the rootfs"
 
 # Our dom0 init and helpers.
 install -m 0755 "$here/dom0/fastmig-dom0-init" "$root/sbin/fastmig-dom0-init"
@@ -108,10 +119,12 @@ printf '/dev/vda / ext4 rw,relatime 0 1\n' >"$root/etc/fstab"
 rm -rf "$root/var/cache/apt/archives/"*.deb "$root/var/lib/apt/lists/"*
 
 # Boot files, taken out of the rootfs (not from the host's /boot).
-gzip -dc "$root/boot/xen-4.17-amd64.gz" >"$work/xen.elf"
+gzip -dc "$root/boot/xen-$xenver-amd64.gz" >"$work/xen.elf"
 cp "$root/boot/vmlinuz-$kver" "$work/vmlinuz"
 cp "$root/boot/initrd.img-$kver" "$work/initrd.img"
 echo "$kver" >"$work/kernel-version"
+echo "$suite" >"$work/suite"
+echo "$xenver" >"$work/xen-version"
 stamp bootfiles
 
 # Parts of the PV test guest's root that must match this image's kernel:
@@ -148,7 +161,10 @@ rm -rf "$out"
 mv "$work" "$out"
 trap - EXIT
 chmod 755 "$out"
-# Keep only the newest two images so the cache does not grow forever.
-ls -dt "$cache"/img-* 2>/dev/null | tail -n +3 | xargs -r rm -rf
+# Keep only the newest two images of this suite so the cache does not grow
+# forever (an image without a suite file predates them: bookworm).
+for d in $(ls -dt "$cache"/img-* 2>/dev/null); do
+  if [[ $(cat "$d/suite" 2>/dev/null || echo bookworm) == "$suite" ]]; then echo "$d"; fi
+done | tail -n +3 | xargs -r rm -rf
 log "built $out in $(( $(date +%s) - t0 ))s"
 echo "$out"

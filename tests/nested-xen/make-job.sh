@@ -21,7 +21,12 @@
 #                      libxl-save-helper, the libraries it needs that the
 #                      image lacks (lib/), and helper.sh, the program dom0's
 #                      LIBXL_SAVE_HELPER names. The Xen libraries come from
-#                      the image (same Debian 12 Xen 4.17 as the build host).
+#                      the image, so the helper must be built for its Xen
+#                      (checked: libxenctrl.so.X.Y against the image's
+#                      xen-version). The other libraries are those the
+#                      build host's ldd finds, or with FASTMIG_HELPER_LIBS
+#                      set, that directory's (a helper built in another
+#                      suite's chroot: build-in-trixie.sh).
 #   libxl/             only with FASTMIG_LIBXL_SO set: a libxenlight.so.4.17.0
 #                      built by xen-patches/build-libxl.sh; dom0 binds it
 #                      over the package's library for the whole job
@@ -77,16 +82,22 @@ done
 
 if [[ -n ${FASTMIG_HELPER_BIN:-} ]]; then
   [[ -x $FASTMIG_HELPER_BIN ]] || die "FASTMIG_HELPER_BIN=$FASTMIG_HELPER_BIN is not an executable"
-  # (grep reads all of ldd's output: with -q it may stop early, and
-  # pipefail then takes ldd's SIGPIPE for a failure)
-  ldd "$FASTMIG_HELPER_BIN" | grep 'libxenctrl' >/dev/null \
-    || die "$FASTMIG_HELPER_BIN is not linked with the Xen libraries (configure found no libxen-dev?)"
+  # objdump, not ldd: a helper built for another suite may not load here.
+  xc=$(objdump -p "$FASTMIG_HELPER_BIN" | awk '$1 == "NEEDED" && $2 ~ /^libxenctrl\.so/ { print $2 }')
+  [[ -n $xc ]] || die "$FASTMIG_HELPER_BIN is not linked with the Xen libraries (configure found no libxen-dev?)"
+  xv=$(cat "$img/xen-version" 2>/dev/null || echo 4.17)
+  [[ $xc == "libxenctrl.so.$xv" ]] \
+    || die "$FASTMIG_HELPER_BIN needs $xc but the image has Xen $xv (build-in-trixie.sh builds for 4.20)"
   mkdir -p "$j/fastmig/lib"
   install -m 0755 "$FASTMIG_HELPER_BIN" "$j/fastmig/libxl-save-helper"
   # Everything but glibc and Xen's own libraries, which dom0 has.
-  ldd "$FASTMIG_HELPER_BIN" | awk '$2 == "=>" && $3 ~ /^\// { print $3 }' \
-    | grep -Ev '/(libc|libm|libxen[a-z]*|ld-linux[-a-z0-9_]*)\.so' \
-    | while read -r lib; do cp -L "$lib" "$j/fastmig/lib/"; done
+  if [[ -n ${FASTMIG_HELPER_LIBS:-} ]]; then
+    cp -L "$FASTMIG_HELPER_LIBS"/* "$j/fastmig/lib/" || die "cannot copy FASTMIG_HELPER_LIBS=$FASTMIG_HELPER_LIBS"
+  else
+    ldd "$FASTMIG_HELPER_BIN" | awk '$2 == "=>" && $3 ~ /^\// { print $3 }' \
+      | grep -Ev '/(libc|libm|libxen[a-z]*|ld-linux[-a-z0-9_]*)\.so' \
+      | while read -r lib; do cp -L "$lib" "$j/fastmig/lib/"; done
+  fi
   cat >"$j/fastmig/helper.sh" <<'EOS'
 #!/bin/sh
 # What LIBXL_SAVE_HELPER names in dom0: fastmig's helper with its libraries.

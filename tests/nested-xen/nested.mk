@@ -9,6 +9,10 @@
 #                        this build's fastmig helper, side by side;
 #                        NESTED_ARGS passes job parameters, e.g.
 #                        make nested-check NESTED_ARGS='SIZES=512 RUNS=1'
+#   make nested-trixie-build  build this commit for Xen 4.20 in a cached
+#                        Debian 13 chroot and run its make check there
+#                        (build-in-trixie.sh); the nested 4.20 image then
+#                        takes it: FASTMIG_NESTED_SUITE=trixie (README.md)
 #   make nested-libxl    build Debian's libxenlight with xen-patches/*.patch
 #                        (xen-patches/build-libxl.sh) and print its path;
 #                        give it to a run as FASTMIG_LIBXL_SO=<path>
@@ -21,6 +25,7 @@ EXTRA_DIST += \
 	tests/nested-xen/README.md \
 	tests/nested-xen/nested.mk \
 	tests/nested-xen/build-image.sh \
+	tests/nested-xen/build-in-trixie.sh \
 	tests/nested-xen/make-job.sh \
 	tests/nested-xen/boot.sh \
 	tests/nested-xen/nested-check.sh \
@@ -36,10 +41,13 @@ EXTRA_DIST += \
 	xen-patches/build-libxl.sh \
 	xen-patches/0001-libxl-attach-nics-while-the-stream-is-read.patch
 
-.PHONY: nested-image nested-check nested-libxl
+.PHONY: nested-image nested-check nested-libxl nested-trixie-build
 
 nested-image:
 	bash $(NESTED_DIR)/build-image.sh
+
+nested-trixie-build:
+	bash $(NESTED_DIR)/build-in-trixie.sh
 
 nested-libxl:
 	bash $(srcdir)/xen-patches/build-libxl.sh

@@ -47,7 +47,8 @@
 #
 # Parameters come from /job/params (written by make-job.sh).
 set -euo pipefail
-PATH=/usr/lib/xen-4.17/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+# The image's one Xen (bookworm: 4.17, trixie: 4.20) keeps xl and its tools here.
+PATH=$(ls -d /usr/lib/xen-4.*/bin | tail -n 1):/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
 R=/job/results
 mkdir -p "$R"
