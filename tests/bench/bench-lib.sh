@@ -271,3 +271,37 @@ run_case() {
     for m in "${pids[@]}"; do wait "$m" || true; forget_pid "$m"; done
     destroy_all_sims
 }
+
+# run_matrix: the configuration matrix of run-ablation.sh and run-crypto.sh.
+# Reads LINKS, SCENARIOS, CONFIGS (comma lists), REPEAT, JSONL, SKIPS and
+# EXTRA, and the caller's config_args NAME (the options of a configuration,
+# or failure for an unknown name).  A configuration whose options this
+# fastmig does not have is skipped and listed in $SKIPS.  Configurations are
+# interleaved within each repeat, so that a drift of the shared machine
+# (builds, a nested QEMU, the page cache) hits all of them alike.
+run_matrix() {
+    local links scens cfgs ok_cfgs=() c args link sc r
+    IFS=, read -ra links <<<"$LINKS"
+    IFS=, read -ra scens <<<"$SCENARIOS"
+    IFS=, read -ra cfgs <<<"$CONFIGS"
+    for c in "${cfgs[@]}"; do
+        args=$(config_args "$c") || { echo "config $c: unknown" | tee -a "$SKIPS" >&2; continue; }
+        # shellcheck disable=SC2086
+        if [[ -z $args ]] || has_opt demo $args; then ok_cfgs+=("$c")
+        else echo "config $c: skipped: this fastmig does not take '$args'" | tee -a "$SKIPS" >&2; fi
+    done
+    measure_loopback 2
+    for link in "${links[@]}"; do
+        link_setup "$link"
+        for sc in "${scens[@]}"; do
+            for (( r = 1; r <= REPEAT; r++ )); do
+                for c in "${ok_cfgs[@]}"; do
+                    log "== $sc on $link, $c (run $r/$REPEAT)"
+                    # shellcheck disable=SC2046
+                    run_case "$sc" "$link" "$c" "$JSONL" "$SKIPS" $(config_args "$c") "${EXTRA[@]}"
+                done
+            done
+        done
+    done
+    link_setup none
+}

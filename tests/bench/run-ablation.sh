@@ -56,34 +56,7 @@ config_args() {
     esac
 }
 
-IFS=, read -ra links <<<"$LINKS"
-IFS=, read -ra scens <<<"$SCENARIOS"
-IFS=, read -ra cfgs <<<"$CONFIGS"
-# Drop configurations this build does not know, saying so.
-ok_cfgs=()
-for c in "${cfgs[@]}"; do
-    args=$(config_args "$c") || { echo "config $c: unknown" | tee -a "$SKIPS" >&2; continue; }
-    # shellcheck disable=SC2086
-    if [[ -z $args ]] || has_opt demo $args; then ok_cfgs+=("$c")
-    else echo "config $c: skipped: this fastmig has no ${args%% *}" | tee -a "$SKIPS" >&2; fi
-done
-measure_loopback 2
-
-for link in "${links[@]}"; do
-    link_setup "$link"
-    for sc in "${scens[@]}"; do
-        # Configurations interleaved within each repeat, so that a drift of
-        # the machine (the colleague's QEMU, page cache) hits all alike.
-        for (( r = 1; r <= REPEAT; r++ )); do
-            for c in "${ok_cfgs[@]}"; do
-                log "== $sc on $link, $c (run $r/$REPEAT)"
-                # shellcheck disable=SC2046
-                run_case "$sc" "$link" "$c" "$JSONL" "$SKIPS" $(config_args "$c") "${EXTRA[@]}"
-            done
-        done
-    done
-done
-link_setup none
+run_matrix
 
 if [[ -s $JSONL ]]; then
     { "${BENCHTOOL[@]}" ablation "$JSONL"; echo; "${BENCHTOOL[@]}" table "$JSONL"; } | tee "$OUT/table.txt"
