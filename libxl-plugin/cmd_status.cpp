@@ -30,8 +30,9 @@ namespace fastmig::cli {
 
 namespace {
 
-// A string only fastmig's helper carries (its usage text).
-const char kMarker[] = "fastmig's drop-in for Xen 4.17's libxl-save-helper";
+// A string only fastmig's helper carries (its usage text, "... for Xen
+// X.Y's libxl-save-helper"): the same for a helper built for any Xen 4.x.
+const char kMarker[] = "fastmig's drop-in for Xen 4.";
 // The environment switch only a libxl with xen-patches/0001 reads.
 const char kEarlyNicsMarker[] = "LIBXL_EARLY_NICS";
 
@@ -101,7 +102,7 @@ int cmd_status(const std::vector<std::string>& args)
                                  : "the stock helper (not fastmig)");
 
     const std::string libxl =
-        env_or("FASTMIG_XEN_LIBXL", "/usr/lib/x86_64-linux-gnu/libxenlight.so.4.17.0");
+        env_or("FASTMIG_XEN_LIBXL", "/usr/lib/x86_64-linux-gnu/libxenlight.so." FASTMIG_XEN_VERSION ".0");
     HelperFile lx = inspect(root, libxl, kEarlyNicsMarker);
     const char* early = std::getenv("LIBXL_EARLY_NICS");
     if (!lx.exists)
@@ -118,7 +119,7 @@ int cmd_status(const std::vector<std::string>& args)
                     "                       attached while its stream is read (LIBXL_EARLY_NICS=0 turns it off)\n");
     std::printf("backend of fastmig's helper: %s (FASTMIG_HELPER_BACKEND=%s)\n",
 #ifdef FASTMIG_HAVE_XEN
-                "built with the Xen backend (stream/domain/xen/: 64-bit PV guests; HVM refused)",
+                "built with the Xen backend for Xen " FASTMIG_XEN_VERSION " (stream/domain/xen/: 64-bit PV, PVH and HVM guests)",
 #else
                 "the Xen backend is not built (no Xen libraries at configure time)",
 #endif

@@ -1,5 +1,7 @@
 #include "libxl-plugin/helper_args.hpp"
 
+#include "config.h"
+
 #include <limits>
 
 namespace fastmig::helper {
@@ -8,7 +10,7 @@ const char* const kHelperUsage =
     "usage: libxl-save-helper --save-domain IO_FD RECV_FD DOMID XCFLAGS CBFLAGS STREAM_TYPE\n"
     "       libxl-save-helper --restore-domain IO_FD SEND_BACK_FD DOMID STORE_EVTCHN STORE_DOMID\n"
     "                         CONSOLE_EVTCHN CONSOLE_DOMID CBFLAGS STREAM_TYPE\n"
-    "fastmig's drop-in for Xen 4.17's libxl-save-helper: libxl runs it (see LIBXL_SAVE_HELPER)\n"
+    "fastmig's drop-in for Xen " FASTMIG_XEN_VERSION "'s libxl-save-helper: libxl runs it (see LIBXL_SAVE_HELPER)\n"
     "and talks to it on stdin/stdout in libxl's binary protocol; not for interactive use.\n"
     "Environment: FASTMIG_HELPER_BACKEND=xen|sim, FASTMIG_HELPER_OPTIONS='--threads 4 ...',\n"
     "FASTMIG_HELPER_SIM_DOMAIN=sim:N, FASTMIG_HELPER_SUSPEND=channel|libxl,\n"

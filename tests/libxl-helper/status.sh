@@ -36,7 +36,8 @@ else
   tap_n=2
 fi
 # libxl's restore order: Debian's library, then one with xen-patches/0001.
-LX=/usr/lib/x86_64-linux-gnu/libxenlight.so.4.17.0
+# (the file name of this build's Xen: libxenlight.so.4.17.0 on Debian 12, .4.20.0 on 13)
+LX=$(FASTMIG_STATUS_ROOT=$R fm status | sed -n "s/^libxl's restore order: \(.*\) not found.*/\1/p")
 mkdir -p "$R$(dirname "$LX")"
 printf 'libxl of Debian\n' >"$R$LX"
 ok "status: Debian's libxl attaches NICs after the stream" -- sh -c "FASTMIG_STATUS_ROOT='$R' '$FASTMIG_BIN' status | grep -q \"restore order: Debian's\""
