@@ -16,11 +16,7 @@ HvmState parse_hvm_state(const std::vector<StateBlob>& blobs, std::uint64_t nr_p
     std::map<std::uint32_t, unsigned> seen;
     Pfn covered = 0; // hole blobs cover [0, covered) so far
     for (const auto& b : blobs) {
-        const char* name = state_record_name(b.type);
-        if (!state_record_for(b.type, true))
-            throw StreamError("platform state record of type " + hex(b.type) +
-                              (name ? std::string(" (") + name + ") is a PV record: the stream is not an HVM/PVH guest's"
-                                    : std::string(" is not one the Xen HVM backend knows")));
+        const char* name = check_state_record(b.type, true);
         if (b.type != rec::kFastmigHvmHoles && seen[b.type]++)
             throw StreamError(std::string("a second ") + name + " record");
         switch (b.type) {

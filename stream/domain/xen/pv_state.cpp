@@ -13,11 +13,7 @@ PvState parse_pv_state(const std::vector<StateBlob>& blobs, std::uint64_t nr_pag
     s.types = PfnTypeMap(nr_pages);
     std::map<std::uint32_t, unsigned> seen;
     for (const auto& b : blobs) {
-        const char* name = state_record_name(b.type);
-        if (!state_record_for(b.type, false))
-            throw StreamError("platform state record of type " + hex(b.type) +
-                              (name ? std::string(" (") + name + ") is an HVM record: the stream is not a PV guest's"
-                                    : std::string(" is not one the Xen PV backend knows")));
+        const char* name = check_state_record(b.type, false);
         bool per_vcpu = b.type == rec::kX86PvVcpuBasic || b.type == rec::kX86PvVcpuExtended ||
                         b.type == rec::kX86PvVcpuXsave || b.type == rec::kX86PvVcpuMsrs;
         if (!per_vcpu && b.type != rec::kFastmigPfnTypes && seen[b.type]++)

@@ -1,7 +1,11 @@
 #include "stream/domain/xen/state_records.hpp"
 
+#include "stream/domain/xen/bytes.hpp"
 #include "stream/domain/xen/hvm_abi.hpp"
 #include "stream/domain/xen/pv_abi.hpp"
+#include "stream/types.hpp"
+
+#include <string>
 
 namespace fastmig::xen {
 
@@ -48,10 +52,17 @@ const char* state_record_name(std::uint32_t type)
     return k ? k->name : nullptr;
 }
 
-bool state_record_for(std::uint32_t type, bool for_hvm)
+const char* check_state_record(std::uint32_t type, bool for_hvm)
 {
     const Known* k = find(type);
-    return k && (k->cls & (for_hvm ? hvm : pv));
+    if (k && (k->cls & (for_hvm ? hvm : pv)))
+        return k->name;
+    const char* name = state_record_name(type);
+    throw StreamError("platform state record of type " + hex(type) +
+                      (name ? std::string(" (") + name +
+                                  (for_hvm ? ") is a PV record: the stream is not an HVM/PVH guest's"
+                                           : ") is an HVM record: the stream is not a PV guest's")
+                            : std::string(" is not one the Xen ") + (for_hvm ? "HVM" : "PV") + " backend knows"));
 }
 
 } // namespace fastmig::xen

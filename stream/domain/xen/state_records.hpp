@@ -10,8 +10,9 @@ namespace fastmig::xen {
 // "X86_PV_INFO", "HVM_CONTEXT", ...; nullptr for a type the backend does
 // not know.
 const char* state_record_name(std::uint32_t type);
-// A known record that a PV (hvm false) or HVM/PVH (hvm true) guest's state
-// may hold: TSC info and the CPU policy belong to both.
-bool state_record_for(std::uint32_t type, bool hvm);
+// The name of a known record that a PV (hvm false) or HVM/PVH (hvm true)
+// guest's state may hold (TSC info and the CPU policy belong to both);
+// throws StreamError naming the other class's record, or an unknown type.
+const char* check_state_record(std::uint32_t type, bool hvm);
 
 } // namespace fastmig::xen
