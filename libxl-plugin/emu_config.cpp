@@ -15,6 +15,7 @@ const std::map<std::string, const char*> kKeys = {
     {"backend", "FASTMIG_HELPER_BACKEND"},
     {"options", "FASTMIG_HELPER_OPTIONS"},
     {"done-timeout-ms", "FASTMIG_EMU_DONE_TIMEOUT_MS"},
+    {"progress-interval-ms", "FASTMIG_EMU_PROGRESS_MS"},
 };
 
 std::string trim(const std::string& s)
@@ -48,7 +49,7 @@ void load_config()
         auto k = kKeys.find(key);
         if (k == kKeys.end())
             throw Error(path + ":" + std::to_string(no) + ": unknown key '" + key +
-                        "' (stock-emu-manager, backend, options, done-timeout-ms)");
+                        "' (stock-emu-manager, backend, options, done-timeout-ms, progress-interval-ms)");
         if (const char* set = std::getenv(k->second); !set || !*set) // the environment wins
             ::setenv(k->second, value.c_str(), 1);
     }
@@ -60,15 +61,31 @@ std::string stock_emu_manager()
     return env && *env ? env : kDefaultStock;
 }
 
+namespace {
+
+// A number of milliseconds from the environment: `fallback` when unset.
+std::chrono::milliseconds env_ms(const char* var, std::chrono::milliseconds fallback, bool zero_ok)
+{
+    const char* env = std::getenv(var);
+    if (!env || !*env)
+        return fallback;
+    std::string v = env;
+    if (v.size() > 7 || v.find_first_not_of("0123456789") != std::string::npos || (!zero_ok && std::stoul(v) == 0))
+        throw Error(std::string(var) + "=" + v + " is not a number of milliseconds (" + (zero_ok ? "0" : "1") +
+                    " to 9999999)");
+    return std::chrono::milliseconds(std::stoul(v));
+}
+
+} // namespace
+
 std::chrono::milliseconds done_timeout()
 {
-    const char* env = std::getenv("FASTMIG_EMU_DONE_TIMEOUT_MS");
-    if (!env || !*env)
-        return std::chrono::milliseconds(120000);
-    std::string v = env;
-    if (v.size() > 7 || v.find_first_not_of("0123456789") != std::string::npos || std::stoul(v) == 0)
-        throw Error("FASTMIG_EMU_DONE_TIMEOUT_MS=" + v + " is not a number of milliseconds (1 to 9999999)");
-    return std::chrono::milliseconds(std::stoul(v));
+    return env_ms("FASTMIG_EMU_DONE_TIMEOUT_MS", std::chrono::milliseconds(120000), false);
+}
+
+std::chrono::milliseconds progress_interval()
+{
+    return env_ms("FASTMIG_EMU_PROGRESS_MS", std::chrono::milliseconds(500), true);
 }
 
 } // namespace fastmig::emu

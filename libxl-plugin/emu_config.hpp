@@ -9,6 +9,8 @@
 //   backend             FASTMIG_HELPER_BACKEND     xen (default) or sim
 //   options             FASTMIG_HELPER_OPTIONS     fastmig send options
 //   done-timeout-ms     FASTMIG_EMU_DONE_TIMEOUT_MS  wait for each `done` (120000)
+//   progress-interval-ms  FASTMIG_EMU_PROGRESS_MS  restore: at most one progress
+//                       line per interval (500, xenguest's; 0: every change)
 //
 // A missing file is no error; an unknown key or a malformed line is.
 #pragma once
@@ -27,5 +29,6 @@ void load_config();
 
 std::string stock_emu_manager();
 std::chrono::milliseconds done_timeout();
+std::chrono::milliseconds progress_interval();
 
 } // namespace fastmig::emu

@@ -144,6 +144,7 @@ int main(int argc, char** argv)
     try {
         load_config();
         wait = done_timeout();
+        (void)progress_interval(); // a bad value is the configuration's error (exit 1), not the restore's
     } catch (const std::exception& e) {
         early_exit(a, kExitUsage, e.what());
     }

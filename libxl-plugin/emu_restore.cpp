@@ -7,11 +7,18 @@
 // from the same fd as soon as `result:xenguest STORE CONSOLE` arrives.  The
 // domain is left built and paused; xenopsd introduces it to xenstore
 // (build_post) and unpauses it.
+//
+// Progress: `info:` lines as on the save side, from the pages that have
+// arrived (restore_progress.hpp), at most one per progress-interval-ms, and
+// 100 right before the result.  xenopsd's restore loop logs them (its
+// receive_success skips `info:` lines) and waits for the result.
 #include "libxl-plugin/emu.hpp"
 
+#include "libxl-plugin/emu_config.hpp"
 #include "libxl-plugin/helper.hpp"
 #include "libxl-plugin/helper_pipe.hpp"
 #include "libxl-plugin/helper_supervisor.hpp"
+#include "libxl-plugin/restore_progress.hpp"
 
 #include "stream/failpoint.hpp"
 #include "stream/receiver.hpp"
@@ -40,6 +47,13 @@ int run_emu_restore(const EmuArgs& a, XenopsdLink& xenopsd, helper::HelperBacken
         } catch (const Error& e) {
             throw Error(who, Phase::setup, e.cause());
         }
+        ProgressProvider counted(*provider, progress_interval(), [&](unsigned percent) {
+            try {
+                xenopsd.progress(percent);
+            } catch (const std::exception&) {
+                // xenopsd gone: its reader has cancelled the stream already.
+            }
+        });
         ReceiveOptions ro;
         ro.one_way = true;
         ro.kinds = backend.kinds();
@@ -48,10 +62,12 @@ int run_emu_restore(const EmuArgs& a, XenopsdLink& xenopsd, helper::HelperBacken
         ro.io_timeout = so.io_timeout;
         ro.log = [&](const std::string& line) { log_line(who + ": " + line); };
         std::string handover_error;
-        ro.built = [&](IncomingDomain& d, const ReceiveResult& r) {
+        ro.built = [&](IncomingDomain& counting, const ReceiveResult& r) {
+            IncomingDomain& d = ProgressProvider::backend_domain(counting);
             RestoreResults res = backend.restore_results(d);
             who = domain_label(a.domid, d.name());
             log_line(restored_summary(who, r) + "; paused, xenopsd starts it");
+            xenopsd.progress(100);
             xenopsd.send("result:xenguest " + std::to_string(res.store_gfn) + " " + std::to_string(res.console_gfn));
             handed_over = true;
             xenopsd.close();
@@ -59,7 +75,8 @@ int run_emu_restore(const EmuArgs& a, XenopsdLink& xenopsd, helper::HelperBacken
         };
         if (auto line = widen_pipe(a.fd, kDestinationPipeBytes); !line.empty())
             log_line(who + ": " + line);
-        receive_domain(a.fd, *provider, ro);
+        xenopsd.progress(0);
+        receive_domain(a.fd, counted, ro);
         if (!handed_over)
             throw Error(who, Phase::finish, "internal: the restored domain was never handed to xenopsd");
         failpoint("emu:after-handover"); // xenopsd has moved on; the teardown is ours

@@ -56,6 +56,7 @@ libxl_plugin_libfmemu_a_SOURCES = \
 	libxl-plugin/fd_peek.hpp libxl-plugin/fd_peek.cpp \
 	libxl-plugin/xenopsd_link.hpp libxl-plugin/xenopsd_link.cpp \
 	libxl-plugin/qmp_dirty_log.hpp libxl-plugin/qmp_dirty_log.cpp \
+	libxl-plugin/restore_progress.hpp libxl-plugin/restore_progress.cpp \
 	libxl-plugin/emu_save.cpp libxl-plugin/emu_restore.cpp
 fastmighelper_PROGRAMS += libxl-plugin/fastmig-emu-manager
 libxl_plugin_fastmig_emu_manager_SOURCES = libxl-plugin/emu_main.cpp

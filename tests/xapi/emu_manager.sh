@@ -56,6 +56,10 @@ progress() {  # several progress lines, rising, the last 100, none after the res
          /save: info/ {l=NR} END {exit !(p && f > p && s > f && r > s && l < r)}' "$T/m.out"
 }
 ok "migrate: progress lines move (prepare, info..., suspend, info 100, result)" -- progress
+restore_progress() {  # the destination's lines too (the fake checks each rises): 100 before the result
+  grep -q 'restore: result:xenguest 0 0 after [0-9]* progress lines, the last 100$' "$T/m.out"
+}
+ok "migrate: the restoring side's progress lines rise to 100 before its result" -- restore_progress
 runs() { D=$(incoming); fm sim resume "$D" && [ "$(state "$D")" = running ]; }
 ok "migrate: the destination runs once xenopsd unpauses it" -- runs
 fm sim destroy "$G" >/dev/null 2>&1; drop_incoming
@@ -86,6 +90,21 @@ resume_file() {
     [ "$(fm sim checksum "$G")" = "$(fm sim checksum "$D")" ]
 }
 ok "restore from the file: bit-exact, the Qemu record after the body byte-exact" -- resume_file
+resume_progress() {  # progress-interval-ms 0: every change goes out
+  drop_incoming
+  FASTMIG_EMU_PROGRESS_MS=0 run "$T/rp.out" restore --in "$T/s.img" || return 1
+  [ "$(grep -c 'restore: info ' "$T/rp.out")" -ge 10 ] && has "$T/rp.out" "restore: exit 0" &&
+    grep -q 'restore: result:xenguest 0 0 after [0-9]* progress lines, the last 100$' "$T/rp.out"
+}
+ok "restore, interval 0: a progress line for each change, rising, 100 before the result" -- resume_progress
+resume_rate_limited() {  # a 60 s interval: 0 at the start, at most one more, then 100
+  drop_incoming
+  FASTMIG_EMU_PROGRESS_MS=60000 run "$T/rl.out" restore --in "$T/s.img" || return 1
+  n=$(grep -c 'restore: info ' "$T/rl.out")
+  [ "$n" -ge 2 ] && [ "$n" -le 3 ] && has "$T/rl.out" "restore: info 0$" &&
+    grep -q 'the last 100$' "$T/rl.out"
+}
+ok "restore, progress-interval-ms 60000: rate-limited (0, at most one more, 100)" -- resume_rate_limited
 drop_incoming; fm sim destroy "$G" >/dev/null 2>&1
 
 # xenopsd goes on when the process it started exits; the worker's teardown

@@ -201,6 +201,28 @@ int finish(Emu& e, const std::string& who)
     return code;
 }
 
+// `info:\b\b\b\bN` lines (the \b are two characters each): N in 0..100,
+// rising.  xenopsd parses them on save; the fake checks them on restore too.
+struct ProgressLines {
+    int lines = 0, last = -1;
+    // False (and a violation) for a malformed line.
+    bool take(const std::string& line, const std::string& who)
+    {
+        const std::string pre = "info:\\b\\b\\b\\b";
+        std::string n = line.rfind(pre, 0) == 0 ? line.substr(pre.size()) : "";
+        if (n.empty() || n.size() > 3 || n.find_first_not_of("0123456789") != std::string::npos || std::stoi(n) > 100) {
+            violation(who, "malformed progress '" + line + "'");
+            return false;
+        }
+        if (std::stoi(n) <= last)
+            violation(who, "progress went from " + std::to_string(last) + " to " + n);
+        last = std::stoi(n);
+        say(who, "info " + n);
+        ++lines;
+        return true;
+    }
+};
+
 // xenopsd's Domain.suspend around suspend_emu_manager.
 void save_side(const Opts& o, int fd, const std::string& who)
 {
@@ -212,21 +234,13 @@ void save_side(const Opts& o, int fd, const std::string& who)
         args.insert(args.end(), {"-dm", o.dm});
     Emu e = spawn(o, fd, args);
     bool prepared = false, suspended = false, result = false;
-    int infos = 0, last = -1;
+    ProgressLines progress;
     std::string line;
     while (next_line(e, line, who)) {
         if (line.rfind("info:", 0) == 0) {
-            const std::string pre = "info:\\b\\b\\b\\b";
-            std::string n = line.rfind(pre, 0) == 0 ? line.substr(pre.size()) : "";
-            if (n.empty() || n.find_first_not_of("0123456789") != std::string::npos || std::stoi(n) > 100) {
-                violation(who, "malformed progress '" + line + "'");
+            if (!progress.take(line, who))
                 continue;
-            }
-            if (std::stoi(n) <= last)
-                violation(who, "progress went from " + std::to_string(last) + " to " + n);
-            last = std::stoi(n);
-            say(who, "info " + n);
-            if (++infos == o.abort_after_info) {
+            if (progress.lines == o.abort_after_info) {
                 say(who, "sending abort");
                 send(e, "abort");
             }
@@ -276,7 +290,7 @@ void save_side(const Opts& o, int fd, const std::string& who)
         }
     }
     ::close(fd);
-    say(who, std::string(result ? "saved" : "not saved") + ", " + std::to_string(infos) + " progress lines");
+    say(who, std::string(result ? "saved" : "not saved") + ", " + std::to_string(progress.lines) + " progress lines");
     finish(e, who);
 }
 
@@ -287,6 +301,7 @@ void restore_side(const Opts& o, int fd, const std::string& who)
     Emu e = spawn(o, fd,
                   {"-mode", o.pv ? "restore" : "hvm_restore", "-domid", std::to_string(o.rdomid), "-store_port", "11",
                    "-console_port", "12"});
+    ProgressLines progress;
     char sig[15];
     bool ok = read_exact(fd, sig, 15) && std::memcmp(sig, kSignature, 15) == 0;
     if (!ok)
@@ -315,12 +330,15 @@ void restore_side(const Opts& o, int fd, const std::string& who)
                     char extra;
                     if (std::sscanf(line.c_str(), "result:xenguest %llu %llu%c", &s, &c, &extra) != 2)
                         violation(who, "malformed '" + line + "'");
-                    say(who, line);
+                    say(who, line + " after " + std::to_string(progress.lines) + " progress lines, the last " +
+                                 std::to_string(progress.last));
                     got = true;
                 } else if (line.rfind("error:", 0) == 0) {
                     say(who, line);
                     break;
-                } else if (line.rfind("info:", 0) != 0) {
+                } else if (line.rfind("info:", 0) == 0) {
+                    progress.take(line, who);
+                } else {
                     violation(who, "unexpected line '" + line + "' during the restore");
                 }
             }

@@ -5,8 +5,10 @@
 #include <boost/test/unit_test.hpp>
 
 #include "libxl-plugin/emu_args.hpp"
+#include "libxl-plugin/emu_config.hpp"
 #include "libxl-plugin/fd_peek.hpp"
 #include "libxl-plugin/qmp_dirty_log.hpp"
+#include "libxl-plugin/restore_progress.hpp"
 #include "libxl-plugin/xenopsd_link.hpp"
 
 #include "stream/transport.hpp"
@@ -335,6 +337,118 @@ BOOST_AUTO_TEST_CASE(qmp_failures_name_the_socket_and_the_cause)
         expect([&] { qmp_enable_dirty_log(q.path, 1s); }, "not a QMP message");
     }
     expect([] { qmp_enable_dirty_log("/nonexistent/qmp-libxl-9", 1s); }, "/nonexistent/qmp-libxl-9: connect: ");
+}
+
+// --- restore progress ------------------------------------------------------
+
+namespace {
+
+// A backend's domain that records what reaches it.
+struct RecordingDomain : fastmig::IncomingDomain {
+    explicit RecordingDomain(std::uint64_t n) : n_(n) {}
+    std::string name() const override { return "rec"; }
+    std::uint64_t nr_pages() const override { return n_; }
+    void write_pages(std::span<const fastmig::Pfn> p, std::span<const std::uint8_t>) override { written += p.size(); }
+    void write_pages_gather(std::span<const fastmig::Pfn> p, std::span<const std::uint8_t* const>) override
+    {
+        gathered += p.size();
+    }
+    void zero_pages(std::span<const fastmig::Pfn> p) override { rezeroed += p.size(); }
+    void zero_fresh_pages(std::span<const fastmig::Pfn> p) override { fresh += p.size(); }
+    void read_page(fastmig::Pfn, std::span<std::uint8_t>) override {}
+    void restore_state(const std::vector<fastmig::StateBlob>&) override {}
+    void unpause() override {}
+    fastmig::DomainClock clock() const override { return {}; }
+    void destroy() override {}
+    std::uint64_t n_, written = 0, gathered = 0, rezeroed = 0, fresh = 0;
+};
+
+struct RecordingProvider : fastmig::DomainProvider {
+    std::unique_ptr<fastmig::IncomingDomain> create(std::uint64_t n, std::uint32_t, const std::string&) override
+    {
+        auto d = std::make_unique<RecordingDomain>(n);
+        last = d.get();
+        return d;
+    }
+    RecordingDomain* last = nullptr;
+};
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(restore_progress_counts_each_page_once)
+{
+    PageArrivals a(1000);
+    std::vector<fastmig::Pfn> first = {0, 1, 2, 3, 999};
+    BOOST_TEST(a.mark(first) == 5u);
+    BOOST_TEST(a.mark(first) == 5u); // a later round re-sends them: not counted again
+    std::vector<fastmig::Pfn> beyond = {1000, 5000};
+    BOOST_TEST(a.mark(beyond) == 5u);
+    BOOST_TEST(a.percent() == 0u);
+    std::vector<fastmig::Pfn> all(1000);
+    for (std::size_t i = 0; i < all.size(); ++i)
+        all[i] = i;
+    BOOST_TEST(a.mark(all) == 1000u);
+    BOOST_TEST(a.percent() == 99u); // 100 is the result's
+    BOOST_TEST(PageArrivals(0).percent() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(restore_progress_rate_limit)
+{
+    RateLimit r(500ms);
+    const std::int64_t ms = 1000000;
+    BOOST_TEST(r.due(1000 * ms)); // the first is due
+    BOOST_TEST(!r.due(1000 * ms));
+    BOOST_TEST(!r.due(1499 * ms));
+    BOOST_TEST(r.due(1500 * ms));
+    BOOST_TEST(!r.due(1600 * ms));
+    BOOST_TEST(r.due(9000 * ms)); // after a long gap: due once, then waits again
+    BOOST_TEST(!r.due(9001 * ms));
+    RateLimit every(0ms);
+    BOOST_TEST(every.due(5));
+    BOOST_TEST(every.due(5));
+}
+
+BOOST_AUTO_TEST_CASE(restore_progress_forwards_and_reports)
+{
+    RecordingProvider backend;
+    std::vector<unsigned> reports;
+    ProgressProvider p(backend, 0ms, [&](unsigned pc) { reports.push_back(pc); });
+    auto d = p.create(100, fastmig::kDomainKindSim, "src");
+    BOOST_REQUIRE(backend.last);
+    BOOST_TEST(&ProgressProvider::backend_domain(*d) == backend.last);
+    BOOST_TEST(d->nr_pages() == 100u);
+    std::vector<std::uint8_t> page(fastmig::kPageSize);
+    std::vector<const std::uint8_t*> srcs(10, page.data());
+    for (fastmig::Pfn base = 0; base < 100; base += 10) {
+        std::vector<fastmig::Pfn> pfns;
+        for (fastmig::Pfn i = base; i < base + 10; ++i)
+            pfns.push_back(i);
+        if (base < 50)
+            d->write_pages_gather(pfns, srcs); // the backend's own gather, not the default's split
+        else
+            d->zero_fresh_pages(pfns);
+    }
+    std::vector<fastmig::Pfn> again = {0, 1, 2};
+    d->zero_pages(again);
+    BOOST_TEST(backend.last->gathered == 50u);
+    BOOST_TEST(backend.last->written == 0u);
+    BOOST_TEST(backend.last->fresh == 50u);
+    BOOST_TEST(backend.last->rezeroed == 3u);
+    BOOST_TEST(reports == (std::vector<unsigned>{10, 20, 30, 40, 50, 60, 70, 80, 90, 99}),
+               boost::test_tools::per_element());
+    // A domain this provider did not create is its own backend domain.
+    RecordingDomain other(1);
+    BOOST_TEST(&ProgressProvider::backend_domain(other) == &other);
+}
+
+BOOST_AUTO_TEST_CASE(restore_progress_interval_is_configurable)
+{
+    ::setenv("FASTMIG_EMU_PROGRESS_MS", "0", 1);
+    BOOST_TEST(progress_interval().count() == 0);
+    ::setenv("FASTMIG_EMU_PROGRESS_MS", "soon", 1);
+    BOOST_CHECK_THROW(progress_interval(), fastmig::Error);
+    ::unsetenv("FASTMIG_EMU_PROGRESS_MS");
+    BOOST_TEST(progress_interval().count() == 500);
 }
 
 // Last: an abort cancels every I/O wait of the process, for good.
