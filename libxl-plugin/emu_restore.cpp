@@ -8,6 +8,10 @@
 // domain is left built and paused; xenopsd introduces it to xenstore
 // (build_post) and unpauses it.
 //
+// xenguest's other restore side effects (the VM's platform/ keys: HPET, time
+// offset, vCPU affinity, weight and cap before the body; the VM generation
+// id after it) go through the backend (stream/domain/xen/restore_platform.hpp).
+//
 // Progress: `info:` lines as on the save side, from the pages that have
 // arrived (restore_progress.hpp), at most one per progress-interval-ms, and
 // 100 right before the result.  xenopsd's restore loop logs them (its
@@ -41,6 +45,16 @@ int run_emu_restore(const EmuArgs& a, XenopsdLink& xenopsd, helper::HelperBacken
 
         RestoreParams params{a.domid, *a.store_port, 0, *a.console_port, 0};
         backend.set_log(log_line);
+        // What xenguest does besides the memory (restore_platform.hpp): the
+        // part before its xc_domain_restore now, outside the downtime.
+        xen::RestorePlatform platform;
+        try {
+            platform = xen::parse_restore_platform(backend.platform_keys(a.domid));
+            log_line(who + ": platform: " + xen::describe(platform));
+            backend.apply_platform(a.domid, platform, HelperBackend::PlatformStep::before_stream);
+        } catch (const Error& e) {
+            throw Error(who, Phase::setup, e.cause());
+        }
         std::unique_ptr<DomainProvider> provider;
         try {
             provider = backend.provider(params);
@@ -64,6 +78,9 @@ int run_emu_restore(const EmuArgs& a, XenopsdLink& xenopsd, helper::HelperBacken
         std::string handover_error;
         ro.built = [&](IncomingDomain& counting, const ReceiveResult& r) {
             IncomingDomain& d = ProgressProvider::backend_domain(counting);
+            // The part xenguest does after xc_domain_restore: the memory is
+            // the guest's now (a failure destroys the domain, as any here).
+            backend.apply_platform(a.domid, platform, HelperBackend::PlatformStep::after_build);
             RestoreResults res = backend.restore_results(d);
             who = domain_label(a.domid, d.name());
             log_line(restored_summary(who, r) + "; paused, xenopsd starts it");

@@ -6,6 +6,7 @@
 
 #include "stream/domain.hpp"
 #include "stream/domain/xen/guest_hints.hpp"
+#include "stream/domain/xen/restore_platform.hpp"
 
 #include <chrono>
 #include <cstdint>
@@ -64,6 +65,15 @@ public:
     // (XGR_SDD_MISSING_CPUID = 1, XGR_SDD_MISSING_MSR = 2).
     virtual unsigned static_data_missing(const IncomingDomain&) const { return 0; }
     virtual RestoreResults restore_results(IncomingDomain&) = 0;
+
+    // XenServer's restore side effects (stream/domain/xen/restore_platform.hpp),
+    // for the emu-manager drop-in, which stands in for xenguest (libxl does
+    // its own): the destination's platform/ keys, and applying them before
+    // the stream (HPET, time offset, vCPU affinity, weight, cap) and once the
+    // domain is built (the VM generation id).  Errors are thrown.
+    enum class PlatformStep { before_stream, after_build };
+    virtual xen::PlatformKeyReader platform_keys(std::uint32_t domid) = 0;
+    virtual void apply_platform(std::uint32_t domid, const xen::RestorePlatform&, PlatformStep) = 0;
 
     // After the hand-over (`complete`): waits, at most `max`, until libxl is
     // done with the domain (source: destroyed, after the destination ran it

@@ -119,6 +119,15 @@ public:
         return {r.store_mfn, r.console_mfn};
     }
 
+    xen::PlatformKeyReader platform_keys(std::uint32_t domid) override { return xen::platform_keys(domid); }
+    void apply_platform(std::uint32_t domid, const xen::RestorePlatform& p, PlatformStep step) override
+    {
+        if (step == PlatformStep::before_stream)
+            xen::apply_platform_before_stream(domid, p, domain_log(domid));
+        else
+            xen::apply_platform_after_build(domid, p, domain_log(domid));
+    }
+
     std::string wait_settled(std::uint32_t domid, bool source, std::chrono::milliseconds max) override
     {
         return xen::wait_domain_settled(domid, !source, max);

@@ -105,6 +105,44 @@ resume_rate_limited() {  # a 60 s interval: 0 at the start, at most one more, th
     grep -q 'the last 100$' "$T/rl.out"
 }
 ok "restore, progress-interval-ms 60000: rate-limited (0, at most one more, 100)" -- resume_rate_limited
+# xenguest's restore side effects from the VM's platform/ keys: the sim
+# backend reads them from a file in place of xenstore, checks them as on Xen
+# and logs what it would apply (restore_platform.hpp; the Xen calls
+# themselves need Xen).
+platform() {  # platform OUT KEYS...: a restore of s.img with those keys
+  out=$1; shift
+  drop_incoming
+  printf '%s\n' "$@" >"$T/platform"
+  FASTMIG_HELPER_SIM_PLATFORM=$T/platform run "$out" restore --in "$T/s.img"
+}
+platform_applied() {
+  platform "$T/p.out" "hpet = 0" "timeoffset = -3600" "vcpu/number = 2" "vcpu/0/affinity = 0110" \
+    "vcpu/1/affinity = 1" "vcpu/weight = 512" "vcpu/cap = 50" "generation-id = 123:456" || return 1
+  has "$T/p.out" "platform, not applied: before the stream: hpet off, time offset -3600 s, vcpu 0 on pcpus 1-2, vcpu 1 on pcpus 0, weight 512, cap 50, generation id 123:456" &&
+    has "$T/p.out" "platform, not applied: built: generation id 123:456" &&
+    has "$T/p.out" "restore: result:xenguest 0 0" && has "$T/p.out" "restore: Qemu record intact" &&
+    has "$T/p.out" "restore: exit 0"
+}
+ok "restore: the VM's platform keys (HPET, time offset, affinity, weight, cap, generation id) reach the backend" -- platform_applied
+platform_defaults() {  # no keys: HPET on (xenguest's default), nothing else
+  platform "$T/pd.out" || return 1
+  has "$T/pd.out" "platform, not applied: before the stream: hpet on, time offset 0 s$" &&
+    ! has "$T/pd.out" "generation id" && has "$T/pd.out" "restore: exit 0"
+}
+ok "restore without platform keys: HPET on, no generation id" -- platform_defaults
+platform_bad_key() {  # refused by name before the body is read; nothing built
+  platform "$T/pb.out" "vcpu/weight = lots"
+  has "$T/pb.out" "restore: error:fastmig restore domain [0-9]*: setup: platform/vcpu/weight = \"lots\": not a number" &&
+    has "$T/pb.out" "restore: exit 2" && [ -z "$(incoming)" ]
+}
+ok "restore: a malformed platform key is an error naming it, before any page" -- platform_bad_key
+platform_bad_genid() {  # as xenguest's set_genid: a half 0 fails the restore once the body is in;
+  # the built, paused domain is xenopsd's to destroy then (as after xenguest's exit 1)
+  platform "$T/pg.out" "generation-id = 0:5"
+  has "$T/pg.out" "restore: error:fastmig restore domain [0-9]* (sim:[0-9]*): finish: platform/generation-id = \"0:5\": not a valid generation id" &&
+    has "$T/pg.out" "restore: exit 2" && ! has "$T/pg.out" "result:xenguest" && ! has "$T/pg.out" "Qemu record"
+}
+ok "restore: an invalid generation id fails the restore after the body (as xenguest), no result" -- platform_bad_genid
 drop_incoming; fm sim destroy "$G" >/dev/null 2>&1
 
 # xenopsd goes on when the process it started exits; the worker's teardown

@@ -29,6 +29,7 @@ constexpr std::uint32_t kPaeEnabled = 4; // obsolete: dropped on restore, as lib
 constexpr std::uint32_t kIoreqPfn = 5;
 constexpr std::uint32_t kBufioreqPfn = 6;
 constexpr std::uint32_t kViridian = 9;
+constexpr std::uint32_t kHpetEnabled = 11; // not saved: the toolstack sets it (XenServer: platform/hpet)
 constexpr std::uint32_t kIdentPt = 12;
 constexpr std::uint32_t kConsolePfn = 17;
 constexpr std::uint32_t kConsoleEvtchn = 18;

@@ -49,6 +49,7 @@ std::string hvm_param_name(std::uint32_t index)
     case kIoreqPfn: n = "IOREQ_PFN"; break;
     case kBufioreqPfn: n = "BUFIOREQ_PFN"; break;
     case kViridian: n = "VIRIDIAN"; break;
+    case kHpetEnabled: n = "HPET_ENABLED"; break;
     case kIdentPt: n = "IDENT_PT"; break;
     case kConsolePfn: n = "CONSOLE_PFN"; break;
     case kConsoleEvtchn: n = "CONSOLE_EVTCHN"; break;

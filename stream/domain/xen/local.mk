@@ -18,6 +18,7 @@ stream_domain_xen_libfmxenpv_a_SOURCES = \
 	stream/domain/xen/hvm_zero_pages.hpp stream/domain/xen/hvm_zero_pages.cpp \
 	stream/domain/xen/guest_checks.hpp stream/domain/xen/guest_checks.cpp \
 	stream/domain/xen/guest_hints.hpp stream/domain/xen/guest_hints.cpp \
+	stream/domain/xen/restore_platform.hpp stream/domain/xen/restore_platform.cpp \
 	stream/domain/xen/state_records.hpp stream/domain/xen/state_records.cpp
 EXTRA_DIST += stream/domain/xen/README.md
 
@@ -32,6 +33,12 @@ tests_unit_guest_hints_test_SOURCES = tests/unit/test_guest_hints.cpp
 tests_unit_guest_hints_test_CPPFLAGS = $(UNIT_CPPFLAGS)
 tests_unit_guest_hints_test_LDADD = stream/domain/xen/libfmxenpv.a $(UNIT_LDADD)
 TESTS += tests/unit/guest_hints.test
+
+check_PROGRAMS += tests/unit/restore_platform.test
+tests_unit_restore_platform_test_SOURCES = tests/unit/test_restore_platform.cpp
+tests_unit_restore_platform_test_CPPFLAGS = $(UNIT_CPPFLAGS)
+tests_unit_restore_platform_test_LDADD = stream/domain/xen/libfmxenpv.a $(UNIT_LDADD)
+TESTS += tests/unit/restore_platform.test
 
 check_PROGRAMS += tests/unit/xen_hvm.test
 tests_unit_xen_hvm_test_SOURCES = tests/unit/test_xen_hvm.cpp tests/unit/stream_error_check.hpp
@@ -49,7 +56,8 @@ stream_domain_xen_libfmxen_a_SOURCES = \
 	stream/domain/xen/xen_domain.hpp stream/domain/xen/xen_handles.hpp \
 	stream/domain/xen/xen_common.cpp stream/domain/xen/xen_abi_check.cpp \
 	stream/domain/xen/xen_suspend.hpp stream/domain/xen/xen_suspend.cpp \
-	stream/domain/xen/xen_save.cpp stream/domain/xen/xen_restore.cpp
+	stream/domain/xen/xen_save.cpp stream/domain/xen/xen_restore.cpp \
+	stream/domain/xen/xen_platform.cpp
 # Link order for users (the save helper, the command line):
 #   $(FASTMIG_XEN_LIBS) before $(FASTMIG_LIBS).
 FASTMIG_XEN_LIBS = stream/domain/xen/libfmxen.a stream/domain/xen/libfmxenpv.a $(FASTMIG_IPC_XEN_LIBS)

@@ -64,7 +64,8 @@ namespace hp = hvm_param;
 static_assert(hp::kCallbackIrq == HVM_PARAM_CALLBACK_IRQ && hp::kStorePfn == HVM_PARAM_STORE_PFN &&
               hp::kStoreEvtchn == HVM_PARAM_STORE_EVTCHN && hp::kPaeEnabled == HVM_PARAM_PAE_ENABLED &&
               hp::kIoreqPfn == HVM_PARAM_IOREQ_PFN && hp::kBufioreqPfn == HVM_PARAM_BUFIOREQ_PFN &&
-              hp::kViridian == HVM_PARAM_VIRIDIAN && hp::kIdentPt == HVM_PARAM_IDENT_PT &&
+              hp::kViridian == HVM_PARAM_VIRIDIAN && hp::kHpetEnabled == HVM_PARAM_HPET_ENABLED &&
+              hp::kIdentPt == HVM_PARAM_IDENT_PT &&
               hp::kConsolePfn == HVM_PARAM_CONSOLE_PFN && hp::kConsoleEvtchn == HVM_PARAM_CONSOLE_EVTCHN &&
               hp::kAcpiIoportsLocation == HVM_PARAM_ACPI_IOPORTS_LOCATION && hp::kNestedHvm == HVM_PARAM_NESTEDHVM &&
               hp::kPagingRingPfn == HVM_PARAM_PAGING_RING_PFN && hp::kMonitorRingPfn == HVM_PARAM_MONITOR_RING_PFN &&

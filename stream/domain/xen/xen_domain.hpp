@@ -9,6 +9,7 @@
 #include "stream/domain.hpp"
 #include "stream/domain/xen/guest_checks.hpp"
 #include "stream/domain/xen/guest_hints.hpp"
+#include "stream/domain/xen/restore_platform.hpp"
 
 #include <chrono>
 #include <cstdint>
@@ -111,5 +112,17 @@ private:
     RestoreParams params_;
     XenIncomingDomain* last_ = nullptr;
 };
+
+// XenServer's restore side effects (restore_platform.hpp), for the
+// emu-manager drop-in that stands in for xenguest under xenopsd:
+// platform_keys reads the domain's platform/ keys from xenstore (Error if
+// xenstore cannot be reached); apply_platform_before_stream sets the HPET
+// param, the time offset, vCPU hard affinity and credit weight/cap, as
+// xenguest does before xc_domain_restore; apply_platform_after_build writes
+// the VM generation id into the restored guest, as xenguest does after it.
+// Errors name the domain, the phase and the call.
+PlatformKeyReader platform_keys(std::uint32_t domid);
+void apply_platform_before_stream(std::uint32_t domid, const RestorePlatform& p, const LogFn& log);
+void apply_platform_after_build(std::uint32_t domid, const RestorePlatform& p, const LogFn& log);
 
 } // namespace fastmig::xen
