@@ -94,8 +94,12 @@ BOOST_AUTO_TEST_CASE(generation_id_as_xenguest_checks_it)
     auto g = parse_generation_id("18446744073709551615:0x10");
     BOOST_TEST(g[0] == 18446744073709551615ull);
     BOOST_TEST(g[1] == 16u);
+    auto b = generation_id_bytes("1:0x0102");
+    BOOST_TEST(b == (std::array<std::uint8_t, 16>{1, 0, 0, 0, 0, 0, 0, 0, 2, 1, 0, 0, 0, 0, 0, 0}),
+               boost::test_tools::per_element());
     for (const char* bad : {"", "12", "0:5", "5:0", "a:b", "1:2:3", "-1:2", "1:18446744073709551616"}) {
         BOOST_TEST_INFO(bad);
         BOOST_CHECK_THROW(parse_generation_id(bad), fastmig::Error);
+        BOOST_CHECK_THROW(generation_id_bytes(bad), fastmig::Error);
     }
 }

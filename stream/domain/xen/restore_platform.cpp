@@ -135,6 +135,16 @@ std::array<std::uint64_t, 2> parse_generation_id(const std::string& text)
     return g;
 }
 
+std::array<std::uint8_t, 16> generation_id_bytes(const std::string& text)
+{
+    auto g = parse_generation_id(text);
+    std::array<std::uint8_t, 16> out{};
+    for (int i = 0; i < 2; ++i)
+        for (int b = 0; b < 8; ++b)
+            out[std::size_t(i * 8 + b)] = std::uint8_t(g[std::size_t(i)] >> (8 * b));
+    return out;
+}
+
 std::string describe(const RestorePlatform& p)
 {
     std::string s = "hpet " + std::string(p.hpet ? "on" : "off") + ", time offset " + std::to_string(p.time_offset) +

@@ -58,6 +58,9 @@ RestorePlatform parse_restore_platform(const PlatformKeyReader& read);
 // "A:B" as two non-zero u64, in the order they are stored in the guest
 // (little-endian, A first); Error otherwise, as xenguest refuses the restore.
 std::array<std::uint64_t, 2> parse_generation_id(const std::string& text);
+// The 16 bytes xenguest's set_genid stores at the address: A then B, each
+// little-endian (checked as parse_generation_id).
+std::array<std::uint8_t, 16> generation_id_bytes(const std::string& text);
 
 // One line for the log: what will be applied.
 std::string describe(const RestorePlatform& p);

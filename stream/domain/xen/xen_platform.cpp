@@ -76,16 +76,13 @@ void apply_platform_after_build(std::uint32_t domid, const RestorePlatform& p, c
         log("platform: generation id not written (the guest has no VM_GENERATION_ID_ADDR)");
         return;
     }
-    auto g = parse_generation_id(p.generation_id);
+    const auto bytes = generation_id_bytes(p.generation_id);
     const std::size_t off = paddr % kPageSize;
     if (off > kPageSize - 16)
         throw Error(who, Phase::restore, "VM_GENERATION_ID_ADDR " + hex(paddr) + " leaves no 16 bytes in its page");
     ForeignMap m = map_frames(h.fmem, domid, PROT_READ | PROT_WRITE, {xen_pfn_t(paddr / kPageSize)}, who,
                               Phase::restore, "the VM generation id");
-    std::uint8_t* at = m.page(0) + off;
-    for (int i = 0; i < 2; ++i)
-        for (int b = 0; b < 8; ++b)
-            at[i * 8 + b] = std::uint8_t(g[i] >> (8 * b));
+    std::memcpy(m.page(0) + off, bytes.data(), bytes.size());
     log("platform: generation id " + p.generation_id + " written at " + hex(paddr));
 }
 
