@@ -27,6 +27,9 @@
 #                      build host's ldd finds, or with FASTMIG_HELPER_LIBS
 #                      set, that directory's (a helper built in another
 #                      suite's chroot: build-in-trixie.sh).
+#   (FASTMIG_NESTED_JOB=xapi, make nested-xapi: run.sh is job/xapi.sh, and
+#   fastmig/ holds FASTMIG_EMU_BIN and FASTMIG_FAKE_XENOPSD_BIN, the
+#   XenServer drop-in and the fake xenopsd on Xen, with their libraries)
 #   libxl/             only with FASTMIG_LIBXL_SO set: a libxenlight.so.4.17.0
 #                      built by xen-patches/build-libxl.sh; dom0 binds it
 #                      over the package's library for the whole job
@@ -107,6 +110,21 @@ exec /job/fastmig/libxl-save-helper "$@"
 EOS
   chmod 0755 "$j/fastmig/helper.sh"
   log "fastmig helper $FASTMIG_HELPER_BIN with $(ls "$j/fastmig/lib" | tr '\n' ' ')"
+fi
+
+if [[ ${FASTMIG_NESTED_JOB:-run} == xapi ]]; then
+  install -m 0755 "$here/job/xapi.sh" "$j/run.sh"
+  mkdir -p "$j/fastmig/lib"
+  for b in "${FASTMIG_EMU_BIN:-}" "${FASTMIG_FAKE_XENOPSD_BIN:-}"; do
+    [[ -x $b ]] || die "FASTMIG_NESTED_JOB=xapi needs FASTMIG_EMU_BIN and FASTMIG_FAKE_XENOPSD_BIN (make nested-xapi)"
+    install -m 0755 "$b" "$j/fastmig/"
+    ldd "$b" | awk '$2 == "=>" && $3 ~ /^\// { print $3 }' \
+      | grep -Ev '/(libc|libm|libxen[a-z]*|ld-linux[-a-z0-9_]*)\.so' \
+      | while read -r lib; do cp -L "$lib" "$j/fastmig/lib/"; done
+  done
+  log "xapi job: $(ls "$j/fastmig" | tr '\n' ' ')"
+elif [[ ${FASTMIG_NESTED_JOB:-run} != run ]]; then
+  die "FASTMIG_NESTED_JOB=$FASTMIG_NESTED_JOB is not a job (run, xapi)"
 fi
 
 if [[ -n ${FASTMIG_LIBXL_SO:-} ]]; then

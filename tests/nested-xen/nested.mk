@@ -9,6 +9,10 @@
 #                        this build's fastmig helper, side by side;
 #                        NESTED_ARGS passes job parameters, e.g.
 #                        make nested-check NESTED_ARGS='SIZES=512 RUNS=1'
+#   make nested-xapi     the XenServer drop-in on nested Xen (job/xapi.sh):
+#                        fake_xenopsd_xen migrates a PVH guest live through
+#                        fastmig-emu-manager RUNS (5) times in a row;
+#                        NESTED_ARGS as for nested-check
 #   make nested-trixie-build  build this commit for Xen 4.20 in a cached
 #                        Debian 13 chroot and run its make check there
 #                        (build-in-trixie.sh); the nested 4.20 image then
@@ -33,6 +37,7 @@ EXTRA_DIST += \
 	tests/nested-xen/kvm-probe.sh \
 	tests/nested-xen/dom0/fastmig-dom0-init \
 	tests/nested-xen/job/run.sh \
+	tests/nested-xen/job/xapi.sh \
 	tests/nested-xen/guest/memload.c \
 	tests/nested-xen/guest/loadsvc \
 	tests/nested-xen/guest/init \
@@ -41,7 +46,7 @@ EXTRA_DIST += \
 	xen-patches/build-libxl.sh \
 	xen-patches/0001-libxl-attach-nics-while-the-stream-is-read.patch
 
-.PHONY: nested-image nested-check nested-libxl nested-trixie-build
+.PHONY: nested-image nested-check nested-libxl nested-trixie-build nested-xapi
 
 nested-image:
 	bash $(NESTED_DIR)/build-image.sh
@@ -63,3 +68,14 @@ endif
 nested-check: $(NESTED_HELPER_DEP)
 	FASTMIG_HELPER_BIN=$${FASTMIG_HELPER_BIN-$(NESTED_HELPER)} \
 	  bash $(NESTED_DIR)/nested-check.sh $(NESTED_ARGS)
+
+if HAVE_XEN
+nested-xapi: libxl-plugin/fastmig-emu-manager tests/xapi/fake_xenopsd_xen
+	FASTMIG_NESTED_JOB=xapi FASTMIG_HELPER_BIN= \
+	  FASTMIG_EMU_BIN=$(abs_builddir)/libxl-plugin/fastmig-emu-manager \
+	  FASTMIG_FAKE_XENOPSD_BIN=$(abs_builddir)/tests/xapi/fake_xenopsd_xen \
+	  bash $(NESTED_DIR)/nested-check.sh $(NESTED_ARGS)
+else
+nested-xapi:
+	@echo "nested-xapi: this build has no Xen backend (configure found no libxen-dev)"; exit 1
+endif

@@ -11,12 +11,20 @@
 //   fake_xenopsd --emu PATH migrate --domid SIM [--live] [--corrupt-at N] [--cut-at N] ...
 //   fake_xenopsd stock-image FILE      (an image whose body is a stock libxc stream)
 //
+// What xenopsd does to the guests themselves (suspend them, build the
+// restore's domain, introduce it, destroy the source) is a Host: sim
+// guests here; fake_xenopsd_xen (the same source with xen_host.cpp, built
+// with the Xen libraries, for the nested-Xen harness) does it on real Xen
+// domains as xenopsd's domain.ml does.
+//
 // migrate joins the two sides through socketpairs and a relay that can flip
 // a byte (--corrupt-at) or end the stream (--cut-at) at an offset of the
 // whole image.  The restore side checks that the Qemu record after the
 // body comes back byte for byte: an emu-manager that reads past its END
 // breaks it.  Exit status: 0 when every message was well formed and in
 // order (whatever the emu-manager's result), 1 on a protocol violation.
+#include "tests/xapi/fake_xenopsd_host.hpp"
+
 #include "stream/domain/sim/sim.hpp"
 
 #include <atomic>
@@ -25,6 +33,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -59,15 +68,34 @@ void violation(const std::string& who, const std::string& what)
     violated = true;
 }
 
-struct Opts {
-    std::string emu, mode, file;
-    int domid = -1; // sim id of the source
-    unsigned rdomid = 77;
-    bool live = false, pv = false;
-    std::string dm, no_done;
-    int abort_after_info = -1;
-    long long corrupt_at = -1, cut_at = -1;
+using fastmig::fake_xenopsd::Host;
+using fastmig::fake_xenopsd::Opts;
+
+std::unique_ptr<Host> host;
+int restored_domid = -1; // the restore's domain, built and introduced (Xen: unpaused once the source is gone)
+
+#ifndef FAKE_XENOPSD_XEN
+// Sim guests: `suspend:` suspends the sim guest; the restore builds a new
+// incoming sim guest by itself (the domid on argv is a label).
+class SimHost : public Host {
+public:
+    std::string suspend(int domid, bool answer) override
+    {
+        // The stock path's guest (PV, vGPU) is not a sim guest.
+        std::string state = "not a sim guest";
+        bool sim = false;
+        try {
+            state = fastmig::sim::domain_info(domid).state;
+            sim = true;
+        } catch (const std::exception&) {
+        }
+        if (answer && sim)
+            fastmig::sim::attach(domid)->suspend(std::chrono::seconds(10));
+        return state;
+    }
+    Built build_pre(const Opts& o) override { return {o.rdomid, 11, 12}; }
 };
+#endif
 
 void write_all(int fd, const void* p, std::size_t n)
 {
@@ -259,20 +287,12 @@ void save_side(const Opts& o, int fd, const std::string& who)
             if (suspended)
                 violation(who, "suspend: twice");
             suspended = true;
-            // The stock path's guest (PV, vGPU) is not a sim guest.
-            std::string state = "not a sim guest";
-            bool sim = false;
-            try {
-                state = fastmig::sim::domain_info(o.domid).state;
-                sim = true;
-            } catch (const std::exception&) {
-            }
-            if (o.no_done == "suspend") {
+            const bool answer = o.no_done != "suspend";
+            std::string state = host->suspend(o.domid, answer);
+            if (!answer) {
                 say(who, "suspend: guest=" + state + " (not answering)");
                 continue;
             }
-            if (sim)
-                fastmig::sim::attach(o.domid)->suspend(std::chrono::seconds(10));
             say(who, "suspend: guest=" + state + " -> suspended, done");
             send(e, "done");
         } else if (line.rfind("result:", 0) == 0) {
@@ -298,9 +318,18 @@ void save_side(const Opts& o, int fd, const std::string& who)
 // to the emu-manager, then reads on.
 void restore_side(const Opts& o, int fd, const std::string& who)
 {
+    Host::Built b;
+    try {
+        b = host->build_pre(o);
+    } catch (const std::exception& ex) {
+        violation(who, std::string("build_pre: ") + ex.what());
+        ::close(fd); // the source sees the stream end
+        return;
+    }
     Emu e = spawn(o, fd,
-                  {"-mode", o.pv ? "restore" : "hvm_restore", "-domid", std::to_string(o.rdomid), "-store_port", "11",
-                   "-console_port", "12"});
+                  {"-mode", o.pv ? "restore" : "hvm_restore", "-domid", std::to_string(b.domid), "-store_port",
+                   std::to_string(b.store_port), "-console_port", std::to_string(b.console_port)});
+    bool built = false;
     ProgressLines progress;
     char sig[15];
     bool ok = read_exact(fd, sig, 15) && std::memcmp(sig, kSignature, 15) == 0;
@@ -333,6 +362,12 @@ void restore_side(const Opts& o, int fd, const std::string& who)
                     say(who, line + " after " + std::to_string(progress.lines) + " progress lines, the last " +
                                  std::to_string(progress.last));
                     got = true;
+                    try {
+                        host->build_post(b, s, c);
+                        built = true;
+                    } catch (const std::exception& ex) {
+                        violation(who, std::string("build_post: ") + ex.what());
+                    }
                 } else if (line.rfind("error:", 0) == 0) {
                     say(who, line);
                     break;
@@ -360,7 +395,10 @@ void restore_side(const Opts& o, int fd, const std::string& who)
         }
     }
     ::close(fd);
-    finish(e, who);
+    if (finish(e, who) == 0 && built)
+        restored_domid = int(b.domid);
+    else
+        host->restore_failed(b);
 }
 
 // The stream between the hosts: copies, flips a byte at corrupt_at, ends at cut_at.
@@ -412,7 +450,9 @@ void stock_body(int fd)
 
 [[noreturn]] void usage()
 {
-    std::fprintf(stderr, "usage: fake_xenopsd --emu PATH save|restore|migrate [options], or stock-image FILE\n");
+    std::fprintf(stderr, "usage: fake_xenopsd --emu PATH save|restore|migrate [options], or stock-image FILE\n"
+                         "  (fake_xenopsd_xen, the restore's domain: --name N --memory-mib M --vcpus V --hap 0|1"
+                         " --platform FILE)\n");
     std::exit(2);
 }
 
@@ -444,6 +484,11 @@ int main(int argc, char** argv)
         else if (s == "--cut-at") o.cut_at = std::stoll(val());
         else if (s == "save" || s == "restore" || s == "migrate") o.mode = s;
         else if (s == "stock-image") { o.mode = s; o.file = val(); }
+        else if (s == "--name") o.name = val();
+        else if (s == "--memory-mib") o.memory_mib = std::stoul(val());
+        else if (s == "--vcpus") o.vcpus = std::stoul(val());
+        else if (s == "--hap") o.hap = val() == "1";
+        else if (s == "--platform") o.platform_file = val();
         else usage();
     }
     std::signal(SIGPIPE, SIG_IGN);
@@ -459,6 +504,11 @@ int main(int argc, char** argv)
         }
         if (o.emu.empty() || o.mode.empty())
             usage();
+#ifdef FAKE_XENOPSD_XEN
+        host = fastmig::fake_xenopsd::make_xen_host();
+#else
+        host = std::make_unique<SimHost>();
+#endif
         if (o.mode == "save") {
             // As xenopsd opens a suspend VDI: append-only.
             int fd = ::open(o.file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
@@ -470,6 +520,9 @@ int main(int argc, char** argv)
             if (fd < 0)
                 throw std::runtime_error("open " + o.file + ": " + std::strerror(errno));
             restore_side(o, fd, "restore");
+            if (restored_domid >= 0)
+                if (auto m = host->finish_restore(unsigned(restored_domid)); !m.empty())
+                    say("restore", m);
         } else {
             int src[2], dst[2];
             if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, src) < 0 ||
@@ -480,6 +533,11 @@ int main(int argc, char** argv)
             save_side(o, src[0], "save");
             d.join();
             r.join();
+            // xenopsd's end of a migration: the destination runs, the
+            // source goes (sim: the test does both).
+            if (restored_domid >= 0)
+                if (auto m = host->finish_migration(o.domid, unsigned(restored_domid)); !m.empty())
+                    say("migrate", m);
         }
     } catch (const std::exception& e) {
         std::printf("FAKE XENOPSD FAILED: %s\n", e.what());

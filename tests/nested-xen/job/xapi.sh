@@ -1,0 +1,162 @@
+#!/bin/bash
+# xapi.sh: the nested-Xen job for fastmig's XenServer / XCP-ng drop-in
+# (make nested-xapi; make-job.sh installs it as the job's run.sh when
+# FASTMIG_NESTED_JOB=xapi).  There is no xapi or xenopsd in the image: the
+# job drives fastmig-emu-manager with fake_xenopsd_xen, which does what
+# xenopsd's domain.ml does around its emu-manager on real Xen domains
+# (tests/xapi/xen_host.cpp: suspend through control/shutdown, a domain
+# built as build_pre does, introduced as build_post does, the source
+# destroyed once the destination runs) and writes and reads xenopsd's image
+# framing around the drop-in's body (the Qemu record after it must come
+# back byte-exact).
+#
+# One PVH guest (console only: no device model, no NIC; memwriter checks
+# its memory and prints GAP/STAT lines on the console) is created with xl,
+# then migrated live RUNS times in a row, each time from the domain the
+# previous migration built, through socketpairs inside fake_xenopsd_xen.
+# After each: the destination runs, memwriter reports no CORRUPT line and
+# keeps verifying.  Platform keys (PLATFORM, `key=value,...`) are written
+# under each new domain's platform/ before the restore, as xenopsd does
+# (default: a time offset and a generation id, which the drop-in applies).
+#
+# Results: /job/results/results.tsv in job/run.sh's columns (step
+# xapi-migrate: total_s, guest_gap_ms, stream_mib, stream_s; the rest "-"),
+# each migration's transcript in xapi-<size>-<run>.log.
+# Parameters (/job/params): SIZES (512), RUNS (5), WRITE_MIB (64),
+# WRITE_RATE (8), GUEST_HAP (0), FASTMIG_OPTIONS, STEP_TIMEOUT (600),
+# PLATFORM.
+set -euo pipefail
+PATH=$(ls -d /usr/lib/xen-4.*/bin | tail -n 1):/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export PATH
+R=/job/results
+mkdir -p "$R"
+# shellcheck source=/dev/null
+. /job/params
+: "${SIZES:=512}" "${RUNS:=5}" "${WRITE_MIB:=64}" "${WRITE_RATE:=8}" "${GUEST_HAP:=0}"
+: "${FASTMIG_OPTIONS:=}" "${STEP_TIMEOUT:=600}" "${PLATFORM:=timeoffset=-3600,generation-id=1234:5678}"
+EMU=/job/fastmig/fastmig-emu-manager
+FAKE=/job/fastmig/fake_xenopsd_xen
+
+T0=$(date +%s.%N)
+say() { printf 'JOB [%7.1fs] %s\n' "$(awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN{print b-a}')" "$*"; }
+now() { date +%s.%N; }
+dt() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f", b-a}'; }
+collect() {
+  mkdir -p "$R/logs"
+  cp -r /var/log/xen/. "$R/logs/" 2>/dev/null || true
+  xl dmesg >"$R/logs/xl-dmesg.txt" 2>&1 || true
+  xl list -v >"$R/logs/xl-list.txt" 2>&1 || true
+  xenstore-ls -f >"$R/logs/xenstore.txt" 2>&1 || true
+  sync
+}
+fail() {
+  say "FAIL: $*"
+  xl list 2>&1 | sed 's/^/XL-LIST: /' || true
+  for f in /var/log/xen/console/guest-g1*.log; do
+    [[ -f $f ]] && tail -n 15 "$f" | sed "s|^|CONSOLE ${f##*/}: |"
+  done
+  xl dmesg 2>/dev/null | tail -n 25 | sed 's/^/XEN: /' || true
+  collect
+  exit 1
+}
+trap 'fail "line $LINENO: command failed: $BASH_COMMAND"' ERR
+[[ -x $EMU && -x $FAKE ]] || fail "the job disk has no $EMU or $FAKE (make nested-xapi puts them there)"
+LD_LIBRARY_PATH=/job/fastmig/lib ldd "$EMU" "$FAKE" >"$R/fastmig-ldd.txt" 2>&1 || true
+grep -q 'not found' "$R/fastmig-ldd.txt" && fail "missing libraries: $(grep 'not found' "$R/fastmig-ldd.txt" | tr '\n' ' ')"
+export LD_LIBRARY_PATH=/job/fastmig/lib
+
+# --- Xen daemons, as job/run.sh starts them --------------------------------
+for m in xenfs xen-evtchn xen-gntdev xen-gntalloc xen-privcmd; do modprobe "$m" 2>/dev/null || true; done
+mountpoint -q /proc/xen || mount -t xenfs xenfs /proc/xen
+grep -q control_d /proc/xen/capabilities || fail "not dom0"
+mkdir -p /run/xen /run/xenstored /var/log/xen/console /var/lib/xen /var/lib/fastmig
+xenstored --pid-file /run/xenstore.pid
+for _ in $(seq 50); do xenstore-ls / >/dev/null 2>&1 && break; sleep 0.2; done
+timeout 60 xen-init-dom0 || fail "xen-init-dom0"
+xenconsoled --pid-file /run/xenconsoled.pid --log=guest --log-dir=/var/log/xen/console
+timeout 30 xl info >"$R/xl-info.txt" || fail "xl info"
+caps=$(awk -F': *' '/^virt_caps/ { print $2 }' "$R/xl-info.txt")
+[[ " $caps " == *" hvm "* ]] || fail "PVH needs Xen's HVM support, virt_caps is '$caps'"
+
+# The drop-in's configuration, as a host would have it.
+mkdir -p /etc/fastmig
+cat >/etc/fastmig/emu-manager.conf <<EOF
+backend = xen
+options = --no-agent-hints $FASTMIG_OPTIONS
+EOF
+tr ',' '\n' <<<"$PLATFORM" | sed 's/=/ = /' >/var/lib/fastmig/platform
+
+kernel=$(ls /boot/vmlinuz-* | sort -V | tail -n1)
+echo "step	size_mib	mode	run	total_s	save_s	restore_s	ping_gap_ms	ping_sent	ping_recv	guest_gap_ms	file_mib	xl_gap_ms	xl_mem_ms	stream_mib	suspend_ms	stream_s	xl_helpers_ms	load_mib	hint_pages	agent_scan_ms	hint_exchange_ms" >"$R/results.tsv"
+
+newest_stat() { # pages memwriter verified so far (its newest STAT line, by guest boottime)
+  cat /var/log/xen/console/guest-g1*.log 2>/dev/null | awk '/^STAT/ && $3 + 0 > b { b = $3 + 0; v = $(NF - 2) } END { print v + 0 }'
+}
+check_memory() { # $1 = what just ended; the pages verified must grow within 30 s
+  local end=$(( $(date +%s) + 30 )) last
+  if grep -h '^CORRUPT' /var/log/xen/console/guest-g1*.log 2>/dev/null | head -n3 | grep -q .; then
+    fail "$1: the guest's memory is corrupt: $(grep -h '^CORRUPT' /var/log/xen/console/guest-g1*.log | head -n3 | tr '\n' ' ')"
+  fi
+  while :; do
+    last=$(newest_stat)
+    (( last > ${VERIFIED_BEFORE:-0} )) && break
+    (( $(date +%s) < end )) || fail "$1: memwriter made no progress for 30 s (verified $last pages)"
+    sleep 1
+  done
+  VERIFIED_BEFORE=$last
+}
+guest_gap() { # largest GAP (ms) memwriter printed between dom0 times $1 and $2
+  cat /var/log/xen/console/guest-g1*.log 2>/dev/null \
+    | awk -v a="$1" -v b="$2" '/^GAP/ { t = $NF / 1e6; if (t >= a && t <= b + 10 && $2 > g) g = $2 }
+                               END { printf "%.1f\n", g / 1000 }'
+}
+
+for size in $SIZES; do
+  say "=== PVH guest ${size} MiB, memwriter ${WRITE_MIB} MiB at ${WRITE_RATE} MiB/s ==="
+  cat >/var/lib/fastmig/g1.cfg <<EOF
+name = "g1"
+type = "pvh"
+kernel = "$kernel"
+ramdisk = "/job/guest-initrd.img"
+extra = "console=hvc0 quiet fm_mib=$WRITE_MIB fm_rate=$WRITE_RATE fm_agent=0"
+memory = $size
+maxmem = $size
+vcpus = 1
+hap = $GUEST_HAP
+on_crash = "preserve"
+EOF
+  timeout "$STEP_TIMEOUT" xl create /var/lib/fastmig/g1.cfg >"$R/create-$size.log" 2>&1 \
+    || fail "xl create ($(tail -n3 "$R/create-$size.log"))"
+  dom=$(xl domid g1)
+  VERIFIED_BEFORE=0
+  sleep "${SETTLE_S:-30}" # no NIC to ping: the guest boots (without eth0) and memwriter fills its buffer
+  check_memory "boot"
+  say "guest up, domain $dom, memwriter verified $VERIFIED_BEFORE pages"
+  for run in $(seq "$RUNS"); do
+    log=$R/xapi-$size-$run.log
+    ts=$(now)
+    timeout "$STEP_TIMEOUT" "$FAKE" --emu "$EMU" migrate --live --domid "$dom" --name "g1-xapi-$run" \
+      --memory-mib "$size" --hap "$GUEST_HAP" --platform /var/lib/fastmig/platform >"$log" 2>&1 \
+      || fail "migration $run: fake_xenopsd_xen failed ($(grep -E 'PROTOCOL|FAILED|error:' "$log" | head -n3 | tr '\n' ' '))"
+    te=$(now)
+    grep -q 'restore: Qemu record intact' "$log" || fail "migration $run: the record after the body did not come back intact"
+    grep -q 'restore: exit 0' "$log" && grep -q 'save: exit 0' "$log" || fail "migration $run: an emu-manager failed"
+    new=$(sed -n 's/^migrate: domain \([0-9]*\) unpaused, source domain [0-9]* destroyed$/\1/p' "$log")
+    [[ -n $new ]] || fail "migration $run: no destination domain in the transcript"
+    check_memory "migration $run"
+    gap=$(guest_gap "$ts" "$te")
+    # The drop-in's summary: "restored ... N pages, M MiB read in T ms (R rounds)".
+    read -r mib ms < <(sed -n 's/.*restored .* pages, \([0-9.]*\) MiB read in \([0-9]*\) ms.*/\1 \2/p' "$log" | head -n1) || true
+    stream_s=$(awk -v m="${ms:-}" 'BEGIN { if (m == "") print "-"; else printf "%.2f", m / 1000 }')
+    say "migration $run: domain $dom -> $new in $(dt "$ts" "$te") s, ${mib:-?} MiB, guest gap ${gap} ms, memory clean ($VERIFIED_BEFORE pages verified)"
+    printf 'xapi-migrate\t%s\twrite\t%s\t%s\t-\t-\t-\t-\t-\t%s\t-\t-\t-\t%s\t-\t%s\t-\t-\t-\t-\t-\n' \
+      "$size" "$run" "$(dt "$ts" "$te")" "$gap" "${mib:--}" "$stream_s" >>"$R/results.tsv"
+    sync
+    dom=$new
+  done
+  # The last domain was built by the fake, not xl: destroy it directly.
+  xenstore-rm "/local/domain/$dom" 2>/dev/null || true
+  xl destroy "$dom" 2>/dev/null || true
+done
+say "all migrations done"
+collect
