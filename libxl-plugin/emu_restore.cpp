@@ -79,7 +79,8 @@ int run_emu_restore(const EmuArgs& a, XenopsdLink& xenopsd, helper::HelperBacken
         ro.built = [&](IncomingDomain& counting, const ReceiveResult& r) {
             IncomingDomain& d = ProgressProvider::backend_domain(counting);
             // The part xenguest does after xc_domain_restore: the memory is
-            // the guest's now (a failure destroys the domain, as any here).
+            // the guest's now.  A failure here fails the restore without a
+            // result; xenopsd destroys the paused domain, as after xenguest.
             backend.apply_platform(a.domid, platform, HelperBackend::PlatformStep::after_build);
             RestoreResults res = backend.restore_results(d);
             who = domain_label(a.domid, d.name());
