@@ -41,7 +41,7 @@ engine="stream/types.cpp stream/failpoint.cpp stream/wire.cpp stream/wire_channe
         stream/auth_key.cpp stream/auth_record.cpp stream/auth_aead.cpp stream/auth_handshake.cpp
         stream/domain/xen/pv_frames.cpp stream/domain/xen/pv_page_types.cpp stream/domain/xen/pv_pagetable.cpp
         stream/domain/xen/pv_records.cpp stream/domain/xen/pv_state.cpp stream/domain/xen/hvm_records.cpp
-        stream/domain/xen/hvm_state.cpp stream/domain/xen/state_records.cpp
+        stream/domain/xen/hvm_state.cpp stream/domain/xen/state_records.cpp stream/domain/xen/restore_platform.cpp
         stream/wire_outcome.cpp stream/outcome_store.cpp stream/reconnect.cpp
         evtchn-ipc/free_hints.cpp evtchn-ipc/hint_session.cpp"
 

@@ -4,19 +4,26 @@
 // and PV states.  No Xen: the parsers are pure.
 //
 // Input: mode:u8, then
-//   mode % 5 == 0: an HVM_PARAMS body           (guest of 2^20 pages)
+//   mode % 6 == 0: an HVM_PARAMS body           (guest of 2^20 pages)
 //             1: an HVM_CONTEXT blob            (last vCPU 3)
 //             2: a FASTMIG_HVM_HOLES body       (guest of 2^20 pages)
 //             3: blobs { u32 type, u16 length, bytes } -> parse_hvm_state (2^20 pages, last vCPU 3)
 //             4: the same blobs -> parse_pv_state (4096 pages, last vCPU 3)
+//             5: `key=value` lines -> parse_restore_platform (and the
+//                generation id's bytes, when there is one)
 // Checked beyond "no crash, only StreamError": what is accepted is what
 // the format says (params re-encode to the same entries, hole runs lie in
 // their range and in order, an accepted state gives a restore plan that
-// ends by seeding the grant table after the context).
+// ends by seeding the grant table after the context; platform keys give
+// vCPUs in order below the bound, cpumaps within their bound).
 #include "tests/fuzz/fuzz_common.hpp"
 
 #include "stream/domain/xen/hvm_state.hpp"
 #include "stream/domain/xen/pv_state.hpp"
+#include "stream/domain/xen/restore_platform.hpp"
+
+#include <map>
+#include <string>
 
 using namespace fastmig;
 using namespace fastmig::fuzz;
@@ -72,12 +79,44 @@ void hvm_state(const std::vector<StateBlob>& b)
             FUZZ_ASSERT(s.a < kHvmPages && !st.holes.hole(s.a));
 }
 
+void platform_keys(std::span<const std::uint8_t> text)
+{
+    std::map<std::string, std::string> keys;
+    std::string all(text.begin(), text.end());
+    for (std::size_t at = 0; at < all.size();) {
+        std::size_t nl = all.find('\n', at);
+        if (nl == std::string::npos)
+            nl = all.size();
+        std::string line = all.substr(at, nl - at);
+        if (auto eq = line.find('='); eq != std::string::npos)
+            keys[line.substr(0, eq)] = line.substr(eq + 1);
+        at = nl + 1;
+    }
+    try {
+        RestorePlatform p = parse_restore_platform([&](const std::string& k) {
+            auto i = keys.find(k);
+            return i == keys.end() ? std::string() : i->second;
+        });
+        unsigned next = 0;
+        for (const auto& a : p.affinity) {
+            FUZZ_ASSERT(a.vcpu >= next && a.vcpu < 4096);
+            FUZZ_ASSERT(a.cpus.size() <= 1024);
+            next = a.vcpu + 1;
+        }
+        FUZZ_ASSERT(!describe(p).empty());
+        if (!p.generation_id.empty())
+            (void)generation_id_bytes(p.generation_id);
+    } catch (const Error& e) {
+        verbose("refused (platform keys)", &e);
+    }
+}
+
 } // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size)
 {
     Input in(data, size);
-    const unsigned mode = in.u8() % 5;
+    const unsigned mode = in.u8() % 6;
     try {
         switch (mode) {
         case 0:
@@ -93,6 +132,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             break;
         case 3:
             hvm_state(blobs(in));
+            break;
+        case 5:
+            platform_keys(in.rest());
             break;
         default:
             try {

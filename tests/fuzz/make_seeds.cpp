@@ -477,6 +477,9 @@ void xen_state_seeds(const fs::path& dir)
                                     {hvm_param::kViridian, 1}};
     const auto pb = encode_hvm_params(params);
     save(dir, "params", Bytes{0} + pb.data);
+    const std::string keys = "hpet=0\ntimeoffset=-3600\nvcpu/number=2\nvcpu/0/affinity=0110\n"
+                             "vcpu/1/affinity=1\nvcpu/weight=512\nvcpu/cap=50\ngeneration-id=123:456\n";
+    save(dir, "platform-keys", Bytes{5} + Bytes(keys.begin(), keys.end()));
     Bytes ctx;
     auto desc = [&](std::uint16_t code, std::uint16_t inst, const Bytes& body) {
         xen::append<std::uint16_t>(ctx, code);
