@@ -1,6 +1,6 @@
 // The Xen backend of the helper: libxl's domid is a real Xen domain, driven
-// through stream/domain/xen/ (64-bit PV guests only).  This file is only the
-// adapter between libxl's view and that backend:
+// through stream/domain/xen/ (64-bit PV, PVH and HVM guests).  This file is
+// only the adapter between libxl's view and that backend:
 //
 // * save, FASTMIG_HELPER_SUSPEND=channel (the default): the backend
 //   suspends the guest itself.  It subscribes an event channel for the
@@ -24,9 +24,15 @@
 //   xenstore/console event channels from argv; destroy_on_failure is false
 //   because libxl destroys the half-built domain itself after a failure.
 //   restore_results are the store and console frames the backend set up.
-// * HVM/PVH and 32-bit PV guests are refused by the backend with an error
-//   saying so (at attach on save, on the stream's kind on restore), before
-//   libxl is asked to suspend anything; so QEMU's log-dirty is never needed.
+// * HVM and PVH: the helper asks libxl to switch QEMU's log-dirty on before
+//   round 0 and off at the end (libxl answers at once for PVH, which has no
+//   QEMU), as libxc's HVM save does.  An HVM guest with a device model is
+//   suspended through libxl whatever FASTMIG_HELPER_SUSPEND says, because
+//   libxl saves QEMU in that step.
+// * 32-bit PV guests, and guests the backend cannot move (nested virt,
+//   passthrough, platform/nomigrate, PoD, paged or shared memory), are
+//   refused with an error saying so (at attach on save, on the stream's kind
+//   on restore), before libxl is asked to suspend anything.
 //
 // Without the Xen libraries (configure found none) the helper refuses Xen
 // domains with a clear error instead, before touching the domain.
