@@ -62,7 +62,7 @@ TESTS += tests/unit/free_hints.test
 # Makefile; its pure part is tested here).
 check_PROGRAMS += tests/unit/guest_agent.test
 tests_unit_guest_agent_test_SOURCES = tests/unit/test_guest_agent.cpp guest-agent/free_pages.hpp guest-agent/free_pages.cpp \
-	guest-agent/xenbus_watch.hpp guest-agent/xenbus_watch.cpp
+	guest-agent/xenbus_watch.hpp guest-agent/xenbus_watch.cpp tests/unit/xs_wire_fake.hpp
 tests_unit_guest_agent_test_CPPFLAGS = $(UNIT_CPPFLAGS)
 tests_unit_guest_agent_test_LDADD = evtchn-ipc/libfmipc.a $(UNIT_LDADD)
 TESTS += tests/unit/guest_agent.test
@@ -78,7 +78,7 @@ TESTS += tests/integration/guest-agent.sh
 # Why the agent's watch is its own: libxenstore.a (what the static agent
 # links) against the same fake as the agent's watch.
 check_PROGRAMS += tests/unit/xenstore_watch.test
-tests_unit_xenstore_watch_test_SOURCES = tests/unit/test_xenstore_watch.cpp guest-agent/xenbus_watch.cpp
+tests_unit_xenstore_watch_test_SOURCES = tests/unit/test_xenstore_watch.cpp guest-agent/xenbus_watch.cpp tests/unit/xs_wire_fake.hpp
 tests_unit_xenstore_watch_test_CPPFLAGS = $(UNIT_CPPFLAGS) $(XEN_CFLAGS)
 tests_unit_xenstore_watch_test_LDADD = $(XENSTORE_STATIC_LIBS) $(BOOST_TEST_LIBS)
 TESTS += tests/unit/xenstore_watch.test

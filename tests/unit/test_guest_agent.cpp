@@ -11,6 +11,7 @@
 #include "evtchn-ipc/shared_region.hpp"
 #include "guest-agent/free_pages.hpp"
 #include "guest-agent/xenbus_watch.hpp"
+#include "tests/unit/xs_wire_fake.hpp"
 
 #include <atomic>
 #include <cstdlib>
@@ -157,18 +158,9 @@ BOOST_AUTO_TEST_CASE(the_agents_scan_reaches_dom0_intact)
 
 namespace {
 
-std::string xs_message(std::uint32_t type, const std::string& body)
-{
-    std::string m(agent::xs::kHeaderSize, '\0');
-    const std::uint32_t h[4] = {type, 0, 0, std::uint32_t(body.size())};
-    std::memcpy(m.data(), h, sizeof h);
-    return m + body;
-}
-
-std::string event(const std::string& path, const std::string& token)
-{
-    return xs_message(agent::xs::kWatchEvent, path + std::string(1, '\0') + token + std::string(1, '\0'));
-}
+using test::xs_message;
+using test::xs_ok;
+std::string event(const std::string& path, const std::string& token) { return test::xs_event(path, token); }
 
 const std::string kPath = "data/fastmig-agent/event-channel";
 const std::string kToken = "fastmig";
@@ -190,14 +182,8 @@ struct FakeXenbus {
     void serve(std::string answer, bool byte_by_byte = false, bool close_after = false)
     {
         t = std::thread([this, answer, byte_by_byte, close_after] {
-            char b[512];
-            while (request.size() < agent::xs::kHeaderSize ||
-                   request.size() < agent::xs::kHeaderSize + *reinterpret_cast<const std::uint32_t*>(request.data() + 12)) {
-                const ssize_t n = ::read(dev_fd, b, sizeof b);
-                if (n <= 0)
-                    return;
-                request.append(b, std::size_t(n));
-            }
+            if (!test::read_xs_request(dev_fd, request))
+                return;
             for (std::size_t i = 0; i < answer.size();) {
                 const std::size_t k = byte_by_byte ? 1 : answer.size() - i;
                 if (::write(dev_fd, answer.data() + i, k) != ssize_t(k))
@@ -241,7 +227,7 @@ BOOST_AUTO_TEST_CASE(the_watch_request_is_path_and_token_each_nul_terminated)
 
 BOOST_AUTO_TEST_CASE(the_reader_splits_messages_across_and_within_reads)
 {
-    const std::string two = event(kPath, kToken) + xs_message(agent::xs::kWatch, std::string("OK", 3));
+    const std::string two = event(kPath, kToken) + xs_ok(agent::xs::kWatch);
     agent::XsMessageReader r;
     std::vector<agent::XsMessage> got;
     for (char c : two) { // byte by byte: every split point
@@ -284,7 +270,7 @@ BOOST_AUTO_TEST_CASE(the_watch_survives_its_first_event_before_the_reply)
 {
     for (bool byte_by_byte : {false, true}) {
         FakeXenbus dev;
-        dev.serve(event(kPath, kToken) + xs_message(agent::xs::kWatch, std::string("OK", 3)), byte_by_byte);
+        dev.serve(event(kPath, kToken) + xs_ok(agent::xs::kWatch), byte_by_byte);
         agent::XenbusWatch w(dev.agent_fd, kPath, kToken);
         dev.join();
         BOOST_TEST(dev.request == agent::watch_request(kPath, kToken));
@@ -302,7 +288,7 @@ BOOST_AUTO_TEST_CASE(the_watch_survives_its_first_event_before_the_reply)
 BOOST_AUTO_TEST_CASE(the_reply_in_the_usual_order_works_too)
 {
     FakeXenbus dev;
-    dev.serve(xs_message(agent::xs::kWatch, std::string("OK", 3)) + event(kPath, kToken));
+    dev.serve(xs_ok(agent::xs::kWatch) + event(kPath, kToken));
     agent::XenbusWatch w(dev.agent_fd, kPath, kToken);
     dev.join();
     pollfd p{w.fd(), POLLIN, 0};
@@ -334,7 +320,7 @@ BOOST_AUTO_TEST_CASE(a_refused_missing_or_garbled_reply_is_a_clear_error)
 BOOST_AUTO_TEST_CASE(a_device_that_goes_away_is_an_error_of_drain)
 {
     FakeXenbus dev;
-    dev.serve(xs_message(agent::xs::kWatch, std::string("OK", 3)));
+    dev.serve(xs_ok(agent::xs::kWatch));
     agent::XenbusWatch w(dev.agent_fd, kPath, kToken);
     dev.join();
     ::close(dev.dev_fd);

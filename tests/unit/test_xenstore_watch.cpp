@@ -11,6 +11,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include "guest-agent/xenbus_watch.hpp"
+#include "tests/unit/xs_wire_fake.hpp"
 
 extern "C" {
 #include <xenstore.h>
@@ -33,14 +34,6 @@ namespace {
 const std::string kPath = "data/fastmig-agent/event-channel";
 const std::string kToken = "fastmig";
 
-std::string xs_message(std::uint32_t type, const std::string& body)
-{
-    std::string m(agent::xs::kHeaderSize, '\0');
-    const std::uint32_t h[4] = {type, 0, 0, std::uint32_t(body.size())};
-    std::memcpy(m.data(), h, sizeof h);
-    return m + body;
-}
-
 // A xenstore that accepts one connection, reads one request and answers
 // the watch's first firing and its "OK" in the order asked.
 struct FakeXenstore {
@@ -58,23 +51,16 @@ struct FakeXenstore {
         std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
         BOOST_REQUIRE(::bind(listener, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
         BOOST_REQUIRE(::listen(listener, 1) == 0);
-        const std::string ev = xs_message(agent::xs::kWatchEvent, kPath + std::string(1, '\0') + kToken + std::string(1, '\0'));
-        const std::string ok = xs_message(agent::xs::kWatch, std::string("OK", 3));
+        const std::string ev = test::xs_event(kPath, kToken);
+        const std::string ok = test::xs_ok(agent::xs::kWatch);
         const std::string answer = event_first ? ev + ok : ok + ev;
         t = std::thread([this, answer] {
             const int c = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
             if (c < 0)
                 return;
             std::string req;
-            char b[512];
-            while (req.size() < agent::xs::kHeaderSize ||
-                   req.size() < agent::xs::kHeaderSize + *reinterpret_cast<const std::uint32_t*>(req.data() + 12)) {
-                const ssize_t n = ::read(c, b, sizeof b);
-                if (n <= 0)
-                    break;
-                req.append(b, std::size_t(n));
-            }
-            if (::write(c, answer.data(), answer.size()) == ssize_t(answer.size()))
+            char b[1];
+            if (test::read_xs_request(c, req) && ::write(c, answer.data(), answer.size()) == ssize_t(answer.size()))
                 (void)::read(c, b, 1); // until the client hangs up
             ::close(c);
         });
