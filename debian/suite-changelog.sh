@@ -9,8 +9,9 @@
 # "+debNN" orders them (0.1.0+deb12 < 0.1.0+deb13), so a dist-upgrade from
 # 12 to 13 replaces the 4.17 build with the 4.20 one.
 # Run from the top of a build copy (deb.mk, build-in-trixie.sh), never in a
-# checkout: it edits debian/changelog in place.  The entry's date is the
-# base entry's, so two builds of one commit give the same changelog.
+# checkout: it edits debian/changelog in place.  The entry is dated now, as
+# a binNMU's is (lintian wants the newest entry later than the one below),
+# or SOURCE_DATE_EPOCH when set (reproducible builds).
 #   sh debian/suite-changelog.sh [OS_RELEASE_FILE]
 set -eu
 osr=${1:-/etc/os-release}
@@ -22,7 +23,7 @@ ID= VERSION_ID= VERSION_CODENAME=
   echo "suite-changelog: $osr is not a Debian release with a number (ID=$ID VERSION_ID=$VERSION_ID): build the package on Debian 12 or 13" >&2
   exit 1; }
 base=$(dpkg-parsechangelog -S Version)
-date=$(dpkg-parsechangelog -S Date)
+date=$(LC_ALL=C date -R ${SOURCE_DATE_EPOCH:+-d @$SOURCE_DATE_EPOCH})
 maint=$(dpkg-parsechangelog -S Maintainer)
 case $base in *+deb*) echo "suite-changelog: debian/changelog already has a suite entry ($base)" >&2; exit 1 ;; esac
 xen=$(pkg-config --modversion xencontrol 2>/dev/null | cut -d. -f1,2)

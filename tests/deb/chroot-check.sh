@@ -56,8 +56,12 @@ FM=${FASTMIG_BIN:-$(dirname "$0")/../../fastmig}
 outside() { FASTMIG_STATUS_ROOT=$C FASTMIG_XEN_LIBEXEC=$XEN "$FM" status; }
 ok "before install: status (from outside) says libxl runs the stock helper" \
   sh -c "FASTMIG_STATUS_ROOT='$C' FASTMIG_XEN_LIBEXEC='$XEN' '$FM' status | grep -q 'libxl runs $STOCK: the stock helper'"
+# Without the Recommends (xen-utils-X.Y): they would bring Xen's toolstack
+# and QEMU, and Xen's real helper over the stand-in; the Depends are what
+# the binaries need to start, and they must all come from $SUITE.
+INSTALL='DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends /tmp/fastmig.deb'
 ok "apt-get install ./fastmig.deb (dependencies from $SUITE)" \
-  in_c sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq /tmp/fastmig.deb'
+  in_c sh -c "apt-get update -qq && $INSTALL"
 ok "installed: fastmig status says libxl runs fastmig through the package's diversion" \
   sh -c "chroot '$C' fastmig status | tee /dev/stderr | grep -q 'libxl runs $STOCK: fastmig' &&
          chroot '$C' fastmig status | grep -q 'dpkg diversion: *$STOCK -> $STOCK.distrib' &&
@@ -67,7 +71,8 @@ ok "installed: the helper and its stock fallback are where libxl looks" \
 ok "installed: the $SUITE build (its version, its changelog entry, Xen $xen_mm's helper path)" \
   sh -c "chroot '$C' dpkg-query -W -f='\${Version}\n' fastmig | grep -q '+deb' &&
          zcat '$C/usr/share/doc/fastmig/changelog.gz' | head -n 1 | grep -q ') $SUITE;' &&
-         grep -q '^STOCK=$STOCK\$' '$C/var/lib/dpkg/info/fastmig.postinst'"
+         grep -q '^STOCK=$STOCK\$' '$C/var/lib/dpkg/info/fastmig.postinst' &&
+         chroot '$C' dpkg-query -W -f='\${Recommends}\n' fastmig | grep -qx 'xen-utils-$xen_mm'"
 ok "installed: man pages fastmig(1) and fastmig-libxl-save-helper(8)" \
   sh -c "[ -s '$C/usr/share/man/man1/fastmig.1.gz' ] && [ -s '$C/usr/share/man/man8/fastmig-libxl-save-helper.8.gz' ]"
 gone() { [ ! -L "$C$STOCK" ] && [ ! -e "$C$STOCK.distrib" ] && grep -q 'stock libxl-save-helper' "$C$STOCK" &&
@@ -75,8 +80,8 @@ gone() { [ ! -L "$C$STOCK" ] && [ ! -e "$C$STOCK.distrib" ] && grep -q 'stock li
   outside | grep -q "libxl runs $STOCK: the stock helper" && outside | grep -q 'dpkg diversion: *none'; }
 ok "apt-get remove fastmig" in_c sh -c 'DEBIAN_FRONTEND=noninteractive apt-get remove -y -qq fastmig'
 ok "removed: Xen's helper is back at its path, no diversion, status (from outside) says stock" gone
-ok "reinstall, then purge" in_c sh -c 'DEBIAN_FRONTEND=noninteractive apt-get install -y -qq /tmp/fastmig.deb &&
-  DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq fastmig'
+ok "reinstall, then purge" in_c sh -c "$INSTALL &&
+  DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq fastmig"
 ok "purged: Xen's helper is back, no diversion" gone
 echo "1..$n"
 [ "$failed" = 0 ]
