@@ -7,14 +7,16 @@
 // version last).  Then it sleeps until dom0 rings: a scan request reads
 // /proc/kpageflags and answers the free ranges in batches.  After a
 // migration the grants and the port are gone (the domain is new): a watch
-// on its own keys, which the kernel re-registers on resume, and a check
-// every 10 s make it offer new ones.
+// on its own keys (on the xenbus device: xenbus_watch.hpp), which the
+// kernel re-registers on resume, and a check every 10 s make it offer new
+// ones.
 //
 // Exit status: 0 on SIGTERM/SIGINT (keys withdrawn), 1 when it cannot set
 // up at all, 2 for bad arguments.
 #include "evtchn-ipc/hint_session.hpp"
 #include "evtchn-ipc/xen_channel.hpp"
 #include "guest-agent/free_pages.hpp"
+#include "guest-agent/xenbus_watch.hpp"
 
 extern "C" {
 #include <xenstore.h>
@@ -156,12 +158,12 @@ private:
 
 void withdraw(xs_handle* xs) { xs_rm(xs, XBT_NULL, hints::kXenstoreDir); }
 
-// Two xenstore connections: one only watches, one reads and writes.
-// libxenstore closes a connection for good after any reply it did not
-// expect (xs_talkv: a watch event where a reply should be, a short read),
-// and every later call then fails with EBADF; so the request connection is
-// opened again after any error, and a watch event can never be read as a
-// reply.
+// Two xenstore connections: libxenstore's for requests, and the watch's own
+// on the xenbus device (xenbus_watch.hpp: the static libxenstore cannot
+// watch there).  libxenstore closes a connection for good after any reply
+// it did not expect (xs_talkv: a watch event where a reply should be, a
+// short read), and every later call then fails with EBADF; so the request
+// connection carries no watch, and is opened again after any error.
 struct Xs {
     xs_handle* h = nullptr;
     ~Xs() { reset(); }
@@ -179,19 +181,38 @@ struct Xs {
     }
 };
 
+// The watch on our own event-channel key (relative: it follows the domain
+// to its new home after a migration), or none, with the 10 s check to fall
+// back on.  One log line per failure, not one per retry.
+std::unique_ptr<agent::XenbusWatch> watch_own_key(bool& warned)
+{
+    const std::string watched = std::string(hints::kXenstoreDir) + "/event-channel";
+    try {
+        auto w = std::make_unique<agent::XenbusWatch>(agent::xenbus_device(), watched, "fastmig");
+        if (warned)
+            log("watching " + watched + " again");
+        warned = false;
+        return w;
+    } catch (const std::exception& e) {
+        if (!warned)
+            log(std::string(e.what()) + "; relying on the 10 s check after a migration");
+        warned = true;
+        return nullptr;
+    }
+}
+
 int serve(const Options& o)
 {
-    Xs req, watch;
+    Xs req;
     try {
         req.get();
-        watch.get();
     } catch (const std::exception& e) {
         log(std::string(e.what()) + " (is this a Xen guest?)");
         return 1;
     }
-    const std::string watched = std::string(hints::kXenstoreDir) + "/event-channel";
-    if (!xs_watch(watch.get(), watched.c_str(), "fastmig"))
-        log("cannot watch " + watched + " (" + std::strerror(errno) + "); relying on the 10 s check after a migration");
+    bool watch_warned = false;
+    auto watch = watch_own_key(watch_warned);
+    std::uint64_t next_watch_try = now_ns() + 60 * 1000000000ull;
     hints::HintServer server([&](std::uint64_t nr_pages) { return scan(o, nr_pages); });
     std::unique_ptr<Channel> ch;
     int status = 0;
@@ -211,14 +232,24 @@ int serve(const Options& o)
                 log("ready: " + std::to_string(o.pages) + " pages granted to dom0, event channel port " +
                     std::to_string(ch->bell().local_port()) + ", protocol " + std::to_string(hints::kVersion));
             }
-            pollfd p[2] = {{ch->bell().fd(), POLLIN, 0}, {xs_fileno(watch.get()), POLLIN, 0}};
+            pollfd p[2] = {{ch->bell().fd(), POLLIN, 0}, {watch ? watch->fd() : -1, POLLIN, 0}};
             int r = ::poll(p, 2, 10000);
             if (r < 0 && errno != EINTR)
                 throw ChannelError(std::string("poll: ") + std::strerror(errno));
-            if (r > 0 && (p[1].revents & POLLIN)) {
-                unsigned n = 0;
-                if (char** w = xs_read_watch(watch.get(), &n))
-                    std::free(w); // the loop's check says what changed
+            if (r > 0 && watch && p[1].revents) {
+                try {
+                    (void)watch->drain(); // the loop's check says what changed
+                } catch (const std::exception& e) {
+                    log(e.what());
+                    watch.reset();
+                    watch_warned = false;
+                }
+            }
+            // A lost watch is opened again when idle, at most once a minute:
+            // registering may block until its reply, never while dom0 waits.
+            if (r == 0 && !watch && now_ns() >= next_watch_try) {
+                watch = watch_own_key(watch_warned);
+                next_watch_try = now_ns() + 60 * 1000000000ull;
             }
             if (r > 0 && (p[0].revents & POLLIN) && ch->bell().drain()) {
                 std::string why;

@@ -25,7 +25,7 @@ int run_restore(const RestoreArgs& a, LibxlLink& libxl, HelperBackend& backend);
 // go to `hints` when given (both ends accept them: xl hands the same
 // environment to the sender and the receiver):
 //   --no-agent-hints         do not ask the guest's agent
-//   --agent-timeout-ms MS    bound on the exchange with it (1..20000; 3000)
+//   --agent-timeout-ms MS    bound on the exchange with it (1..20000; 10000)
 void helper_send_options(SendOptions& so, xen::GuestHintOptions* hints = nullptr);
 
 // FASTMIG_HELPER_SETTLE_MS (default 10000; 0: no wait): how long the worker

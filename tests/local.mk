@@ -61,7 +61,8 @@ TESTS += tests/unit/free_hints.test
 # fastmig-guest-agent's page scan (guest-agent/, built on its own by its
 # Makefile; its pure part is tested here).
 check_PROGRAMS += tests/unit/guest_agent.test
-tests_unit_guest_agent_test_SOURCES = tests/unit/test_guest_agent.cpp guest-agent/free_pages.hpp guest-agent/free_pages.cpp
+tests_unit_guest_agent_test_SOURCES = tests/unit/test_guest_agent.cpp guest-agent/free_pages.hpp guest-agent/free_pages.cpp \
+	guest-agent/xenbus_watch.hpp guest-agent/xenbus_watch.cpp tests/unit/xs_wire_fake.hpp
 tests_unit_guest_agent_test_CPPFLAGS = $(UNIT_CPPFLAGS)
 tests_unit_guest_agent_test_LDADD = evtchn-ipc/libfmipc.a $(UNIT_LDADD)
 TESTS += tests/unit/guest_agent.test
@@ -69,11 +70,18 @@ if HAVE_XEN
 # The agent itself, linked dynamically for the test (its Makefile makes
 # the static binary a guest gets).
 check_PROGRAMS += tests/integration/fastmig-guest-agent
-tests_integration_fastmig_guest_agent_SOURCES = guest-agent/agent_main.cpp guest-agent/free_pages.cpp
+tests_integration_fastmig_guest_agent_SOURCES = guest-agent/agent_main.cpp guest-agent/free_pages.cpp guest-agent/xenbus_watch.cpp
 tests_integration_fastmig_guest_agent_CPPFLAGS = $(AM_CPPFLAGS) $(XEN_CFLAGS)
 tests_integration_fastmig_guest_agent_CXXFLAGS = $(AM_CXXFLAGS) -std=gnu++20
 tests_integration_fastmig_guest_agent_LDADD = $(FASTMIG_IPC_XEN_LIBS)
 TESTS += tests/integration/guest-agent.sh
+# Why the agent's watch is its own: libxenstore.a (what the static agent
+# links) against the same fake as the agent's watch.
+check_PROGRAMS += tests/unit/xenstore_watch.test
+tests_unit_xenstore_watch_test_SOURCES = tests/unit/test_xenstore_watch.cpp guest-agent/xenbus_watch.cpp tests/unit/xs_wire_fake.hpp
+tests_unit_xenstore_watch_test_CPPFLAGS = $(UNIT_CPPFLAGS) $(XEN_CFLAGS)
+tests_unit_xenstore_watch_test_LDADD = $(XENSTORE_STATIC_LIBS) $(BOOST_TEST_LIBS)
+TESTS += tests/unit/xenstore_watch.test
 check_PROGRAMS += tests/unit/xen_channel.test
 tests_unit_xen_channel_test_SOURCES = tests/unit/test_xen_channel.cpp
 tests_unit_xen_channel_test_CPPFLAGS = $(UNIT_CPPFLAGS) $(XEN_CFLAGS)
@@ -81,7 +89,7 @@ tests_unit_xen_channel_test_CXXFLAGS = $(AM_CXXFLAGS) -std=gnu++20
 tests_unit_xen_channel_test_LDADD = $(FASTMIG_IPC_XEN_LIBS) $(UNIT_LDADD)
 TESTS += tests/unit/xen_channel.test
 else
-EXTRA_DIST += tests/unit/test_xen_channel.cpp
+EXTRA_DIST += tests/unit/test_xen_channel.cpp tests/unit/test_xenstore_watch.cpp
 endif
 EXTRA_DIST += tests/integration/guest-agent.sh
 

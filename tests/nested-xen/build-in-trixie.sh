@@ -19,12 +19,15 @@
 #                                dom0 lacks some, and the host's are older)
 #   check.log, summary           `make check` output and its closing line
 #   deb/                         with FASTMIG_TRIXIE_DEB=1: `make deb` there
+#                                (fastmig_VERSION+deb13_amd64.deb, Xen 4.20)
 # Use them as FASTMIG_HELPER_BIN=OUT_DIR/libxl-save-helper
 # FASTMIG_HELPER_LIBS=OUT_DIR/lib FASTMIG_NESTED_SUITE=trixie nested-check.sh.
 #
 # Env: FASTMIG_TRIXIE_CHROOT  the chroot (default /var/cache/fastmig-trixie-chroot)
 #      FASTMIG_TRIXIE_CHECK=0 build only, skip `make check`
 #      FASTMIG_TRIXIE_DEB=1   also `make deb` (a trixie .deb)
+#      FASTMIG_TRIXIE_DEB=only the .deb alone: no plain build, no check
+#                             (make deb-trixie; one build instead of two)
 #      FASTMIG_NESTED_MIRROR  Debian mirror (default http://deb.debian.org/debian)
 #      FASTMIG_NESTED_BUILD_TIMEOUT  limit for debootstrap, s (default 3600)
 # Root (debootstrap, chroot, mounts). Exit status: that of the build and check.
@@ -60,11 +63,17 @@ $(tail -n 20 "$C.log")"
 fi
 log "chroot $C: $(chroot "$C" dpkg-query -W -f='${Package} ${Version}\n' libxen-dev libc6 g++ | tr '\n' ';')"
 
+deb=${FASTMIG_TRIXIE_DEB:-0}
+case $deb in 0|1|only) ;; *) die "FASTMIG_TRIXIE_DEB=$deb: 0, 1 or only" ;; esac
+# One build at a time in the chroot: each starts by emptying its /build.
+exec 9>"$C.lock"
+flock -n 9 || { log "waiting for another build in $C ($C.lock)"; flock 9; }
+
 # The committed tree, built from scratch in the chroot.
 b=/build/fastmig-$rev
 rm -rf "${C:?}/build"
 mkdir -p "$C$b"
-git -C "$src" archive --format=tar HEAD | tar -xf - -C "$C$b"
+[[ $deb == only ]] || git -C "$src" archive --format=tar HEAD | tar -xf - -C "$C$b"
 
 mounted=()
 cleanup() {
@@ -88,41 +97,50 @@ done
 in_c() { chroot "$C" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 "$@"; }
 
 mkdir -p "$out"
-log "building $rev in $C$b"
-in_c sh -c "cd $b && autoreconf -fi >/dev/null 2>&1 && ./configure --quiet && make -j$(nproc) --no-print-directory" \
-  >"$out/build.log" 2>&1 || die "build failed, see the tail of $out/build.log:
-$(tail -n 30 "$out/build.log")"
-grep -q 'libxenctrl\.so\.4\.20' <(objdump -p "$C$b/libxl-plugin/libxl-save-helper") \
-  || die "the helper is not linked with libxenctrl.so.4.20 (did configure find libxen-dev?)"
-
-install -m 0755 "$C$b/libxl-plugin/libxl-save-helper" "$C$b/fastmig" "$out/"
-rm -rf "$out/lib" && mkdir -p "$out/lib"
-# What make-job.sh would take from the build host, taken from the chroot.
-in_c ldd "$b/libxl-plugin/libxl-save-helper" | awk '$2 == "=>" && $3 ~ /^\// { print $3 }' \
-  | grep -Ev '/(libc|libm|libxen[a-z]*|ld-linux[-a-z0-9_]*)\.so' \
-  | while read -r lib; do cp -L "$C$lib" "$out/lib/"; done
-log "helper and $(ls "$out/lib" | wc -l) libraries in $out"
-
 st=0
-if [[ ${FASTMIG_TRIXIE_CHECK:-1} != 0 ]]; then
-  log "make check in the chroot"
-  in_c sh -c "cd $b && make -j$(nproc) --no-print-directory check" >"$out/check.log" 2>&1 || st=$?
-  in_c sh -c "cd $b && tests/summary.sh ." >"$out/summary" 2>&1 || st=1
-  log "make check: $(tail -n 1 "$out/summary")"
-  [[ $st == 0 ]] || grep -E '^(FAIL|ERROR)' "$out/check.log" >&2 || true
-fi
-if [[ ${FASTMIG_TRIXIE_DEB:-0} == 1 ]]; then
+if [[ $deb != only ]]; then
+  log "building $rev in $C$b"
+  in_c sh -c "cd $b && autoreconf -fi >/dev/null 2>&1 && ./configure --quiet && make -j$(nproc) --no-print-directory" \
+    >"$out/build.log" 2>&1 || die "build failed, see the tail of $out/build.log:
+$(tail -n 30 "$out/build.log")"
+  grep -q 'libxenctrl\.so\.4\.20' <(objdump -p "$C$b/libxl-plugin/libxl-save-helper") \
+    || die "the helper is not linked with libxenctrl.so.4.20 (did configure find libxen-dev?)"
+
+  install -m 0755 "$C$b/libxl-plugin/libxl-save-helper" "$C$b/fastmig" "$out/"
+  rm -rf "$out/lib" && mkdir -p "$out/lib"
+  # What make-job.sh would take from the build host, taken from the chroot.
+  in_c ldd "$b/libxl-plugin/libxl-save-helper" | awk '$2 == "=>" && $3 ~ /^\// { print $3 }' \
+    | grep -Ev '/(libc|libm|libxen[a-z]*|ld-linux[-a-z0-9_]*)\.so' \
+    | while read -r lib; do cp -L "$C$lib" "$out/lib/"; done
+  log "helper and $(ls "$out/lib" | wc -l) libraries in $out"
+
+  if [[ ${FASTMIG_TRIXIE_CHECK:-1} != 0 ]]; then
+    log "make check in the chroot"
+    in_c sh -c "cd $b && make -j$(nproc) --no-print-directory check" >"$out/check.log" 2>&1 || st=$?
+    in_c sh -c "cd $b && tests/summary.sh ." >"$out/summary" 2>&1 || st=1
+    log "make check: $(tail -n 1 "$out/summary")"
+    [[ $st == 0 ]] || grep -E '^(FAIL|ERROR)' "$out/check.log" >&2 || true
+  fi
+fi  # deb != only
+if [[ $deb != 0 ]]; then
   # What `make deb` does (deb.mk), minus git, which the chroot lacks: the
   # archive holds exactly the tracked files; a fresh copy, since
   # dpkg-buildpackage's clean step would distclean the checked tree.
+  # suite-changelog.sh labels it for Debian 13 from the chroot's os-release.
   mkdir -p "$C/build/deb/fastmig-$rev"
   git -C "$src" archive --format=tar HEAD | tar -xf - -C "$C/build/deb/fastmig-$rev"
   rm -rf "$out/deb" && mkdir -p "$out/deb"
-  if in_c DEB_BUILD_OPTIONS=parallel=$(nproc) sh -c "cd /build/deb/fastmig-$rev && dpkg-buildpackage -us -uc -b" >"$out/deb.log" 2>&1; then
+  log "dpkg-buildpackage in $C/build/deb/fastmig-$rev (log: $out/deb.log)"
+  if in_c DEB_BUILD_OPTIONS=parallel=$(nproc) sh -c "cd /build/deb/fastmig-$rev && sh debian/suite-changelog.sh && dpkg-buildpackage -us -uc -b" >"$out/deb.log" 2>&1; then
     cp "$C"/build/deb/*.deb "$out/deb/"
-    log "deb: $(ls "$out/deb")"
+    dpkg-deb -x "$out"/deb/fastmig_*.deb "$out/deb/unpacked"
+    grep -q 'libxenctrl\.so\.4\.20' <(objdump -p "$out/deb/unpacked/usr/libexec/fastmig/libxl-save-helper") \
+      || { st=1; log "the packaged helper is not linked with libxenctrl.so.4.20"; }
+    rm -rf "$out/deb/unpacked"
+    log "deb: $(ls "$out/deb"); Depends: $(dpkg-deb -f "$out"/deb/fastmig_*.deb Depends)"
   else
-    st=1; log "dpkg-buildpackage failed, see $out/deb.log"
+    st=1; log "dpkg-buildpackage failed, see the tail of $out/deb.log:
+$(tail -n 30 "$out/deb.log")"
   fi
 fi
 echo "$out"

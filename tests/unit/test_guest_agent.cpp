@@ -1,6 +1,8 @@
 // fastmig-guest-agent's page scan (guest-agent/free_pages.cpp) on synthetic
-// /proc/kpageflags files, and the agent's answer to dom0 end to end over
-// the process flavour of evtchn-ipc (the Xen flavour carries the same bytes).
+// /proc/kpageflags files, the agent's answer to dom0 end to end over the
+// process flavour of evtchn-ipc (the Xen flavour carries the same bytes),
+// and its xenstore watch (guest-agent/xenbus_watch.cpp) against a fake
+// xenbus device: one end of a socketpair, played as Linux's device plays it.
 #define BOOST_TEST_MODULE guest_agent
 #include <boost/test/unit_test.hpp>
 
@@ -8,11 +10,16 @@
 #include "evtchn-ipc/hint_session.hpp"
 #include "evtchn-ipc/shared_region.hpp"
 #include "guest-agent/free_pages.hpp"
+#include "guest-agent/xenbus_watch.hpp"
+#include "tests/unit/xs_wire_fake.hpp"
 
 #include <atomic>
 #include <cstdlib>
 #include <fcntl.h>
+#include <cstring>
 #include <random>
+#include <poll.h>
+#include <sys/socket.h>
 #include <thread>
 #include <unistd.h>
 
@@ -147,4 +154,186 @@ BOOST_AUTO_TEST_CASE(the_agents_scan_reaches_dom0_intact)
     BOOST_TEST(res.ok());
     BOOST_TEST(res.ranges == reference(f, 60000));
     BOOST_TEST(res.batches == 5u); // 20000 ranges, 4088 a batch
+}
+
+namespace {
+
+using test::xs_message;
+using test::xs_ok;
+std::string event(const std::string& path, const std::string& token) { return test::xs_event(path, token); }
+
+const std::string kPath = "data/fastmig-agent/event-channel";
+const std::string kToken = "fastmig";
+
+// The kernel's end of /dev/xen/xenbus: reads one whole request, then
+// writes `answer` (in one write, or byte by byte).
+struct FakeXenbus {
+    int agent_fd = -1, dev_fd = -1;
+    std::string request;
+    std::thread t;
+    FakeXenbus()
+    {
+        int sv[2];
+        BOOST_REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+        agent_fd = sv[0];
+        dev_fd = sv[1];
+    }
+    // close_after: hang up once the answer is written (the device gone).
+    void serve(std::string answer, bool byte_by_byte = false, bool close_after = false)
+    {
+        t = std::thread([this, answer, byte_by_byte, close_after] {
+            if (!test::read_xs_request(dev_fd, request))
+                return;
+            for (std::size_t i = 0; i < answer.size();) {
+                const std::size_t k = byte_by_byte ? 1 : answer.size() - i;
+                if (::write(dev_fd, answer.data() + i, k) != ssize_t(k))
+                    return;
+                i += k;
+            }
+            if (close_after)
+                ::shutdown(dev_fd, SHUT_RDWR);
+        });
+    }
+    void join()
+    {
+        if (t.joinable())
+            t.join();
+    }
+    ~FakeXenbus()
+    {
+        join();
+        if (dev_fd >= 0)
+            ::close(dev_fd);
+    }
+};
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(the_watch_request_is_path_and_token_each_nul_terminated)
+{
+    const std::string m = agent::watch_request(kPath, kToken);
+    std::uint32_t h[4];
+    BOOST_REQUIRE_EQUAL(m.size(), agent::xs::kHeaderSize + kPath.size() + 1 + kToken.size() + 1);
+    std::memcpy(h, m.data(), sizeof h);
+    BOOST_TEST(h[0] == agent::xs::kWatch);
+    BOOST_TEST(h[2] == 0u); // no transaction
+    BOOST_TEST(h[3] == kPath.size() + 1 + kToken.size() + 1); // len counts both NULs
+    BOOST_TEST(m.substr(agent::xs::kHeaderSize) == kPath + std::string(1, '\0') + kToken + std::string(1, '\0'));
+    BOOST_CHECK_THROW(agent::watch_request("", kToken), std::invalid_argument);
+    BOOST_CHECK_THROW(agent::watch_request(kPath, ""), std::invalid_argument);
+    BOOST_CHECK_THROW(agent::watch_request(std::string("a\0b", 3), kToken), std::invalid_argument);
+    BOOST_CHECK_THROW(agent::watch_request(std::string(4096, 'p'), kToken), std::invalid_argument);
+}
+
+BOOST_AUTO_TEST_CASE(the_reader_splits_messages_across_and_within_reads)
+{
+    const std::string two = event(kPath, kToken) + xs_ok(agent::xs::kWatch);
+    agent::XsMessageReader r;
+    std::vector<agent::XsMessage> got;
+    for (char c : two) { // byte by byte: every split point
+        r.feed(&c, 1);
+        while (auto m = r.next())
+            got.push_back(*m);
+    }
+    BOOST_REQUIRE_EQUAL(got.size(), 2u);
+    BOOST_TEST(got[0].type == agent::xs::kWatchEvent);
+    BOOST_TEST(agent::watch_event_token(got[0].body).value() == kToken);
+    BOOST_TEST(got[1].type == agent::xs::kWatch);
+    agent::XsMessageReader part; // what the watch's registration reads next
+    BOOST_TEST(part.missing() == agent::xs::kHeaderSize);
+    part.feed(two.data(), 5);
+    BOOST_TEST(part.missing() == agent::xs::kHeaderSize - 5);
+    part.feed(two.data() + 5, agent::xs::kHeaderSize - 5);
+    BOOST_TEST(part.missing() == kPath.size() + 1 + kToken.size() + 1);
+    agent::XsMessageReader whole;
+    whole.feed(two.data(), two.size());
+    BOOST_TEST(whole.next().has_value());
+    BOOST_TEST(whole.next().has_value());
+    BOOST_TEST(!whole.next().has_value());
+    // A header claiming more than a xenstore payload can hold.
+    agent::XsMessageReader bad;
+    std::string big = xs_message(agent::xs::kWatchEvent, "");
+    const std::uint32_t len = agent::xs::kPayloadMax + 1;
+    std::memcpy(big.data() + 12, &len, 4);
+    bad.feed(big.data(), big.size());
+    BOOST_CHECK_THROW(bad.next(), std::runtime_error);
+    // Event bodies without their two NULs.
+    BOOST_TEST(!agent::watch_event_token("path-only").has_value());
+    BOOST_TEST(!agent::watch_event_token(std::string("path\0token", 10)).has_value());
+}
+
+// Linux's device queues the watch's first firing from its xenwatch thread
+// and the "OK" only after register_xenbus_watch returns, so the event can
+// come first.  libxenstore's static archive (no reader thread) then failed
+// xs_watch with EINVAL: the agent's old watch, in every Linux guest.
+BOOST_AUTO_TEST_CASE(the_watch_survives_its_first_event_before_the_reply)
+{
+    for (bool byte_by_byte : {false, true}) {
+        FakeXenbus dev;
+        dev.serve(event(kPath, kToken) + xs_ok(agent::xs::kWatch), byte_by_byte);
+        agent::XenbusWatch w(dev.agent_fd, kPath, kToken);
+        dev.join();
+        BOOST_TEST(dev.request == agent::watch_request(kPath, kToken));
+        BOOST_TEST(w.drain() == 1u); // the early firing is kept, not lost
+        BOOST_TEST(w.drain() == 0u);
+        // Later firings, one for another token, split across writes.
+        const std::string later = event(kPath, "other") + event(kPath, kToken) + event(kPath, kToken);
+        BOOST_REQUIRE(::write(dev.dev_fd, later.data(), 7) == 7);
+        BOOST_TEST(w.drain() == 0u);
+        BOOST_REQUIRE(::write(dev.dev_fd, later.data() + 7, later.size() - 7) == ssize_t(later.size() - 7));
+        BOOST_TEST(w.drain() == 2u);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(the_reply_in_the_usual_order_works_too)
+{
+    FakeXenbus dev;
+    dev.serve(xs_ok(agent::xs::kWatch) + event(kPath, kToken));
+    agent::XenbusWatch w(dev.agent_fd, kPath, kToken);
+    dev.join();
+    pollfd p{w.fd(), POLLIN, 0};
+    BOOST_REQUIRE(::poll(&p, 1, 5000) == 1); // the fd is what the agent polls
+    BOOST_TEST(w.drain() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(a_refused_missing_or_garbled_reply_is_a_clear_error)
+{
+    auto fails_with = [](std::string answer, const std::string& what, bool close_after = false) {
+        FakeXenbus dev;
+        dev.serve(answer, false, close_after);
+        try {
+            agent::XenbusWatch w(dev.agent_fd, kPath, kToken, std::chrono::milliseconds(200));
+            BOOST_ERROR("no error; wanted " << what);
+        } catch (const std::runtime_error& e) {
+            BOOST_TEST_INFO(e.what());
+            BOOST_TEST(std::string(e.what()).find(what) != std::string::npos);
+            BOOST_TEST(std::string(e.what()).find(kPath) != std::string::npos);
+        }
+    };
+    fails_with(xs_message(agent::xs::kError, std::string("EINVAL", 7)), "xenstore refused it: EINVAL");
+    fails_with("", "no reply within 200 ms");
+    fails_with("", "closed before its reply", true);
+    fails_with(xs_message(2 /* XS_READ */, "x"), "unexpected xenstore message of type 2");
+    fails_with(xs_message(agent::xs::kWatchEvent, "no-nul"), "malformed watch event");
+}
+
+BOOST_AUTO_TEST_CASE(a_device_that_goes_away_is_an_error_of_drain)
+{
+    FakeXenbus dev;
+    dev.serve(xs_ok(agent::xs::kWatch));
+    agent::XenbusWatch w(dev.agent_fd, kPath, kToken);
+    dev.join();
+    ::close(dev.dev_fd);
+    dev.dev_fd = -1;
+    BOOST_CHECK_THROW(w.drain(), std::runtime_error);
+}
+
+BOOST_AUTO_TEST_CASE(a_missing_device_names_itself)
+{
+    try {
+        agent::XenbusWatch w("/nonexistent/xenbus", kPath, kToken);
+        BOOST_ERROR("no error");
+    } catch (const std::runtime_error& e) {
+        BOOST_TEST(std::string(e.what()).find("cannot open /nonexistent/xenbus") != std::string::npos);
+    }
 }

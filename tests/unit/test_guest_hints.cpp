@@ -11,6 +11,7 @@
 #include "evtchn-ipc/doorbell.hpp"
 #include "evtchn-ipc/shared_region.hpp"
 #include "stream/domain/xen/guest_hints.hpp"
+#include "stream/receiver.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -253,4 +254,16 @@ BOOST_AUTO_TEST_CASE(a_failing_ram_check_costs_the_hints_not_the_migration)
     BOOST_TEST(!rep.used);
     BOOST_TEST(contains(rep.line, "cannot read the page types"));
     BOOST_TEST(out.count() == 0u);
+}
+
+// The wait for the agent comes before round 0 and sends nothing, so it must
+// fit, with the HVM hole scan before it (kHoleScanBudget, 5 s, xen_save.cpp),
+// in a receiver's silence limit: the default with room to spare, the
+// largest --agent-timeout-ms too.
+BOOST_AUTO_TEST_CASE(the_wait_fits_in_a_receivers_silence_limit)
+{
+    const auto silence = fastmig::ReceiveOptions{}.io_timeout;
+    const auto hole_scan = std::chrono::seconds(5);
+    BOOST_TEST((GuestHintOptions{}.timeout + hole_scan) * 2 <= silence);
+    BOOST_TEST(kMaxAgentTimeout + hole_scan < silence);
 }

@@ -32,10 +32,21 @@ namespace fastmig::xen {
 struct GuestHintOptions {
     bool enabled = true; // --no-agent-hints: off
     // The whole exchange (connect excluded: xenstore reads and one mapping).
-    // Several times what an 8 GiB guest's scan took on a loaded host
-    // (guest-agent/README.md, 0.3-0.4 s); an agent that misses it costs
-    // this much once, before round 0.
-    std::chrono::milliseconds timeout{3000};
+    // Where the wait sits decides its size: the sender asks right after
+    // enable_dirty_log and before round 0 (sender.cpp, read_free_hints),
+    // with the guest running, so the wait is never downtime; a guest that
+    // is suspended (xl save, the non-live path) is not asked at all.  It
+    // adds to the total time only, and only when an agent is announced but
+    // slow or hung: a guest without one costs nothing (connect: "no
+    // agent").  An answer is worth waiting for: in the nested TCG runs
+    // (tests/nested-xen/README.md) the exchange took 0.3 to 1.6 s, once
+    // more than 3 s beside `make check`, and the hints saved 333 MiB and
+    // 28 s of a 75 s migration of a 512 MiB guest.  The bound on it is the
+    // destination's: nothing goes on the stream while we wait, and a
+    // receiver gives up after 30 s of silence (--timeout-ms), of which an
+    // HVM guest's hole scan may already have used 5 s.  10 s covers six
+    // times the slowest answer measured and leaves 15 s of that margin.
+    std::chrono::milliseconds timeout{10000};
 };
 // Above this the destination's 30 s silence limit (--timeout-ms) would be
 // at risk: nothing is sent while the backend waits (plus the HVM hole scan's
