@@ -73,8 +73,11 @@ ok "installed: the $SUITE build (its version, its changelog entry, Xen $xen_mm's
          zcat '$C/usr/share/doc/fastmig/changelog.gz' | head -n 1 | grep -q ') $SUITE;' &&
          grep -q '^STOCK=$STOCK\$' '$C/var/lib/dpkg/info/fastmig.postinst' &&
          chroot '$C' dpkg-query -W -f='\${Recommends}\n' fastmig | grep -qx 'xen-utils-$xen_mm'"
-ok "installed: man pages fastmig(1) and fastmig-libxl-save-helper(8)" \
-  sh -c "[ -s '$C/usr/share/man/man1/fastmig.1.gz' ] && [ -s '$C/usr/share/man/man8/fastmig-libxl-save-helper.8.gz' ]"
+ok "installed: man pages fastmig(1), fastmig-libxl-save-helper(8) and fastmig-emu-manager(8)" \
+  sh -c "[ -s '$C/usr/share/man/man1/fastmig.1.gz' ] && [ -s '$C/usr/share/man/man8/fastmig-libxl-save-helper.8.gz' ] &&
+         [ -s '$C/usr/share/man/man8/fastmig-emu-manager.8.gz' ]"
+ok "installed: the emu-manager drop-in runs and answers xenopsd's feature question" \
+  sh -c "chroot '$C' /usr/libexec/fastmig/fastmig-emu-manager -supports migration-v2 | grep -qx true"
 gone() { [ ! -L "$C$STOCK" ] && [ ! -e "$C$STOCK.distrib" ] && grep -q 'stock libxl-save-helper' "$C$STOCK" &&
   [ -z "$(in_c dpkg-divert --listpackage "$STOCK")" ] && [ ! -e "$C/usr/bin/fastmig" ] &&
   outside | grep -q "libxl runs $STOCK: the stock helper" && outside | grep -q 'dpkg diversion: *none'; }
