@@ -14,11 +14,13 @@ deb:
 	cd $(abs_top_srcdir) && git ls-files -z | xargs -0 tar -cf - | tar -xf - -C $(DEB_BUILD_DIR)/fastmig-$(VERSION)
 	cd $(DEB_BUILD_DIR)/fastmig-$(VERSION) && sh debian/suite-changelog.sh && dpkg-buildpackage -us -uc -b
 	@ls -l $(DEB_BUILD_DIR)/*.deb
-deb-check: deb
-	$(SHELL) $(abs_top_srcdir)/tests/deb/chroot-check.sh $(DEB_BUILD_DIR)/fastmig_$(VERSION)+deb*_amd64.deb
+# The built tree's fastmig reads the chroot from outside (before install,
+# after removal), so it is built first.
+deb-check: deb fastmig$(EXEEXT)
+	FASTMIG_BIN=$(abs_top_builddir)/fastmig$(EXEEXT) $(SHELL) $(abs_top_srcdir)/tests/deb/chroot-check.sh $(DEB_BUILD_DIR)/fastmig_$(VERSION)+deb*_amd64.deb
 deb-trixie:
 	FASTMIG_TRIXIE_DEB=only nice bash $(abs_top_srcdir)/tests/nested-xen/build-in-trixie.sh $(DEB_BUILD_DIR)/trixie
-deb-check-trixie:
-	FASTMIG_DEB_SUITE=trixie $(SHELL) $(abs_top_srcdir)/tests/deb/chroot-check.sh $(DEB_BUILD_DIR)/trixie/deb/fastmig_$(VERSION)+deb13_amd64.deb
+deb-check-trixie: fastmig$(EXEEXT)
+	FASTMIG_BIN=$(abs_top_builddir)/fastmig$(EXEEXT) FASTMIG_DEB_SUITE=trixie $(SHELL) $(abs_top_srcdir)/tests/deb/chroot-check.sh $(DEB_BUILD_DIR)/trixie/deb/fastmig_$(VERSION)+deb13_amd64.deb
 .PHONY: deb deb-check deb-trixie deb-check-trixie
 EXTRA_DIST += debian tests/deb/chroot-check.sh
