@@ -289,6 +289,43 @@ def cmd_ablation(a):
                                if a.base == "default" else ""))
 
 
+# ---------------------------------------------------------------- policy
+def cmd_policy(a):
+    """default vs --compress none vs --always-compress: medians per row, the
+    default's ratio to the faster of the other two, and which way the
+    governor went in the default runs."""
+    recs = [r for r in load(a.file) if "error" not in r]
+    errs = [r for r in load(a.file) if "error" in r]
+    by = {}
+    for r in recs:
+        by.setdefault((r.get("scenario"), r.get("size"), r.get("link")), {}).setdefault(r.get("config"), []).append(r)
+    med = lambda xs: sorted(xs)[len(xs) // 2] if xs else None
+    head = ("scenario", "size", "link", "n", "default_ms", "none_ms", "always_ms", "default/best",
+            "default/none", "sent_MiB def/none/always", "cpu_ms def/none/always", "default compressed rounds")
+    rows = []
+    for (sc, size, ln), cfgs in by.items():
+        d, n, al = (cfgs.get(c, []) for c in ("default", "compress-none", "always-compress"))
+        if not d:
+            continue
+        t = [med([x["total_ms"] for x in rs]) if rs else None for rs in (d, n, al)]
+        others = [x for x in t[1:] if x]
+        ratio = lambda x, y: "%.2f" % (x / y) if x and y else "-"
+        sent = "/".join("%.0f" % (med([x["bytes_sent"] for x in rs]) / 2**20) if rs else "-" for rs in (d, n, al))
+        cpu = "/".join("%.0f" % med([cpu_ms(x) or 0 for x in rs]) if rs else "-" for rs in (d, n, al))
+        comp = [sum(1 for s in x.get("round_stats", []) if (s.get("compression") or {}).get("compressing"))
+                for x in d]
+        rows.append((sc, size, ln, "%d/%d/%d" % (len(d), len(n), len(al)),
+                     "%.0f" % t[0], "%.0f" % t[1] if t[1] else "-", "%.0f" % t[2] if t[2] else "-",
+                     ratio(t[0], min(others) if others else None), ratio(t[0], t[1]), sent, cpu,
+                     ",".join(map(str, comp))))
+    print(render(head, rows))
+    for r in errs:
+        print("ERROR %s %s %s: %s" % (r.get("scenario"), r.get("link"), r.get("config"), r["error"]))
+    print("\nmedians of total_ms over the repeats (n = runs of default/none/always); default/best: the default's"
+          "\nmedian over the faster of --compress none and --always-compress (same row, same run); the last"
+          "\ncolumn: per default run, how many rounds ended with the governor compressing.")
+
+
 # ---------------------------------------------------------------- plot
 def cmd_plot(a):
     import matplotlib
@@ -504,6 +541,7 @@ def main():
     p = sub.add_parser("ablation"); p.add_argument("file")
     p.add_argument("--base", default="default", help="the configuration the ratios are relative to")
     p.set_defaults(fn=cmd_ablation)
+    p = sub.add_parser("policy"); p.add_argument("file"); p.set_defaults(fn=cmd_policy)
     p = sub.add_parser("peer-table"); p.add_argument("file"); p.set_defaults(fn=cmd_peer_table)
     p = sub.add_parser("plot")
     p.add_argument("file"); p.add_argument("--out", required=True)
