@@ -5,10 +5,14 @@
 # repeat, medians reported as ratios (benchtool.py policy).
 #
 # usage: run-policy.sh [--rows web:10gbit:1,...] [--repeat N] [--out DIR]
-#                      [--no-warmup] [-- fastmig demo args]
+#                      [--no-warmup] [--configs default,compress-none,...]
+#                      [--builds NAME=FASTMIG,NAME=FASTMIG] [-- fastmig demo args]
 #   a row is SCENARIO:LINK:SCALE (scale multiplies the scenario's base size:
 #   web 2 GiB, random 8 GiB).  Default rows: web 2 GiB at 10gbit and on
 #   loopback, random 4 GiB at 10gbit, web 2 GiB at 1gbit.  Repeat 5.
+#   --builds: an A/B of fastmig binaries (e.g. main's build against yours),
+#   interleaved with the configurations; the table adds each build's ratio
+#   to the first build's, per configuration.
 #   A warm-up migration runs first and is not reported: the first migration
 #   of a series on this VM runs ~2x slower (the host backs its memory late).
 set -euo pipefail
@@ -19,6 +23,7 @@ REPEAT=5
 OUT=
 WARMUP=1
 CONFIGS=(default compress-none always-compress)
+BUILDS=
 EXTRA=()
 while (( $# )); do
     case $1 in
@@ -26,8 +31,10 @@ while (( $# )); do
         --repeat) REPEAT=$2; shift ;;
         --out) OUT=$2; shift ;;
         --no-warmup) WARMUP=0 ;;
+        --configs) IFS=, read -ra CONFIGS <<<"$2"; shift ;;
+        --builds) BUILDS=$2; shift ;;
         --) shift; EXTRA=("$@"); break ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         *) echo "run-policy.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -49,9 +56,21 @@ config_args() {
 }
 
 IFS=, read -ra rows <<<"$ROWS"
+# builds: names and binaries; one unnamed build (this tree's fastmig) by default
+bnames=(""); bbins=("$FASTMIG")
+if [[ -n $BUILDS ]]; then
+    bnames=(); bbins=()
+    IFS=, read -ra bl <<<"$BUILDS"
+    for b in "${bl[@]}"; do
+        [[ $b == *=* && -x ${b#*=} && ${b##*/} == fastmig ]] ||
+            { echo "run-policy.sh: --builds: '$b' is not NAME=DIR/fastmig (the sim runs its guests by that name)" >&2; exit 2; }
+        bnames+=("${b%%=*}"); bbins+=("${b#*=}")
+    done
+fi
 measure_loopback 2
 {
     echo "git: $(git -C "$TOP_SRCDIR" describe --always --dirty 2>/dev/null || echo unknown)"
+    for (( b = 0; b < ${#bbins[@]}; b++ )); do echo "build ${bnames[b]:-this}: ${bbins[b]}"; done
     echo "started: $(date -u +%FT%TZ); load: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "other processes using CPU at the start:"
     ps -eo pcpu,comm --sort=-pcpu | head -8
@@ -61,7 +80,7 @@ if (( WARMUP )); then
     IFS=: read -r sc link scale <<<"${rows[0]}"
     log "== warm-up: $sc on $link (not reported)"
     link_setup "$link"
-    BENCH_SIZE_SCALE=$scale run_case "$sc" "$link" default "$OUT/warmup.jsonl" "$SKIPS" "${EXTRA[@]}"
+    FASTMIG=${bbins[0]} FASTMIG_BIN=${bbins[0]} BENCH_SIZE_SCALE=$scale run_case "$sc" "$link" default "$OUT/warmup.jsonl" "$SKIPS" "${EXTRA[@]}"
 fi
 
 for (( r = 1; r <= REPEAT; r++ )); do
@@ -69,9 +88,13 @@ for (( r = 1; r <= REPEAT; r++ )); do
         IFS=: read -r sc link scale <<<"$row"
         link_setup "$link"
         for c in "${CONFIGS[@]}"; do
-            log "== $sc x$scale on $link, $c (run $r/$REPEAT)"
+          for (( b = 0; b < ${#bbins[@]}; b++ )); do
+            tag=$c${bnames[b]:+@${bnames[b]}}
+            log "== $sc x$scale on $link, $tag (run $r/$REPEAT)"
             # shellcheck disable=SC2046
-            BENCH_SIZE_SCALE=$scale run_case "$sc" "$link" "$c" "$JSONL" "$SKIPS" $(config_args "$c") "${EXTRA[@]}"
+            # FASTMIG_BIN: the sim guests run the same build as the demo
+            FASTMIG=${bbins[b]} FASTMIG_BIN=${bbins[b]} BENCH_SIZE_SCALE=$scale run_case "$sc" "$link" "$tag" "$JSONL" "$SKIPS" $(config_args "$c") "${EXTRA[@]}"
+          done
         done
     done
 done
