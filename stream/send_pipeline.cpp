@@ -303,6 +303,14 @@ void SendPipeline::encode(Job& job, WorkerPolicy& wp)
         job.wire_size = enc.wire_size();
         return;
     }
+    // A copy, not a view of guest memory: the record's CRC covers the page
+    // bytes and a running guest may write a page between the CRC and the
+    // send, which would fail the whole record at the destination (a torn
+    // page in a copy is harmless: the dirty log sends it again).  Cheaper
+    // snapshots were weighed for issue 16: a mapping of the sim's memfd
+    // costs 5-10x a pread here (page-table updates; see sim_domain.cpp), and
+    // in a perf profile of a raw send this read is ~20% of the sender's CPU
+    // while the destination, not the source, is the bottleneck.
     dom_.read_pages(job.pfns, {job.pages, n * kPageSize});
     std::size_t out_off = 0;
     const bool use_xbzrle = !caches_.empty() && job.round >= 1;
