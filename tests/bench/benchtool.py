@@ -312,6 +312,10 @@ def cmd_policy(a):
     names = ("default", "compress-none", "always-compress")
     for (sc, size, ln, build), cfgs in by.items():
         d, n, al = (cfgs.get(c, []) for c in names)
+        # run-policy.sh --ab-default-only: this build ran the default alone;
+        # the first build's none and always stand for it.
+        first = by.get((sc, size, ln, builds[0]), {})
+        n, al = n or first.get("compress-none", []), al or first.get("always-compress", [])
         t = [med([x["total_ms"] for x in rs]) if rs else None for rs in (d, n, al)]
         others = [x for x in t[1:] if x]
         sent = "/".join("%.0f" % (med([x["bytes_sent"] for x in rs]) / 2**20) if rs else "-" for rs in (d, n, al))

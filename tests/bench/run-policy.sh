@@ -12,7 +12,11 @@
 #   loopback, random 4 GiB at 10gbit, web 2 GiB at 1gbit.  Repeat 5.
 #   --builds: an A/B of fastmig binaries (e.g. main's build against yours),
 #   interleaved with the configurations; the table adds each build's ratio
-#   to the first build's, per configuration.
+#   to the first build's, per configuration.  --ab-default-only: only the
+#   default configuration runs with every build, the others with the first
+#   (a change to the policy alone leaves --compress none and
+#   --always-compress as they were; the other builds' default/best then
+#   uses the first build's none and always).
 #   A warm-up migration runs first and is not reported: the first migration
 #   of a series on this VM runs ~2x slower (the host backs its memory late).
 set -euo pipefail
@@ -24,6 +28,7 @@ OUT=
 WARMUP=1
 CONFIGS=(default compress-none always-compress)
 BUILDS=
+AB_DEFAULT_ONLY=0
 EXTRA=()
 while (( $# )); do
     case $1 in
@@ -33,8 +38,9 @@ while (( $# )); do
         --no-warmup) WARMUP=0 ;;
         --configs) IFS=, read -ra CONFIGS <<<"$2"; shift ;;
         --builds) BUILDS=$2; shift ;;
+        --ab-default-only) AB_DEFAULT_ONLY=1 ;;
         --) shift; EXTRA=("$@"); break ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) echo "run-policy.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -89,6 +95,7 @@ for (( r = 1; r <= REPEAT; r++ )); do
         link_setup "$link"
         for c in "${CONFIGS[@]}"; do
           for (( b = 0; b < ${#bbins[@]}; b++ )); do
+            (( AB_DEFAULT_ONLY && b > 0 )) && [[ $c != default ]] && continue
             tag=$c${bnames[b]:+@${bnames[b]}}
             log "== $sc x$scale on $link, $tag (run $r/$REPEAT)"
             # shellcheck disable=SC2046
