@@ -72,17 +72,7 @@ BENCH_CLEANUPS+=("ip netns del $PEER_NS")
 ip -n "$PEER_NS" link set lo up
 INNS=(ip netns exec "$PEER_NS")
 log "results in $OUT; QEMU $("$QEMU" --version | head -1)"
-# builds: names and binaries; this tree's fastmig alone by default
-bnames=(""); bbins=("$FASTMIG")
-if [[ -n $BUILDS ]]; then
-    bnames=(); bbins=()
-    IFS=, read -ra bl <<<"$BUILDS"
-    for b in "${bl[@]}"; do
-        [[ $b == *=* && -x ${b#*=} && ${b##*/} == fastmig ]] ||
-            { echo "qemu-peer.sh: --builds: '$b' is not NAME=DIR/fastmig (the sim runs its guests by that name)" >&2; exit 2; }
-        bnames+=("${b%%=*}"); bbins+=("${b#*=}")
-    done
-fi
+parse_builds "$BUILDS"
 for (( b = 0; b < ${#bbins[@]}; b++ )); do log "build ${bnames[b]:-this}: ${bbins[b]}"; done
 mib=$(size_mib "$(scaled_size "$SIZE")")   # honours BENCH_SIZE_SCALE
 MEM=${mib}M

@@ -45,12 +45,7 @@ while (( $# )); do
     esac
     shift
 done
-[[ $(id -u) == 0 ]] || { echo "run-policy.sh: needs root (network namespaces, tc)" >&2; exit 1; }
-OUT=${OUT:-${builddir:-$TOP_SRCDIR}/bench-results/policy-$(date -u +%Y%m%dT%H%M%SZ)}
-mkdir -p "$OUT"
-JSONL=$OUT/policy.jsonl
-SKIPS=$OUT/skipped.txt
-: >"$SKIPS"
+results_dir run-policy.sh policy
 log "results in $OUT (rows $ROWS, repeat $REPEAT)"
 
 config_args() {
@@ -62,17 +57,7 @@ config_args() {
 }
 
 IFS=, read -ra rows <<<"$ROWS"
-# builds: names and binaries; one unnamed build (this tree's fastmig) by default
-bnames=(""); bbins=("$FASTMIG")
-if [[ -n $BUILDS ]]; then
-    bnames=(); bbins=()
-    IFS=, read -ra bl <<<"$BUILDS"
-    for b in "${bl[@]}"; do
-        [[ $b == *=* && -x ${b#*=} && ${b##*/} == fastmig ]] ||
-            { echo "run-policy.sh: --builds: '$b' is not NAME=DIR/fastmig (the sim runs its guests by that name)" >&2; exit 2; }
-        bnames+=("${b%%=*}"); bbins+=("${b#*=}")
-    done
-fi
+parse_builds "$BUILDS"
 measure_loopback 2
 {
     echo "git: $(git -C "$TOP_SRCDIR" describe --always --dirty 2>/dev/null || echo unknown)"
