@@ -125,6 +125,10 @@ std::string report_json(const MigrationReport& r)
                 cj.add("destination_bound", c->destination_bound);
             else
                 cj.add_raw("destination_bound", "null");
+            if (c->link_busy >= 0)
+                cj.add("link_busy", c->link_busy);
+            else
+                cj.add_raw("link_busy", "null");
             cj.add("why", c->why);
             rj.add_raw("compression", cj.str());
         }

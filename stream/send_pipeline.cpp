@@ -239,6 +239,8 @@ void SendPipeline::update_rates()
         tcp = tcp && tcp_chrono(w->fd(), busy, rwnd);
     if (tcp) {
         g.tcp_busy_s = busy;
+        g.now_s = double(monotonic_ns()) * 1e-9;
+        g.channels = channels();
         g.tcp_rwnd_limited_s = rwnd;
     }
     const codec::GateVerdict& v = gate_->update(g);

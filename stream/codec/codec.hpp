@@ -214,6 +214,8 @@ struct GateSample {
     // chrono): time with data to send, and the part of it the receiver's
     // window held the sender back.  Negative: unknown (not a TCP socket).
     double tcp_busy_s = -1, tcp_rwnd_limited_s = -1;
+    double now_s = -1;     // a monotonic clock (negative: unknown)
+    unsigned channels = 1; // how many sockets the TCP figures sum
 };
 struct GateVerdict {
     bool compress = false;
@@ -222,6 +224,7 @@ struct GateVerdict {
     double compress_rate = 0;                // per thread, bytes/s
     bool compress_rate_measured = false;     // false: the nominal rate
     double destination_bound = -1;           // share of the last interval the receive window limited (-1: unknown)
+    double link_busy = -1;                   // share of the last interval's wall time the sockets had data in flight (-1: unknown)
     std::string why;
 };
 class CompressionGate {
@@ -247,7 +250,7 @@ private:
     unsigned threads_;
     double nominal_;
     GateVerdict v_;
-    double busy_mark_ = 0, rwnd_mark_ = 0; // TCP figures where the current interval started
+    double busy_mark_ = 0, rwnd_mark_ = 0, time_mark_ = -1; // TCP figures and clock where the current interval started
     std::uint64_t link_mark_bytes_ = 0;    // writers' figures where the current link interval started
     double link_mark_s_ = 0;
 };

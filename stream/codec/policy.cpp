@@ -205,9 +205,14 @@ const GateVerdict& CompressionGate::update(const GateSample& s)
             rwnd_mark_ = s.tcp_rwnd_limited_s;
         } else if (const double busy = s.tcp_busy_s - busy_mark_; busy >= kMinInterval) {
             v_.destination_bound = std::min(1.0, (s.tcp_rwnd_limited_s - rwnd_mark_) / busy);
+            if (s.now_s >= 0 && time_mark_ >= 0 && s.now_s > time_mark_)
+                v_.link_busy = std::min(1.0, busy / (s.now_s - time_mark_) / std::max(1u, s.channels));
             busy_mark_ = s.tcp_busy_s;
             rwnd_mark_ = s.tcp_rwnd_limited_s;
+            time_mark_ = s.now_s;
         }
+        if (time_mark_ < 0)
+            time_mark_ = s.now_s;
     }
     v_.compress_rate_measured = s.compress_in >= kEvidenceBytes && s.compress_s > 0;
     v_.compress_rate = v_.compress_rate_measured ? double(s.compress_in) / s.compress_s : nominal_;

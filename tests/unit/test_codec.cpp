@@ -661,11 +661,36 @@ BOOST_AUTO_TEST_CASE(gate_cpu_bound_receiver_is_not_a_slow_link)
     const auto& w = gate.update(g);
     BOOST_TEST(w.destination_bound == 0.05, boost::test_tools::tolerance(1e-9));
     BOOST_TEST(w.compress);
+    // Without a clock the share of time the sockets were busy is unknown.
+    BOOST_TEST(w.link_busy == -1.0);
     // Not a TCP socket (libxl's pipe): the rule alone, no destination figure.
     CompressionGate pipe(2);
     const auto& p = pipe.update(sample(0.5, 0.1e9, 32u << 20, 0.5e9));
     BOOST_TEST(p.compress);
     BOOST_TEST(p.destination_bound == -1.0);
+}
+
+BOOST_AUTO_TEST_CASE(gate_reports_how_busy_the_link_was)
+{
+    // A scripted clock: two channels, each with data in flight 0.3 s of
+    // every 0.5 s of wall time (a link waiting for its sender): 60% busy.
+    CompressionGate gate(2);
+    GateSample g = sample(0, 0.1e9);
+    g.channels = 2;
+    g.now_s = 10.0;
+    g.tcp_busy_s = g.tcp_rwnd_limited_s = 0;
+    gate.update(g);
+    BOOST_TEST(gate.verdict().link_busy == -1.0); // one instant: nothing to judge
+    for (int i = 1; i <= 3; ++i) {
+        g = sample(0.5 * i, 0.1e9);
+        g.channels = 2;
+        g.now_s = 10.0 + 0.5 * i;
+        g.tcp_busy_s = 0.6 * i; // both channels together
+        g.tcp_rwnd_limited_s = 0;
+        gate.update(g);
+        BOOST_TEST(gate.verdict().link_busy == 0.6, boost::test_tools::tolerance(1e-9));
+        BOOST_TEST(gate.verdict().destination_bound == 0.0);
+    }
 }
 
 BOOST_AUTO_TEST_CASE(gate_follows_a_link_that_changes_speed)
