@@ -539,6 +539,12 @@ void Receiver::read_records(std::uint32_t c, Channel& ch, BatchApplier& applier)
         case wire::RecordType::page_batch: {
             if (state_seen)
                 throw StreamError("page batch after platform state");
+            // A page is never applied before its CRC passed: read() checked
+            // the CRC (or the tag) over the whole body before returning it,
+            // and only then is the batch parsed and handed to the applier.
+            // (Receiving pages straight into guest memory would write them
+            // before the check and must then fail the migration on a bad
+            // CRC; on this host it would not pay anyway: see sim_domain.cpp.)
             BatchApplier::Slot& slot = applier.slot();
             reserve_record_buffer(slot.body); // the reader reads the next records into it
             ch.reader.swap_buffer(slot.body); // rec.body now lives in the slot
