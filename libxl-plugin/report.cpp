@@ -110,6 +110,28 @@ std::string report_json(const MigrationReport& r)
             .add("ms", rs.seconds * 1e3)
             .add("dirty_after", rs.dirty_after)
             .add("predicted_downtime_ms", rs.predicted_downtime_ms);
+        if (const auto& c = rs.compression) {
+            // Which way the compression policy went at the round's end, and why.
+            Json cj;
+            cj.add("compressing", c->compress)
+                .add("link_bytes_per_s", c->link_rate)
+                .add("compress_bytes_per_s", c->compress_rate)
+                .add("compress_rate_measured", c->compress_rate_measured);
+            if (std::isfinite(c->ratio_needed))
+                cj.add("ratio_needed", c->ratio_needed);
+            else
+                cj.add_raw("ratio_needed", "null");
+            if (c->destination_bound >= 0)
+                cj.add("destination_bound", c->destination_bound);
+            else
+                cj.add_raw("destination_bound", "null");
+            if (c->link_busy >= 0)
+                cj.add("link_busy", c->link_busy);
+            else
+                cj.add_raw("link_busy", "null");
+            cj.add("why", c->why);
+            rj.add_raw("compression", cj.str());
+        }
         rounds += (i ? "," : "") + rj.str();
     }
     rounds += "]";

@@ -8,6 +8,10 @@
 #include <cstdlib>
 #include <cstring>
 
+#include <linux/tcp.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 namespace fastmig {
 
 struct SendPipeline::Job {
@@ -58,10 +62,15 @@ SendPipeline::SendPipeline(Domain& dom, std::vector<auth::RecordWriter*> writers
             caches_.push_back(std::make_unique<codec::PageCache>(cfg_.xbzrle_cache_bytes / writers_.size()));
         cache_locks_.push_back(std::make_unique<std::mutex>());
     }
+    if (cfg_.compression.algorithm != codec::Algorithm::none)
+        gate_.emplace(cfg_.threads);
     for (unsigned t = 0; t < cfg_.threads; ++t) {
         policies_.push_back(std::make_unique<WorkerPolicy>());
-        if (cfg_.compression.algorithm != codec::Algorithm::none)
+        if (gate_) {
             policies_.back()->policy.emplace(cfg_.compression, dom_.nr_pages());
+            // Raw until the link is measured (CompressionGate).
+            policies_.back()->policy->set_verdict(gate_->verdict().compress, gate_->verdict().ratio_needed);
+        }
     }
     try {
         for (unsigned t = 0; t < cfg_.threads; ++t)
@@ -194,29 +203,58 @@ PipelineCounters SendPipeline::counters() const
     return counters_;
 }
 
-double SendPipeline::link_rate(const PipelineCounters& c) const
+namespace {
+
+// The sender-side TCP chrono of a socket (Linux 4.10+): seconds with data
+// to send, and of them, held back by the receiver's window.  False when fd
+// is not a TCP socket (a pipe from libxl) or the kernel does not say.
+bool tcp_chrono(int fd, double& busy_s, double& rwnd_limited_s)
 {
-    if (c.write_ns == 0)
-        return 0;
-    // Channels write in parallel: their busy time overlaps.
-    double busy_s = double(c.write_ns) * 1e-9 / double(channels());
-    return double(c.wire_bytes) / busy_s;
+    tcp_info ti{};
+    socklen_t len = sizeof ti;
+    if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 ||
+        len < offsetof(tcp_info, tcpi_rwnd_limited) + sizeof ti.tcpi_rwnd_limited)
+        return false;
+    busy_s += double(ti.tcpi_busy_time) * 1e-6;
+    rwnd_limited_s += double(ti.tcpi_rwnd_limited) * 1e-6;
+    return true;
 }
+
+} // namespace
 
 void SendPipeline::update_rates()
 {
-    if (cfg_.compression.algorithm == codec::Algorithm::none)
+    if (!gate_)
         return;
     PipelineCounters c = counters();
-    // Need a few MiB of evidence before judging either side.
-    if (c.wire_bytes < (4u << 20) || c.compress_ns == 0)
-        return;
-    double compress_rate = double(c.deflate_in) / (double(c.compress_ns) * 1e-9);
-    double link = link_rate(c);
+    codec::GateSample g;
+    g.wire_bytes = c.wire_bytes;
+    // Channels write in parallel: their busy time overlaps.
+    g.write_s = double(c.write_ns) * 1e-9 / double(channels());
+    g.compress_in = c.deflate_in;
+    g.compress_s = double(c.compress_ns) * 1e-9;
+    double busy = 0, rwnd = 0;
+    bool tcp = true;
+    for (auto* w : writers_)
+        tcp = tcp && tcp_chrono(w->fd(), busy, rwnd);
+    if (tcp) {
+        g.tcp_busy_s = busy;
+        g.now_s = double(monotonic_ns()) * 1e-9;
+        g.channels = channels();
+        g.tcp_rwnd_limited_s = rwnd;
+    }
+    const codec::GateVerdict& v = gate_->update(g);
     for (auto& wp : policies_) {
         std::lock_guard<std::mutex> l(wp->lock);
-        wp->policy->set_rates(link, compress_rate, cfg_.threads);
+        wp->policy->set_verdict(v.compress, v.ratio_needed);
     }
+}
+
+std::optional<codec::GateVerdict> SendPipeline::compression_verdict() const
+{
+    if (!gate_)
+        return std::nullopt;
+    return gate_->verdict();
 }
 
 void SendPipeline::worker_main(unsigned index)
@@ -303,6 +341,14 @@ void SendPipeline::encode(Job& job, WorkerPolicy& wp)
         job.wire_size = enc.wire_size();
         return;
     }
+    // A copy, not a view of guest memory: the record's CRC covers the page
+    // bytes and a running guest may write a page between the CRC and the
+    // send, which would fail the whole record at the destination (a torn
+    // page in a copy is harmless: the dirty log sends it again).  Cheaper
+    // snapshots were weighed for issue 16: a mapping of the sim's memfd
+    // costs 5-10x a pread here (page-table updates; see sim_domain.cpp), and
+    // in a perf profile of a raw send this read is ~20% of the sender's CPU
+    // while the destination, not the source, is the bottleneck.
     dom_.read_pages(job.pfns, {job.pages, n * kPageSize});
     std::size_t out_off = 0;
     const bool use_xbzrle = !caches_.empty() && job.round >= 1;

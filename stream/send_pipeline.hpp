@@ -98,8 +98,11 @@ public:
     // Re-estimate the link rate (bytes per second of writers' busy time, so
     // it is not limited by how fast workers feed them) and the compressors'
     // rate, and let the compression policy decide whether compressing pays.
-    // Cheap; the producer calls it every ~100 ms.
+    // Cheap; the producer calls it every ~100 ms.  Producer thread only.
     void update_rates();
+    // Whether the workers compress now, and why (the last update_rates();
+    // nullopt without a compressor).  Producer thread only.
+    std::optional<codec::GateVerdict> compression_verdict() const;
 
 private:
     struct Job;
@@ -118,8 +121,6 @@ private:
     void fail(std::exception_ptr e);
     void rethrow_if_failed();
     void submit(Job* job);
-    // Link rate seen in counters `c`: wire bytes per second of writers' busy time.
-    double link_rate(const PipelineCounters& c) const;
     void queue(std::vector<Job*>& pending, Pfn pfn, std::uint32_t round, bool free_only);
 
     Domain& dom_;
@@ -138,6 +139,7 @@ private:
     std::vector<std::unique_ptr<codec::PageCache>> caches_;
     std::vector<std::unique_ptr<std::mutex>> cache_locks_;
     std::vector<std::unique_ptr<WorkerPolicy>> policies_;
+    std::optional<codec::CompressionGate> gate_; // decides for every worker's policy (update_rates)
 
     std::mutex m_;
     std::condition_variable idle_cv_;

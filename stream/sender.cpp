@@ -254,10 +254,12 @@ void Sender::negotiate()
 
 void Sender::report(bool force)
 {
+    // Every call (each 1024 pfns queued): the compression verdict must
+    // reach the workers before they encode far past the first 4 MiB.
+    pipe_->update_rates();
     if (!force && last_progress_.seconds() < 0.1)
         return;
     last_progress_.restart();
-    pipe_->update_rates();
     if (!opt_.progress)
         return;
     Progress p;
@@ -287,7 +289,9 @@ void Sender::run_round(unsigned round, const DirtyBitmap* dirty, bool stop_copy)
     auto queue = [&](Pfn p) {
         pipe_->add(p, round);
         ++per_channel[wire::channel_of(p, nch)];
-        if ((p & 0xfff) == 0)
+        // Often enough that the compression verdict (update_rates) follows
+        // within a small guest's first round too.
+        if ((p & 0x3ff) == 0)
             report(false);
     };
     if (!dirty) {
@@ -603,6 +607,7 @@ SendResult Sender::run()
             Decision d = policy_.after_round(s);
             pipe_->update_rates();
             cur_.predicted_downtime_ms = d.predicted_downtime_ms;
+            cur_.compression = pipe_->compression_verdict();
             res_.round_stats.push_back(cur_);
             report(true);
             char line[240];
@@ -611,7 +616,7 @@ SendResult Sender::run()
                           (unsigned long long)cur_.pages, (unsigned long long)cur_.zero_pages,
                           (unsigned long long)cur_.deflate_pages, (unsigned long long)cur_.xbzrle_pages,
                           double(cur_.bytes) / (1 << 20), cur_.seconds * 1e3);
-            log(line + d.why);
+            log(line + d.why + (cur_.compression ? "; compression: " + cur_.compression->why : std::string()));
             if (round == 0)
                 failpoint("send:mid-precopy");
             ++round;
@@ -664,6 +669,7 @@ SendResult Sender::run()
             log(line);
         }
         cur_.seconds = sc.seconds();
+        cur_.compression = pipe_->compression_verdict();
         res_.round_stats.push_back(cur_);
         res_.stop_copy_ms = sc.seconds() * 1e3;
         res_.rounds = round + 1;

@@ -105,6 +105,9 @@ struct RoundStats {
     double seconds = 0;
     std::uint64_t dirty_after = 0;
     double predicted_downtime_ms = 0;
+    // At the round's end: whether the workers compress and why (nullopt
+    // without a compressor, e.g. --compress none).
+    std::optional<codec::GateVerdict> compression;
 };
 
 struct SendResult {

@@ -112,3 +112,15 @@ BENCH_CODEC_ARGS =
 bench-codec: tests/bench/codec-bench$(EXEEXT)
 	./tests/bench/codec-bench$(EXEEXT) $(BENCH_CODEC_ARGS)
 .PHONY: bench-codec
+
+# How an incoming sim guest should get its memory (issue 16): pwrite into
+# holes vs populated up front vs through a mapping.  `make bench-guest-memory`
+# (BENCH_GUEST_MEMORY_ARGS='--mib 256 --repeat 3' for a short run).
+EXTRA_PROGRAMS += tests/bench/guest-memory-bench
+tests_bench_guest_memory_bench_SOURCES = tests/bench/guest_memory_bench.cpp
+tests_bench_guest_memory_bench_LDADD = -lpthread
+CLEANFILES += tests/bench/guest-memory-bench$(EXEEXT)
+BENCH_GUEST_MEMORY_ARGS =
+bench-guest-memory: tests/bench/guest-memory-bench$(EXEEXT)
+	./tests/bench/guest-memory-bench$(EXEEXT) $(BENCH_GUEST_MEMORY_ARGS)
+.PHONY: bench-guest-memory

@@ -131,6 +131,13 @@ struct CompressionConfig {
     std::uint32_t region_pages = 256;  // 1 MiB regions
     std::uint32_t reprobe_after = 64;  // groups sent raw before a region is tried again
     double entropy_limit = 7.2;        // bits/byte above which a page is not even tried
+    // Groups a region sends raw without probing after the entropy probe
+    // judged its groups random k times in a row: 2^(k-1) - 1, at most this
+    // (15: the rest of a 1 MiB region of 64 KiB groups).  A random region
+    // pays ~5 probes per pass instead of 16; a region where random groups
+    // sit among text ones (images in a page cache) rarely sees two in a row
+    // and keeps compressing its text.
+    std::uint32_t entropy_skip = 15;
     bool always = false;               // ablation: compress everything
 };
 class CompressionPolicy {
@@ -153,8 +160,13 @@ public:
     // its ratio R > 1 / (1 - L / (C T)), i.e. never when L >= C T.
     // Non-positive arguments mean "unknown": the ratio rule alone applies.
     void set_rates(double link_bytes_per_s, double compress_bytes_per_s, unsigned threads);
+    // The same decision taken elsewhere (CompressionGate): compress at all,
+    // and the ratio a region must reach.
+    void set_verdict(bool pays, double ratio_needed);
     // True while compressing can pay at the current rates.
     bool link_bound() const;
+    // Entropy probes run so far (each costs ~1.5 us per probed page).
+    std::uint64_t probes() const { return probes_; }
 
     // The ratio a group must be expected to reach for compressing it to pay
     // at the current rates (1 when no rates were given; infinity when the
@@ -167,6 +179,7 @@ private:
     struct Region {
         float ratio = 0;         // moving average of raw/compressed; 0 = never tried
         std::uint32_t skip = 0;  // groups still to send raw before the next probe
+        std::uint32_t random_run = 0; // entropy probes in a row that found random data
     };
     Region* region(Pfn pfn);
     CompressionConfig cfg_;
@@ -174,6 +187,72 @@ private:
     bool compress_pays_ = true;
     double ratio_needed_ = 1.0;
     std::uint64_t raw_total_ = 0, compressed_total_ = 0;
+    std::uint64_t probes_ = 0;
+};
+
+// Whether compressing can pay at all, from what the source measures; the
+// verdict goes to every worker's CompressionPolicy (set_verdict).  The
+// pipeline calls update() every ~100 ms with its figures so far; tests call
+// it with scripted ones.  The rule (CompressionPolicy::set_rates, derived in
+// policy.cpp) is unchanged; what is new (issue 16):
+//   - no evidence, no compression: raw until kEvidenceBytes went out, so the
+//     link is measured before anything is compressed; then the link is
+//     re-measured every interval (kLinkInterval), not averaged since the start;
+//   - until the compressors have been measured, their rate is a
+//     conservative nominal one (kNominalCompressRate per thread), so only a
+//     slow link turns compression on before there is evidence;
+//   - when the destination's receive window held the sender back for most
+//     of the last interval (TCP_INFO's rwnd_limited), the destination, not
+//     the link, is the bottleneck: the writers' busy time then measures the
+//     destination's speed, and compressing would only give it more work.
+struct GateSample {
+    std::uint64_t wire_bytes = 0;  // written to the channels so far
+    double write_s = 0;            // writers' busy time, divided by the channels (they overlap)
+    std::uint64_t compress_in = 0; // bytes the compressors took
+    double compress_s = 0;         // their time, summed over the workers
+    // The channels' TCP statistics, summed, in seconds (Linux tcp_info
+    // chrono): time with data to send, and the part of it the receiver's
+    // window held the sender back.  Negative: unknown (not a TCP socket).
+    double tcp_busy_s = -1, tcp_rwnd_limited_s = -1;
+    double now_s = -1;     // a monotonic clock (negative: unknown)
+    unsigned channels = 1; // how many sockets the TCP figures sum
+};
+struct GateVerdict {
+    bool compress = false;
+    double ratio_needed = 0;                 // a region compresses while its ratio is above this
+    double link_rate = 0;                    // bytes/s (0: unknown yet)
+    double compress_rate = 0;                // per thread, bytes/s
+    bool compress_rate_measured = false;     // false: the nominal rate
+    double destination_bound = -1;           // share of the last interval the receive window limited (-1: unknown)
+    double link_busy = -1;                   // share of the last interval's wall time the sockets had data in flight (-1: unknown)
+    std::string why;
+};
+class CompressionGate {
+public:
+    static constexpr std::uint64_t kEvidenceBytes = 4u << 20;
+    // igzip level 1 runs at 0.3-0.8 GB/s per core on text here; the
+    // nominal figure is the low end halved, for a loaded host.
+    static constexpr double kNominalCompressRate = 150e6;
+    // An interval is judged on at least this much TCP busy time (the
+    // kernel counts it in jiffies).
+    static constexpr double kMinInterval = 0.05;
+    // The link rate is re-measured over every interval of at least this much
+    // writer time (and kEvidenceBytes), so that a link that changes speed
+    // mid-run is followed; the first estimate comes at kEvidenceBytes.
+    static constexpr double kLinkInterval = 0.25;
+    static constexpr double kDestinationBound = 0.5;
+
+    explicit CompressionGate(unsigned threads, double nominal_compress_rate = kNominalCompressRate);
+    const GateVerdict& update(const GateSample& s);
+    const GateVerdict& verdict() const { return v_; }
+
+private:
+    unsigned threads_;
+    double nominal_;
+    GateVerdict v_;
+    double busy_mark_ = 0, rwnd_mark_ = 0, time_mark_ = -1; // TCP figures and clock where the current interval started
+    std::uint64_t link_mark_bytes_ = 0;    // writers' figures where the current link interval started
+    double link_mark_s_ = 0;
 };
 
 } // namespace fastmig::codec

@@ -1,9 +1,12 @@
 // Selective compression: entropy probe and CompressionPolicy.
 #include "stream/codec/codec.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdio>
 #include <limits>
+#include <string>
 
 namespace fastmig::codec {
 
@@ -83,14 +86,25 @@ bool CompressionPolicy::should_compress(Pfn first_pfn, std::span<const std::uint
     }
     // Entropy short-circuit on the first and the last page of the group:
     // ~1 us each against ~20 us per page that ISA-L spends on random data
-    // before it finds out.  It does not mark the region: a region that mixes
-    // random and text pages still compresses its text groups.
+    // before it finds out.  Random groups in a row send the region's next
+    // groups raw unprobed (CompressionConfig::entropy_skip).
     if (group.size() >= kPageSize) {
         double e = entropy_probe(group.first(kPageSize));
         if (group.size() >= 2 * kPageSize)
             e = (e + entropy_probe(group.subspan((group.size() / kPageSize - 1) * kPageSize, kPageSize))) / 2;
-        if (e > cfg_.entropy_limit)
+        ++probes_;
+        Region* r = region(first_pfn);
+        if (e > cfg_.entropy_limit) {
+            // Random data stays random: the more groups in a row were, the
+            // more of the region's next ones go raw without a probe.
+            if (r) {
+                r->random_run = std::min<std::uint32_t>(r->random_run + 1, 31);
+                r->skip = std::min<std::uint32_t>(cfg_.entropy_skip, (1u << (r->random_run - 1)) - 1);
+            }
             return false;
+        }
+        if (r)
+            r->random_run = 0;
     }
     return true;
 }
@@ -136,25 +150,110 @@ void CompressionPolicy::record(Pfn first_pfn, std::size_t raw_bytes, std::size_t
 //   10 Gbit/s (1.25 GB/s):  R > 4.6   -> only very compressible regions
 //   loopback  (2.8 GB/s):   L > C T   -> never
 // min_ratio stays a floor on top of this, for the CPU of both ends.
+namespace {
+
+// The rule above: infinity when the link outruns the compressors.
+double ratio_needed_for(double link_bytes_per_s, double compress_bytes_per_s, unsigned threads)
+{
+    const double ct = compress_bytes_per_s * threads;
+    return link_bytes_per_s >= ct ? std::numeric_limits<double>::infinity() : 1.0 / (1.0 - link_bytes_per_s / ct);
+}
+
+std::string mb(double bytes_per_s)
+{
+    char b[32];
+    std::snprintf(b, sizeof b, "%.0f MB/s", bytes_per_s / 1e6);
+    return b;
+}
+
+} // namespace
+
 void CompressionPolicy::set_rates(double link_bytes_per_s, double compress_bytes_per_s, unsigned threads)
 {
     if (!(link_bytes_per_s > 0) || !(compress_bytes_per_s > 0) || threads == 0) {
         // Unknown rates: judge regions by their ratio alone.
-        ratio_needed_ = 1.0;
-        compress_pays_ = true;
+        set_verdict(true, 1.0);
         return;
     }
-    const double ct = compress_bytes_per_s * threads;
-    if (link_bytes_per_s >= ct) {
-        ratio_needed_ = std::numeric_limits<double>::infinity();
-        compress_pays_ = false;
-    } else {
-        ratio_needed_ = 1.0 / (1.0 - link_bytes_per_s / ct);
-        compress_pays_ = true;
-    }
+    const double need = ratio_needed_for(link_bytes_per_s, compress_bytes_per_s, threads);
+    set_verdict(std::isfinite(need), need);
+}
+
+void CompressionPolicy::set_verdict(bool pays, double ratio_needed)
+{
+    compress_pays_ = pays;
+    ratio_needed_ = pays ? ratio_needed : std::numeric_limits<double>::infinity();
 }
 
 bool CompressionPolicy::link_bound() const { return compress_pays_; }
+
+CompressionGate::CompressionGate(unsigned threads, double nominal_compress_rate)
+    : threads_(threads ? threads : 1), nominal_(nominal_compress_rate)
+{
+    v_.compress_rate = nominal_;
+    v_.ratio_needed = std::numeric_limits<double>::infinity();
+    v_.why = "no link estimate yet: raw";
+}
+
+const GateVerdict& CompressionGate::update(const GateSample& s)
+{
+    // The destination's share of the stall, over the last interval long
+    // enough to judge (the verdict of the previous one stands meanwhile).
+    if (s.tcp_busy_s >= 0 && s.tcp_rwnd_limited_s >= 0) {
+        if (s.tcp_busy_s < busy_mark_ || s.tcp_rwnd_limited_s < rwnd_mark_) {
+            busy_mark_ = s.tcp_busy_s; // counters went back (a channel gone): start over
+            rwnd_mark_ = s.tcp_rwnd_limited_s;
+        } else if (const double busy = s.tcp_busy_s - busy_mark_; busy >= kMinInterval) {
+            v_.destination_bound = std::min(1.0, (s.tcp_rwnd_limited_s - rwnd_mark_) / busy);
+            if (s.now_s >= 0 && time_mark_ >= 0 && s.now_s > time_mark_)
+                v_.link_busy = std::min(1.0, busy / (s.now_s - time_mark_) / std::max(1u, s.channels));
+            busy_mark_ = s.tcp_busy_s;
+            rwnd_mark_ = s.tcp_rwnd_limited_s;
+            time_mark_ = s.now_s;
+        }
+        if (time_mark_ < 0)
+            time_mark_ = s.now_s;
+    }
+    v_.compress_rate_measured = s.compress_in >= kEvidenceBytes && s.compress_s > 0;
+    v_.compress_rate = v_.compress_rate_measured ? double(s.compress_in) / s.compress_s : nominal_;
+    if (s.wire_bytes < link_mark_bytes_ || s.write_s < link_mark_s_) {
+        link_mark_bytes_ = s.wire_bytes; // counters went back: start over
+        link_mark_s_ = s.write_s;
+    } else if (v_.link_rate == 0 ? s.wire_bytes >= kEvidenceBytes && s.write_s > 0
+                                 : s.wire_bytes - link_mark_bytes_ >= kEvidenceBytes &&
+                                       s.write_s - link_mark_s_ >= kLinkInterval) {
+        v_.link_rate = double(s.wire_bytes - link_mark_bytes_) / (s.write_s - link_mark_s_);
+        link_mark_bytes_ = s.wire_bytes;
+        link_mark_s_ = s.write_s;
+    }
+    if (v_.link_rate == 0) {
+        v_.compress = false;
+        v_.ratio_needed = std::numeric_limits<double>::infinity();
+        v_.why = "no link estimate yet: raw";
+        return v_;
+    }
+    const std::string rates = "link " + mb(v_.link_rate) + ", compressors " + mb(v_.compress_rate) + " x " +
+                              std::to_string(threads_) + (v_.compress_rate_measured ? "" : " (nominal)");
+    if (v_.destination_bound >= kDestinationBound) {
+        v_.compress = false;
+        v_.ratio_needed = std::numeric_limits<double>::infinity();
+        char b[64];
+        std::snprintf(b, sizeof b, "%.0f%%", v_.destination_bound * 100);
+        v_.why = "the destination is the bottleneck (its receive window held the sender back " + std::string(b) +
+                 " of the time; " + rates + "): raw";
+        return v_;
+    }
+    v_.ratio_needed = ratio_needed_for(v_.link_rate, v_.compress_rate, threads_);
+    v_.compress = std::isfinite(v_.ratio_needed);
+    if (v_.compress) {
+        char b[64];
+        std::snprintf(b, sizeof b, "%.2f", v_.ratio_needed);
+        v_.why = rates + ": compress regions above ratio " + b;
+    } else {
+        v_.why = rates + ": the link outruns the compressors, raw";
+    }
+    return v_;
+}
 
 double CompressionPolicy::overall_ratio() const
 {

@@ -87,6 +87,35 @@ has_opt() {
     BENCH_OPT_CACHE[$key]=yes
 }
 
+# parse_builds "NAME=DIR/fastmig,...": the builds of an A/B (--builds of
+# run-policy.sh and qemu-peer.sh) into bnames/bbins; empty: this tree's
+# fastmig alone, unnamed.  The binary must be called fastmig: the sim runs
+# its guests by that name (FASTMIG_BIN).
+parse_builds() {
+    local b bl
+    bnames=(""); bbins=("$FASTMIG")
+    [[ -n $1 ]] || return 0
+    bnames=(); bbins=()
+    IFS=, read -ra bl <<<"$1"
+    for b in "${bl[@]}"; do
+        [[ $b == *=* && -x ${b#*=} && ${b##*/} == fastmig ]] ||
+            { echo "bench: --builds: '$b' is not NAME=DIR/fastmig (the sim runs its guests by that name)" >&2; exit 2; }
+        bnames+=("${b%%=*}"); bbins+=("${b#*=}")
+    done
+}
+
+# results_dir SCRIPT NAME: the checks and files every matrix script starts
+# with: root, OUT (default bench-results/NAME-TIMESTAMP), JSONL
+# (OUT/NAME.jsonl) and an empty SKIPS.
+results_dir() {
+    [[ $(id -u) == 0 ]] || { echo "$1: needs root (network namespaces, tc)" >&2; exit 1; }
+    OUT=${OUT:-${builddir:-$TOP_SRCDIR}/bench-results/$2-$(date -u +%Y%m%dT%H%M%SZ)}
+    mkdir -p "$OUT"
+    JSONL=$OUT/$2.jsonl
+    SKIPS=$OUT/skipped.txt
+    : >"$SKIPS"
+}
+
 # ------------------------------------------------------------------ sizes
 # scaled_size 8G -> "1024M" with BENCH_SIZE_SCALE=0.125; at least 64M, a
 # multiple of 2 MiB.

@@ -25,15 +25,19 @@ bench-crypto: fastmig$(EXEEXT) tests/bench/auth-bench$(EXEEXT)
 bench-qemu: fastmig$(EXEEXT)
 	$(BENCH_ENV) $(SHELL) $(top_srcdir)/tests/bench/qemu-peer.sh $(BENCH_ARGS)
 
+# Compression policy: default vs --compress none vs --always-compress (issue 16).
+bench-policy: fastmig$(EXEEXT)
+	$(BENCH_ENV) $(SHELL) $(top_srcdir)/tests/bench/run-policy.sh $(BENCH_ARGS)
+
 # Take the emulated link down if an interrupted run left it up.
 bench-link-down:
 	$(SHELL) $(top_srcdir)/tests/bench/netns-link.sh down
 
-.PHONY: bench bench-quick bench-ablation bench-crypto bench-qemu bench-link-down
+.PHONY: bench bench-quick bench-ablation bench-crypto bench-policy bench-qemu bench-link-down
 
 EXTRA_DIST += tests/bench/README.md tests/bench/bench.mk tests/bench/bench-lib.sh \
 	tests/bench/benchtool.py tests/bench/netns-link.sh tests/bench/run-bench.sh \
-	tests/bench/run-ablation.sh tests/bench/run-crypto.sh tests/bench/qemu-peer.sh tests/bench/sendrecv.sh
+	tests/bench/run-ablation.sh tests/bench/run-crypto.sh tests/bench/run-policy.sh tests/bench/qemu-peer.sh tests/bench/sendrecv.sh
 
 # Not hooked to clean-local (Makefile.am owns that rule): run it by hand.
 clean-bench:

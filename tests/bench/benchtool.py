@@ -289,6 +289,67 @@ def cmd_ablation(a):
                                if a.base == "default" else ""))
 
 
+# ---------------------------------------------------------------- policy
+def cmd_policy(a):
+    """default vs --compress none vs --always-compress: medians per row, the
+    default's ratio to the faster of the other two, and which way the
+    policy went in the default runs.  A config tagged CONFIG@BUILD (run-policy.sh
+    --builds) is one build's run: one row per build, then each build's
+    median over the first build's, per configuration."""
+    recs = [r for r in load(a.file) if "error" not in r]
+    errs = [r for r in load(a.file) if "error" in r]
+    by, builds = {}, []
+    for r in recs:
+        cfg, _, build = r.get("config", "").partition("@")
+        if build not in builds:
+            builds.append(build)
+        by.setdefault((r.get("scenario"), r.get("size"), r.get("link"), build), {}).setdefault(cfg, []).append(r)
+    med = lambda xs: sorted(xs)[len(xs) // 2] if xs else None
+    ratio = lambda x, y: "%.2f" % (x / y) if x and y else "-"
+    head = ("scenario", "size", "link", "build", "n", "default_ms", "none_ms", "always_ms", "default/best",
+            "default/none", "sent_MiB def/none/always", "cpu_ms def/none/always", "default compressed rounds")
+    rows = []
+    names = ("default", "compress-none", "always-compress")
+    for (sc, size, ln, build), cfgs in by.items():
+        d, n, al = (cfgs.get(c, []) for c in names)
+        # run-policy.sh --ab-default-only: this build ran the default alone;
+        # the first build's none and always stand for it.
+        first = by.get((sc, size, ln, builds[0]), {})
+        n, al = n or first.get("compress-none", []), al or first.get("always-compress", [])
+        t = [med([x["total_ms"] for x in rs]) if rs else None for rs in (d, n, al)]
+        others = [x for x in t[1:] if x]
+        sent = "/".join("%.0f" % (med([x["bytes_sent"] for x in rs]) / 2**20) if rs else "-" for rs in (d, n, al))
+        cpu = "/".join("%.0f" % med([cpu_ms(x) or 0 for x in rs]) if rs else "-" for rs in (d, n, al))
+        comp = [sum(1 for s in x.get("round_stats", []) if (s.get("compression") or {}).get("compressing"))
+                for x in d]
+        rows.append((sc, size, ln, build or "-", "%d/%d/%d" % (len(d), len(n), len(al)),
+                     "%.0f" % t[0] if t[0] else "-", "%.0f" % t[1] if t[1] else "-", "%.0f" % t[2] if t[2] else "-",
+                     ratio(t[0], min(others) if others else None), ratio(t[0], t[1]), sent, cpu,
+                     ",".join(map(str, comp)) or "-"))
+    print(render(head, rows))
+    if len(builds) > 1:
+        base = builds[0]
+        head2 = ("scenario", "size", "link", "config") + tuple("%s/%s" % (b, base) for b in builds[1:]) + \
+                tuple("%s_ms (runs)" % b for b in builds)
+        rows2 = []
+        for (sc, size, ln, build), cfgs in by.items():
+            if build != base:
+                continue
+            for c, rs in cfgs.items():
+                m = [by.get((sc, size, ln, b), {}).get(c, []) for b in builds]
+                mt = [med([x["total_ms"] for x in xs]) for xs in m]
+                rows2.append((sc, size, ln, c) + tuple(ratio(x, mt[0]) for x in mt[1:]) +
+                             tuple("%.0f (%s)" % (x, ",".join("%.0f" % y["total_ms"] for y in xs)) if x else "-"
+                                   for x, xs in zip(mt, m)))
+        print("\nbuilds (ratio of medians of total_ms, same row and config, same run; < 1: faster than %s)" % base)
+        print(render(head2, rows2))
+    for r in errs:
+        print("ERROR %s %s %s: %s" % (r.get("scenario"), r.get("link"), r.get("config"), r["error"]))
+    print("\nmedians of total_ms over the repeats (n = runs of default/none/always); default/best: the default's"
+          "\nmedian over the faster of --compress none and --always-compress (same row, same run); the last"
+          "\ncolumn: per default run, how many rounds ended with compression on.")
+
+
 # ---------------------------------------------------------------- plot
 def cmd_plot(a):
     import matplotlib
@@ -449,11 +510,16 @@ def cmd_peer_table(a):
     # dumped (byte-identical content) and `demo` of a guest with the same
     # size/workload/seed (same generator: the same content up to the guest's
     # own writes; its downtime is measured on one clock).
-    ref = {}
+    # A config "send same guest@NAME" is one build of qemu-peer.sh --builds:
+    # the ratio columns then hold one figure per build, in run order.
+    ref, builds = {}, []
     for r in recs:
         if r.get("peer") == "fastmig" and "error" not in r:
-            kind = "send" if r.get("config", "").startswith("send") else "demo"
-            ref.setdefault((r["scenario"], kind), []).append(r)
+            cfg, _, build = r.get("config", "").partition("@")
+            kind = "send" if cfg.startswith("send") else "demo"
+            if build not in builds:
+                builds.append(build)
+            ref.setdefault((r["scenario"], kind, build), []).append(r)
     head = ("scenario", "who", "config", "total_ms", "dst_done_ms", "down_ms", "sent_MiB", "wire_MiB",
             "send/qemu total", "demo/qemu total", "send/qemu wire")
     rows = []
@@ -469,8 +535,10 @@ def cmd_peer_table(a):
             continue
         t, b = r.get("qemu_total_ms"), r.get("qemu_bytes")
         def rt(kind, key, den):
-            xs = [x[key] for x in ref.get((sc, kind), [])]
-            return "%.3f" % (med(xs) / den) if xs and den else "-"
+            def one(b):
+                xs = [x[key] for x in ref.get((sc, kind, b), [])]
+                return "%.3f" % (med(xs) / den) if xs and den else "-"
+            return "/".join(one(b) for b in builds)
         rows.append((sc, "qemu", r.get("config", ""), fmt(t, "%.0f"), fmt(r.get("dst_done_ms"), "%.0f"),
                      fmt(r.get("qemu_downtime_ms"), "%.0f"),
                      fmt((b or 0) / 2**20, "%.1f"), fmt((r.get("wire_bytes") or 0) / 2**20, "%.1f"),
@@ -486,7 +554,10 @@ def cmd_peer_table(a):
           "\nsend = fastmig send of the dumped guest; demo = fastmig demo, same size/workload/seed."
           "\nsent_MiB: each tool's own count (QEMU: ram.transferred); wire_MiB: bytes on the"
           "\nloopback of the private netns both run in (TCP/IP headers included)."
-          "\nQEMU's guest is paused for the whole migration: its downtime figure means little.")
+          "\nQEMU's guest is paused for the whole migration: its downtime figure means little."
+          "\ndst-memfd: QEMU's destination RAM is a memfd (memory-backend-memfd), as the sim's is."
+          + ("\nratio columns: one figure per build, %s." % " / ".join(b or "-" for b in builds)
+             if len(builds) > 1 else ""))
 
 
 def main():
@@ -504,6 +575,7 @@ def main():
     p = sub.add_parser("ablation"); p.add_argument("file")
     p.add_argument("--base", default="default", help="the configuration the ratios are relative to")
     p.set_defaults(fn=cmd_ablation)
+    p = sub.add_parser("policy"); p.add_argument("file"); p.set_defaults(fn=cmd_policy)
     p = sub.add_parser("peer-table"); p.add_argument("file"); p.set_defaults(fn=cmd_peer_table)
     p = sub.add_parser("plot")
     p.add_argument("file"); p.add_argument("--out", required=True)

@@ -12,12 +12,20 @@
 #   2. QEMU: a paused source (-S, never started, no kernel) whose RAM is the
 #      dump (memory-backend-file), migrated to a `-incoming` QEMU through QMP,
 #      once per QEMU configuration (plain; multifd x2; multifd x2 + zstd;
-#      multifd x2 + zlib), with max-bandwidth set far above loopback speed.
+#      multifd x2 + zlib), with max-bandwidth set far above loopback speed,
+#      and once per kind of destination RAM: anonymous memory (QEMU's
+#      default, transparent huge pages where the host allows them) and a
+#      memfd (memory-backend-memfd, what the sim's incoming guest gets).
 #
 # usage: qemu-peer.sh [--scenarios idle,web] [--size 2G] [--qemu-configs LIST]
-#                     [--repeat N] [--out DIR]
+#                     [--dst-ram anon,memfd] [--builds NAME=DIR/fastmig,...]
+#                     [--send-args "ARGS"] [--no-demo] [--repeat N] [--out DIR]
 #   QEMU configs: plain,multifd,multifd-zstd,multifd-zlib (default all; zlib
 #   is slow: ~40 s for 2 GiB of mixed content on 2 cores)
+#   --builds: `fastmig send` to `fastmig receive` with each build in turn (an
+#   A/B of two trees on the same content; each build's guest is made with the
+#   same size/workload/seed); --send-args: extra options for fastmig send;
+#   --no-demo: skip the `fastmig demo` reference.
 set -euo pipefail
 source "$(dirname "$0")/bench-lib.sh"
 
@@ -26,6 +34,10 @@ SIZE=2G
 QCONFIGS=plain,multifd,multifd-zstd,multifd-zlib
 REPEAT=1
 OUT=
+DSTRAM=anon,memfd
+BUILDS=
+SEND_ARGS=
+DEMO=1
 while (( $# )); do
     case $1 in
         --scenarios) SCENARIOS=$2; shift ;;
@@ -33,7 +45,11 @@ while (( $# )); do
         --qemu-configs) QCONFIGS=$2; shift ;;
         --repeat) REPEAT=$2; shift ;;
         --out) OUT=$2; shift ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        --dst-ram) DSTRAM=$2; shift ;;
+        --builds) BUILDS=$2; shift ;;
+        --send-args) SEND_ARGS=$2; shift ;;
+        --no-demo) DEMO=0 ;;
+        -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
         *) echo "qemu-peer.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -56,6 +72,8 @@ BENCH_CLEANUPS+=("ip netns del $PEER_NS")
 ip -n "$PEER_NS" link set lo up
 INNS=(ip netns exec "$PEER_NS")
 log "results in $OUT; QEMU $("$QEMU" --version | head -1)"
+parse_builds "$BUILDS"
+for (( b = 0; b < ${#bbins[@]}; b++ )); do log "build ${bnames[b]:-this}: ${bbins[b]}"; done
 mib=$(size_mib "$(scaled_size "$SIZE")")   # honours BENCH_SIZE_SCALE
 MEM=${mib}M
 
@@ -90,36 +108,48 @@ dump_ram() {
 port=7460
 IFS=, read -ra scens <<<"$SCENARIOS"
 IFS=, read -ra qcfgs <<<"$QCONFIGS"
+IFS=, read -ra dstram <<<"$DSTRAM"
 for sc in "${scens[@]}"; do
   for (( r = 1; r <= REPEAT; r++ )); do
     if ! why=$(mem_ok "$sc" "$mib" 2); then   # sim pair + two QEMUs
         echo "$sc: skipped: $why" | tee -a "$OUT/skipped.txt" >&2; continue
     fi
-    log "== $sc $MEM: sim guest, dump"
-    id=$("$FASTMIG" sim create --memory "$MEM" --workload "$sc" --seed "${BENCH_SEED:-1}")
-    sleep "$(awk -v ms="${BENCH_WARMUP_MS:-500}" 'BEGIN{print ms/1000}')"
-    img=$WORK/$sc.ram
-    dump_ram "$id" "$img"
-    log "dump: $(du -m "$img" | cut -f1) MiB allocated of $MEM"
+    for (( b = 0; b < ${#bbins[@]}; b++ )); do
+        # FASTMIG_BIN: the sim guests run the same build as send and receive
+        export FASTMIG=${bbins[b]} FASTMIG_BIN=${bbins[b]}
+        btag=${bnames[b]:+@${bnames[b]}}
+        log "== $sc $MEM: sim guest${btag:+ ($btag)}$( (( b == 0 )) && echo ', dump')"
+        id=$("$FASTMIG" sim create --memory "$MEM" --workload "$sc" --seed "${BENCH_SEED:-1}")
+        sleep "$(awk -v ms="${BENCH_WARMUP_MS:-500}" 'BEGIN{print ms/1000}')"
+        img=$WORK/$sc.ram
+        if (( b == 0 )); then
+            dump_ram "$id" "$img"
+            log "dump: $(du -m "$img" | cut -f1) MiB allocated of $MEM"
+        fi
 
-    # fastmig, the very guest that was dumped: send/receive on loopback.
-    port=$((port + 1))
-    "${INNS[@]}" "$FASTMIG" receive --listen "127.0.0.1:$port" >"$WORK/recv.log" 2>&1 &
-    rpid=$!; BENCH_PIDS+=("$rpid")
-    for _ in $(seq 100); do grep -q listening "$WORK/recv.log" && break; sleep 0.05; done
-    "${BENCHTOOL[@]}" run --out "$JSONL" --wire-netns "$PEER_NS" \
-        --tags "{\"peer\":\"fastmig\",\"scenario\":\"$sc\",\"config\":\"send same guest\",\"size\":\"$MEM\"}" \
-        -- "${INNS[@]}" "$FASTMIG" send "$id" "127.0.0.1:$port" --json &
-    # waited for in the background: an INT/TERM then cleans up at once
-    bpid=$!; BENCH_PIDS+=("$bpid"); wait "$bpid" || true; forget_pid "$bpid"
-    wait "$rpid" 2>/dev/null || true; forget_pid "$rpid"
-    destroy_all_sims
-    # fastmig demo, same size/workload/seed: the downtime on one clock.
-    "${BENCHTOOL[@]}" run --out "$JSONL" --wire-netns "$PEER_NS" \
-        --tags "{\"peer\":\"fastmig\",\"scenario\":\"$sc\",\"config\":\"demo same seed\",\"size\":\"$MEM\"}" \
-        -- "${INNS[@]}" "$FASTMIG" demo --memory "$MEM" --workload "$sc" --seed "${BENCH_SEED:-1}" --json --no-verify &
-    bpid=$!; BENCH_PIDS+=("$bpid"); wait "$bpid" || true; forget_pid "$bpid"
-    destroy_all_sims
+        # fastmig, the very guest that was dumped (the first build) or one
+        # made the same way: send/receive on loopback.
+        port=$((port + 1))
+        "${INNS[@]}" "$FASTMIG" receive --listen "127.0.0.1:$port" >"$WORK/recv.log" 2>&1 &
+        rpid=$!; BENCH_PIDS+=("$rpid")
+        for _ in $(seq 100); do grep -q listening "$WORK/recv.log" && break; sleep 0.05; done
+        # shellcheck disable=SC2086  # SEND_ARGS is a list of words by design
+        "${BENCHTOOL[@]}" run --out "$JSONL" --wire-netns "$PEER_NS" \
+            --tags "{\"peer\":\"fastmig\",\"scenario\":\"$sc\",\"config\":\"send same guest$btag\",\"size\":\"$MEM\"}" \
+            -- "${INNS[@]}" "$FASTMIG" send "$id" "127.0.0.1:$port" --json $SEND_ARGS &
+        # waited for in the background: an INT/TERM then cleans up at once
+        bpid=$!; BENCH_PIDS+=("$bpid"); wait "$bpid" || true; forget_pid "$bpid"
+        wait "$rpid" 2>/dev/null || true; forget_pid "$rpid"
+        destroy_all_sims
+        (( DEMO )) || continue
+        # fastmig demo, same size/workload/seed: the downtime on one clock.
+        # shellcheck disable=SC2086
+        "${BENCHTOOL[@]}" run --out "$JSONL" --wire-netns "$PEER_NS" \
+            --tags "{\"peer\":\"fastmig\",\"scenario\":\"$sc\",\"config\":\"demo same seed$btag\",\"size\":\"$MEM\"}" \
+            -- "${INNS[@]}" "$FASTMIG" demo --memory "$MEM" --workload "$sc" --seed "${BENCH_SEED:-1}" --json --no-verify $SEND_ARGS &
+        bpid=$!; BENCH_PIDS+=("$bpid"); wait "$bpid" || true; forget_pid "$bpid"
+        destroy_all_sims
+    done
 
     for qc in "${qcfgs[@]}"; do
         case $qc in
@@ -129,11 +159,20 @@ for sc in "${scens[@]}"; do
             multifd-zlib) qargs=(--multifd --channels 2 --compression zlib) ;;
             *) echo "unknown QEMU config $qc" >&2; continue ;;
         esac
+      for dr in "${dstram[@]}"; do
+        case $dr in
+            # Anonymous RAM (QEMU's default; THP where the host allows).
+            anon) dobj="memory-backend-ram,id=ram,size=$MEM"; qname="qemu $qc" ;;
+            # A memfd, like the sim's incoming guest (shmem: no huge pages
+            # unless shmem_enabled says so).
+            memfd) dobj="memory-backend-memfd,id=ram,size=$MEM"; qname="qemu $qc dst-memfd" ;;
+            *) echo "unknown destination RAM $dr (anon, memfd)" >&2; continue ;;
+        esac
         port=$((port + 1))
-        log "== $sc: QEMU $qc"
-        # Destination: anonymous RAM under the same backend id ("ram") as the
-        # source, so that the RAMBlock names match.
-        qemu_start dst -m "$MEM" -object "memory-backend-ram,id=ram,size=$MEM" -machine memory-backend=ram \
+        log "== $sc: QEMU $qc, destination RAM $dr"
+        # Destination under the same backend id ("ram") as the source, so
+        # that the RAMBlock names match.
+        qemu_start dst -m "$MEM" -object "$dobj" -machine memory-backend=ram \
             -incoming "tcp:127.0.0.1:$port"
         dpid=$QPID
         qemu_start src -m "$MEM" -object "memory-backend-file,id=ram,mem-path=$img,size=$MEM,share=on" \
@@ -144,9 +183,10 @@ for sc in "${scens[@]}"; do
             res=${res:-"{\"error\": \"$(tail -1 "$WORK/qmp.err" | tr -d '"\\')\"}"}
         fi
         "$PYTHON" -c 'import json,sys; d=json.loads(sys.argv[1]); d.update(scenario=sys.argv[2], config=sys.argv[3], size=sys.argv[4]); print(json.dumps(d))' \
-            "$res" "$sc" "qemu $qc" "$MEM" >>"$JSONL"
+            "$res" "$sc" "$qname" "$MEM" >>"$JSONL"
         tail -1 "$JSONL" | cut -c1-200 >&2
         qemu_stop "$spid"; qemu_stop "$dpid"
+      done
     done
     rm -f "$img"
   done

@@ -33,12 +33,7 @@ while (( $# )); do
     shift
 done
 export BENCH_SIZE_SCALE=${BENCH_SIZE_SCALE:-1}
-[[ $(id -u) == 0 ]] || { echo "run-ablation.sh: needs root (network namespaces, tc)" >&2; exit 1; }
-OUT=${OUT:-${builddir:-$TOP_SRCDIR}/bench-results/ablation-$(date -u +%Y%m%dT%H%M%SZ)}
-mkdir -p "$OUT"
-JSONL=$OUT/ablation.jsonl
-SKIPS=$OUT/skipped.txt
-: >"$SKIPS"
+results_dir run-ablation.sh ablation
 log "results in $OUT (scale $BENCH_SIZE_SCALE, repeat $REPEAT)"
 
 # config name -> the fastmig option that turns one feature off

@@ -35,12 +35,7 @@ while (( $# )); do
     shift
 done
 export BENCH_SIZE_SCALE=${BENCH_SIZE_SCALE:-0.5}
-[[ $(id -u) == 0 ]] || { echo "run-crypto.sh: needs root (network namespaces, tc)" >&2; exit 1; }
-OUT=${OUT:-${builddir:-$TOP_SRCDIR}/bench-results/crypto-$(date -u +%Y%m%dT%H%M%SZ)}
-mkdir -p "$OUT"
-JSONL=$OUT/crypto.jsonl
-SKIPS=$OUT/skipped.txt
-: >"$SKIPS"
+results_dir run-crypto.sh crypto
 log "results in $OUT (scale $BENCH_SIZE_SCALE, repeat $REPEAT)"
 
 KEY=$OUT/psk

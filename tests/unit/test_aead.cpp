@@ -270,6 +270,7 @@ BOOST_AUTO_TEST_CASE(encrypted_migration_is_bit_exact_with_channels_codecs_xbzrl
         const auth::Key psk(32, 0x11);
         auto so = quick_send(psk, suite);
         so.pipeline.compression.algorithm = codec::Algorithm::igzip;
+        so.pipeline.max_bandwidth = 100e6; // a slow link: compressing pays (the pipeline starts raw)
         so.pipeline.xbzrle_cache_bytes = 8u << 20;
         so.pipeline.threads = 2;
         so.policy.downtime_target_ms = 0.5;

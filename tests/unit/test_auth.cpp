@@ -256,6 +256,7 @@ BOOST_AUTO_TEST_CASE(same_key_migrates_bit_exact_with_channels_codecs_xbzrle)
     FakeProvider prov;
     auto so = quick_send(key_of(0x11));
     so.pipeline.compression.algorithm = codec::Algorithm::igzip;
+    so.pipeline.max_bandwidth = 100e6; // a slow link: compressing pays (the pipeline starts raw)
     so.pipeline.xbzrle_cache_bytes = 8u << 20;
     so.pipeline.threads = 2;
     so.policy.downtime_target_ms = 0.5; // several rounds: XBZRLE gets used

@@ -11,6 +11,7 @@
 #include "stream/codec/codec.hpp"
 #include "stream/domain/sim/sim_content.hpp"
 
+#include <cmath>
 #include <cstring>
 #include <functional>
 #include <ostream>
@@ -549,10 +550,190 @@ BOOST_AUTO_TEST_CASE(entropy_probe_short_circuit)
     CompressionPolicy pol(CompressionConfig{}, 1 << 20);
     const Bytes random = pages_of(PageKind::random, 16);
     const Bytes text = pages_of(PageKind::text, 16);
-    for (Pfn g = 0; g < 100; ++g)
+    // 96 random groups = 6 regions of 16: refused, and a region judged
+    // random skips its next groups unprobed (probes at groups 0, 1, 3, 7
+    // and 15 of each region), not one probe per group.
+    for (Pfn g = 0; g < 96; ++g)
         BOOST_TEST(!pol.should_compress(g * 16, random));
-    // Probe refusals do not condemn a region that also holds text.
+    BOOST_TEST(pol.probes() == 6u * 5u);
+    // A region where random groups sit between text ones (images in a page
+    // cache) keeps compressing every text group and probes every group.
+    CompressionPolicy mixed(CompressionConfig{}, 1 << 20);
+    for (Pfn g = 0; g < 64; ++g) {
+        const bool is_text = g % 3 != 0;
+        BOOST_TEST(mixed.should_compress(g * 16, is_text ? text : random) == is_text);
+    }
+    BOOST_TEST(mixed.probes() == 64u);
+    // A region that was random and now holds text is probed again once its
+    // skip has run out.
+    CompressionConfig cfg;
+    cfg.entropy_skip = 3;
+    CompressionPolicy changed(cfg, 1 << 20);
+    for (int g = 0; g < 4; ++g) // probes at 0, 1, 3: skip now 3
+        changed.should_compress(0, random);
+    for (int g = 0; g < 3; ++g)
+        BOOST_TEST(!changed.should_compress(0, text));
+    BOOST_TEST(changed.should_compress(0, text));
+}
+
+// ---- the gate: scripted rates (what the pipeline measures), no clock ----------
+
+namespace {
+
+// The pipeline's figures after `seconds` of writing at `link` bytes/s and
+// compressing `compress_in` bytes at `crate` bytes/s (per thread, summed).
+GateSample sample(double seconds, double link, std::uint64_t compress_in = 0, double crate = 0)
+{
+    GateSample g;
+    g.write_s = seconds;
+    g.wire_bytes = std::uint64_t(seconds * link);
+    g.compress_in = compress_in;
+    g.compress_s = crate > 0 ? double(compress_in) / crate : 0;
+    return g;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(gate_starts_raw_until_the_link_is_measured)
+{
+    CompressionGate gate(2);
+    BOOST_TEST(!gate.verdict().compress);
+    BOOST_TEST(gate.verdict().why.find("no link estimate") != std::string::npos);
+    // 2 MiB out, even on a slow link: still no evidence.
+    BOOST_TEST(!gate.update(sample(0.016, 0.125e9)).compress);
+    BOOST_TEST(gate.verdict().link_rate == 0.0);
+}
+
+BOOST_AUTO_TEST_CASE(gate_slow_link_compresses_on_the_nominal_rate)
+{
+    CompressionGate gate(2);
+    const auto& v = gate.update(sample(0.1, 0.125e9)); // 1 Gbit/s, 12.5 MB out
+    BOOST_TEST(v.compress);
+    BOOST_TEST(!v.compress_rate_measured);
+    BOOST_TEST(v.compress_rate == CompressionGate::kNominalCompressRate);
+    const double ct = 2 * CompressionGate::kNominalCompressRate;
+    BOOST_TEST(v.ratio_needed == 1.0 / (1.0 - 0.125e9 / ct), boost::test_tools::tolerance(1e-6));
+    // Then the compressors are measured (0.5 GB/s per thread): that rate rules.
+    const auto& m = gate.update(sample(0.4, 0.125e9, 64u << 20, 0.5e9));
+    BOOST_TEST(m.compress_rate_measured);
+    BOOST_TEST(m.compress_rate == 0.5e9, boost::test_tools::tolerance(1e-6));
+    BOOST_TEST(m.ratio_needed == 1.0 / (1.0 - 0.125e9 / 1e9), boost::test_tools::tolerance(1e-6));
+}
+
+BOOST_AUTO_TEST_CASE(gate_fast_link_stays_raw)
+{
+    CompressionGate gate(2);
+    // 10 Gbit/s against nominal compressors: raw, and they are never measured.
+    for (double t = 0.1; t < 3; t += 0.1) {
+        const auto& v = gate.update(sample(t, 1.25e9));
+        BOOST_TEST(!v.compress);
+        BOOST_TEST(!std::isfinite(v.ratio_needed));
+    }
+    BOOST_TEST(gate.verdict().why.find("outruns") != std::string::npos);
+    // Loopback with measured fast compressors (0.8 GB/s x 2) at 2.8 GB/s: raw.
+    CompressionGate lo(2);
+    BOOST_TEST(!lo.update(sample(0.5, 2.8e9, 64u << 20, 0.8e9)).compress);
+}
+
+BOOST_AUTO_TEST_CASE(gate_cpu_bound_receiver_is_not_a_slow_link)
+{
+    CompressionGate gate(2);
+    // The writers' busy time says 100 MB/s, as a slow link would; but the
+    // receiver's window held the sender back 80% of the time: the
+    // destination is the bottleneck, compressing would only load it more.
+    GateSample g = sample(0.5, 0.1e9, 32u << 20, 0.5e9);
+    g.tcp_busy_s = 0.5;
+    g.tcp_rwnd_limited_s = 0.4;
+    const auto& v = gate.update(g);
+    BOOST_TEST(!v.compress);
+    BOOST_TEST(v.destination_bound == 0.8, boost::test_tools::tolerance(1e-9));
+    BOOST_TEST(v.why.find("destination is the bottleneck") != std::string::npos);
+    // An interval too short to judge keeps the verdict.
+    g = sample(0.52, 0.1e9, 32u << 20, 0.5e9);
+    g.tcp_busy_s = 0.52;
+    g.tcp_rwnd_limited_s = 0.40;
+    BOOST_TEST(!gate.update(g).compress);
+    // The destination keeps up again (5% of the next interval): the link
+    // is the bottleneck, compression goes back on.
+    g = sample(1.0, 0.1e9, 32u << 20, 0.5e9);
+    g.tcp_busy_s = 1.0;
+    g.tcp_rwnd_limited_s = 0.425;
+    const auto& w = gate.update(g);
+    BOOST_TEST(w.destination_bound == 0.05, boost::test_tools::tolerance(1e-9));
+    BOOST_TEST(w.compress);
+    // Without a clock the share of time the sockets were busy is unknown.
+    BOOST_TEST(w.link_busy == -1.0);
+    // Not a TCP socket (libxl's pipe): the rule alone, no destination figure.
+    CompressionGate pipe(2);
+    const auto& p = pipe.update(sample(0.5, 0.1e9, 32u << 20, 0.5e9));
+    BOOST_TEST(p.compress);
+    BOOST_TEST(p.destination_bound == -1.0);
+}
+
+BOOST_AUTO_TEST_CASE(gate_reports_how_busy_the_link_was)
+{
+    // A scripted clock: two channels, each with data in flight 0.3 s of
+    // every 0.5 s of wall time (a link waiting for its sender): 60% busy.
+    CompressionGate gate(2);
+    GateSample g = sample(0, 0.1e9);
+    g.channels = 2;
+    g.now_s = 10.0;
+    g.tcp_busy_s = g.tcp_rwnd_limited_s = 0;
+    gate.update(g);
+    BOOST_TEST(gate.verdict().link_busy == -1.0); // one instant: nothing to judge
+    for (int i = 1; i <= 3; ++i) {
+        g = sample(0.5 * i, 0.1e9);
+        g.channels = 2;
+        g.now_s = 10.0 + 0.5 * i;
+        g.tcp_busy_s = 0.6 * i; // both channels together
+        g.tcp_rwnd_limited_s = 0;
+        gate.update(g);
+        BOOST_TEST(gate.verdict().link_busy == 0.6, boost::test_tools::tolerance(1e-9));
+        BOOST_TEST(gate.verdict().destination_bound == 0.0);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(gate_follows_a_link_that_changes_speed)
+{
+    CompressionGate gate(2);
+    GateSample g;
+    // 2 s at 1 Gbit/s: compress.
+    for (int i = 1; i <= 20; ++i) {
+        g.write_s += 0.1;
+        g.wire_bytes += std::uint64_t(0.1 * 0.125e9);
+        gate.update(g);
+    }
+    BOOST_TEST(gate.verdict().compress);
+    // The link becomes 10 Gbit/s: within one interval the new rate rules
+    // (an average since the start would still say ~1.5 Gbit/s after 0.5 s).
+    for (int i = 1; i <= 5; ++i) {
+        g.write_s += 0.1;
+        g.wire_bytes += std::uint64_t(0.1 * 1.25e9);
+        gate.update(g);
+    }
+    BOOST_TEST(gate.verdict().link_rate > 1e9);
+    BOOST_TEST(!gate.verdict().compress);
+    // And back to 1 Gbit/s: compression resumes.
+    for (int i = 1; i <= 5; ++i) {
+        g.write_s += 0.1;
+        g.wire_bytes += std::uint64_t(0.1 * 0.125e9);
+        gate.update(g);
+    }
+    BOOST_TEST(gate.verdict().link_rate == 0.125e9, boost::test_tools::tolerance(0.01));
+    BOOST_TEST(gate.verdict().compress);
+}
+
+BOOST_AUTO_TEST_CASE(verdict_reaches_the_region_policy)
+{
+    CompressionPolicy pol(CompressionConfig{}, 1 << 20);
+    const Bytes text = pages_of(PageKind::text, 16);
+    pol.set_verdict(false, 2.0);
+    BOOST_TEST(!pol.should_compress(0, text));
+    BOOST_TEST(!std::isfinite(pol.ratio_needed()));
+    pol.set_verdict(true, 2.0);
     BOOST_TEST(pol.should_compress(0, text));
+    pol.record(0, 65536, 65536 * 2 / 3); // ratio 1.5 < 2: region goes raw
+    BOOST_TEST(!pol.should_compress(16, text));
 }
 
 BOOST_AUTO_TEST_CASE(always_and_none)

@@ -6,6 +6,19 @@
 // memory costs 1-3 us per page, while pread copies populated pages at
 // ~9 GB/s and reads holes (never-written zero pages) at ~30 GB/s without
 // allocating them.  Consecutive pfns are coalesced into one call.
+//
+// The destination was measured for issue 16 (`make bench-guest-memory`,
+// 256 MiB, 5 interleaved repeats, medians relative to pwrite into holes):
+// populating the memfd first (fallocate of the whole guest, as Xen's
+// populate_physmap would; or per 4 MiB chunk) gave x0.76..x1.07, i.e. no
+// gain beyond noise, while landing the pages through a shared mapping cost
+// x5..x10 even when populated in the kernel (MAP_POPULATE x6.3..6.6,
+// MADV_POPULATE_WRITE x5.1..6.3): installing page-table entries is what is
+// slow in this VM, not allocating the pages.  So an incoming guest keeps
+// taking its memory from pwrite, page runs at a time, and pages are not
+// received straight into a mapping of it: the copy out of the socket buffer
+// is the cheaper one (recv ~16% of the receiver's CPU, the shmem write ~64%
+// in a perf profile of a raw 1 GiB web send/receive).
 #include "stream/domain/sim/sim.hpp"
 #include "stream/domain/sim/sim_control.hpp"
 #include "stream/domain/sim/sim_internal.hpp"
