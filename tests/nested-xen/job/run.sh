@@ -27,6 +27,20 @@
 #                  through libxl's callback and @releaseDomain, as stock)
 #   fastmig-nohints  fastmig with --no-agent-hints: the guest's agent (if
 #                  any) is not asked for free pages
+# A mixed pool (issue 18's rolling upgrade): each end gets its own helper.
+# The source's xl has HENV; the receiving side (`xl restore`, or the
+# migrate-receive that `xl migrate -s ""` runs through sh -c, inheriting
+# xl's environment) gets RENV on top of it:
+#   stock-to-fastmig  the source runs Xen's helper (a libxc stream or
+#                  image); the receiver runs fastmig's, which must see the
+#                  libxc stream and exec Xen's helper for it (checked in
+#                  the receiver's log)
+#   fastmig-to-stock  the source runs fastmig's helper with
+#                  FASTMIG_PEER=stock (README "Rolling upgrade": `-s ""`
+#                  hides the destination from the peers table), which must
+#                  exec Xen's helper (checked); the receiver runs Xen's
+# With DO_SAVE=1, stock-to-fastmig's save+restore is `xl restore` through
+# fastmig's helper of an image Xen's helper saved.
 # MODES: idle, write (memwriter alone), afterload: before every save and
 # migration the guest runs memload over all but fm_keep MiB of its free
 # memory (a job that used most of it and exited: its pages are free and
@@ -151,10 +165,10 @@ for h in $HELPERS; do
     stock) ;;
     stock-early|fastmig-late) [[ $LIBXL_PATCHED == 1 ]] || fail "HELPERS has $h but the job disk has no patched libxl (FASTMIG_LIBXL_SO)" ;;&
     stock-early) ;;
-    fastmig|fastmig-raw|fastmig-libxl|fastmig-late|fastmig-nohints) [[ -x /job/fastmig/helper.sh ]] || fail "HELPERS has fastmig but the job disk has no /job/fastmig (FASTMIG_HELPER_BIN)"
+    fastmig|fastmig-raw|fastmig-libxl|fastmig-late|fastmig-nohints|stock-to-fastmig|fastmig-to-stock) [[ -x /job/fastmig/helper.sh ]] || fail "HELPERS has fastmig but the job disk has no /job/fastmig (FASTMIG_HELPER_BIN)"
              LD_LIBRARY_PATH=/job/fastmig/lib ldd /job/fastmig/libxl-save-helper >"$R/fastmig-ldd.txt" 2>&1 || true
              grep -q 'not found' "$R/fastmig-ldd.txt" && fail "fastmig helper: missing libraries: $(grep 'not found' "$R/fastmig-ldd.txt" | tr '\n' ' ')" ;;
-    *) fail "unknown helper '$h' in HELPERS (stock, stock-early, fastmig, fastmig-raw, fastmig-libxl, fastmig-late, fastmig-nohints)" ;;
+    *) fail "unknown helper '$h' in HELPERS (stock, stock-early, fastmig, fastmig-raw, fastmig-libxl, fastmig-late, fastmig-nohints, stock-to-fastmig, fastmig-to-stock)" ;;
   esac
 done
 say "helpers: $HELPERS${FASTMIG_OPTIONS:+ (FASTMIG_HELPER_OPTIONS=$FASTMIG_OPTIONS)}$( ((LIBXL_PATCHED)) && echo ', patched libxl')"
@@ -295,9 +309,18 @@ guest_gap() { # largest GAP memwriter printed for an operation between
 }
 
 # The environment prefix (an env command line) that selects helper $1,
-# into the array HENV.
+# into the array HENV (the source, or xl save), and RENV, what the
+# receiving side (xl restore, xl migrate-receive) adds to it: empty but
+# for the mixed pool's helpers.  RECV_CMD is RENV quoted for sh -c.
 helper_env() {
-  if [[ $1 == fastmig || $1 == fastmig-late ]]; then
+  RENV=()
+  if [[ $1 == stock-to-fastmig ]]; then
+    HENV=(env -u LIBXL_SAVE_HELPER)
+    RENV=(env LIBXL_SAVE_HELPER=/job/fastmig/helper.sh "FASTMIG_HELPER_OPTIONS=$FASTMIG_OPTIONS")
+  elif [[ $1 == fastmig-to-stock ]]; then
+    HENV=(env LIBXL_SAVE_HELPER=/job/fastmig/helper.sh "FASTMIG_HELPER_OPTIONS=$FASTMIG_OPTIONS" FASTMIG_PEER=stock)
+    RENV=(env -u LIBXL_SAVE_HELPER -u FASTMIG_PEER)
+  elif [[ $1 == fastmig || $1 == fastmig-late ]]; then
     HENV=(env LIBXL_SAVE_HELPER=/job/fastmig/helper.sh "FASTMIG_HELPER_OPTIONS=$FASTMIG_OPTIONS")
   elif [[ $1 == fastmig-nohints ]]; then
     HENV=(env LIBXL_SAVE_HELPER=/job/fastmig/helper.sh "FASTMIG_HELPER_OPTIONS=$FASTMIG_OPTIONS --no-agent-hints")
@@ -311,9 +334,27 @@ helper_env() {
   fi
   # The patched libxl's switch (ignored by Debian's own libxl).
   case $1 in
-    stock|fastmig-late) HENV+=(LIBXL_EARLY_NICS=0) ;;
+    stock|fastmig-late|stock-to-fastmig|fastmig-to-stock) HENV+=(LIBXL_EARLY_NICS=0) ;;
     *) HENV+=(LIBXL_EARLY_NICS=1) ;;
   esac
+  RECV_CMD=
+  if [[ ${#RENV[@]} -gt 0 ]]; then RECV_CMD="$(printf '%q ' "${RENV[@]}")"; fi
+  return 0
+}
+# For the mixed pool's helpers: the log $2 of operation $3 must show that
+# the hand-over to Xen's helper happened where it should ($1 the helper;
+# a mixed helper that silently moved a fastmig stream would prove nothing).
+# $4: which end's log it is: save (the source) or restore (the receiver);
+# a migration's log holds both.
+mixed_path_taken() {
+  local want=
+  case $1:$4 in
+    stock-to-fastmig:restore) want='holds a libxc \(stock Xen\) stream.*running the stock helper' ;;
+    fastmig-to-stock:save) want='the destination takes stock Xen streams \(FASTMIG_PEER=stock\): running the stock helper' ;;
+    *) return 0 ;;
+  esac
+  grep -q -E "$want" "$2" || fail "$3: the $4 side's log has no '$want' (the mixed-pool path was not taken)"
+  say "$3: $(grep -E "$want" "$2" | head -n 1 | grep -o 'fastmig: .*')"
 }
 # xl list's state column (r b p s c d): running, blocked or waiting for a
 # CPU ("------"), but not paused, shut down, crashed or dying.
@@ -429,9 +470,11 @@ for size in $SIZES; do
         timeout "$STEP_TIMEOUT" "${HENV[@]}" xl -v save g1 "$f" >"$R/save-$id.log" 2>&1 \
           || fail "xl save ($h): $(tail -n3 "$R/save-$id.log")"
         t2=$(now)
-        timeout "$STEP_TIMEOUT" "${HENV[@]}" xl -v restore -e "$f" >"$R/restore-$id.log" 2>&1 \
+        timeout "$STEP_TIMEOUT" "${HENV[@]}" "${RENV[@]}" xl -v restore -e "$f" >"$R/restore-$id.log" 2>&1 \
           || fail "xl restore ($h): $(tail -n3 "$R/restore-$id.log")"
         t3=$(now)
+        mixed_path_taken "$h" "$R/save-$id.log" "save ($h, run $run)" save
+        mixed_path_taken "$h" "$R/restore-$id.log" "restore ($h, run $run)" restore
         wait_ping 60 || fail "guest did not answer after restore ($h)"
         read -r gap sent recv < <(ping_stop "$R/ping-save-$id.txt")
         fmib=$(awk -v b="$(stat -c %s "$f")" 'BEGIN { printf "%.1f", b / 1048576 }'); rm -f "$f"
@@ -456,11 +499,13 @@ for size in $SIZES; do
         xs_load_start
         perf_start "$id"
         timeout "$STEP_TIMEOUT" "${HENV[@]}" xl -vvv migrate -s "" -e g1 \
-          "dd bs=1M 2>$R/dd-$id.txt | xl -vvv migrate-receive -e" 2>&1 \
+          "dd bs=1M 2>$R/dd-$id.txt | ${RECV_CMD}xl -vvv migrate-receive -e" 2>&1 \
           | stamp >"$ml" || { xs_load_stop; fail "xl migrate ($h): $(tail -n3 "$ml")"; }
         t2=$(now)
         perf_stop "$id"
         xs_load_stop
+        mixed_path_taken "$h" "$ml" "migrate ($h, run $run)" save
+        mixed_path_taken "$h" "$ml" "migrate ($h, run $run)" restore
         sus=$(suspend_ms "$ml")
         sts=$(stream_s "$ml")
         read -r xgap xmem xhelp < <(xl_gap "$ml")
@@ -494,7 +539,9 @@ for size in $SIZES; do
       # Xen's suspend subscription on a dead port, so the guest's next
       # suspension would not reach libxl's watch; see docs/libxl-helper.md.)
       for h in $HELPERS; do
-        [[ $h == stock* ]] && continue
+        # (a mixed pool's source: Xen's helper does the save, fastmig's
+        # failpoints never run)
+        [[ $h == stock* || $h == fastmig-to-stock ]] && continue
         act=error
         helper_env "$h"
         fl=$R/fault-stopcopy-$act-$h-$size-$mode.log
@@ -515,7 +562,7 @@ for size in $SIZES; do
         fl=$R/fault-cut-$h-$size-$mode.log
         t1=$(now)
         if timeout "$STEP_TIMEOUT" "${HENV[@]}" xl -vvv migrate -s "" -e g1 \
-             "head -c $((CUT_MIB << 20)) | xl -vvv migrate-receive -e" 2>&1 | stamp >"$fl"; then
+             "head -c $((CUT_MIB << 20)) | ${RECV_CMD}xl -vvv migrate-receive -e" 2>&1 | stamp >"$fl"; then
           fail "fault-cut ($h): xl migrate succeeded on a stream cut after $CUT_MIB MiB"
         fi
         t2=$(now)
