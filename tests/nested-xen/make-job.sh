@@ -77,6 +77,7 @@ j=$work/job
 mkdir -p "$j/results"
 (cd "$g" && find . | LC_ALL=C sort | cpio -o -H newc --quiet | gzip -1) >"$j/guest-initrd.img"
 install -m 0755 "$here/job/run.sh" "$j/run.sh"
+install -m 0644 "$here/job/xen-up.sh" "$j/xen-up.sh"
 : >"$j/params"
 for kv in "$@"; do
   [[ $kv =~ ^[A-Z_][A-Z0-9_]*=[-A-Za-z0-9_.,/\ ]*$ ]] || die "bad parameter '$kv' (NAME=VALUE)"

@@ -38,6 +38,7 @@ EXTRA_DIST += \
 	tests/nested-xen/dom0/fastmig-dom0-init \
 	tests/nested-xen/job/run.sh \
 	tests/nested-xen/job/xapi.sh \
+	tests/nested-xen/job/xen-up.sh \
 	tests/nested-xen/guest/memload.c \
 	tests/nested-xen/guest/loadsvc \
 	tests/nested-xen/guest/init \

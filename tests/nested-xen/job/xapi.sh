@@ -66,15 +66,8 @@ grep -q 'not found' "$R/fastmig-ldd.txt" && fail "missing libraries: $(grep 'not
 export LD_LIBRARY_PATH=/job/fastmig/lib
 
 # --- Xen daemons, as job/run.sh starts them --------------------------------
-for m in xenfs xen-evtchn xen-gntdev xen-gntalloc xen-privcmd; do modprobe "$m" 2>/dev/null || true; done
-mountpoint -q /proc/xen || mount -t xenfs xenfs /proc/xen
-grep -q control_d /proc/xen/capabilities || fail "not dom0"
-mkdir -p /run/xen /run/xenstored /var/log/xen/console /var/lib/xen /var/lib/fastmig
-xenstored --pid-file /run/xenstore.pid
-for _ in $(seq 50); do xenstore-ls / >/dev/null 2>&1 && break; sleep 0.2; done
-timeout 60 xen-init-dom0 || fail "xen-init-dom0"
-xenconsoled --pid-file /run/xenconsoled.pid --log=guest --log-dir=/var/log/xen/console
-timeout 30 xl info >"$R/xl-info.txt" || fail "xl info"
+. /job/xen-up.sh
+xen_daemons_up
 caps=$(awk -F': *' '/^virt_caps/ { print $2 }' "$R/xl-info.txt")
 [[ " $caps " == *" hvm "* ]] || fail "PVH needs Xen's HVM support, virt_caps is '$caps'"
 
