@@ -253,6 +253,15 @@ stock_vgpu() {
   has "$FAKE_STOCK_LOG" "^argv .* -mode hvm_save -domid 5 -dm vgpu$" && has "$T/vg.out" "save: exit 0"
 }
 ok "-dm vgpu goes to the stock emu-manager" -- stock_vgpu
+no_dm() {  # a guest whose class has a device model but xenopsd names none (PVH): fastmig's own path, no QMP
+  : >"$FAKE_STOCK_LOG"
+  G=$(new_guest 32M web)
+  FASTMIG_HELPER_SIM_QEMU=1 FASTMIG_HELPER_OPTIONS="--no-free-hints" run "$T/nd.out" save --domid "$G" --live --out "$T/nd.img" || return 1
+  fm sim destroy "$G" >/dev/null 2>&1
+  has "$T/nd.out" "save: exit 0" && has "$T/nd.out" "save: result:0 0" && [ ! -s "$FAKE_STOCK_LOG" ] &&
+    ! has "$T/nd.out" "dirty logging switched on"
+}
+ok "live save without -dm (a PVH guest) stays on fastmig's path and asks no QMP" -- no_dm
 unopenable() {  # a domain the backend cannot open: the stock emu-manager, same argv, nothing written by fastmig
   : >"$FAKE_STOCK_LOG"
   run "$T/uo.out" save --domid 4321 --live --out "$T/uo.img" || return 1

@@ -107,10 +107,13 @@ public:
             // is more than a PVH guest's.
             if (xc_domain_setmaxmem(xch_, domid, (o.memory_mib + 8) * 1024) < 0)
                 fail("xc_domain_setmaxmem");
-            if (!o.hap) { // shadow paging: its memory, as build_pre's shadow_allocation_set
-                unsigned mb = unsigned(o.memory_mib / 64 + 8);
-                if (xc_shadow_control(xch_, domid, XEN_DOMCTL_SHADOW_OP_SET_ALLOCATION, &mb, 0) < 0)
-                    fail("shadow allocation");
+            if (!o.hap) { // shadow paging: its memory, as build_pre's shadow allocation
+                // Since Xen 4.17 (XSA-409) the paging pool is sized with
+                // XEN_DOMCTL_set_paging_mempool_size, as libxl does; the old
+                // SHADOW_OP_SET_ALLOCATION gave EINVAL in the first nested run.
+                const std::uint64_t bytes = std::uint64_t(o.memory_mib / 64 + 8) << 20;
+                if (xc_set_paging_mempool_size(xch_, domid, bytes) < 0)
+                    fail("paging mempool size");
             }
             xenstore_tree(domid, o);
             int store = xc_evtchn_alloc_unbound(xch_, domid, 0);
