@@ -575,6 +575,26 @@ BOOST_AUTO_TEST_CASE(guest_types)
     BOOST_TEST(std::string(guest_type_name(GuestType::pvh)) == "PVH");
 }
 
+// xapi-pvh-2109: a domain created without XEN_DOMCTL_max_vcpus took the
+// whole stream, then Xen refused its CPU record with a bare EINVAL.
+BOOST_AUTO_TEST_CASE(restore_targets_refused_before_the_body)
+{
+    auto why = [](auto tweak) {
+        TargetFacts f{true, true, kX86EmuLapic, 0};
+        tweak(f);
+        return target_refusal(f).value_or("");
+    };
+    auto has = [](const std::string& s, const char* n) { return s.find(n) != std::string::npos; };
+    BOOST_TEST(why([](TargetFacts&) {}).empty());
+    BOOST_TEST(why([](TargetFacts& f) { f.max_vcpu_id = 127; }).empty());
+    BOOST_TEST(why([](TargetFacts& f) { f.stream_hvm = f.domain_hvm = false; }).empty());
+    BOOST_TEST(has(why([](TargetFacts& f) { f.max_vcpu_id = kNoVcpu; }), "the target domain has no vCPUs"));
+    BOOST_TEST(has(why([](TargetFacts& f) { f.max_vcpu_id = kNoVcpu; }), "XEN_DOMCTL_max_vcpus"));
+    BOOST_TEST(has(why([](TargetFacts& f) { f.stream_hvm = false; }), "holds a PV guest but the target domain is PVH"));
+    BOOST_TEST(has(why([](TargetFacts& f) { f.domain_hvm = false; }), "holds an HVM/PVH guest but the target domain is PV"));
+    BOOST_TEST(has(why([](TargetFacts& f) { f.emulation_flags = 0x7ff, f.stream_hvm = false; }), "domain is HVM"));
+}
+
 BOOST_AUTO_TEST_CASE(nested_virt_from_the_cpu_policy)
 {
     BOOST_TEST(!cpu_policy_offers_nested_virt(cpuid_policy(0, 0)));

@@ -24,6 +24,19 @@ GuestType classify_guest(bool hvm_flag, std::uint32_t emulation_flags)
     return (emulation_flags & ~kX86EmuLapic) == 0 ? GuestType::pvh : GuestType::hvm;
 }
 
+std::optional<std::string> target_refusal(const TargetFacts& f)
+{
+    if (f.domain_hvm != f.stream_hvm)
+        return std::string("the stream holds ") + (f.stream_hvm ? "an HVM/PVH" : "a PV") +
+               " guest but the target domain is " + guest_type_name(classify_guest(f.domain_hvm, f.emulation_flags)) +
+               ": the guest type must be the same on both sides";
+    if (f.max_vcpu_id == kNoVcpu)
+        return "the target domain has no vCPUs: the toolstack that created it did not make them "
+               "(XEN_DOMCTL_max_vcpus, as libxl's and xenopsd's build_pre do), and Xen would refuse the guest's "
+               "CPU state";
+    return std::nullopt;
+}
+
 bool xs_flag_set(const std::string& value) { return !value.empty() && value != "0"; }
 
 std::optional<std::string> refusal(const GuestFacts& f)

@@ -35,6 +35,26 @@ struct GuestFacts {
 // The cause, in one sentence, or nothing when the guest can be moved.
 std::optional<std::string> refusal(const GuestFacts& f);
 
+// xc_domain_getinfo's max_vcpu_id for a domain that has no vCPU at all
+// (XEN_INVALID_MAX_VCPU_ID): XEN_DOMCTL_createdomain only sizes d->vcpu[];
+// the vCPUs are made by XEN_DOMCTL_max_vcpus, which libxl's and xenopsd's
+// build_pre call right after it.
+inline constexpr std::uint32_t kNoVcpu = ~0u;
+
+// The domain a toolstack created for a restore, as Xen reports it.
+struct TargetFacts {
+    bool stream_hvm = false;           // the stream holds an HVM-class guest (HVM or PVH)
+    bool domain_hvm = false;           // XEN_DOMINF_hvm_guest
+    std::uint32_t emulation_flags = 0; // XEN_X86_EMU_*
+    std::uint32_t max_vcpu_id = kNoVcpu;
+};
+
+// Why the stream's guest cannot go into that domain, or nothing.  Found
+// before any page is written: without vCPUs, Xen 4.17 refuses the HVM
+// context only at the very end, with a bare EINVAL (hvm_load_cpu_ctxt's
+// "has no vcpu" is a debug-build message).
+std::optional<std::string> target_refusal(const TargetFacts& f);
+
 // A xenstore flag is set when present and neither "" nor "0".
 bool xs_flag_set(const std::string& value);
 

@@ -55,6 +55,8 @@ static_assert(offsetof(Sh, arch.max_pfn) == shinfo::kMaxPfn);
 static_assert(offsetof(Sh, arch.pfn_to_mfn_frame_list_list) == shinfo::kFrameListList);
 static_assert(offsetof(Sh, arch.p2m_cr3) == shinfo::kP2mCr3);
 
+static_assert(kNoVcpu == XEN_INVALID_MAX_VCPU_ID);
+
 static_assert(sizeof(xen_cpuid_leaf_t) == cpu_policy::kLeafSize);
 static_assert(offsetof(xen_cpuid_leaf_t, c) == 16); // cpu_policy_offers_nested_virt reads ECX there
 

@@ -2,6 +2,7 @@
 // built from the stream, as xc_domain_restore does: 64-bit PV, or HVM-class
 // (HVM and PVH: memory by gfn, then hvm_state.hpp's plan).
 #include "stream/domain/xen/bytes.hpp"
+#include "stream/domain/xen/guest_checks.hpp"
 #include "stream/domain/xen/hvm_state.hpp"
 #include "stream/domain/xen/hvm_zero_pages.hpp"
 #include "stream/domain/xen/pv_early_tables.hpp"
@@ -246,12 +247,9 @@ private:
         if (nr_pages == 0 || nr_pages > (std::uint64_t{1} << 32))
             throw Error("a stream of " + std::to_string(nr_pages) + " pages is not a guest this backend builds");
         auto info = domain_info(h_.xch, p_.domid, who_, Phase::setup);
-        const bool domain_hvm = info.flags & XEN_DOMINF_hvm_guest;
-        if (domain_hvm != hvm_)
-            throw Error(std::string("the stream holds ") + (hvm_ ? "an HVM/PVH" : "a PV") +
-                        " guest but the target domain is " +
-                        guest_type_name(classify_guest(domain_hvm, info.arch_config.emulation_flags)) +
-                        ": the guest type must be the same on both sides");
+        if (auto why = target_refusal({hvm_, bool(info.flags & XEN_DOMINF_hvm_guest),
+                                       info.arch_config.emulation_flags, info.max_vcpu_id}))
+            throw Error(*why);
         if (info.flags & (XEN_DOMINF_dying | XEN_DOMINF_shutdown))
             throw Error("the target domain is " + describe_state(info));
         info_ = info;
