@@ -326,6 +326,8 @@ void restore_side(const Opts& o, int fd, const std::string& who)
         ::close(fd); // the source sees the stream end
         return;
     }
+    if (!b.note.empty())
+        say(who, "build_pre: " + b.note);
     Emu e = spawn(o, fd,
                   {"-mode", o.pv ? "restore" : "hvm_restore", "-domid", std::to_string(b.domid), "-store_port",
                    std::to_string(b.store_port), "-console_port", std::to_string(b.console_port)});
@@ -397,8 +399,11 @@ void restore_side(const Opts& o, int fd, const std::string& who)
     ::close(fd);
     if (finish(e, who) == 0 && built)
         restored_domid = int(b.domid);
-    else
+    else {
+        if (auto d = host->describe_failed(b); !d.empty())
+            say(who, "after the failure: " + d);
         host->restore_failed(b);
+    }
 }
 
 // The stream between the hosts: copies, flips a byte at corrupt_at, ends at cut_at.

@@ -29,6 +29,7 @@ class Host {
 public:
     struct Built {
         unsigned domid = 0, store_port = 0, console_port = 0;
+        std::string note; // what was built, for the transcript ("" for nothing)
     };
     virtual ~Host() = default;
     // `suspend:` (answer: false when the test withholds `done`, and then
@@ -39,7 +40,9 @@ public:
     virtual Built build_pre(const Opts& o) = 0;
     // Domain.build_post, after result:xenguest.
     virtual void build_post(const Built&, unsigned long long /*store_mfn*/, unsigned long long /*console_mfn*/) {}
-    // The restore failed: xenopsd destroys what build_pre made.
+    // The restore failed: the domain as Xen has it now, for the transcript
+    // ("" for nothing); then xenopsd destroys what build_pre made.
+    virtual std::string describe_failed(const Built&) { return ""; }
     virtual void restore_failed(const Built&) {}
     // After a restore from a file: unpause.  After a migration: the
     // destination runs, then the source goes.  Say what was done ("" for

@@ -7,10 +7,10 @@
 //                shutdown(suspend) (a PVH guest is always enlightened; no
 //                QEMU, varstored or swtpm to stop)
 //   build_pre:   Domain.make + build_pre: an HVM-container domain (PVH:
-//                the LAPIC only) with its vCPUs, grant limits and paging
-//                memory, the memory limit, the xenstore tree xenopsd makes
-//                (its permissions, name, platform/ keys), and the store and
-//                console event channels
+//                the LAPIC only), its vCPUs made (domain_max_vcpus), grant
+//                limits and paging memory, the memory limit, the xenstore
+//                tree xenopsd makes (its permissions, name, platform/
+//                keys), and the store and console event channels
 //   build_post:  memory/*, store/*, console/*, then @introduceDomain
 //   finish:      unpause the destination, then destroy the source
 //
@@ -103,6 +103,14 @@ public:
         Built b;
         b.domid = domid;
         try {
+            // XEN_DOMCTL_createdomain only sizes the vCPU array: the vCPUs
+            // are made here, as xenopsd's build_pre (domain_max_vcpus) and
+            // libxl__build_pre do.  Without them Xen takes the whole stream
+            // and then refuses the HVM context with a bare EINVAL
+            // (hvm_load_cpu_ctxt: d->vcpu[0] is NULL; its message is a
+            // debug-build one): xapi-pvh-2109.
+            if (xc_domain_max_vcpus(xch_, domid, unsigned(o.vcpus)) < 0)
+                fail("xc_domain_max_vcpus " + std::to_string(o.vcpus));
             // xenopsd's memory model adds room for the special pages; 8 MiB
             // is more than a PVH guest's.
             if (xc_domain_setmaxmem(xch_, domid, (o.memory_mib + 8) * 1024) < 0)
@@ -122,6 +130,8 @@ public:
                 fail("xc_evtchn_alloc_unbound");
             b.store_port = unsigned(store);
             b.console_port = unsigned(console);
+            b.note = "domain " + std::to_string(domid) + ": " + (o.hap ? "hvm+hap" : "hvm, shadow paging") +
+                     ", LAPIC only (PVH), " + describe(domid);
         } catch (...) {
             restore_failed(b);
             throw;
@@ -146,6 +156,8 @@ public:
         if (!xs_introduce_domain(xs_, b.domid, store_mfn, b.store_port))
             fail("xs_introduce_domain " + std::to_string(b.domid));
     }
+
+    std::string describe_failed(const Built& b) override { return "domain " + std::to_string(b.domid) + ": " + describe(b.domid); }
 
     void restore_failed(const Built& b) override
     {
@@ -176,6 +188,24 @@ private:
     bool info_of(unsigned domid, xc_domaininfo_t& info)
     {
         return xc_domain_getinfolist(xch_, domid, 1, &info) == 1 && info.domain == domid;
+    }
+
+    // What Xen says of a domain the fake built: its vCPUs, memory and
+    // paging pool (the facts a refused restore turns on).
+    std::string describe(unsigned domid)
+    {
+        xc_domaininfo_t info{};
+        if (!info_of(domid, info))
+            return "gone";
+        std::string s = info.max_vcpu_id == XEN_INVALID_MAX_VCPU_ID
+                            ? std::string("no vCPUs")
+                            : std::to_string(info.max_vcpu_id + 1) + " vCPUs (" +
+                                  std::to_string(info.nr_online_vcpus) + " online)";
+        s += ", " + std::to_string(info.tot_pages) + " pages of max " + std::to_string(info.max_pages);
+        std::uint64_t pool = 0;
+        if (xc_get_paging_mempool_size(xch_, domid, &pool) == 0)
+            s += ", paging pool " + std::to_string(pool >> 20) + " MiB";
+        return s + ", " + state(domid);
     }
 
     static std::string dom_path(unsigned domid) { return "/local/domain/" + std::to_string(domid); }

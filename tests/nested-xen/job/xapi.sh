@@ -17,7 +17,11 @@
 # After each: the destination runs, memwriter reports no CORRUPT line and
 # keeps verifying.  Platform keys (PLATFORM, `key=value,...`) are written
 # under each new domain's platform/ before the restore, as xenopsd does
-# (default: a time offset and a generation id, which the drop-in applies).
+# (default: a time offset, vCPU 0 pinned to pCPU 1, a credit weight and cap,
+# a generation id).  Their effect is checked where dom0 can see it: the
+# pinning in `xl vcpu-list`; the drop-in's own lines for the rest (on
+# credit2, Xen 4.17's default, weight and cap are not set, as xenguest;
+# a PVH guest has no generation-id address).
 #
 # Results: /job/results/results.tsv in job/run.sh's columns (step
 # xapi-migrate: total_s, guest_gap_ms, stream_mib, stream_s; the rest "-"),
@@ -33,7 +37,8 @@ mkdir -p "$R"
 # shellcheck source=/dev/null
 . /job/params
 : "${SIZES:=512}" "${RUNS:=5}" "${WRITE_MIB:=64}" "${WRITE_RATE:=8}" "${GUEST_HAP:=0}"
-: "${FASTMIG_OPTIONS:=}" "${STEP_TIMEOUT:=600}" "${PLATFORM:=timeoffset=-3600,generation-id=1234:5678}"
+: "${FASTMIG_OPTIONS:=}" "${STEP_TIMEOUT:=600}"
+: "${PLATFORM:=timeoffset=-3600,vcpu/number=1,vcpu/0/affinity=01,vcpu/weight=512,vcpu/cap=50,generation-id=1234:5678}"
 EMU=/job/fastmig/fastmig-emu-manager
 FAKE=/job/fastmig/fake_xenopsd_xen
 
@@ -98,6 +103,20 @@ check_memory() { # $1 = what just ended; the pages verified must grow within 30 
   done
   VERIFIED_BEFORE=$last
 }
+check_platform() { # $1 = what just ended, $2 = the new domain, $3 = its transcript
+  grep -q "platform: hpet" "$3" || fail "$1: the drop-in did not log the platform keys it applies"
+  local want
+  want=$(tr ',' '\n' <<<"$PLATFORM" | sed -n 's|^vcpu/0/affinity=||p')
+  if [[ -n $want ]]; then # '0'/'1' per pCPU -> xl's list of pCPUs ("1", "0-1")
+    local cpus="" j
+    for ((j = 0; j < ${#want}; j++)); do [[ ${want:j:1} == 1 ]] && cpus+="${cpus:+,}$j"; done
+    [[ $cpus == 0,1 ]] && cpus=all
+    xl vcpu-list "$2" >"$R/vcpu-list-$2.txt" 2>&1 || fail "$1: xl vcpu-list $2 failed"
+    awk -v d="$2" '$2 == d && $3 == 0 { print $(NF - 2) }' "$R/vcpu-list-$2.txt" | grep -qx "$cpus" \
+      || fail "$1: vCPU 0 of domain $2 is not pinned to pCPU(s) $cpus: $(tail -n +2 "$R/vcpu-list-$2.txt" | tr -s ' ')"
+  fi
+  PLATFORM_SEEN="pinned to $cpus"
+}
 guest_gap() { # largest GAP (ms) memwriter printed between dom0 times $1 and $2
   cat /var/log/xen/console/guest-g1*.log 2>/dev/null \
     | awk -v a="$1" -v b="$2" '/^GAP/ { t = $NF / 1e6; if (t >= a && t <= b + 10 && $2 > g) g = $2 }
@@ -137,11 +156,13 @@ EOF
     new=$(sed -n 's/^migrate: domain \([0-9]*\) unpaused, source domain [0-9]* destroyed$/\1/p' "$log")
     [[ -n $new ]] || fail "migration $run: no destination domain in the transcript"
     check_memory "migration $run"
+    check_platform "migration $run" "$new" "$log"
     gap=$(guest_gap "$ts" "$te")
     # The drop-in's summary: "restored ... N pages, M MiB read in T ms (R rounds)".
     read -r mib ms < <(sed -n 's/.*restored .* pages, \([0-9.]*\) MiB read in \([0-9]*\) ms.*/\1 \2/p' "$log" | head -n1) || true
     stream_s=$(awk -v m="${ms:-}" 'BEGIN { if (m == "") print "-"; else printf "%.2f", m / 1000 }')
-    say "migration $run: domain $dom -> $new in $(dt "$ts" "$te") s, ${mib:-?} MiB, guest gap ${gap} ms, memory clean ($VERIFIED_BEFORE pages verified)"
+    sc=$(sed -n 's/.*saved domain .*, stop-and-copy \([0-9.]*\) ms.*/\1/p' "$log" | head -n1)
+    say "migration $run: domain $dom -> $new in $(dt "$ts" "$te") s, ${mib:-?} MiB, stop-and-copy ${sc:-?} ms, guest gap ${gap} ms, memory clean ($VERIFIED_BEFORE pages verified), vCPU 0 $PLATFORM_SEEN"
     printf 'xapi-migrate\t%s\twrite\t%s\t%s\t-\t-\t-\t-\t-\t%s\t-\t-\t-\t%s\t-\t%s\t-\t-\t-\t-\t-\n' \
       "$size" "$run" "$(dt "$ts" "$te")" "$gap" "${mib:--}" "$stream_s" >>"$R/results.tsv"
     sync
