@@ -10,7 +10,8 @@
 //
 // xenguest's other restore side effects (the VM's platform/ keys: HPET, time
 // offset, vCPU affinity, weight and cap before the body; the VM generation
-// id after it) go through the backend (stream/domain/xen/restore_platform.hpp).
+// id after it, checked before it) go through the backend
+// (stream/domain/xen/restore_platform.hpp).
 //
 // Progress: `info:` lines as on the save side, from the pages that have
 // arrived (restore_progress.hpp), at most one per progress-interval-ms, and
@@ -50,6 +51,11 @@ int run_emu_restore(const EmuArgs& a, XenopsdLink& xenopsd, helper::HelperBacken
         xen::RestorePlatform platform;
         try {
             platform = xen::parse_restore_platform(backend.platform_keys(a.domid));
+            // xenguest finds a malformed generation id only after the whole
+            // body (set_genid): refused here, before any page, the source
+            // still runs the guest when the error comes.
+            if (!platform.generation_id.empty())
+                xen::parse_generation_id(platform.generation_id);
             log_line(who + ": platform: " + xen::describe(platform));
             backend.apply_platform(a.domid, platform, HelperBackend::PlatformStep::before_stream);
         } catch (const Error& e) {

@@ -136,13 +136,13 @@ platform_bad_key() {  # refused by name before the body is read; nothing built
     has "$T/pb.out" "restore: exit 2" && [ -z "$(incoming)" ]
 }
 ok "restore: a malformed platform key is an error naming it, before any page" -- platform_bad_key
-platform_bad_genid() {  # as xenguest's set_genid: a half 0 fails the restore once the body is in;
-  # the built, paused domain is xenopsd's to destroy then (as after xenguest's exit 1)
+platform_bad_genid() {  # xenguest's set_genid refuses a half 0 after the body; here before it
   platform "$T/pg.out" "generation-id = 0:5"
-  has "$T/pg.out" "restore: error:fastmig restore domain [0-9]* (sim:[0-9]*): finish: platform/generation-id = \"0:5\": not a valid generation id" &&
-    has "$T/pg.out" "restore: exit 2" && ! has "$T/pg.out" "result:xenguest" && ! has "$T/pg.out" "Qemu record"
+  has "$T/pg.out" "restore: error:fastmig restore domain [0-9]*: setup: platform/generation-id = \"0:5\": not a valid generation id" &&
+    has "$T/pg.out" "restore: exit 2" && ! has "$T/pg.out" "result:xenguest" && ! has "$T/pg.out" "Qemu record" &&
+    [ -z "$(incoming)" ]
 }
-ok "restore: an invalid generation id fails the restore after the body (as xenguest), no result" -- platform_bad_genid
+ok "restore: an invalid generation id is refused before the body, naming it, no result" -- platform_bad_genid
 drop_incoming; fm sim destroy "$G" >/dev/null 2>&1
 
 # xenopsd goes on when the process it started exits; the worker's teardown
@@ -223,6 +223,16 @@ trunc_file() {  # a suspend image cut inside the body
     [ -z "$(incoming)" ]
 }
 ok "truncated suspend image: error line naming domain and phase, nothing built" -- trunc_file
+bad_genid_migrate() {  # the destination's VM has a malformed generation id: refused before the
+  # body, the source's save fails and its guest was never suspended
+  printf '%s\n' "generation-id = 12:x" >"$T/platform-bad"
+  FASTMIG_HELPER_SIM_PLATFORM=$T/platform-bad FASTMIG_HELPER_OPTIONS="--threads 2 --no-free-hints" \
+    run "$T/bg.out" migrate --domid "$G" --live || return 1
+  has "$T/bg.out" "restore: error:fastmig restore domain 77: setup: platform/generation-id = \"12:x\": not two numbers A:B" &&
+    has "$T/bg.out" "restore: exit 2" && has "$T/bg.out" "save: exit 2" && ! has "$T/bg.out" "save: suspend:" &&
+    [ "$(state "$G")" = running ] && [ -z "$(incoming)" ]
+}
+ok "migrate: a malformed generation id at the destination is refused before the body, source running" -- bad_genid_migrate
 fm sim destroy "$G" >/dev/null 2>&1
 
 # --- the stock path ------------------------------------------------------------------
