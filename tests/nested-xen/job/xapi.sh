@@ -103,36 +103,40 @@ check_memory() { # $1 = what just ended; the pages verified must grow within $2 
   done
   VERIFIED_BEFORE=$last
 }
+# A platform check that fails is reported and the migrations go on (the
+# guest's survival is the job's first result); the job fails at the end.
+PLATFORM_FAILS=0
+pfail() { say "PLATFORM FAIL: $*"; PLATFORM_FAILS=$((PLATFORM_FAILS + 1)); }
 check_platform() { # $1 = what just ended, $2 = the new domain, $3 = its transcript
-  grep -q "platform: hpet" "$3" || fail "$1: the drop-in did not log the platform keys it applies"
-  local want
+  grep -q "platform: hpet" "$3" || pfail "$1: the drop-in did not log the platform keys it applies"
+  local want cpus="" j
   want=$(tr ',' '\n' <<<"$PLATFORM" | sed -n 's|^vcpu/0/affinity=||p')
+  PLATFORM_SEEN="not pinned"
   if [[ -n $want ]]; then # '0'/'1' per pCPU -> xl's list of pCPUs ("1", "0-1")
-    local cpus="" j
     for ((j = 0; j < ${#want}; j++)); do [[ ${want:j:1} == 1 ]] && cpus+="${cpus:+,}$j"; done
     [[ $cpus == 0,1 ]] && cpus=all
-    xl vcpu-list "$2" >"$R/vcpu-list-$2.txt" 2>&1 || fail "$1: xl vcpu-list $2 failed"
+    xl vcpu-list "$2" >"$R/vcpu-list-$2.txt" 2>&1 || pfail "$1: xl vcpu-list $2 failed"
     awk -v d="$2" '$2 == d && $3 == 0 { print $(NF - 2) }' "$R/vcpu-list-$2.txt" | grep -qx "$cpus" \
-      || fail "$1: vCPU 0 of domain $2 is not pinned to pCPU(s) $cpus: $(tail -n +2 "$R/vcpu-list-$2.txt" | tr -s ' ')"
+      || pfail "$1: vCPU 0 of domain $2 is not pinned to pCPU(s) $cpus: $(tail -n +2 "$R/vcpu-list-$2.txt" | tr -s ' ')"
+    PLATFORM_SEEN="pinned to $cpus"
   fi
-  PLATFORM_SEEN="pinned to $cpus"
   local weight cap sched
   weight=$(tr ',' '\n' <<<"$PLATFORM" | sed -n 's|^vcpu/weight=||p')
   cap=$(tr ',' '\n' <<<"$PLATFORM" | sed -n 's|^vcpu/cap=||p')
   sched=$(awk -F': *' '/^xen_scheduler/ { print $2 }' "$R/xl-info.txt")
   if [[ -n $weight$cap && $sched == credit ]]; then # XenServer's scheduler (FASTMIG_NESTED_XEN_ARGS=sched=credit)
-    xl sched-credit -d "$2" >"$R/sched-$2.txt" 2>&1 || fail "$1: xl sched-credit -d $2 failed"
+    xl sched-credit -d "$2" >"$R/sched-$2.txt" 2>&1 || pfail "$1: xl sched-credit -d $2 failed"
     awk -v d="$2" -v w="${weight:-256}" -v c="${cap:-0}" '$2 == d && $3 == w && $4 == c { ok = 1 } END { exit !ok }' \
-      "$R/sched-$2.txt" || fail "$1: domain $2's credit weight/cap are not ${weight:-256}/${cap:-0}: $(tr -s ' \n' ' ' <"$R/sched-$2.txt")"
+      "$R/sched-$2.txt" || pfail "$1: domain $2's credit weight/cap are not ${weight:-256}/${cap:-0}: $(tr -s ' \n' ' ' <"$R/sched-$2.txt")"
     PLATFORM_SEEN+=", credit weight ${weight:-256} cap ${cap:-0}"
   elif [[ -n $weight$cap ]]; then # credit2: skipped and said, as xenguest skips it
     grep -q "weight/cap not set, the credit scheduler does not answer" "$3" \
-      || fail "$1: on $sched the drop-in did not say it left weight and cap alone"
+      || pfail "$1: on $sched the drop-in did not say it left weight and cap alone"
     PLATFORM_SEEN+=", weight/cap left alone on $sched (logged)"
   fi
   if tr ',' '\n' <<<"$PLATFORM" | grep -q '^generation-id='; then # PVH: no ACPI, no address to write it at
     grep -q "generation id not written (the guest has no VM_GENERATION_ID_ADDR)" "$3" \
-      || fail "$1: the drop-in did not say what it did with the generation id"
+      || pfail "$1: the drop-in did not say what it did with the generation id"
   fi
 }
 guest_gap() { # largest GAP (ms) memwriter printed between dom0 times $1 and $2
@@ -190,5 +194,6 @@ EOF
   xenstore-rm "/local/domain/$dom" 2>/dev/null || true
   xl destroy "$dom" 2>/dev/null || true
 done
-say "all migrations done"
 collect
+(( PLATFORM_FAILS == 0 )) || fail "$PLATFORM_FAILS platform check(s) failed (PLATFORM FAIL lines above)"
+say "all migrations done"
