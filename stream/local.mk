@@ -3,6 +3,7 @@ noinst_LIBRARIES += stream/libfmstream.a
 stream_libfmstream_a_CPPFLAGS = $(AM_CPPFLAGS) $(ISAL_CFLAGS) $(ZLIB_CFLAGS)
 stream_libfmstream_a_SOURCES = \
 	stream/types.hpp stream/types.cpp \
+	stream/bytes.hpp \
 	stream/failpoint.hpp stream/failpoint.cpp \
 	stream/clock.hpp \
 	stream/dirty_bitmap.hpp \

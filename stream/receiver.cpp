@@ -2,6 +2,7 @@
 
 #include "stream/auth.hpp"
 #include "stream/batch_applier.hpp"
+#include "stream/bytes.hpp"
 #include "stream/clock.hpp"
 #include "stream/codec/codec.hpp"
 #include "stream/dirty_bitmap.hpp"
@@ -720,8 +721,7 @@ ReceiveResult Receiver::run()
         // A source speaking another version gets a refusal it can report,
         // not a dropped connection: the version field never moves.
         if (rec.body.size() >= 4) {
-            std::uint32_t v = std::uint32_t(rec.body[0]) | std::uint32_t(rec.body[1]) << 8 |
-                              std::uint32_t(rec.body[2]) << 16 | std::uint32_t(rec.body[3]) << 24;
+            const auto v = bytes::load_le<std::uint32_t>(rec.body.data());
             if (!wire::readable_version(v))
                 refuse(wire::kAcceptBadVersion, "stream version " + std::to_string(v) +
                                                     " is not supported (this receiver speaks version " +

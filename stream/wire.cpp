@@ -1,6 +1,7 @@
 // Stream format v1: see docs/stream-format.md for the rules this file
 // enforces; every check below corresponds to a sentence there.
 #include "stream/wire.hpp"
+#include "stream/bytes.hpp"
 #include "stream/wire_outcome.hpp"
 
 #include <algorithm>
@@ -19,57 +20,11 @@
 
 namespace fastmig::wire {
 
+using bytes::append_le;
+using bytes::load_le;
+using bytes::store_le;
+
 namespace {
-
-// The format is little endian on every host; these are the only places that
-// know how the host lays out integers.  memcpy keeps them free of alignment
-// and aliasing assumptions (record bodies are read in place from a byte
-// buffer) and compiles to a plain load or store on x86.
-std::uint32_t load32(const std::uint8_t* p)
-{
-    std::uint32_t v;
-    std::memcpy(&v, p, sizeof v);
-    if constexpr (std::endian::native == std::endian::big)
-        v = __builtin_bswap32(v);
-    return v;
-}
-
-std::uint64_t load64(const std::uint8_t* p)
-{
-    std::uint64_t v;
-    std::memcpy(&v, p, sizeof v);
-    if constexpr (std::endian::native == std::endian::big)
-        v = __builtin_bswap64(v);
-    return v;
-}
-
-void store32(std::uint8_t* p, std::uint32_t v)
-{
-    if constexpr (std::endian::native == std::endian::big)
-        v = __builtin_bswap32(v);
-    std::memcpy(p, &v, sizeof v);
-}
-
-void store64(std::uint8_t* p, std::uint64_t v)
-{
-    if constexpr (std::endian::native == std::endian::big)
-        v = __builtin_bswap64(v);
-    std::memcpy(p, &v, sizeof v);
-}
-
-void put32(std::vector<std::uint8_t>& out, std::uint32_t v)
-{
-    std::uint8_t b[4];
-    store32(b, v);
-    out.insert(out.end(), b, b + 4);
-}
-
-void put64(std::vector<std::uint8_t>& out, std::uint64_t v)
-{
-    std::uint8_t b[8];
-    store64(b, v);
-    out.insert(out.end(), b, b + 8);
-}
 
 constexpr std::size_t pad_of(std::size_t len) { return (8 - len % 8) % 8; }
 
@@ -154,22 +109,22 @@ std::uint32_t header_crc_start(const std::uint8_t* header)
 {
     std::uint8_t h[kRecordHeaderSize];
     std::memcpy(h, header, sizeof h);
-    store32(h + 8, 0);
+    store_le<std::uint32_t>(h + 8, 0);
     return crc32c({h, sizeof h});
 }
 
 void fill_record_header(std::uint8_t* h, RecordType type, std::uint32_t length)
 {
-    store32(h, static_cast<std::uint32_t>(type));
-    store32(h + 4, length);
-    store32(h + 8, 0);
-    store32(h + 12, 0);
+    store_le<std::uint32_t>(h, static_cast<std::uint32_t>(type));
+    store_le<std::uint32_t>(h + 4, length);
+    store_le<std::uint32_t>(h + 8, 0);
+    store_le<std::uint32_t>(h + 12, 0);
 }
 
 void check_message(const char* record, std::span<const std::uint8_t> body, std::size_t fixed,
                    std::string& out)
 {
-    const std::uint32_t len = load32(body.data() + 4);
+    const std::uint32_t len = load_le<std::uint32_t>(body.data() + 4);
     if (len > kMaxMessageLength)
         fail(record, "message_length " + str(len) + " exceeds " + str(kMaxMessageLength));
     if (body.size() != fixed + len)
@@ -232,7 +187,7 @@ std::vector<std::uint8_t> encode_record(RecordType type, std::span<const std::ui
     if (len)
         std::memcpy(out.data() + kRecordHeaderSize, body.data(), len);
     std::uint32_t crc = crc32c(body, crc32c({out.data(), kRecordHeaderSize}));
-    store32(out.data() + 8, ~crc);
+    store_le<std::uint32_t>(out.data() + 8, ~crc);
     return out;
 }
 
@@ -243,12 +198,12 @@ std::vector<std::uint8_t> encode_header(const StreamHeader& h)
     const std::size_t name_len = std::min<std::size_t>(h.domain_name.size(), kMaxNameLength);
     std::vector<std::uint8_t> b;
     b.reserve(kHeaderFixed + name_len);
-    put32(b, h.version);
-    put32(b, h.page_shift);
-    put64(b, h.nr_pages);
-    put64(b, h.features);
-    put32(b, h.domain_kind);
-    put32(b, static_cast<std::uint32_t>(name_len));
+    append_le<std::uint32_t>(b, h.version);
+    append_le<std::uint32_t>(b, h.page_shift);
+    append_le<std::uint64_t>(b, h.nr_pages);
+    append_le<std::uint64_t>(b, h.features);
+    append_le<std::uint32_t>(b, h.domain_kind);
+    append_le<std::uint32_t>(b, static_cast<std::uint32_t>(name_len));
     b.insert(b.end(), h.domain_name.begin(), h.domain_name.begin() + name_len);
     return encode_record(RecordType::header, b);
 }
@@ -259,9 +214,9 @@ std::vector<std::uint8_t> encode_round(RecordType type, const RoundEnd& r)
 {
     std::vector<std::uint8_t> b;
     b.reserve(kRoundEndSize);
-    put32(b, r.round);
-    put32(b, 0);
-    put64(b, r.pages);
+    append_le<std::uint32_t>(b, r.round);
+    append_le<std::uint32_t>(b, 0);
+    append_le<std::uint64_t>(b, r.pages);
     return encode_record(type, b);
 }
 
@@ -269,10 +224,10 @@ RoundEnd parse_round(const char* what, std::span<const std::uint8_t> body)
 {
     if (body.size() != kRoundEndSize)
         fail(what, "body is " + str(body.size()) + " bytes, must be " + str(kRoundEndSize));
-    const std::uint32_t reserved = load32(body.data() + 4);
+    const std::uint32_t reserved = load_le<std::uint32_t>(body.data() + 4);
     if (reserved != 0)
         fail(what, "reserved field is " + hex(reserved) + ", must be 0");
-    return {load32(body.data()), load64(body.data() + 8)};
+    return {load_le<std::uint32_t>(body.data()), load_le<std::uint64_t>(body.data() + 8)};
 }
 } // namespace
 
@@ -287,8 +242,8 @@ std::vector<std::uint8_t> encode_state(RecordType type, std::uint32_t state_type
                     str(blob.size()) + " bytes, above the stream limit of " + str(kMaxStateBlob));
     std::vector<std::uint8_t> b;
     b.reserve(kStateFixed + blob.size());
-    put32(b, state_type);
-    put32(b, 0);
+    append_le<std::uint32_t>(b, state_type);
+    append_le<std::uint32_t>(b, 0);
     b.insert(b.end(), blob.begin(), blob.end());
     return encode_record(type, b);
 }
@@ -299,10 +254,10 @@ PlatformState parse_state(const char* what, std::span<const std::uint8_t> body)
         fail(what, "body of " + str(body.size()) + " bytes is shorter than " + str(kStateFixed));
     if (body.size() > kStateFixed + kMaxStateBlob)
         fail(what, "blob of " + str(body.size() - kStateFixed) + " bytes exceeds " + str(kMaxStateBlob));
-    const std::uint32_t reserved = load32(body.data() + 4);
+    const std::uint32_t reserved = load_le<std::uint32_t>(body.data() + 4);
     if (reserved != 0)
         fail(what, "reserved field is " + hex(reserved) + ", must be 0");
-    return {load32(body.data()), body.subspan(kStateFixed)};
+    return {load_le<std::uint32_t>(body.data()), body.subspan(kStateFixed)};
 }
 } // namespace
 
@@ -321,8 +276,8 @@ std::vector<std::uint8_t> encode_accept(const Accept& a)
     const std::string m = clip_message(a.message);
     std::vector<std::uint8_t> b;
     b.reserve(kAcceptFixed + m.size());
-    put32(b, a.status);
-    put32(b, static_cast<std::uint32_t>(m.size()));
+    append_le<std::uint32_t>(b, a.status);
+    append_le<std::uint32_t>(b, static_cast<std::uint32_t>(m.size()));
     b.insert(b.end(), m.begin(), m.end());
     return encode_record(RecordType::accept, b);
 }
@@ -332,12 +287,12 @@ std::vector<std::uint8_t> encode_done(const Done& d)
     const std::string m = clip_message(d.message);
     std::vector<std::uint8_t> b;
     b.reserve(kDoneFixed + m.size());
-    put32(b, d.status);
-    put32(b, static_cast<std::uint32_t>(m.size()));
-    put64(b, d.resumed_at_ns);
-    put64(b, d.pages_written);
-    put64(b, d.bytes_received);
-    put64(b, d.verify_digest);
+    append_le<std::uint32_t>(b, d.status);
+    append_le<std::uint32_t>(b, static_cast<std::uint32_t>(m.size()));
+    append_le<std::uint64_t>(b, d.resumed_at_ns);
+    append_le<std::uint64_t>(b, d.pages_written);
+    append_le<std::uint64_t>(b, d.bytes_received);
+    append_le<std::uint64_t>(b, d.verify_digest);
     b.insert(b.end(), m.begin(), m.end());
     return encode_record(RecordType::done, b);
 }
@@ -348,9 +303,9 @@ std::vector<std::uint8_t> encode_ready(const Ready& r)
 {
     std::vector<std::uint8_t> b;
     b.reserve(kReadySize);
-    put64(b, r.pages_written);
-    put64(b, r.bytes_received);
-    put64(b, r.verify_digest);
+    append_le<std::uint64_t>(b, r.pages_written);
+    append_le<std::uint64_t>(b, r.bytes_received);
+    append_le<std::uint64_t>(b, r.verify_digest);
     return encode_record(RecordType::ready, b);
 }
 
@@ -462,18 +417,18 @@ std::span<const iovec> BatchEncoder::finish()
     head_.resize(kRecordHeaderSize + kBatchFixed + count * 8);
     std::uint8_t* h = head_.data();
     fill_record_header(h, RecordType::page_batch, static_cast<std::uint32_t>(body));
-    store32(h + 16, round_);
-    store32(h + 20, static_cast<std::uint32_t>(count));
-    store64(h + 24, 0);
+    store_le<std::uint32_t>(h + 16, round_);
+    store_le<std::uint32_t>(h + 20, static_cast<std::uint32_t>(count));
+    store_le<std::uint64_t>(h + 24, 0);
     for (std::size_t i = 0; i < count; ++i)
-        store64(h + 32 + i * 8, descs_[i]);
+        store_le<std::uint64_t>(h + 32 + i * 8, descs_[i]);
 
     // The CRC follows the wire order: head (crc field still zero), then each
     // page's data where it lies, so no page is copied to checksum it.
     std::uint32_t crc = crc32c(head_);
     for (const iovec& v : data_)
         crc = crc32c({static_cast<const std::uint8_t*>(v.iov_base), v.iov_len}, crc);
-    store32(h + 8, ~crc);
+    store_le<std::uint32_t>(h + 8, ~crc);
 
     iov_.clear();
     iov_.push_back({head_.data(), head_.size()});
@@ -526,10 +481,10 @@ Record RecordReader::read()
 {
     std::uint8_t h[kRecordHeaderSize];
     src_.read_exact({h, sizeof h});
-    const std::uint32_t type = load32(h);
-    const std::uint32_t length = load32(h + 4);
-    const std::uint32_t crc = load32(h + 8);
-    const std::uint32_t reserved = load32(h + 12);
+    const std::uint32_t type = load_le<std::uint32_t>(h);
+    const std::uint32_t length = load_le<std::uint32_t>(h + 4);
+    const std::uint32_t crc = load_le<std::uint32_t>(h + 8);
+    const std::uint32_t reserved = load_le<std::uint32_t>(h + 12);
 
     const std::uint32_t limit = max_body_length(type);
     if (limit == kNoSuchType)
@@ -582,18 +537,18 @@ StreamHeader parse_header(std::span<const std::uint8_t> body)
     if (body.size() < 4)
         fail("header", "body of " + str(body.size()) + " bytes is too short to hold a version");
     StreamHeader h;
-    h.version = load32(body.data());
+    h.version = load_le<std::uint32_t>(body.data());
     if (!readable_version(h.version))
         fail("header", "version " + str(h.version) + " is not supported (this reader knows version " +
                            readable_versions() + ")");
     if (body.size() < kHeaderFixed)
         fail("header", "body of " + str(body.size()) + " bytes is shorter than " + str(kHeaderFixed));
     const std::uint8_t* p = body.data();
-    h.page_shift = load32(p + 4);
-    h.nr_pages = load64(p + 8);
-    h.features = load64(p + 16);
-    h.domain_kind = load32(p + 24);
-    const std::uint32_t name_len = load32(p + 28);
+    h.page_shift = load_le<std::uint32_t>(p + 4);
+    h.nr_pages = load_le<std::uint64_t>(p + 8);
+    h.features = load_le<std::uint64_t>(p + 16);
+    h.domain_kind = load_le<std::uint32_t>(p + 24);
+    const std::uint32_t name_len = load_le<std::uint32_t>(p + 28);
     if (h.page_shift != kPageShift)
         fail("header", "page_shift " + str(h.page_shift) + " is not supported (must be " + str(kPageShift) + ")");
     if (h.nr_pages == 0)
@@ -617,7 +572,7 @@ Accept parse_accept(std::span<const std::uint8_t> body)
     if (body.size() < kAcceptFixed)
         fail("accept", "body of " + str(body.size()) + " bytes is shorter than " + str(kAcceptFixed));
     Accept a;
-    a.status = load32(body.data());
+    a.status = load_le<std::uint32_t>(body.data());
     check_message("accept", body, kAcceptFixed, a.message);
     return a;
 }
@@ -628,11 +583,11 @@ Done parse_done(std::span<const std::uint8_t> body)
         fail("done", "body of " + str(body.size()) + " bytes is shorter than " + str(kDoneFixed));
     const std::uint8_t* p = body.data();
     Done d;
-    d.status = load32(p);
-    d.resumed_at_ns = load64(p + 8);
-    d.pages_written = load64(p + 16);
-    d.bytes_received = load64(p + 24);
-    d.verify_digest = load64(p + 32);
+    d.status = load_le<std::uint32_t>(p);
+    d.resumed_at_ns = load_le<std::uint64_t>(p + 8);
+    d.pages_written = load_le<std::uint64_t>(p + 16);
+    d.bytes_received = load_le<std::uint64_t>(p + 24);
+    d.verify_digest = load_le<std::uint64_t>(p + 32);
     check_message("done", body, kDoneFixed, d.message);
     return d;
 }
@@ -648,9 +603,9 @@ Ready parse_ready(std::span<const std::uint8_t> body)
     if (body.size() != kReadySize)
         fail("ready", "body is " + str(body.size()) + " bytes, must be " + str(kReadySize));
     Ready r;
-    r.pages_written = load64(body.data());
-    r.bytes_received = load64(body.data() + 8);
-    r.verify_digest = load64(body.data() + 16);
+    r.pages_written = load_le<std::uint64_t>(body.data());
+    r.bytes_received = load_le<std::uint64_t>(body.data() + 8);
+    r.verify_digest = load_le<std::uint64_t>(body.data() + 16);
     return r;
 }
 
@@ -673,9 +628,9 @@ void parse_page_batch(std::span<const std::uint8_t> body, std::uint64_t nr_pages
     if (body.size() < kBatchFixed)
         fail("page_batch", "body of " + str(body.size()) + " bytes is shorter than " + str(kBatchFixed));
     const std::uint8_t* p = body.data();
-    out.round = load32(p);
-    const std::uint32_t count = load32(p + 4);
-    const std::uint64_t reserved = load64(p + 8);
+    out.round = load_le<std::uint32_t>(p);
+    const std::uint32_t count = load_le<std::uint32_t>(p + 4);
+    const std::uint64_t reserved = load_le<std::uint64_t>(p + 8);
     if (reserved != 0)
         fail("page_batch", "reserved field is " + hex(reserved) + ", must be 0");
     if (count == 0)
@@ -706,7 +661,7 @@ void parse_page_batch(std::span<const std::uint8_t> body, std::uint64_t nr_pages
 
     std::size_t off = desc_end;
     for (std::uint32_t i = 0; i < count; ++i) {
-        const std::uint64_t d = load64(p + kBatchFixed + std::size_t{i} * 8);
+        const std::uint64_t d = load_le<std::uint64_t>(p + kBatchFixed + std::size_t{i} * 8);
         const Pfn pfn = d & kPfnMask;
         const unsigned enc = static_cast<unsigned>(d >> kEncodingShift) & 0xf;
         const std::uint64_t len = d >> kLengthShift;
@@ -922,7 +877,7 @@ std::uint64_t page_digest(std::span<const std::uint64_t> page_checksums)
         for (std::size_t i = 0; i < page_checksums.size();) {
             const std::size_t n = std::min<std::size_t>(512, page_checksums.size() - i);
             for (std::size_t j = 0; j < n; ++j)
-                store64(buf + 8 * j, page_checksums[i + j]);
+                store_le<std::uint64_t>(buf + 8 * j, page_checksums[i + j]);
             crc = crc64_ecma_refl(crc, buf, 8 * n);
             i += n;
         }
