@@ -8,7 +8,8 @@ stream_libfmstream_a_SOURCES = \
 	stream/clock.hpp \
 	stream/dirty_bitmap.hpp \
 	stream/domain.hpp \
-	stream/wire.hpp stream/wire.cpp stream/wire_channels.cpp \
+	stream/wire.hpp stream/wire_internal.hpp stream/wire.cpp stream/wire_batch.cpp stream/wire_channels.cpp \
+	stream/checksum.hpp stream/checksum.cpp \
 	stream/classify.hpp stream/classify.cpp \
 	stream/transport.hpp stream/transport.cpp \
 	stream/precopy_policy.hpp stream/precopy_policy.cpp \

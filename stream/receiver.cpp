@@ -336,14 +336,12 @@ void Receiver::accept_or_refuse(const wire::StreamHeader& h, std::uint32_t nr_ch
 void Receiver::apply_batch(std::uint32_t c, wire::PageBatch& b, std::vector<std::uint8_t>& buf,
                            codec::Decompressor& inflater)
 {
+    wire::check_batch_features(b, features_);
     const std::size_t n = b.pages.size();
     bool rising = true;
     Pfn next = 0;
     for (std::size_t i = 0; i < n; ++i) {
         const auto& d = b.pages[i];
-        if (!(wire::encoding_feature(d.encoding) == 0 || (features_ & wire::encoding_feature(d.encoding))))
-            throw StreamError(std::string("page encoding ") + std::to_string(unsigned(d.encoding)) +
-                              " was not negotiated");
         const bool run = d.encoding == wire::PageEncoding::zero_run || d.encoding == wire::PageEncoding::free_run;
         if (d.pfn < next)
             rising = false;

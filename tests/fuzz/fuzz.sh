@@ -34,7 +34,7 @@ cxxflags="-std=c++20 -O1 -g -fno-omit-frame-pointer $san -I$top_srcdir -I$buildd
 libs="-lisal -lz $(pkg-config --libs nettle 2>/dev/null || echo -lnettle) -pthread"
 
 # The engine sources the targets need (no Xen, no sim backend).
-engine="stream/types.cpp stream/failpoint.cpp stream/wire.cpp stream/wire_channels.cpp
+engine="stream/types.cpp stream/failpoint.cpp stream/wire.cpp stream/wire_batch.cpp stream/wire_channels.cpp stream/checksum.cpp
         stream/classify.cpp stream/transport.cpp stream/precopy_policy.cpp stream/send_pipeline.cpp
         stream/sender.cpp stream/receiver.cpp stream/codec/deflate.cpp stream/codec/xbzrle.cpp
         stream/codec/page_cache.cpp stream/codec/policy.cpp
