@@ -200,9 +200,9 @@ void authenticate_source(const Key& psk, std::span<const std::uint8_t> hello_in,
     wire::Record rec;
     try {
         rec = r.read();
-    } catch (const StreamError&) {
-        throw;
     } catch (const Error& e) {
+        if (e.is_stream())
+            throw;
         throw AuthError("the source closed the connection instead of proving it holds the key (" + e.cause() +
                         "): its key differs from ours (see the source's error)");
     }

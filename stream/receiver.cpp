@@ -523,13 +523,13 @@ void Receiver::read_records(std::uint32_t c, Channel& ch, BatchApplier& applier)
             auto r = ch.reader.read();
             read_ns += monotonic_ns() - t0;
             return r;
-        } catch (const StreamError&) {
-            throw;
         } catch (const Error& e) {
-            if (nch == 1 || e.has_context())
+            // A broken format names its record already; an I/O failure gets
+            // the channel and how far it was.
+            if (e.is_stream() || nch == 1 || e.has_context())
                 throw;
-            throw Error("channel " + std::to_string(c) + " (round " + std::to_string(open_round) + ", " +
-                        std::to_string(round_pages) + " pages of it read): " + e.cause());
+            raise(e.relabelled("channel " + std::to_string(c) + " (round " + std::to_string(open_round) + ", " +
+                               std::to_string(round_pages) + " pages of it read): " + e.cause()));
         }
     };
     for (;;) {
@@ -885,7 +885,7 @@ ReceiveResult Receiver::run()
                 ph = e->phase();
                 who = e->domain();
             }
-            if (dynamic_cast<const StreamError*>(&ex) && !dynamic_cast<const AuthError*>(&ex))
+            if (e->kind() == ErrorKind::stream)
                 cause = "malformed stream: " + cause;
         }
         if ((dom_ || accepted_) && phase_ != Phase::finish) {
