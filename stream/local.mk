@@ -16,7 +16,7 @@ stream_libfmstream_a_SOURCES = \
 	stream/bounded_queue.hpp stream/token_bucket.hpp stream/page_memory.hpp \
 	stream/send_pipeline.hpp stream/send_pipeline.cpp \
 	stream/sender.hpp stream/sender.cpp \
-	stream/batch_applier.hpp \
+	stream/batch_applier.hpp stream/page_applier.hpp stream/page_applier.cpp \
 	stream/receiver.hpp stream/receiver.cpp
 
 FASTMIG_LIBS = stream/domain/sim/libfmsim.a evtchn-ipc/libfmipc.a stream/libfmstream.a stream/codec/libfmcodec.a \

@@ -4,15 +4,13 @@
 #include "stream/batch_applier.hpp"
 #include "stream/bytes.hpp"
 #include "stream/clock.hpp"
-#include "stream/codec/codec.hpp"
-#include "stream/dirty_bitmap.hpp"
 #include "stream/failpoint.hpp"
 #include "stream/outcome_store.hpp"
+#include "stream/page_applier.hpp"
 #include "stream/transport.hpp"
 #include "stream/wire.hpp"
 
 #include <algorithm>
-#include <array>
 #include <atomic>
 #include <cstdio>
 #include <future>
@@ -54,12 +52,6 @@ void reserve_record_buffer(std::vector<std::uint8_t>& b)
         (void)::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
 }
 
-// Counters of one channel; summed at the end.
-struct ChannelCounts {
-    std::uint64_t written = 0, zeroed = 0, deflate = 0, xbzrle = 0, bytes = 0;
-    std::uint64_t domain_calls = 0; // writes, reads and zeroings asked of the domain (applier's thread)
-};
-
 // One connection of the stream, read by its own thread.
 struct Channel {
     Channel(int fd_, std::chrono::milliseconds timeout, bool read_ahead = true)
@@ -78,8 +70,7 @@ struct Channel {
     // tens of ms under TCG, which after END is downtime, so they go with the
     // Receiver, after the domain is handed over.
     std::unique_ptr<BatchApplier> applier;
-    std::vector<std::uint8_t> apply_buf; // the applier's thread only
-    std::unique_ptr<codec::Decompressor> inflater;
+    std::unique_ptr<PageApplier> pages; // the applier's thread only
 };
 
 class Receiver {
@@ -100,10 +91,6 @@ private:
     void channel_main(std::uint32_t c);
     void read_channel(std::uint32_t c);
     void read_records(std::uint32_t c, Channel& ch, BatchApplier& applier);
-    void apply_batch(std::uint32_t c, wire::PageBatch& b, std::vector<std::uint8_t>& buf,
-                     codec::Decompressor& inflater);
-    void apply_descriptors(std::uint32_t c, wire::PageBatch& b, std::size_t lo, std::size_t hi,
-                           std::vector<std::uint8_t>& buf, codec::Decompressor& inflater);
     void send(std::uint32_t c, std::vector<std::uint8_t> rec);
     void send_done(const wire::Done& d) { send(0, wire::encode_done(d)); }
     void channel_failed(std::exception_ptr e);
@@ -131,13 +118,7 @@ private:
     Phase phase_ = Phase::negotiate;
     std::uint64_t features_ = 0;
 
-    // Per-pfn state.  Channels carry disjoint 2 MiB regions (wire::channel_of),
-    // and a region is a whole number of bitmap words, so channel threads never
-    // write the same word: no lock needed.
-    DirtyBitmap seen_;    // pfns received at least once (all must be, before resume)
-    DirtyBitmap written_; // pfns holding data now (a later ZERO must clear them)
-    std::vector<std::uint64_t> sums_;
-    std::uint64_t zero_sum_ = 0;
+    DestinationPages pages_; // per-pfn state, written by the channels' PageAppliers
 
     std::mutex state_lock_;
     std::vector<StateBlob> state_;
@@ -300,13 +281,7 @@ void Receiver::accept_or_refuse(const wire::StreamHeader& h, std::uint32_t nr_ch
     })};
     res_.nr_pages = h.nr_pages;
     res_.verify = h.features & wire::kFeatureVerify;
-    seen_.resize(h.nr_pages);
-    written_.resize(h.nr_pages);
-    if (res_.verify) {
-        std::array<std::uint8_t, kPageSize> zero{};
-        zero_sum_ = wire::page_checksum(zero);
-        sums_.assign(h.nr_pages, zero_sum_);
-    }
+    pages_.reset(h.nr_pages, res_.verify);
     send(0, wire::encode_accept({wire::kAcceptOk, ""}));
     accepted_ = true;
     // The source opens its other channels once it has read ACCEPT.
@@ -325,153 +300,12 @@ void Receiver::accept_or_refuse(const wire::StreamHeader& h, std::uint32_t nr_ch
         opt_.accepted(*dom_);
 }
 
-// Writes one batch into the domain.  A batch whose pfns rise (the order
-// this sender writes) names every page once, so it goes in at most four
-// calls: one read of its XBZRLE bases, one gathered write of every page
-// with data, one clearing of the zero pages that held data, one allocation
-// of the fresh zero pages.  Each call maps and unmaps guest memory on Xen, which
-// costs far more than copying a page, and the batches of the last round
-// are inside the downtime.  Any other batch (not from this sender) goes in
-// descriptor by descriptor, in order, so that a later copy of a page wins.
-void Receiver::apply_batch(std::uint32_t c, wire::PageBatch& b, std::vector<std::uint8_t>& buf,
-                           codec::Decompressor& inflater)
-{
-    wire::check_batch_features(b, features_);
-    const std::size_t n = b.pages.size();
-    bool rising = true;
-    Pfn next = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-        const auto& d = b.pages[i];
-        const bool run = d.encoding == wire::PageEncoding::zero_run || d.encoding == wire::PageEncoding::free_run;
-        if (d.pfn < next)
-            rising = false;
-        next = d.pfn + (run ? d.length : 1);
-    }
-    if (rising) {
-        apply_descriptors(c, b, 0, n, buf, inflater);
-        return;
-    }
-    for (std::size_t i = 0; i < n;) {
-        // A deflate group's pages stay together (one blob).
-        const std::size_t len = b.pages[i].encoding == wire::PageEncoding::deflate ? b.group_pages[i] : 1;
-        apply_descriptors(c, b, i, i + len, buf, inflater);
-        i += len;
-    }
-}
-
-// Descriptors [lo, hi) of a batch, no pfn named twice among them.
-void Receiver::apply_descriptors(std::uint32_t c, wire::PageBatch& b, std::size_t lo, std::size_t hi,
-                                 std::vector<std::uint8_t>& buf, codec::Decompressor& inflater)
-{
-    ChannelCounts& k = channels_[c]->counts;
-    // Decoded pages (XBZRLE bases then results, inflated groups) live in
-    // buf, sized first so that the pointers gathered below stay valid.
-    thread_local std::vector<Pfn> bases;
-    bases.clear();
-    std::size_t inflated = 0;
-    for (std::size_t i = lo; i < hi; ++i) {
-        if (b.pages[i].encoding == wire::PageEncoding::xbzrle)
-            bases.push_back(b.pages[i].pfn);
-        else if (b.pages[i].encoding == wire::PageEncoding::deflate)
-            inflated += b.group_pages[i]; // validated: 1..kMaxGroupPages, continuations follow
-    }
-    buf.resize((bases.size() + inflated) * kPageSize);
-    std::uint8_t* xb = buf.data();
-    std::uint8_t* db = buf.data() + bases.size() * kPageSize;
-    if (!bases.empty()) {
-        // A delta applies to the page as this destination holds it: the
-        // copy the source sent last (one channel per pfn keeps the order).
-        dom_->read_pages(bases, {xb, bases.size() * kPageSize});
-        ++k.domain_calls;
-    }
-    thread_local std::vector<Pfn> pfns;
-    thread_local std::vector<const std::uint8_t*> srcs;
-    thread_local std::vector<Pfn> rezero; // zero or free pages that held data
-    thread_local std::vector<Pfn> fresh;  // zero or free pages named for the first time
-    pfns.clear();
-    srcs.clear();
-    rezero.clear();
-    fresh.clear();
-    auto put = [&](Pfn pfn, const std::uint8_t* page) {
-        seen_.set(pfn);
-        written_.set(pfn);
-        ++k.written;
-        if (res_.verify)
-            sums_[pfn] = wire::page_checksum({page, kPageSize});
-        pfns.push_back(pfn);
-        srcs.push_back(page);
-    };
-    for (std::size_t i = lo; i < hi;) {
-        const auto& d = b.pages[i];
-        switch (d.encoding) {
-        case wire::PageEncoding::zero:
-        case wire::PageEncoding::free:
-        case wire::PageEncoding::zero_run:
-        case wire::PageEncoding::free_run: {
-            // A run's length is its page count (parse_page_batch checked it
-            // stays below nr_pages); a single page is a run of one.
-            const bool run = d.encoding == wire::PageEncoding::zero_run || d.encoding == wire::PageEncoding::free_run;
-            const Pfn end = d.pfn + (run ? d.length : 1);
-            for (Pfn p = d.pfn; p < end; ++p) {
-                if (written_.test(p)) { // holds data: clear it
-                    written_.clear(p);
-                    rezero.push_back(p);
-                    ++k.zeroed;
-                } else if (!seen_.test(p)) {
-                    fresh.push_back(p);
-                }
-                seen_.set(p);
-                if (res_.verify)
-                    sums_[p] = zero_sum_;
-            }
-            ++i;
-            break;
-        }
-        case wire::PageEncoding::raw:
-            put(d.pfn, b.data[i].data());
-            ++i;
-            break;
-        case wire::PageEncoding::deflate: {
-            const std::size_t g = b.group_pages[i];
-            inflater.decompress(b.data[i], {db, g * kPageSize});
-            for (std::size_t j = 0; j < g; ++j)
-                put(b.pages[i + j].pfn, db + j * kPageSize);
-            db += g * kPageSize;
-            k.deflate += g;
-            i += g;
-            break;
-        }
-        case wire::PageEncoding::xbzrle:
-            codec::xbzrle_decode(b.data[i], {xb, kPageSize});
-            put(d.pfn, xb);
-            xb += kPageSize;
-            ++k.xbzrle;
-            ++i;
-            break;
-        default:
-            throw StreamError("page encoding " + std::to_string(unsigned(d.encoding)) + " is not supported");
-        }
-    }
-    if (!pfns.empty()) {
-        dom_->write_pages_gather(pfns, srcs);
-        ++k.domain_calls;
-    }
-    if (!rezero.empty()) {
-        dom_->zero_pages(rezero);
-        ++k.domain_calls;
-    }
-    if (!fresh.empty()) {
-        dom_->zero_fresh_pages(fresh);
-        ++k.domain_calls;
-    }
-}
-
 void Receiver::read_channel(std::uint32_t c)
 {
     Channel& ch = *channels_[c];
-    ch.inflater = codec::make_decompressor(codec::Algorithm::igzip);
+    ch.pages = std::make_unique<PageApplier>(pages_, ch.counts, features_);
     ch.applier = std::make_unique<BatchApplier>(
-        [this, c, &ch](wire::PageBatch& b) { apply_batch(c, b, ch.apply_buf, *ch.inflater); },
+        [this, &ch](wire::PageBatch& b) { ch.pages->apply(*dom_, b); },
         "fm-apply-" + std::to_string(c));
     try {
         // The reader's own buffer too (the records before the pages are
@@ -771,7 +605,7 @@ ReceiveResult Receiver::run()
         }
 
         // Never start a domain with memory the stream did not cover.
-        std::uint64_t seen = seen_.count();
+        std::uint64_t seen = pages_.seen.count();
         if (seen != res_.nr_pages)
             throw StreamError("the stream ended with " + std::to_string(res_.nr_pages - seen) + " pages never sent");
 
@@ -832,7 +666,7 @@ ReceiveResult Receiver::run()
         // The checksums were taken from the stream as it was applied, so
         // computing their digest now, with the guest running, is exact.
         if (res_.verify)
-            res_.verify_digest = wire::page_digest(sums_);
+            res_.verify_digest = wire::page_digest(pages_.sums);
         if (announced_) {
             try {
                 opt_.outcomes->mark_started(*mid_, res_.verify_digest);
