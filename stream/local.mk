@@ -17,6 +17,7 @@ stream_libfmstream_a_SOURCES = \
 	stream/send_pipeline.hpp stream/send_pipeline.cpp \
 	stream/sender.hpp stream/sender.cpp \
 	stream/batch_applier.hpp stream/page_applier.hpp stream/page_applier.cpp \
+	stream/tail_timer.hpp \
 	stream/receiver.hpp stream/receiver.cpp
 
 FASTMIG_LIBS = stream/domain/sim/libfmsim.a evtchn-ipc/libfmipc.a stream/libfmstream.a stream/codec/libfmcodec.a \

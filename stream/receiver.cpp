@@ -7,6 +7,7 @@
 #include "stream/failpoint.hpp"
 #include "stream/outcome_store.hpp"
 #include "stream/page_applier.hpp"
+#include "stream/tail_timer.hpp"
 #include "stream/transport.hpp"
 #include "stream/wire.hpp"
 
@@ -73,6 +74,8 @@ struct Channel {
     std::unique_ptr<PageApplier> pages; // the applier's thread only
 };
 
+struct ChannelReading;
+
 class Receiver {
 public:
     Receiver(int fd, DomainProvider& provider, const ReceiveOptions& opt) : provider_(provider), opt_(opt)
@@ -82,6 +85,14 @@ public:
     ReceiveResult run();
 
 private:
+    std::optional<ReceiveResult> negotiate();
+    void receive_all();
+    void restore();
+    ReceiveResult hand_over_paused();
+    void await_commit();
+    void start();
+    void report_started();
+    [[noreturn]] void fail(const std::exception& ex);
     void accept_or_refuse(const wire::StreamHeader& h, std::uint32_t nr_channels, std::uint64_t session);
     void join_channels(std::uint32_t n, std::uint64_t session);
     [[noreturn]] void refuse(std::uint32_t status, const std::string& why);
@@ -91,15 +102,17 @@ private:
     void channel_main(std::uint32_t c);
     void read_channel(std::uint32_t c);
     void read_records(std::uint32_t c, Channel& ch, BatchApplier& applier);
+    void on_page_batch(ChannelReading& r, wire::Record& rec);
+    void on_round_end(ChannelReading& r, const wire::Record& rec);
+    void on_early_state(ChannelReading& r, const wire::Record& rec);
+    void on_platform_state(ChannelReading& r, const wire::Record& rec);
+    void on_end(ChannelReading& r, const wire::Record& rec);
     void send(std::uint32_t c, std::vector<std::uint8_t> rec);
     void send_done(const wire::Done& d) { send(0, wire::encode_done(d)); }
     void channel_failed(std::exception_ptr e);
     ReceiveResult answer_query(std::span<const std::uint8_t> body);
     void read_migration_id(Channel& ch0);
     void await_done_ack(Channel& ch0);
-    void log_tail(std::uint32_t c, std::uint32_t round, std::uint64_t pages, std::uint64_t start_ns,
-                  std::uint64_t end_ns, std::uint64_t read_ns, std::uint64_t apply_ns, std::uint64_t calls,
-                  std::uint64_t first_after_ns, std::uint64_t state_after_ns, std::uint64_t drained_after_ns);
     std::string label() const
     {
         return dom_ ? dom_->name() : (res_.source_name.empty() ? std::string("incoming") : "incoming " + res_.source_name);
@@ -322,162 +335,88 @@ void Receiver::read_channel(std::uint32_t c)
     }
 }
 
+// Where one channel's stream is.  The rules of docs/stream-format.md (Order
+// of records; the diagram under Receiver states) are checked in one place,
+// advance(); a record's own case calls it where its checks put it.
+//
+//   in_round --PAGE_BATCH--> in_round --ROUND_END--> between_rounds
+//   between_rounds --PAGE_BATCH--> in_round, --ROUND_END--> between_rounds,
+//                  --EARLY_STATE--> between_rounds
+//   in_round, between_rounds --PLATFORM_STATE--> platform_state
+//   platform_state --PLATFORM_STATE--> platform_state
+//   any --END--> ended
+enum class StreamState { in_round, between_rounds, platform_state, ended };
+
+StreamState advance(StreamState s, wire::RecordType t)
+{
+    switch (t) {
+    case wire::RecordType::page_batch:
+        if (s == StreamState::platform_state)
+            throw StreamError("page batch after platform state");
+        return StreamState::in_round;
+    case wire::RecordType::round_end:
+        if (s == StreamState::platform_state)
+            throw StreamError("ROUND_END after platform state");
+        return StreamState::between_rounds;
+    case wire::RecordType::early_state:
+        if (s != StreamState::between_rounds)
+            throw StreamError("early state must follow a ROUND_END and precede the platform state");
+        return s;
+    case wire::RecordType::platform_state: return StreamState::platform_state;
+    case wire::RecordType::end: return StreamState::ended;
+    default: break;
+    }
+    throw StreamError(std::string("unexpected ") + wire::record_type_name(static_cast<std::uint32_t>(t)) +
+                      " record from the source");
+}
+
+// What read_records knows of one channel while it reads.
+struct ChannelReading {
+    std::uint32_t c;
+    Channel& ch;
+    BatchApplier& applier;
+    StreamState state = StreamState::in_round;
+    std::uint32_t open_round = 0;
+    std::uint64_t round_pages = 0;
+    std::uint64_t read_ns = 0;
+    TailTimer tail{mark()};
+
+    TailTimer::Mark mark() const // only once the applier is drained
+    {
+        return {monotonic_ns(), read_ns, applier.busy_ns(), ch.counts.domain_calls};
+    }
+};
+
 void Receiver::read_records(std::uint32_t c, Channel& ch, BatchApplier& applier)
 {
     const auto nch = static_cast<std::uint32_t>(channels_.size());
-    std::uint32_t open_round = 0;
-    std::uint64_t round_pages = 0;
-    bool state_seen = false;
-    // The stop-and-copy round (its pages, its ROUND_END if any, the platform
-    // state, END) is inside the downtime: its parts are timed and logged, to
-    // tell a slow source or link (reading waits for bytes) from a slow domain
-    // (applying).  A mark is taken where each round opens; the round the
-    // platform state follows is the last one.
-    struct Mark {
-        std::uint64_t at_ns, read_ns, apply_ns, calls;
-    };
-    std::uint64_t read_ns = 0;
-    auto mark_now = [&] { // only once the applier is drained
-        return Mark{monotonic_ns(), read_ns, applier.busy_ns(), ch.counts.domain_calls};
-    };
-    struct RoundMarks {
-        Mark opened;                    // at the previous ROUND_END (or the start)
-        std::uint32_t no = 0;
-        std::uint64_t pages = 0, first_batch_ns = 0;
-    };
-    RoundMarks cur{mark_now()}, closed{}, last{};
-    std::uint64_t state_at_ns = 0;
-    bool after_round_end = false;
+    ChannelReading r{c, ch, applier};
     // A read that fails (timeout, reset) says on which channel and where in
     // the stream: with several channels, "peer sent nothing" alone does not
     // tell a stalled channel from a stalled source.
     auto next = [&] {
         try {
             const std::uint64_t t0 = monotonic_ns();
-            auto r = ch.reader.read();
-            read_ns += monotonic_ns() - t0;
-            return r;
+            auto rec = ch.reader.read();
+            r.read_ns += monotonic_ns() - t0;
+            return rec;
         } catch (const Error& e) {
             // A broken format names its record already; an I/O failure gets
             // the channel and how far it was.
             if (e.is_stream() || nch == 1 || e.has_context())
                 throw;
-            raise(e.relabelled("channel " + std::to_string(c) + " (round " + std::to_string(open_round) + ", " +
-                               std::to_string(round_pages) + " pages of it read): " + e.cause()));
+            raise(e.relabelled("channel " + std::to_string(c) + " (round " + std::to_string(r.open_round) + ", " +
+                               std::to_string(r.round_pages) + " pages of it read): " + e.cause()));
         }
     };
-    for (;;) {
+    while (r.state != StreamState::ended) {
         auto rec = next();
         switch (rec.type) {
-        case wire::RecordType::page_batch: {
-            if (state_seen)
-                throw StreamError("page batch after platform state");
-            // A page is never applied before its CRC passed: read() checked
-            // the CRC (or the tag) over the whole body before returning it,
-            // and only then is the batch parsed and handed to the applier.
-            // (Receiving pages straight into guest memory would write them
-            // before the check and must then fail the migration on a bad
-            // CRC; on this host it would not pay anyway: see sim_domain.cpp.)
-            BatchApplier::Slot& slot = applier.slot();
-            reserve_record_buffer(slot.body); // the reader reads the next records into it
-            ch.reader.swap_buffer(slot.body); // rec.body now lives in the slot
-            wire::PageBatch& batch = slot.batch;
-            wire::parse_page_batch(rec.body, res_.nr_pages, batch);
-            // One connection delivers rounds in order (0, 1, 2... each closed
-            // by its ROUND_END), and a pfn always travels on the same channel,
-            // so the last copy of a page written is always its newest.
-            if (batch.round != open_round)
-                throw StreamError("page batch of round " + std::to_string(batch.round) + " while round " +
-                                  std::to_string(open_round) + " is open");
-            for (const auto& d : batch.pages)
-                if (wire::channel_of(d.pfn, nch) != c)
-                    throw StreamError("pfn " + std::to_string(d.pfn) + " arrived on channel " + std::to_string(c) +
-                                      ", it belongs to channel " + std::to_string(wire::channel_of(d.pfn, nch)));
-            if (cur.first_batch_ns == 0)
-                cur.first_batch_ns = monotonic_ns();
-            round_pages += batch.page_count;
-            after_round_end = false;
-            applier.submit(slot);
-            break;
-        }
-        case wire::RecordType::round_end: {
-            auto r = wire::parse_round_end(rec.body);
-            if (r.round != open_round)
-                throw StreamError("ROUND_END of round " + std::to_string(r.round) + " while round " +
-                                  std::to_string(open_round) + " is open");
-            if (state_seen)
-                throw StreamError("ROUND_END after platform state");
-            ++open_round;
-            if (c == 0 && r.round == 0)
-                failpoint("recv:mid-precopy");
-            // Every page of the round is in the domain once the applier has
-            // caught up: tell the source, which paces itself on it.
-            applier.drain();
-            send(c, wire::encode_round_ack({r.round, round_pages}));
-            cur.no = r.round;
-            cur.pages = round_pages;
-            closed = cur;
-            cur = RoundMarks{mark_now(), open_round};
-            round_pages = 0;
-            after_round_end = true;
-            break;
-        }
-        case wire::RecordType::early_state: {
-            // Only between rounds (after a ROUND_END or another early blob),
-            // before any platform state, and only if announced; the stream
-            // has one channel (accept_or_refuse), so every page sent before
-            // it is in the domain once this channel's applier is drained.
-            if (!(features_ & wire::kFeatureEarlyState))
-                throw StreamError("early state, but the header did not announce it");
-            if (state_seen || !after_round_end)
-                throw StreamError("early state must follow a ROUND_END and precede the platform state");
-            // Used at once, not kept: only the record's own limit applies.
-            auto es = wire::parse_early_state(rec.body);
-            applier.drain();
-            dom_->early_state({es.state_type, {es.data.begin(), es.data.end()}});
-            break;
-        }
-        case wire::RecordType::platform_state: {
-            if (c != 0)
-                throw StreamError("platform state on channel " + std::to_string(c) + " (only channel 0 carries it)");
-            if (!state_seen) {
-                failpoint("recv:stop-copy"); // the source is suspended by now
-                state_at_ns = monotonic_ns();
-                cur.pages = round_pages;
-                last = after_round_end ? closed : cur; // closed by its ROUND_END, or not
-            }
-            state_seen = true;
-            auto ps = wire::parse_platform_state(rec.body);
-            std::lock_guard<std::mutex> l(state_lock_);
-            state_bytes_ += ps.data.size();
-            if (state_.size() >= kMaxStateBlobs || state_bytes_ > kMaxStateBytes)
-                throw StreamError("platform state exceeds " + std::to_string(kMaxStateBlobs) + " blobs or " +
-                                  std::to_string(kMaxStateBytes >> 20) + " MiB");
-            state_.push_back({ps.state_type, {ps.data.begin(), ps.data.end()}});
-            break;
-        }
-        case wire::RecordType::end: {
-            wire::parse_end(rec.body);
-            const std::uint64_t end_ns = monotonic_ns();
-            if (c == 0)
-                end_ns_ = end_ns; // read by run() after this thread is joined
-            applier.drain();
-            if (!state_seen) {
-                cur.pages = round_pages;
-                last = cur;
-            }
-            if (opt_.log) {
-                const Mark m = mark_now();
-                const Mark& o = last.opened;
-                log_tail(c, last.no, last.pages, o.at_ns, end_ns, m.read_ns - o.read_ns, m.apply_ns - o.apply_ns,
-                         m.calls - o.calls, last.first_batch_ns ? last.first_batch_ns - o.at_ns : 0,
-                         state_at_ns ? state_at_ns - o.at_ns : 0, m.at_ns - end_ns);
-            }
-            std::lock_guard<std::mutex> l(state_lock_);
-            res_.rounds = std::max(res_.rounds, open_round);
-            ch.counts.bytes = ch.reader.bytes_read() + wire::kSourceMagic.size();
-            return;
-        }
+        case wire::RecordType::page_batch: on_page_batch(r, rec); break;
+        case wire::RecordType::round_end: on_round_end(r, rec); break;
+        case wire::RecordType::early_state: on_early_state(r, rec); break;
+        case wire::RecordType::platform_state: on_platform_state(r, rec); break;
+        case wire::RecordType::end: on_end(r, rec); break;
         default:
             throw StreamError(std::string("unexpected ") +
                               wire::record_type_name(static_cast<std::uint32_t>(rec.type)) +
@@ -486,25 +425,104 @@ void Receiver::read_records(std::uint32_t c, Channel& ch, BatchApplier& applier)
     }
 }
 
-void Receiver::log_tail(std::uint32_t c, std::uint32_t round, std::uint64_t pages, std::uint64_t start_ns,
-                        std::uint64_t end_ns, std::uint64_t read_ns, std::uint64_t apply_ns, std::uint64_t calls,
-                        std::uint64_t first_after_ns, std::uint64_t state_after_ns,
-                        std::uint64_t drained_after_ns)
+void Receiver::on_page_batch(ChannelReading& r, wire::Record& rec)
 {
-    auto ms = [](std::uint64_t ns) {
-        char b[32];
-        std::snprintf(b, sizeof b, "%.1f ms", double(ns) * 1e-6);
-        return std::string(b);
-    };
-    std::string where = channels_.size() > 1 ? " on channel " + std::to_string(c) : "";
-    // Times are from the instant the round opened (the previous ROUND_END).
-    std::string first = first_after_ns ? ": first pages at +" + ms(first_after_ns) : "";
-    std::string state = state_after_ns ? ", the platform state from +" + ms(state_after_ns) : "";
-    opt_.log(label() + ": the stream's tail" + where + ": round " + std::to_string(round) + " (" +
-             std::to_string(pages) + " pages" + first + ") to END at +" + ms(end_ns - start_ns) + " (reading " +
-             ms(read_ns) +
-             ", applying " + ms(apply_ns) + " in " + std::to_string(calls) + " domain calls" + state +
-             "), the last page applied " + ms(drained_after_ns) + " after END");
+    r.state = advance(r.state, rec.type);
+    const auto nch = static_cast<std::uint32_t>(channels_.size());
+    // A page is never applied before its CRC passed: read() checked the CRC
+    // (or the tag) over the whole body before returning it, and only then is
+    // the batch parsed and handed to the applier.  (Receiving pages straight
+    // into guest memory would write them before the check and must then
+    // fail the migration on a bad CRC; on this host it would not pay anyway:
+    // see sim_domain.cpp.)
+    BatchApplier::Slot& slot = r.applier.slot();
+    reserve_record_buffer(slot.body); // the reader reads the next records into it
+    r.ch.reader.swap_buffer(slot.body); // rec.body now lives in the slot
+    wire::PageBatch& batch = slot.batch;
+    wire::parse_page_batch(rec.body, res_.nr_pages, batch);
+    // One connection delivers rounds in order (0, 1, 2... each closed by its
+    // ROUND_END), and a pfn always travels on the same channel, so the last
+    // copy of a page written is always its newest.
+    if (batch.round != r.open_round)
+        throw StreamError("page batch of round " + std::to_string(batch.round) + " while round " +
+                          std::to_string(r.open_round) + " is open");
+    for (const auto& d : batch.pages)
+        if (wire::channel_of(d.pfn, nch) != r.c)
+            throw StreamError("pfn " + std::to_string(d.pfn) + " arrived on channel " + std::to_string(r.c) +
+                              ", it belongs to channel " + std::to_string(wire::channel_of(d.pfn, nch)));
+    r.tail.batch_read();
+    r.round_pages += batch.page_count;
+    r.applier.submit(slot);
+}
+
+void Receiver::on_round_end(ChannelReading& r, const wire::Record& rec)
+{
+    auto re = wire::parse_round_end(rec.body);
+    if (re.round != r.open_round)
+        throw StreamError("ROUND_END of round " + std::to_string(re.round) + " while round " +
+                          std::to_string(r.open_round) + " is open");
+    r.state = advance(r.state, rec.type);
+    ++r.open_round;
+    if (r.c == 0 && re.round == 0)
+        failpoint("recv:mid-precopy");
+    // Every page of the round is in the domain once the applier has caught
+    // up: tell the source, which paces itself on it.
+    r.applier.drain();
+    send(r.c, wire::encode_round_ack({re.round, r.round_pages}));
+    r.tail.round_closed(re.round, r.round_pages, r.mark());
+    r.round_pages = 0;
+}
+
+void Receiver::on_early_state(ChannelReading& r, const wire::Record& rec)
+{
+    // Only between rounds (after a ROUND_END or another early blob), before
+    // any platform state, and only if announced; the stream has one channel
+    // (accept_or_refuse), so every page sent before it is in the domain once
+    // this channel's applier is drained.
+    if (!(features_ & wire::kFeatureEarlyState))
+        throw StreamError("early state, but the header did not announce it");
+    r.state = advance(r.state, rec.type);
+    // Used at once, not kept: only the record's own limit applies.
+    auto es = wire::parse_early_state(rec.body);
+    r.applier.drain();
+    dom_->early_state({es.state_type, {es.data.begin(), es.data.end()}});
+}
+
+void Receiver::on_platform_state(ChannelReading& r, const wire::Record& rec)
+{
+    if (r.c != 0)
+        throw StreamError("platform state on channel " + std::to_string(r.c) + " (only channel 0 carries it)");
+    if (r.state != StreamState::platform_state) {
+        failpoint("recv:stop-copy"); // the source is suspended by now
+        r.tail.state_started(r.round_pages, r.state == StreamState::between_rounds);
+    }
+    r.state = advance(r.state, rec.type);
+    auto ps = wire::parse_platform_state(rec.body);
+    std::lock_guard<std::mutex> l(state_lock_);
+    state_bytes_ += ps.data.size();
+    if (state_.size() >= kMaxStateBlobs || state_bytes_ > kMaxStateBytes)
+        throw StreamError("platform state exceeds " + std::to_string(kMaxStateBlobs) + " blobs or " +
+                          std::to_string(kMaxStateBytes >> 20) + " MiB");
+    state_.push_back({ps.state_type, {ps.data.begin(), ps.data.end()}});
+}
+
+void Receiver::on_end(ChannelReading& r, const wire::Record& rec)
+{
+    wire::parse_end(rec.body);
+    const std::uint64_t end_ns = monotonic_ns();
+    if (r.c == 0)
+        end_ns_ = end_ns; // read by run() after this thread is joined
+    r.applier.drain();
+    if (r.state != StreamState::platform_state)
+        r.tail.ended_without_state(r.round_pages);
+    r.state = advance(r.state, rec.type);
+    if (opt_.log) {
+        std::string where = channels_.size() > 1 ? " on channel " + std::to_string(r.c) : "";
+        opt_.log(label() + ": the stream's tail" + where + ": " + r.tail.describe(end_ns, r.mark()));
+    }
+    std::lock_guard<std::mutex> l(state_lock_);
+    res_.rounds = std::max(res_.rounds, r.open_round);
+    r.ch.counts.bytes = r.ch.reader.bytes_read() + wire::kSourceMagic.size();
 }
 
 void Receiver::channel_failed(std::exception_ptr e)
@@ -531,225 +549,279 @@ void Receiver::channel_main(std::uint32_t c)
     }
 }
 
+// The destination's protocol, step by step (docs/stream-format.md, Order
+// of records): read the header and accept or refuse it, receive every
+// channel's rounds, restore the platform state, then either hand the
+// paused domain to the caller (one-way) or ask for COMMIT, start the domain
+// and report it started.  Any failure before the start destroys the copy
+// and tells the source (fail).
 ReceiveResult Receiver::run()
 {
     try {
-        phase_ = Phase::negotiate;
-        Channel& ch0 = *channels_[0];
-        try {
-            wire::read_magic(ch0.src, wire::kSourceMagic);
-        } catch (const StreamError& e) {
-            throw StreamError("the peer is not a fastmig sender (" + e.cause() + ")");
-        }
-        auto rec = first_record(ch0);
-        if (rec.type == wire::RecordType::outcome_query)
-            return answer_query(rec.body);
-        if (opt_.queries_only && rec.type == wire::RecordType::header)
-            refuse(wire::kAcceptInternal, "this receiver took its one migration and now only answers outcome "
-                                          "queries (fastmig receive --keep-listening takes more)");
-        if (rec.type != wire::RecordType::header)
-            throw StreamError(std::string("expected HEADER first, got ") +
-                              wire::record_type_name(static_cast<std::uint32_t>(rec.type)));
-        // A source speaking another version gets a refusal it can report,
-        // not a dropped connection: the version field never moves.
-        if (rec.body.size() >= 4) {
-            const auto v = bytes::load_le<std::uint32_t>(rec.body.data());
-            if (!wire::readable_version(v))
-                refuse(wire::kAcceptBadVersion, "stream version " + std::to_string(v) +
-                                                    " is not supported (this receiver speaks version " +
-                                                    wire::readable_versions() + ")");
-        }
-        auto h = wire::parse_header(rec.body);
-        res_.source_name = h.domain_name;
-        wire::Channels chans;
-        if (h.features & wire::kFeatureChannels) {
-            rec = ch0.reader.read();
-            if (rec.type != wire::RecordType::channels)
-                throw StreamError(std::string("expected CHANNELS after HEADER, got ") +
-                                  wire::record_type_name(static_cast<std::uint32_t>(rec.type)));
-            chans = wire::parse_channels(rec.body);
-        }
-        if (h.features & wire::kFeatureOutcome)
-            read_migration_id(ch0);
-        accept_or_refuse(h, chans.count, chans.session);
-        if (mid_) {
-            // Before READY, hence before any COMMIT: a source that asks
-            // later always finds its migration here.
-            opt_.outcomes->announce(*mid_, dom_->name());
-            announced_ = true;
-        }
-        failpoint("recv:before-round0");
-
-        phase_ = Phase::receive;
-        Stopwatch recv;
-        {
-            std::vector<std::thread> threads;
-            for (std::uint32_t c = 1; c < channels_.size(); ++c)
-                threads.emplace_back([this, c] {
-                    name_this_thread("fm-recv-" + std::to_string(c));
-                    channel_main(c);
-                });
-            channel_main(0);
-            for (auto& t : threads)
-                t.join();
-        }
-        if (failed_)
-            std::rethrow_exception(error_);
-        res_.receive_ms = recv.seconds() * 1e3;
-        for (auto& ch : channels_) {
-            res_.bytes_received += ch->counts.bytes;
-            res_.pages_written += ch->counts.written;
-            res_.pages_zeroed += ch->counts.zeroed;
-            res_.pages_deflate += ch->counts.deflate;
-            res_.pages_xbzrle += ch->counts.xbzrle;
-        }
-
-        // Never start a domain with memory the stream did not cover.
-        std::uint64_t seen = pages_.seen.count();
-        if (seen != res_.nr_pages)
-            throw StreamError("the stream ended with " + std::to_string(res_.nr_pages - seen) + " pages never sent");
-
-        phase_ = Phase::restore;
-        if (opt_.one_way && opt_.log) {
-            char after[48] = "";
-            if (end_ns_)
-                std::snprintf(after, sizeof after, " %.1f ms after END", double(monotonic_ns() - end_ns_) / 1e6);
-            opt_.log(label() + ": stream complete (" + std::to_string(res_.rounds) + " rounds)" + after +
-                     ", restoring the platform state");
-        }
-        Stopwatch restore;
-        dom_->restore_state(state_);
-        res_.restore_ms = restore.seconds() * 1e3;
-
-        if (opt_.one_way) {
-            // Built and paused: the caller starts it (libxl, after its own
-            // records and, for a migration, xl's handshake).
-            phase_ = Phase::finish;
-            res_.bytes_received = ch0.reader.bytes_read() + wire::kSourceMagic.size();
-            dom_->set_orphan_policy(OrphanPolicy::none);
-            if (opt_.built)
-                opt_.built(*dom_, res_);
-            return res_;
-        }
-
-        // Built and paused: ask for COMMIT.  Until it arrives the source owns
-        // the domain, so any failure here destroys this copy.
-        phase_ = Phase::commit;
-        wire::Ready ready;
-        ready.pages_written = res_.pages_written;
-        ready.bytes_received = res_.bytes_received;
-        // verify_digest stays 0 here: the digest is computed after the
-        // domain runs (it reads 8 bytes per page: milliseconds for a large
-        // guest, which would otherwise count as downtime) and goes in DONE.
-        send(0, wire::encode_ready(ready));
-        if (mid_ && opt_.outcome_pending)
-            opt_.outcome_pending(*mid_, true);
-        failpoint("recv:after-ready");
-        ch0.src.set_timeout(opt_.commit_timeout);
-        rec = ch0.reader.read();
-        if (rec.type != wire::RecordType::commit)
-            throw StreamError(std::string("expected COMMIT after READY, got ") +
-                              wire::record_type_name(static_cast<std::uint32_t>(rec.type)));
-        wire::parse_commit(rec.body);
-        res_.bytes_received += ch0.reader.bytes_read() + wire::kSourceMagic.size() - ch0.counts.bytes;
-
-        phase_ = Phase::resume;
-        // Write-ahead: the decision is on disk before the domain runs, and
-        // an outcome query that came first (the source gave up waiting)
-        // wins: then this copy never runs.
-        if (announced_ && !opt_.outcomes->decide_commit(*mid_))
-            throw Error("COMMIT arrived after the source's outcome query had given the migration up; not started");
-        dom_->unpause(); // drops the orphan policy in the same step
-        res_.resumed_at_ns = dom_->clock().resumed_at_ns;
-        // Running here from now on: no failure below may destroy it.
-        phase_ = Phase::finish;
-        // The checksums were taken from the stream as it was applied, so
-        // computing their digest now, with the guest running, is exact.
-        if (res_.verify)
-            res_.verify_digest = wire::page_digest(pages_.sums);
-        if (announced_) {
-            try {
-                opt_.outcomes->mark_started(*mid_, res_.verify_digest);
-            } catch (const std::exception& e) {
-                // The domain runs regardless; a query would get `unknown`.
-                if (opt_.log)
-                    opt_.log(label() + ": finish: the domain runs, but its outcome record was not updated (" +
-                             e.what() + ")");
-            }
-        }
-        failpoint("recv:after-commit");
-
-        wire::Done d;
-        d.status = 0;
-        d.resumed_at_ns = res_.resumed_at_ns;
-        d.pages_written = res_.pages_written;
-        d.bytes_received = res_.bytes_received;
-        d.verify_digest = res_.verify_digest;
-        try {
-            send_done(d);
-        } catch (const std::exception& e) {
-            res_.done_delivered = false;
-            res_.done_error = e.what();
-            if (opt_.log)
-                opt_.log(label() + ": finish: the domain runs here, but DONE did not reach the source (" +
-                         e.what() + "); the source keeps its copy paused until an admin destroys it");
-        }
-        if (announced_) {
-            // `started` went to the page cache before DONE (queries and a
-            // restarted receiver see it); to the disk only now, outside the
-            // source's wait.
-            try {
-                opt_.outcomes->flush(*mid_);
-            } catch (const std::exception& e) {
-                if (opt_.log)
-                    opt_.log(label() + ": finish: the domain runs, but its outcome record was not flushed (" +
-                             e.what() + "): a crash of this host would leave it `committed` (a query: unknown)");
-            }
-        }
-        if (mid_ && res_.done_delivered)
-            await_done_ack(ch0);
+        if (auto query = negotiate())
+            return *query;
+        receive_all();
+        restore();
+        if (opt_.one_way)
+            return hand_over_paused();
+        await_commit();
+        start();
+        report_started();
         return res_;
     } catch (const std::exception& ex) {
-        std::string cause = ex.what();
-        Phase ph = phase_;
-        std::string who = label();
-        if (auto* e = dynamic_cast<const Error*>(&ex)) {
-            cause = e->cause();
-            if (e->has_context()) {
-                ph = e->phase();
-                who = e->domain();
-            }
-            if (e->kind() == ErrorKind::stream)
-                cause = "malformed stream: " + cause;
-        }
-        if ((dom_ || accepted_) && phase_ != Phase::finish) {
-            if (announced_) {
-                // Before the copy goes: from here a query says "not committed".
-                try {
-                    opt_.outcomes->decide_destroyed_by_owner(*mid_);
-                } catch (const std::exception& o) {
-                    cause += std::string("; recording the outcome failed: ") + o.what();
-                }
-            }
-            if (dom_) {
-                try {
-                    dom_->destroy();
-                    cause += "; the incoming domain was destroyed";
-                } catch (const std::exception& d) {
-                    cause += std::string("; destroying the incoming domain failed: ") + d.what();
-                }
-            }
-            // Tell the source, which then keeps its domain running.
-            try {
-                wire::Done d;
-                d.status = 1;
-                d.message = cause.substr(0, wire::kMaxMessageLength);
-                send_done(d);
-            } catch (...) {
-            }
-        }
-        throw Error(who, ph, cause);
+        fail(ex);
     }
+}
+
+// Magic, HEADER (or an outcome query, answered instead), CHANNELS,
+// MIGRATION_ID, then ACCEPT or a refusal.
+std::optional<ReceiveResult> Receiver::negotiate()
+{
+    phase_ = Phase::negotiate;
+    Channel& ch0 = *channels_[0];
+    try {
+        wire::read_magic(ch0.src, wire::kSourceMagic);
+    } catch (const StreamError& e) {
+        throw StreamError("the peer is not a fastmig sender (" + e.cause() + ")");
+    }
+    auto rec = first_record(ch0);
+    if (rec.type == wire::RecordType::outcome_query)
+        return answer_query(rec.body);
+    if (opt_.queries_only && rec.type == wire::RecordType::header)
+        refuse(wire::kAcceptInternal, "this receiver took its one migration and now only answers outcome "
+                                      "queries (fastmig receive --keep-listening takes more)");
+    if (rec.type != wire::RecordType::header)
+        throw StreamError(std::string("expected HEADER first, got ") +
+                          wire::record_type_name(static_cast<std::uint32_t>(rec.type)));
+    // A source speaking another version gets a refusal it can report,
+    // not a dropped connection: the version field never moves.
+    if (rec.body.size() >= 4) {
+        const auto v = bytes::load_le<std::uint32_t>(rec.body.data());
+        if (!wire::readable_version(v))
+            refuse(wire::kAcceptBadVersion, "stream version " + std::to_string(v) +
+                                                " is not supported (this receiver speaks version " +
+                                                wire::readable_versions() + ")");
+    }
+    auto h = wire::parse_header(rec.body);
+    res_.source_name = h.domain_name;
+    wire::Channels chans;
+    if (h.features & wire::kFeatureChannels) {
+        rec = ch0.reader.read();
+        if (rec.type != wire::RecordType::channels)
+            throw StreamError(std::string("expected CHANNELS after HEADER, got ") +
+                              wire::record_type_name(static_cast<std::uint32_t>(rec.type)));
+        chans = wire::parse_channels(rec.body);
+    }
+    if (h.features & wire::kFeatureOutcome)
+        read_migration_id(ch0);
+    accept_or_refuse(h, chans.count, chans.session);
+    if (mid_) {
+        // Before READY, hence before any COMMIT: a source that asks
+        // later always finds its migration here.
+        opt_.outcomes->announce(*mid_, dom_->name());
+        announced_ = true;
+    }
+    failpoint("recv:before-round0");
+    return std::nullopt;
+}
+
+// Every channel's rounds until its END; then every pfn must have come.
+void Receiver::receive_all()
+{
+    phase_ = Phase::receive;
+    Stopwatch recv;
+    {
+        std::vector<std::thread> threads;
+        for (std::uint32_t c = 1; c < channels_.size(); ++c)
+            threads.emplace_back([this, c] {
+                name_this_thread("fm-recv-" + std::to_string(c));
+                channel_main(c);
+            });
+        channel_main(0);
+        for (auto& t : threads)
+            t.join();
+    }
+    if (failed_)
+        std::rethrow_exception(error_);
+    res_.receive_ms = recv.seconds() * 1e3;
+    for (auto& ch : channels_) {
+        res_.bytes_received += ch->counts.bytes;
+        res_.pages_written += ch->counts.written;
+        res_.pages_zeroed += ch->counts.zeroed;
+        res_.pages_deflate += ch->counts.deflate;
+        res_.pages_xbzrle += ch->counts.xbzrle;
+    }
+
+    // Never start a domain with memory the stream did not cover.
+    std::uint64_t seen = pages_.seen.count();
+    if (seen != res_.nr_pages)
+        throw StreamError("the stream ended with " + std::to_string(res_.nr_pages - seen) + " pages never sent");
+}
+
+void Receiver::restore()
+{
+    phase_ = Phase::restore;
+    if (opt_.one_way && opt_.log) {
+        char after[48] = "";
+        if (end_ns_)
+            std::snprintf(after, sizeof after, " %.1f ms after END", double(monotonic_ns() - end_ns_) / 1e6);
+        opt_.log(label() + ": stream complete (" + std::to_string(res_.rounds) + " rounds)" + after +
+                 ", restoring the platform state");
+    }
+    Stopwatch timer;
+    dom_->restore_state(state_);
+    res_.restore_ms = timer.seconds() * 1e3;
+}
+
+// One-way: built and paused, the domain goes to the caller.
+ReceiveResult Receiver::hand_over_paused()
+{
+    Channel& ch0 = *channels_[0];
+    // Built and paused: the caller starts it (libxl, after its own
+    // records and, for a migration, xl's handshake).
+    phase_ = Phase::finish;
+    res_.bytes_received = ch0.reader.bytes_read() + wire::kSourceMagic.size();
+    dom_->set_orphan_policy(OrphanPolicy::none);
+    if (opt_.built)
+        opt_.built(*dom_, res_);
+    return res_;
+}
+
+// READY, then COMMIT (within commit_timeout).
+void Receiver::await_commit()
+{
+    Channel& ch0 = *channels_[0];
+    // Built and paused: ask for COMMIT.  Until it arrives the source owns
+    // the domain, so any failure here destroys this copy.
+    phase_ = Phase::commit;
+    wire::Ready ready;
+    ready.pages_written = res_.pages_written;
+    ready.bytes_received = res_.bytes_received;
+    // verify_digest stays 0 here: the digest is computed after the
+    // domain runs (it reads 8 bytes per page: milliseconds for a large
+    // guest, which would otherwise count as downtime) and goes in DONE.
+    send(0, wire::encode_ready(ready));
+    if (mid_ && opt_.outcome_pending)
+        opt_.outcome_pending(*mid_, true);
+    failpoint("recv:after-ready");
+    ch0.src.set_timeout(opt_.commit_timeout);
+    auto rec = ch0.reader.read();
+    if (rec.type != wire::RecordType::commit)
+        throw StreamError(std::string("expected COMMIT after READY, got ") +
+                          wire::record_type_name(static_cast<std::uint32_t>(rec.type)));
+    wire::parse_commit(rec.body);
+    res_.bytes_received += ch0.reader.bytes_read() + wire::kSourceMagic.size() - ch0.counts.bytes;
+}
+
+// The decision on disk first, then the domain runs.
+void Receiver::start()
+{
+    phase_ = Phase::resume;
+    // Write-ahead: the decision is on disk before the domain runs, and
+    // an outcome query that came first (the source gave up waiting)
+    // wins: then this copy never runs.
+    if (announced_ && !opt_.outcomes->decide_commit(*mid_))
+        throw Error("COMMIT arrived after the source's outcome query had given the migration up; not started");
+    dom_->unpause(); // drops the orphan policy in the same step
+    res_.resumed_at_ns = dom_->clock().resumed_at_ns;
+    // Running here from now on: no failure below may destroy it.
+    phase_ = Phase::finish;
+    // The checksums were taken from the stream as it was applied, so
+    // computing their digest now, with the guest running, is exact.
+    if (res_.verify)
+        res_.verify_digest = wire::page_digest(pages_.sums);
+    if (announced_) {
+        try {
+            opt_.outcomes->mark_started(*mid_, res_.verify_digest);
+        } catch (const std::exception& e) {
+            // The domain runs regardless; a query would get `unknown`.
+            if (opt_.log)
+                opt_.log(label() + ": finish: the domain runs, but its outcome record was not updated (" +
+                         e.what() + ")");
+        }
+    }
+    failpoint("recv:after-commit");
+}
+
+// DONE to the source; the outcome record to disk; DONE_ACK.
+void Receiver::report_started()
+{
+    Channel& ch0 = *channels_[0];
+    wire::Done d;
+    d.status = 0;
+    d.resumed_at_ns = res_.resumed_at_ns;
+    d.pages_written = res_.pages_written;
+    d.bytes_received = res_.bytes_received;
+    d.verify_digest = res_.verify_digest;
+    try {
+        send_done(d);
+    } catch (const std::exception& e) {
+        res_.done_delivered = false;
+        res_.done_error = e.what();
+        if (opt_.log)
+            opt_.log(label() + ": finish: the domain runs here, but DONE did not reach the source (" +
+                     e.what() + "); the source keeps its copy paused until an admin destroys it");
+    }
+    if (announced_) {
+        // `started` went to the page cache before DONE (queries and a
+        // restarted receiver see it); to the disk only now, outside the
+        // source's wait.
+        try {
+            opt_.outcomes->flush(*mid_);
+        } catch (const std::exception& e) {
+            if (opt_.log)
+                opt_.log(label() + ": finish: the domain runs, but its outcome record was not flushed (" +
+                         e.what() + "): a crash of this host would leave it `committed` (a query: unknown)");
+        }
+    }
+    if (mid_ && res_.done_delivered)
+        await_done_ack(ch0);
+}
+
+// Any failure, labelled with the domain and phase.  Before the start the
+// copy is destroyed (and its outcome recorded) and the source told in DONE,
+// so that it keeps its domain running.
+void Receiver::fail(const std::exception& ex)
+{
+    std::string cause = ex.what();
+    Phase ph = phase_;
+    std::string who = label();
+    if (auto* e = dynamic_cast<const Error*>(&ex)) {
+        cause = e->cause();
+        if (e->has_context()) {
+            ph = e->phase();
+            who = e->domain();
+        }
+        if (e->kind() == ErrorKind::stream)
+            cause = "malformed stream: " + cause;
+    }
+    if ((dom_ || accepted_) && phase_ != Phase::finish) {
+        if (announced_) {
+            // Before the copy goes: from here a query says "not committed".
+            try {
+                opt_.outcomes->decide_destroyed_by_owner(*mid_);
+            } catch (const std::exception& o) {
+                cause += std::string("; recording the outcome failed: ") + o.what();
+            }
+        }
+        if (dom_) {
+            try {
+                dom_->destroy();
+                cause += "; the incoming domain was destroyed";
+            } catch (const std::exception& d) {
+                cause += std::string("; destroying the incoming domain failed: ") + d.what();
+            }
+        }
+        // Tell the source, which then keeps its domain running.
+        try {
+            wire::Done d;
+            d.status = 1;
+            d.message = cause.substr(0, wire::kMaxMessageLength);
+            send_done(d);
+        } catch (...) {
+        }
+    }
+    throw Error(who, ph, cause);
 }
 
 // MIGRATION_ID follows HEADER (and CHANNELS) with feature OUTCOME.
