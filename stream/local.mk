@@ -18,7 +18,7 @@ stream_libfmstream_a_SOURCES = \
 	stream/sender.hpp stream/sender.cpp \
 	stream/batch_applier.hpp stream/page_applier.hpp stream/page_applier.cpp \
 	stream/tail_timer.hpp \
-	stream/receiver.hpp stream/receiver.cpp
+	stream/receiver.hpp stream/receiver_internal.hpp stream/receiver.cpp stream/receive_records.cpp
 
 FASTMIG_LIBS = stream/domain/sim/libfmsim.a evtchn-ipc/libfmipc.a stream/libfmstream.a stream/codec/libfmcodec.a \
 	$(ISAL_LIBS) $(ZLIB_LIBS)

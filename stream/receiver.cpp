@@ -1,18 +1,17 @@
-#include "stream/receiver.hpp"
+// The destination's protocol: the handshake and the channels, ACCEPT or a
+// refusal, then (after every channel's records, receive_records.cpp) the
+// platform state, READY, COMMIT, the start and DONE; outcome queries.
+#include "stream/receiver_internal.hpp"
 
 #include "stream/auth.hpp"
-#include "stream/batch_applier.hpp"
 #include "stream/bytes.hpp"
 #include "stream/clock.hpp"
 #include "stream/failpoint.hpp"
 #include "stream/outcome_store.hpp"
-#include "stream/page_applier.hpp"
-#include "stream/tail_timer.hpp"
 #include "stream/transport.hpp"
 #include "stream/wire.hpp"
 
 #include <algorithm>
-#include <atomic>
 #include <cstdio>
 #include <future>
 #include <memory>
@@ -20,129 +19,12 @@
 #include <optional>
 #include <thread>
 
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 namespace fastmig {
 
-namespace {
-
-// Bound on platform state: a real PV guest has a few dozen blobs (one per
-// vCPU plus a handful), so anything above this is a hostile stream.
-constexpr std::size_t kMaxStateBlobs = 4096;
-constexpr std::uint64_t kMaxStateBytes = 64ull << 20;
-
-// Record buffers: a full PAGE_BATCH is ~4 MiB and a channel cycles four of
-// them (the reader's and the applier's slots).  Grown by the reader's
-// resize, they were faulted in 4 KiB at a time: ~9% of the receiver's CPU
-// in a perf profile of a raw 1 GiB send/receive here (issue 16), where a
-// page fault is dear.  Reserved whole first, with huge pages asked for,
-// they fault in 2 MiB at a time (THP in madvise mode; advisory).
-void reserve_record_buffer(std::vector<std::uint8_t>& b)
-{
-    constexpr std::size_t kHuge = std::size_t{2} << 20;
-    constexpr std::size_t kWant = wire::kMaxRecordBody + 8 + auth::kTagSize; // body, pad, tag
-    if (b.capacity() >= kWant)
-        return;
-    b.reserve(kWant);
-    const auto a = reinterpret_cast<std::uintptr_t>(b.data());
-    const std::uintptr_t lo = (a + b.size() + kHuge - 1) & ~(kHuge - 1); // leave bytes in use alone
-    const std::uintptr_t hi = (a + b.capacity()) & ~(kHuge - 1);
-    if (hi > lo)
-        (void)::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
-}
-
-// One connection of the stream, read by its own thread.
-struct Channel {
-    Channel(int fd_, std::chrono::milliseconds timeout, bool read_ahead = true)
-        : fd(fd_), src(fd_, timeout, read_ahead), reader(src), writer(fd_, timeout)
-    {
-    }
-    int fd;
-    Fd owned; // extra channels are owned here; channel 0 belongs to the caller
-    SocketSource src;
-    wire::RecordReader reader;
-    auth::RecordWriter writer; // tags records once the connection is authenticated
-    bool magic_sent = false;
-    ChannelCounts counts;
-    // The second stage and its buffers (read_channel).  They outlive the
-    // reading once END is in: freeing a few MiB of record buffers takes
-    // tens of ms under TCG, which after END is downtime, so they go with the
-    // Receiver, after the domain is handed over.
-    std::unique_ptr<BatchApplier> applier;
-    std::unique_ptr<PageApplier> pages; // the applier's thread only
-};
-
-struct ChannelReading;
-
-class Receiver {
-public:
-    Receiver(int fd, DomainProvider& provider, const ReceiveOptions& opt) : provider_(provider), opt_(opt)
-    {
-        channels_.push_back(std::make_unique<Channel>(fd, opt.io_timeout, !opt.one_way));
-    }
-    ReceiveResult run();
-
-private:
-    std::optional<ReceiveResult> negotiate();
-    void receive_all();
-    void restore();
-    ReceiveResult hand_over_paused();
-    void await_commit();
-    void start();
-    void report_started();
-    [[noreturn]] void fail(const std::exception& ex);
-    void accept_or_refuse(const wire::StreamHeader& h, std::uint32_t nr_channels, std::uint64_t session);
-    void join_channels(std::uint32_t n, std::uint64_t session);
-    [[noreturn]] void refuse(std::uint32_t status, const std::string& why);
-    wire::Record first_record(Channel& ch);
-    [[noreturn]] void refuse_auth(Channel& ch, const std::string& why);
-    void send_on(Channel& ch, std::span<const std::uint8_t> rec);
-    void channel_main(std::uint32_t c);
-    void read_channel(std::uint32_t c);
-    void read_records(std::uint32_t c, Channel& ch, BatchApplier& applier);
-    void on_page_batch(ChannelReading& r, wire::Record& rec);
-    void on_round_end(ChannelReading& r, const wire::Record& rec);
-    void on_early_state(ChannelReading& r, const wire::Record& rec);
-    void on_platform_state(ChannelReading& r, const wire::Record& rec);
-    void on_end(ChannelReading& r, const wire::Record& rec);
-    void send(std::uint32_t c, std::vector<std::uint8_t> rec);
-    void send_done(const wire::Done& d) { send(0, wire::encode_done(d)); }
-    void channel_failed(std::exception_ptr e);
-    ReceiveResult answer_query(std::span<const std::uint8_t> body);
-    void read_migration_id(Channel& ch0);
-    void await_done_ack(Channel& ch0);
-    std::string label() const
-    {
-        return dom_ ? dom_->name() : (res_.source_name.empty() ? std::string("incoming") : "incoming " + res_.source_name);
-    }
-
-    DomainProvider& provider_;
-    const ReceiveOptions& opt_;
-    std::vector<std::unique_ptr<Channel>> channels_;
-    std::unique_ptr<IncomingDomain> dom_;
-    bool accepted_ = false; // ACCEPT went out: a failure from here on is reported in DONE
-    // Feature OUTCOME: the source's id, and whether its record exists (only
-    // then may a failure here write `destroyed` over it).
-    std::optional<wire::MigrationId> mid_;
-    bool announced_ = false;
-    ReceiveResult res_;
-    Phase phase_ = Phase::negotiate;
-    std::uint64_t features_ = 0;
-
-    DestinationPages pages_; // per-pfn state, written by the channels' PageAppliers
-
-    std::mutex state_lock_;
-    std::vector<StateBlob> state_;
-    std::uint64_t state_bytes_ = 0;
-
-    std::uint64_t end_ns_ = 0; // when channel 0 read END
-
-    std::mutex error_lock_;
-    std::exception_ptr error_;
-    std::atomic<bool> failed_{false};
-};
+namespace receiving {
 
 void Receiver::send_on(Channel& ch, std::span<const std::uint8_t> rec)
 {
@@ -311,242 +193,6 @@ void Receiver::accept_or_refuse(const wire::StreamHeader& h, std::uint32_t nr_ch
     // Still before any page is read (libxl's static_data_done goes here).
     if (opt_.accepted)
         opt_.accepted(*dom_);
-}
-
-void Receiver::read_channel(std::uint32_t c)
-{
-    Channel& ch = *channels_[c];
-    ch.pages = std::make_unique<PageApplier>(pages_, ch.counts, features_);
-    ch.applier = std::make_unique<BatchApplier>(
-        [this, &ch](wire::PageBatch& b) { ch.pages->apply(*dom_, b); },
-        "fm-apply-" + std::to_string(c));
-    try {
-        // The reader's own buffer too (the records before the pages are
-        // done with: nothing points into it any more).
-        std::vector<std::uint8_t> first;
-        reserve_record_buffer(first);
-        ch.reader.swap_buffer(first);
-        read_records(c, ch, *ch.applier);
-    } catch (...) {
-        // A failed stream stops its applier before anything else happens to
-        // the domain (the receiver destroys it next).
-        ch.applier.reset();
-        throw;
-    }
-}
-
-// Where one channel's stream is.  The rules of docs/stream-format.md (Order
-// of records; the diagram under Receiver states) are checked in one place,
-// advance(); a record's own case calls it where its checks put it.
-//
-//   in_round --PAGE_BATCH--> in_round --ROUND_END--> between_rounds
-//   between_rounds --PAGE_BATCH--> in_round, --ROUND_END--> between_rounds,
-//                  --EARLY_STATE--> between_rounds
-//   in_round, between_rounds --PLATFORM_STATE--> platform_state
-//   platform_state --PLATFORM_STATE--> platform_state
-//   any --END--> ended
-enum class StreamState { in_round, between_rounds, platform_state, ended };
-
-StreamState advance(StreamState s, wire::RecordType t)
-{
-    switch (t) {
-    case wire::RecordType::page_batch:
-        if (s == StreamState::platform_state)
-            throw StreamError("page batch after platform state");
-        return StreamState::in_round;
-    case wire::RecordType::round_end:
-        if (s == StreamState::platform_state)
-            throw StreamError("ROUND_END after platform state");
-        return StreamState::between_rounds;
-    case wire::RecordType::early_state:
-        if (s != StreamState::between_rounds)
-            throw StreamError("early state must follow a ROUND_END and precede the platform state");
-        return s;
-    case wire::RecordType::platform_state: return StreamState::platform_state;
-    case wire::RecordType::end: return StreamState::ended;
-    default: break;
-    }
-    throw StreamError(std::string("unexpected ") + wire::record_type_name(static_cast<std::uint32_t>(t)) +
-                      " record from the source");
-}
-
-// What read_records knows of one channel while it reads.
-struct ChannelReading {
-    std::uint32_t c;
-    Channel& ch;
-    BatchApplier& applier;
-    StreamState state = StreamState::in_round;
-    std::uint32_t open_round = 0;
-    std::uint64_t round_pages = 0;
-    std::uint64_t read_ns = 0;
-    TailTimer tail{mark()};
-
-    TailTimer::Mark mark() const // only once the applier is drained
-    {
-        return {monotonic_ns(), read_ns, applier.busy_ns(), ch.counts.domain_calls};
-    }
-};
-
-void Receiver::read_records(std::uint32_t c, Channel& ch, BatchApplier& applier)
-{
-    const auto nch = static_cast<std::uint32_t>(channels_.size());
-    ChannelReading r{c, ch, applier};
-    // A read that fails (timeout, reset) says on which channel and where in
-    // the stream: with several channels, "peer sent nothing" alone does not
-    // tell a stalled channel from a stalled source.
-    auto next = [&] {
-        try {
-            const std::uint64_t t0 = monotonic_ns();
-            auto rec = ch.reader.read();
-            r.read_ns += monotonic_ns() - t0;
-            return rec;
-        } catch (const Error& e) {
-            // A broken format names its record already; an I/O failure gets
-            // the channel and how far it was.
-            if (e.is_stream() || nch == 1 || e.has_context())
-                throw;
-            raise(e.relabelled("channel " + std::to_string(c) + " (round " + std::to_string(r.open_round) + ", " +
-                               std::to_string(r.round_pages) + " pages of it read): " + e.cause()));
-        }
-    };
-    while (r.state != StreamState::ended) {
-        auto rec = next();
-        switch (rec.type) {
-        case wire::RecordType::page_batch: on_page_batch(r, rec); break;
-        case wire::RecordType::round_end: on_round_end(r, rec); break;
-        case wire::RecordType::early_state: on_early_state(r, rec); break;
-        case wire::RecordType::platform_state: on_platform_state(r, rec); break;
-        case wire::RecordType::end: on_end(r, rec); break;
-        default:
-            throw StreamError(std::string("unexpected ") +
-                              wire::record_type_name(static_cast<std::uint32_t>(rec.type)) +
-                              " record from the source on channel " + std::to_string(c));
-        }
-    }
-}
-
-void Receiver::on_page_batch(ChannelReading& r, wire::Record& rec)
-{
-    r.state = advance(r.state, rec.type);
-    const auto nch = static_cast<std::uint32_t>(channels_.size());
-    // A page is never applied before its CRC passed: read() checked the CRC
-    // (or the tag) over the whole body before returning it, and only then is
-    // the batch parsed and handed to the applier.  (Receiving pages straight
-    // into guest memory would write them before the check and must then
-    // fail the migration on a bad CRC; on this host it would not pay anyway:
-    // see sim_domain.cpp.)
-    BatchApplier::Slot& slot = r.applier.slot();
-    reserve_record_buffer(slot.body); // the reader reads the next records into it
-    r.ch.reader.swap_buffer(slot.body); // rec.body now lives in the slot
-    wire::PageBatch& batch = slot.batch;
-    wire::parse_page_batch(rec.body, res_.nr_pages, batch);
-    // One connection delivers rounds in order (0, 1, 2... each closed by its
-    // ROUND_END), and a pfn always travels on the same channel, so the last
-    // copy of a page written is always its newest.
-    if (batch.round != r.open_round)
-        throw StreamError("page batch of round " + std::to_string(batch.round) + " while round " +
-                          std::to_string(r.open_round) + " is open");
-    for (const auto& d : batch.pages)
-        if (wire::channel_of(d.pfn, nch) != r.c)
-            throw StreamError("pfn " + std::to_string(d.pfn) + " arrived on channel " + std::to_string(r.c) +
-                              ", it belongs to channel " + std::to_string(wire::channel_of(d.pfn, nch)));
-    r.tail.batch_read();
-    r.round_pages += batch.page_count;
-    r.applier.submit(slot);
-}
-
-void Receiver::on_round_end(ChannelReading& r, const wire::Record& rec)
-{
-    auto re = wire::parse_round_end(rec.body);
-    if (re.round != r.open_round)
-        throw StreamError("ROUND_END of round " + std::to_string(re.round) + " while round " +
-                          std::to_string(r.open_round) + " is open");
-    r.state = advance(r.state, rec.type);
-    ++r.open_round;
-    if (r.c == 0 && re.round == 0)
-        failpoint("recv:mid-precopy");
-    // Every page of the round is in the domain once the applier has caught
-    // up: tell the source, which paces itself on it.
-    r.applier.drain();
-    send(r.c, wire::encode_round_ack({re.round, r.round_pages}));
-    r.tail.round_closed(re.round, r.round_pages, r.mark());
-    r.round_pages = 0;
-}
-
-void Receiver::on_early_state(ChannelReading& r, const wire::Record& rec)
-{
-    // Only between rounds (after a ROUND_END or another early blob), before
-    // any platform state, and only if announced; the stream has one channel
-    // (accept_or_refuse), so every page sent before it is in the domain once
-    // this channel's applier is drained.
-    if (!(features_ & wire::kFeatureEarlyState))
-        throw StreamError("early state, but the header did not announce it");
-    r.state = advance(r.state, rec.type);
-    // Used at once, not kept: only the record's own limit applies.
-    auto es = wire::parse_early_state(rec.body);
-    r.applier.drain();
-    dom_->early_state({es.state_type, {es.data.begin(), es.data.end()}});
-}
-
-void Receiver::on_platform_state(ChannelReading& r, const wire::Record& rec)
-{
-    if (r.c != 0)
-        throw StreamError("platform state on channel " + std::to_string(r.c) + " (only channel 0 carries it)");
-    if (r.state != StreamState::platform_state) {
-        failpoint("recv:stop-copy"); // the source is suspended by now
-        r.tail.state_started(r.round_pages, r.state == StreamState::between_rounds);
-    }
-    r.state = advance(r.state, rec.type);
-    auto ps = wire::parse_platform_state(rec.body);
-    std::lock_guard<std::mutex> l(state_lock_);
-    state_bytes_ += ps.data.size();
-    if (state_.size() >= kMaxStateBlobs || state_bytes_ > kMaxStateBytes)
-        throw StreamError("platform state exceeds " + std::to_string(kMaxStateBlobs) + " blobs or " +
-                          std::to_string(kMaxStateBytes >> 20) + " MiB");
-    state_.push_back({ps.state_type, {ps.data.begin(), ps.data.end()}});
-}
-
-void Receiver::on_end(ChannelReading& r, const wire::Record& rec)
-{
-    wire::parse_end(rec.body);
-    const std::uint64_t end_ns = monotonic_ns();
-    if (r.c == 0)
-        end_ns_ = end_ns; // read by run() after this thread is joined
-    r.applier.drain();
-    if (r.state != StreamState::platform_state)
-        r.tail.ended_without_state(r.round_pages);
-    r.state = advance(r.state, rec.type);
-    if (opt_.log) {
-        std::string where = channels_.size() > 1 ? " on channel " + std::to_string(r.c) : "";
-        opt_.log(label() + ": the stream's tail" + where + ": " + r.tail.describe(end_ns, r.mark()));
-    }
-    std::lock_guard<std::mutex> l(state_lock_);
-    res_.rounds = std::max(res_.rounds, r.open_round);
-    r.ch.counts.bytes = r.ch.reader.bytes_read() + wire::kSourceMagic.size();
-}
-
-void Receiver::channel_failed(std::exception_ptr e)
-{
-    {
-        std::lock_guard<std::mutex> l(error_lock_);
-        if (!error_)
-            error_ = e;
-    }
-    if (!failed_.exchange(true)) {
-        // Wake the other channels' readers; the write sides stay open so the
-        // source can still be told why (DONE on channel 0).
-        for (auto& ch : channels_)
-            ::shutdown(ch->fd, SHUT_RD);
-    }
-}
-
-void Receiver::channel_main(std::uint32_t c)
-{
-    try {
-        read_channel(c);
-    } catch (...) {
-        channel_failed(std::current_exception());
-    }
 }
 
 // The destination's protocol, step by step (docs/stream-format.md, Order
@@ -872,11 +518,11 @@ void Receiver::await_done_ack(Channel& ch0)
     }
 }
 
-} // namespace
+} // namespace receiving
 
 ReceiveResult receive_domain(int fd, DomainProvider& provider, const ReceiveOptions& opt)
 {
-    Receiver r(fd, provider, opt);
+    receiving::Receiver r(fd, provider, opt);
     return r.run();
 }
 
