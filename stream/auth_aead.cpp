@@ -2,6 +2,7 @@
 // ChaCha20-Poly1305 from nettle, keyed per direction of a connection, with
 // the record's sequence number as nonce.
 #include "stream/auth.hpp"
+#include "stream/bytes.hpp"
 
 #include <algorithm>
 #include <cstring>
@@ -42,8 +43,7 @@ RecordAead::~RecordAead()
 void RecordAead::begin(std::span<const std::uint8_t> header)
 {
     std::uint8_t nonce[GCM_IV_SIZE] = {};
-    for (int i = 0; i < 8; ++i)
-        nonce[i] = static_cast<std::uint8_t>(seq_ >> (8 * i));
+    bytes::store_le<std::uint64_t>(nonce, seq_);
     if (suite_ == Suite::aes256_gcm) {
         gcm_aes256_set_iv(&impl_->gcm, sizeof nonce, nonce);
         gcm_aes256_update(&impl_->gcm, header.size(), header.data());

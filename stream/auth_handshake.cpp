@@ -1,6 +1,7 @@
 // The pre-shared-key handshake (docs/stream-format.md, Handshake): nonces,
 // the suite, HKDF-SHA256 key schedule, HMAC-SHA256 proofs, all from nettle.
 #include "stream/auth.hpp"
+#include "stream/bytes.hpp"
 
 #include <cstring>
 
@@ -23,16 +24,11 @@ constexpr char kDS[] = "D->S";
 
 using Bytes = std::vector<std::uint8_t>;
 
-std::uint32_t load32(const std::uint8_t* p)
-{
-    return std::uint32_t(p[0]) | std::uint32_t(p[1]) << 8 | std::uint32_t(p[2]) << 16 | std::uint32_t(p[3]) << 24;
-}
-
 // suite:u32 reserved:u32 nonce[32]
 Bytes hello_body(Suite suite, std::span<const std::uint8_t> nonce)
 {
     Bytes b(8 + kNonceSize, 0);
-    b[0] = static_cast<std::uint8_t>(suite);
+    bytes::store_le(b.data(), static_cast<std::uint32_t>(suite));
     std::memcpy(b.data() + 8, nonce.data(), kNonceSize);
     return b;
 }
@@ -50,7 +46,7 @@ void check_prefix(const char* what, std::span<const std::uint8_t> body, std::siz
     if (body.size() != size)
         throw AuthError(std::string(what) + ": body is " + std::to_string(body.size()) + " bytes, must be " +
                         std::to_string(size));
-    const std::uint32_t v = load32(body.data());
+    const std::uint32_t v = bytes::load_le<std::uint32_t>(body.data());
     const auto got = known_suite(v);
     if (!got)
         throw AuthError(std::string(what) + ": suite " + std::to_string(v) +
@@ -64,7 +60,7 @@ void check_prefix(const char* what, std::span<const std::uint8_t> body, std::siz
                                       "one, or receive with --cipher none)"
                                     : ""));
     }
-    if (load32(body.data() + 4) != 0)
+    if (bytes::load_le<std::uint32_t>(body.data() + 4) != 0)
         throw AuthError(std::string(what) + ": reserved field is not 0");
 }
 
@@ -204,9 +200,9 @@ void authenticate_source(const Key& psk, std::span<const std::uint8_t> hello_in,
     wire::Record rec;
     try {
         rec = r.read();
-    } catch (const StreamError&) {
-        throw;
     } catch (const Error& e) {
+        if (e.is_stream())
+            throw;
         throw AuthError("the source closed the connection instead of proving it holds the key (" + e.cause() +
                         "): its key differs from ours (see the source's error)");
     }

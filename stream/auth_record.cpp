@@ -2,6 +2,7 @@
 // the record's sequence number as nonce (docs/stream-format.md, Record
 // tags); and the writer that seals each record with a tag or an AEAD.
 #include "stream/auth.hpp"
+#include "stream/bytes.hpp"
 
 #include <nettle/memops.h>
 #include <nettle/umac.h>
@@ -24,8 +25,7 @@ RecordMac::~RecordMac() = default;
 std::array<std::uint8_t, kTagSize> RecordMac::next_tag(std::span<const iovec> record)
 {
     std::uint8_t nonce[8];
-    for (int i = 0; i < 8; ++i)
-        nonce[i] = static_cast<std::uint8_t>(seq_ >> (8 * i));
+    bytes::store_le<std::uint64_t>(nonce, seq_);
     umac128_set_nonce(&impl_->ctx, sizeof nonce, nonce);
     for (const iovec& v : record)
         umac128_update(&impl_->ctx, v.iov_len, static_cast<const std::uint8_t*>(v.iov_base));

@@ -3,19 +3,22 @@ noinst_LIBRARIES += stream/libfmstream.a
 stream_libfmstream_a_CPPFLAGS = $(AM_CPPFLAGS) $(ISAL_CFLAGS) $(ZLIB_CFLAGS)
 stream_libfmstream_a_SOURCES = \
 	stream/types.hpp stream/types.cpp \
+	stream/bytes.hpp \
 	stream/failpoint.hpp stream/failpoint.cpp \
 	stream/clock.hpp \
 	stream/dirty_bitmap.hpp \
 	stream/domain.hpp \
-	stream/wire.hpp stream/wire.cpp stream/wire_channels.cpp \
+	stream/wire.hpp stream/wire_internal.hpp stream/wire.cpp stream/wire_batch.cpp stream/wire_channels.cpp \
+	stream/checksum.hpp stream/checksum.cpp \
 	stream/classify.hpp stream/classify.cpp \
 	stream/transport.hpp stream/transport.cpp \
 	stream/precopy_policy.hpp stream/precopy_policy.cpp \
 	stream/bounded_queue.hpp stream/token_bucket.hpp stream/page_memory.hpp \
 	stream/send_pipeline.hpp stream/send_pipeline.cpp \
 	stream/sender.hpp stream/sender.cpp \
-	stream/batch_applier.hpp \
-	stream/receiver.hpp stream/receiver.cpp
+	stream/batch_applier.hpp stream/page_applier.hpp stream/page_applier.cpp \
+	stream/tail_timer.hpp \
+	stream/receiver.hpp stream/receiver_internal.hpp stream/receiver.cpp stream/receive_records.cpp
 
 FASTMIG_LIBS = stream/domain/sim/libfmsim.a evtchn-ipc/libfmipc.a stream/libfmstream.a stream/codec/libfmcodec.a \
 	$(ISAL_LIBS) $(ZLIB_LIBS)

@@ -1,6 +1,7 @@
 // Durable outcome records: see stream/outcome_store.hpp for the states and
 // docs/stream-format.md (Resolving a lost COMMIT) for why they suffice.
 #include "stream/outcome_store.hpp"
+#include "stream/bytes.hpp"
 
 #include "stream/transport.hpp"
 
@@ -29,19 +30,6 @@ static_assert(kMaxFile <= 512, "an outcome record must fit in one 512-byte secto
 constexpr char kSuffix[] = ".outcome";
 constexpr char kTmpPrefix[] = ".tmp.";
 
-std::uint64_t load_le(const std::uint8_t* p, int bytes)
-{
-    std::uint64_t v = 0;
-    for (int i = 0; i < bytes; ++i)
-        v |= std::uint64_t(p[i]) << (8 * i);
-    return v;
-}
-
-void store_le(std::uint8_t* p, std::uint64_t v, int bytes)
-{
-    for (int i = 0; i < bytes; ++i)
-        p[i] = static_cast<std::uint8_t>(v >> (8 * i));
-}
 
 std::uint64_t now_unix_ms()
 {
@@ -99,13 +87,13 @@ std::vector<std::uint8_t> encode_outcome_entry(const OutcomeEntry& e)
     std::vector<std::uint8_t> b(kFixed + name.size() + 4, 0);
     std::memcpy(b.data(), kMagic, sizeof kMagic);
     std::memcpy(b.data() + 8, e.id.data(), e.id.size());
-    store_le(b.data() + 24, static_cast<std::uint32_t>(e.state), 4);
-    store_le(b.data() + 28, name.size(), 4);
-    store_le(b.data() + 32, e.updated_unix_ms, 8);
-    store_le(b.data() + 40, e.verify_digest, 8);
+    bytes::store_le(b.data() + 24, static_cast<std::uint32_t>(e.state));
+    bytes::store_le(b.data() + 28, static_cast<std::uint32_t>(name.size()));
+    bytes::store_le(b.data() + 32, e.updated_unix_ms);
+    bytes::store_le(b.data() + 40, e.verify_digest);
     std::memcpy(b.data() + kFixed, name.data(), name.size());
     const std::size_t body = kFixed + name.size();
-    store_le(b.data() + body, ~wire::crc32c({b.data(), body}), 4);
+    bytes::store_le(b.data() + body, ~wire::crc32c({b.data(), body}));
     return b;
 }
 
@@ -116,21 +104,21 @@ OutcomeEntry parse_outcome_entry(std::span<const std::uint8_t> b)
                           std::to_string(kFixed + 4) + " (truncated)");
     if (std::memcmp(b.data(), kMagic, sizeof kMagic) != 0)
         throw StreamError("outcome record: bad magic (not an outcome record)");
-    const std::uint64_t name_len = load_le(b.data() + 28, 4);
+    const std::uint64_t name_len = bytes::load_le<std::uint32_t>(b.data() + 28);
     if (name_len > wire::kMaxNameLength || b.size() != kFixed + name_len + 4)
         throw StreamError("outcome record: name length " + std::to_string(name_len) + " does not match a file of " +
                           std::to_string(b.size()) + " bytes (torn or truncated)");
     const std::size_t body = kFixed + name_len;
-    if (static_cast<std::uint32_t>(load_le(b.data() + body, 4)) != static_cast<std::uint32_t>(~wire::crc32c({b.data(), body})))
+    if (bytes::load_le<std::uint32_t>(b.data() + body) != static_cast<std::uint32_t>(~wire::crc32c({b.data(), body})))
         throw StreamError("outcome record: CRC mismatch (damaged)");
     OutcomeEntry e;
     std::memcpy(e.id.data(), b.data() + 8, e.id.size());
-    const std::uint64_t st = load_le(b.data() + 24, 4);
+    const std::uint64_t st = bytes::load_le<std::uint32_t>(b.data() + 24);
     if (st < 1 || st > 4)
         throw StreamError("outcome record: state " + std::to_string(st) + " is not 1..4");
     e.state = static_cast<OutcomeState>(st);
-    e.updated_unix_ms = load_le(b.data() + 32, 8);
-    e.verify_digest = load_le(b.data() + 40, 8);
+    e.updated_unix_ms = bytes::load_le<std::uint64_t>(b.data() + 32);
+    e.verify_digest = bytes::load_le<std::uint64_t>(b.data() + 40);
     e.domain.assign(reinterpret_cast<const char*>(b.data()) + kFixed, name_len);
     return e;
 }

@@ -1,18 +1,17 @@
-#include "stream/receiver.hpp"
+// The destination's protocol: the handshake and the channels, ACCEPT or a
+// refusal, then (after every channel's records, receive_records.cpp) the
+// platform state, READY, COMMIT, the start and DONE; outcome queries.
+#include "stream/receiver_internal.hpp"
 
 #include "stream/auth.hpp"
-#include "stream/batch_applier.hpp"
+#include "stream/bytes.hpp"
 #include "stream/clock.hpp"
-#include "stream/codec/codec.hpp"
-#include "stream/dirty_bitmap.hpp"
 #include "stream/failpoint.hpp"
 #include "stream/outcome_store.hpp"
 #include "stream/transport.hpp"
 #include "stream/wire.hpp"
 
 #include <algorithm>
-#include <array>
-#include <atomic>
 #include <cstdio>
 #include <future>
 #include <memory>
@@ -20,134 +19,12 @@
 #include <optional>
 #include <thread>
 
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 namespace fastmig {
 
-namespace {
-
-// Bound on platform state: a real PV guest has a few dozen blobs (one per
-// vCPU plus a handful), so anything above this is a hostile stream.
-constexpr std::size_t kMaxStateBlobs = 4096;
-constexpr std::uint64_t kMaxStateBytes = 64ull << 20;
-
-// Record buffers: a full PAGE_BATCH is ~4 MiB and a channel cycles four of
-// them (the reader's and the applier's slots).  Grown by the reader's
-// resize, they were faulted in 4 KiB at a time: ~9% of the receiver's CPU
-// in a perf profile of a raw 1 GiB send/receive here (issue 16), where a
-// page fault is dear.  Reserved whole first, with huge pages asked for,
-// they fault in 2 MiB at a time (THP in madvise mode; advisory).
-void reserve_record_buffer(std::vector<std::uint8_t>& b)
-{
-    constexpr std::size_t kHuge = std::size_t{2} << 20;
-    constexpr std::size_t kWant = wire::kMaxRecordBody + 8 + auth::kTagSize; // body, pad, tag
-    if (b.capacity() >= kWant)
-        return;
-    b.reserve(kWant);
-    const auto a = reinterpret_cast<std::uintptr_t>(b.data());
-    const std::uintptr_t lo = (a + b.size() + kHuge - 1) & ~(kHuge - 1); // leave bytes in use alone
-    const std::uintptr_t hi = (a + b.capacity()) & ~(kHuge - 1);
-    if (hi > lo)
-        (void)::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
-}
-
-// Counters of one channel; summed at the end.
-struct ChannelCounts {
-    std::uint64_t written = 0, zeroed = 0, deflate = 0, xbzrle = 0, bytes = 0;
-    std::uint64_t domain_calls = 0; // writes, reads and zeroings asked of the domain (applier's thread)
-};
-
-// One connection of the stream, read by its own thread.
-struct Channel {
-    Channel(int fd_, std::chrono::milliseconds timeout, bool read_ahead = true)
-        : fd(fd_), src(fd_, timeout, read_ahead), reader(src), writer(fd_, timeout)
-    {
-    }
-    int fd;
-    Fd owned; // extra channels are owned here; channel 0 belongs to the caller
-    SocketSource src;
-    wire::RecordReader reader;
-    auth::RecordWriter writer; // tags records once the connection is authenticated
-    bool magic_sent = false;
-    ChannelCounts counts;
-    // The second stage and its buffers (read_channel).  They outlive the
-    // reading once END is in: freeing a few MiB of record buffers takes
-    // tens of ms under TCG, which after END is downtime, so they go with the
-    // Receiver, after the domain is handed over.
-    std::unique_ptr<BatchApplier> applier;
-    std::vector<std::uint8_t> apply_buf; // the applier's thread only
-    std::unique_ptr<codec::Decompressor> inflater;
-};
-
-class Receiver {
-public:
-    Receiver(int fd, DomainProvider& provider, const ReceiveOptions& opt) : provider_(provider), opt_(opt)
-    {
-        channels_.push_back(std::make_unique<Channel>(fd, opt.io_timeout, !opt.one_way));
-    }
-    ReceiveResult run();
-
-private:
-    void accept_or_refuse(const wire::StreamHeader& h, std::uint32_t nr_channels, std::uint64_t session);
-    void join_channels(std::uint32_t n, std::uint64_t session);
-    [[noreturn]] void refuse(std::uint32_t status, const std::string& why);
-    wire::Record first_record(Channel& ch);
-    [[noreturn]] void refuse_auth(Channel& ch, const std::string& why);
-    void send_on(Channel& ch, std::span<const std::uint8_t> rec);
-    void channel_main(std::uint32_t c);
-    void read_channel(std::uint32_t c);
-    void read_records(std::uint32_t c, Channel& ch, BatchApplier& applier);
-    void apply_batch(std::uint32_t c, wire::PageBatch& b, std::vector<std::uint8_t>& buf,
-                     codec::Decompressor& inflater);
-    void apply_descriptors(std::uint32_t c, wire::PageBatch& b, std::size_t lo, std::size_t hi,
-                           std::vector<std::uint8_t>& buf, codec::Decompressor& inflater);
-    void send(std::uint32_t c, std::vector<std::uint8_t> rec);
-    void send_done(const wire::Done& d) { send(0, wire::encode_done(d)); }
-    void channel_failed(std::exception_ptr e);
-    ReceiveResult answer_query(std::span<const std::uint8_t> body);
-    void read_migration_id(Channel& ch0);
-    void await_done_ack(Channel& ch0);
-    void log_tail(std::uint32_t c, std::uint32_t round, std::uint64_t pages, std::uint64_t start_ns,
-                  std::uint64_t end_ns, std::uint64_t read_ns, std::uint64_t apply_ns, std::uint64_t calls,
-                  std::uint64_t first_after_ns, std::uint64_t state_after_ns, std::uint64_t drained_after_ns);
-    std::string label() const
-    {
-        return dom_ ? dom_->name() : (res_.source_name.empty() ? std::string("incoming") : "incoming " + res_.source_name);
-    }
-
-    DomainProvider& provider_;
-    const ReceiveOptions& opt_;
-    std::vector<std::unique_ptr<Channel>> channels_;
-    std::unique_ptr<IncomingDomain> dom_;
-    bool accepted_ = false; // ACCEPT went out: a failure from here on is reported in DONE
-    // Feature OUTCOME: the source's id, and whether its record exists (only
-    // then may a failure here write `destroyed` over it).
-    std::optional<wire::MigrationId> mid_;
-    bool announced_ = false;
-    ReceiveResult res_;
-    Phase phase_ = Phase::negotiate;
-    std::uint64_t features_ = 0;
-
-    // Per-pfn state.  Channels carry disjoint 2 MiB regions (wire::channel_of),
-    // and a region is a whole number of bitmap words, so channel threads never
-    // write the same word: no lock needed.
-    DirtyBitmap seen_;    // pfns received at least once (all must be, before resume)
-    DirtyBitmap written_; // pfns holding data now (a later ZERO must clear them)
-    std::vector<std::uint64_t> sums_;
-    std::uint64_t zero_sum_ = 0;
-
-    std::mutex state_lock_;
-    std::vector<StateBlob> state_;
-    std::uint64_t state_bytes_ = 0;
-
-    std::uint64_t end_ns_ = 0; // when channel 0 read END
-
-    std::mutex error_lock_;
-    std::exception_ptr error_;
-    std::atomic<bool> failed_{false};
-};
+namespace receiving {
 
 void Receiver::send_on(Channel& ch, std::span<const std::uint8_t> rec)
 {
@@ -299,13 +176,7 @@ void Receiver::accept_or_refuse(const wire::StreamHeader& h, std::uint32_t nr_ch
     })};
     res_.nr_pages = h.nr_pages;
     res_.verify = h.features & wire::kFeatureVerify;
-    seen_.resize(h.nr_pages);
-    written_.resize(h.nr_pages);
-    if (res_.verify) {
-        std::array<std::uint8_t, kPageSize> zero{};
-        zero_sum_ = wire::page_checksum(zero);
-        sums_.assign(h.nr_pages, zero_sum_);
-    }
+    pages_.reset(h.nr_pages, res_.verify);
     send(0, wire::encode_accept({wire::kAcceptOk, ""}));
     accepted_ = true;
     // The source opens its other channels once it has read ACCEPT.
@@ -324,600 +195,279 @@ void Receiver::accept_or_refuse(const wire::StreamHeader& h, std::uint32_t nr_ch
         opt_.accepted(*dom_);
 }
 
-// Writes one batch into the domain.  A batch whose pfns rise (the order
-// this sender writes) names every page once, so it goes in at most four
-// calls: one read of its XBZRLE bases, one gathered write of every page
-// with data, one clearing of the zero pages that held data, one allocation
-// of the fresh zero pages.  Each call maps and unmaps guest memory on Xen, which
-// costs far more than copying a page, and the batches of the last round
-// are inside the downtime.  Any other batch (not from this sender) goes in
-// descriptor by descriptor, in order, so that a later copy of a page wins.
-void Receiver::apply_batch(std::uint32_t c, wire::PageBatch& b, std::vector<std::uint8_t>& buf,
-                           codec::Decompressor& inflater)
-{
-    const std::size_t n = b.pages.size();
-    bool rising = true;
-    Pfn next = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-        const auto& d = b.pages[i];
-        if (!(wire::encoding_feature(d.encoding) == 0 || (features_ & wire::encoding_feature(d.encoding))))
-            throw StreamError(std::string("page encoding ") + std::to_string(unsigned(d.encoding)) +
-                              " was not negotiated");
-        const bool run = d.encoding == wire::PageEncoding::zero_run || d.encoding == wire::PageEncoding::free_run;
-        if (d.pfn < next)
-            rising = false;
-        next = d.pfn + (run ? d.length : 1);
-    }
-    if (rising) {
-        apply_descriptors(c, b, 0, n, buf, inflater);
-        return;
-    }
-    for (std::size_t i = 0; i < n;) {
-        // A deflate group's pages stay together (one blob).
-        const std::size_t len = b.pages[i].encoding == wire::PageEncoding::deflate ? b.group_pages[i] : 1;
-        apply_descriptors(c, b, i, i + len, buf, inflater);
-        i += len;
-    }
-}
-
-// Descriptors [lo, hi) of a batch, no pfn named twice among them.
-void Receiver::apply_descriptors(std::uint32_t c, wire::PageBatch& b, std::size_t lo, std::size_t hi,
-                                 std::vector<std::uint8_t>& buf, codec::Decompressor& inflater)
-{
-    ChannelCounts& k = channels_[c]->counts;
-    // Decoded pages (XBZRLE bases then results, inflated groups) live in
-    // buf, sized first so that the pointers gathered below stay valid.
-    thread_local std::vector<Pfn> bases;
-    bases.clear();
-    std::size_t inflated = 0;
-    for (std::size_t i = lo; i < hi; ++i) {
-        if (b.pages[i].encoding == wire::PageEncoding::xbzrle)
-            bases.push_back(b.pages[i].pfn);
-        else if (b.pages[i].encoding == wire::PageEncoding::deflate)
-            inflated += b.group_pages[i]; // validated: 1..kMaxGroupPages, continuations follow
-    }
-    buf.resize((bases.size() + inflated) * kPageSize);
-    std::uint8_t* xb = buf.data();
-    std::uint8_t* db = buf.data() + bases.size() * kPageSize;
-    if (!bases.empty()) {
-        // A delta applies to the page as this destination holds it: the
-        // copy the source sent last (one channel per pfn keeps the order).
-        dom_->read_pages(bases, {xb, bases.size() * kPageSize});
-        ++k.domain_calls;
-    }
-    thread_local std::vector<Pfn> pfns;
-    thread_local std::vector<const std::uint8_t*> srcs;
-    thread_local std::vector<Pfn> rezero; // zero or free pages that held data
-    thread_local std::vector<Pfn> fresh;  // zero or free pages named for the first time
-    pfns.clear();
-    srcs.clear();
-    rezero.clear();
-    fresh.clear();
-    auto put = [&](Pfn pfn, const std::uint8_t* page) {
-        seen_.set(pfn);
-        written_.set(pfn);
-        ++k.written;
-        if (res_.verify)
-            sums_[pfn] = wire::page_checksum({page, kPageSize});
-        pfns.push_back(pfn);
-        srcs.push_back(page);
-    };
-    for (std::size_t i = lo; i < hi;) {
-        const auto& d = b.pages[i];
-        switch (d.encoding) {
-        case wire::PageEncoding::zero:
-        case wire::PageEncoding::free:
-        case wire::PageEncoding::zero_run:
-        case wire::PageEncoding::free_run: {
-            // A run's length is its page count (parse_page_batch checked it
-            // stays below nr_pages); a single page is a run of one.
-            const bool run = d.encoding == wire::PageEncoding::zero_run || d.encoding == wire::PageEncoding::free_run;
-            const Pfn end = d.pfn + (run ? d.length : 1);
-            for (Pfn p = d.pfn; p < end; ++p) {
-                if (written_.test(p)) { // holds data: clear it
-                    written_.clear(p);
-                    rezero.push_back(p);
-                    ++k.zeroed;
-                } else if (!seen_.test(p)) {
-                    fresh.push_back(p);
-                }
-                seen_.set(p);
-                if (res_.verify)
-                    sums_[p] = zero_sum_;
-            }
-            ++i;
-            break;
-        }
-        case wire::PageEncoding::raw:
-            put(d.pfn, b.data[i].data());
-            ++i;
-            break;
-        case wire::PageEncoding::deflate: {
-            const std::size_t g = b.group_pages[i];
-            inflater.decompress(b.data[i], {db, g * kPageSize});
-            for (std::size_t j = 0; j < g; ++j)
-                put(b.pages[i + j].pfn, db + j * kPageSize);
-            db += g * kPageSize;
-            k.deflate += g;
-            i += g;
-            break;
-        }
-        case wire::PageEncoding::xbzrle:
-            codec::xbzrle_decode(b.data[i], {xb, kPageSize});
-            put(d.pfn, xb);
-            xb += kPageSize;
-            ++k.xbzrle;
-            ++i;
-            break;
-        default:
-            throw StreamError("page encoding " + std::to_string(unsigned(d.encoding)) + " is not supported");
-        }
-    }
-    if (!pfns.empty()) {
-        dom_->write_pages_gather(pfns, srcs);
-        ++k.domain_calls;
-    }
-    if (!rezero.empty()) {
-        dom_->zero_pages(rezero);
-        ++k.domain_calls;
-    }
-    if (!fresh.empty()) {
-        dom_->zero_fresh_pages(fresh);
-        ++k.domain_calls;
-    }
-}
-
-void Receiver::read_channel(std::uint32_t c)
-{
-    Channel& ch = *channels_[c];
-    ch.inflater = codec::make_decompressor(codec::Algorithm::igzip);
-    ch.applier = std::make_unique<BatchApplier>(
-        [this, c, &ch](wire::PageBatch& b) { apply_batch(c, b, ch.apply_buf, *ch.inflater); },
-        "fm-apply-" + std::to_string(c));
-    try {
-        // The reader's own buffer too (the records before the pages are
-        // done with: nothing points into it any more).
-        std::vector<std::uint8_t> first;
-        reserve_record_buffer(first);
-        ch.reader.swap_buffer(first);
-        read_records(c, ch, *ch.applier);
-    } catch (...) {
-        // A failed stream stops its applier before anything else happens to
-        // the domain (the receiver destroys it next).
-        ch.applier.reset();
-        throw;
-    }
-}
-
-void Receiver::read_records(std::uint32_t c, Channel& ch, BatchApplier& applier)
-{
-    const auto nch = static_cast<std::uint32_t>(channels_.size());
-    std::uint32_t open_round = 0;
-    std::uint64_t round_pages = 0;
-    bool state_seen = false;
-    // The stop-and-copy round (its pages, its ROUND_END if any, the platform
-    // state, END) is inside the downtime: its parts are timed and logged, to
-    // tell a slow source or link (reading waits for bytes) from a slow domain
-    // (applying).  A mark is taken where each round opens; the round the
-    // platform state follows is the last one.
-    struct Mark {
-        std::uint64_t at_ns, read_ns, apply_ns, calls;
-    };
-    std::uint64_t read_ns = 0;
-    auto mark_now = [&] { // only once the applier is drained
-        return Mark{monotonic_ns(), read_ns, applier.busy_ns(), ch.counts.domain_calls};
-    };
-    struct RoundMarks {
-        Mark opened;                    // at the previous ROUND_END (or the start)
-        std::uint32_t no = 0;
-        std::uint64_t pages = 0, first_batch_ns = 0;
-    };
-    RoundMarks cur{mark_now()}, closed{}, last{};
-    std::uint64_t state_at_ns = 0;
-    bool after_round_end = false;
-    // A read that fails (timeout, reset) says on which channel and where in
-    // the stream: with several channels, "peer sent nothing" alone does not
-    // tell a stalled channel from a stalled source.
-    auto next = [&] {
-        try {
-            const std::uint64_t t0 = monotonic_ns();
-            auto r = ch.reader.read();
-            read_ns += monotonic_ns() - t0;
-            return r;
-        } catch (const StreamError&) {
-            throw;
-        } catch (const Error& e) {
-            if (nch == 1 || e.has_context())
-                throw;
-            throw Error("channel " + std::to_string(c) + " (round " + std::to_string(open_round) + ", " +
-                        std::to_string(round_pages) + " pages of it read): " + e.cause());
-        }
-    };
-    for (;;) {
-        auto rec = next();
-        switch (rec.type) {
-        case wire::RecordType::page_batch: {
-            if (state_seen)
-                throw StreamError("page batch after platform state");
-            // A page is never applied before its CRC passed: read() checked
-            // the CRC (or the tag) over the whole body before returning it,
-            // and only then is the batch parsed and handed to the applier.
-            // (Receiving pages straight into guest memory would write them
-            // before the check and must then fail the migration on a bad
-            // CRC; on this host it would not pay anyway: see sim_domain.cpp.)
-            BatchApplier::Slot& slot = applier.slot();
-            reserve_record_buffer(slot.body); // the reader reads the next records into it
-            ch.reader.swap_buffer(slot.body); // rec.body now lives in the slot
-            wire::PageBatch& batch = slot.batch;
-            wire::parse_page_batch(rec.body, res_.nr_pages, batch);
-            // One connection delivers rounds in order (0, 1, 2... each closed
-            // by its ROUND_END), and a pfn always travels on the same channel,
-            // so the last copy of a page written is always its newest.
-            if (batch.round != open_round)
-                throw StreamError("page batch of round " + std::to_string(batch.round) + " while round " +
-                                  std::to_string(open_round) + " is open");
-            for (const auto& d : batch.pages)
-                if (wire::channel_of(d.pfn, nch) != c)
-                    throw StreamError("pfn " + std::to_string(d.pfn) + " arrived on channel " + std::to_string(c) +
-                                      ", it belongs to channel " + std::to_string(wire::channel_of(d.pfn, nch)));
-            if (cur.first_batch_ns == 0)
-                cur.first_batch_ns = monotonic_ns();
-            round_pages += batch.page_count;
-            after_round_end = false;
-            applier.submit(slot);
-            break;
-        }
-        case wire::RecordType::round_end: {
-            auto r = wire::parse_round_end(rec.body);
-            if (r.round != open_round)
-                throw StreamError("ROUND_END of round " + std::to_string(r.round) + " while round " +
-                                  std::to_string(open_round) + " is open");
-            if (state_seen)
-                throw StreamError("ROUND_END after platform state");
-            ++open_round;
-            if (c == 0 && r.round == 0)
-                failpoint("recv:mid-precopy");
-            // Every page of the round is in the domain once the applier has
-            // caught up: tell the source, which paces itself on it.
-            applier.drain();
-            send(c, wire::encode_round_ack({r.round, round_pages}));
-            cur.no = r.round;
-            cur.pages = round_pages;
-            closed = cur;
-            cur = RoundMarks{mark_now(), open_round};
-            round_pages = 0;
-            after_round_end = true;
-            break;
-        }
-        case wire::RecordType::early_state: {
-            // Only between rounds (after a ROUND_END or another early blob),
-            // before any platform state, and only if announced; the stream
-            // has one channel (accept_or_refuse), so every page sent before
-            // it is in the domain once this channel's applier is drained.
-            if (!(features_ & wire::kFeatureEarlyState))
-                throw StreamError("early state, but the header did not announce it");
-            if (state_seen || !after_round_end)
-                throw StreamError("early state must follow a ROUND_END and precede the platform state");
-            // Used at once, not kept: only the record's own limit applies.
-            auto es = wire::parse_early_state(rec.body);
-            applier.drain();
-            dom_->early_state({es.state_type, {es.data.begin(), es.data.end()}});
-            break;
-        }
-        case wire::RecordType::platform_state: {
-            if (c != 0)
-                throw StreamError("platform state on channel " + std::to_string(c) + " (only channel 0 carries it)");
-            if (!state_seen) {
-                failpoint("recv:stop-copy"); // the source is suspended by now
-                state_at_ns = monotonic_ns();
-                cur.pages = round_pages;
-                last = after_round_end ? closed : cur; // closed by its ROUND_END, or not
-            }
-            state_seen = true;
-            auto ps = wire::parse_platform_state(rec.body);
-            std::lock_guard<std::mutex> l(state_lock_);
-            state_bytes_ += ps.data.size();
-            if (state_.size() >= kMaxStateBlobs || state_bytes_ > kMaxStateBytes)
-                throw StreamError("platform state exceeds " + std::to_string(kMaxStateBlobs) + " blobs or " +
-                                  std::to_string(kMaxStateBytes >> 20) + " MiB");
-            state_.push_back({ps.state_type, {ps.data.begin(), ps.data.end()}});
-            break;
-        }
-        case wire::RecordType::end: {
-            wire::parse_end(rec.body);
-            const std::uint64_t end_ns = monotonic_ns();
-            if (c == 0)
-                end_ns_ = end_ns; // read by run() after this thread is joined
-            applier.drain();
-            if (!state_seen) {
-                cur.pages = round_pages;
-                last = cur;
-            }
-            if (opt_.log) {
-                const Mark m = mark_now();
-                const Mark& o = last.opened;
-                log_tail(c, last.no, last.pages, o.at_ns, end_ns, m.read_ns - o.read_ns, m.apply_ns - o.apply_ns,
-                         m.calls - o.calls, last.first_batch_ns ? last.first_batch_ns - o.at_ns : 0,
-                         state_at_ns ? state_at_ns - o.at_ns : 0, m.at_ns - end_ns);
-            }
-            std::lock_guard<std::mutex> l(state_lock_);
-            res_.rounds = std::max(res_.rounds, open_round);
-            ch.counts.bytes = ch.reader.bytes_read() + wire::kSourceMagic.size();
-            return;
-        }
-        default:
-            throw StreamError(std::string("unexpected ") +
-                              wire::record_type_name(static_cast<std::uint32_t>(rec.type)) +
-                              " record from the source on channel " + std::to_string(c));
-        }
-    }
-}
-
-void Receiver::log_tail(std::uint32_t c, std::uint32_t round, std::uint64_t pages, std::uint64_t start_ns,
-                        std::uint64_t end_ns, std::uint64_t read_ns, std::uint64_t apply_ns, std::uint64_t calls,
-                        std::uint64_t first_after_ns, std::uint64_t state_after_ns,
-                        std::uint64_t drained_after_ns)
-{
-    auto ms = [](std::uint64_t ns) {
-        char b[32];
-        std::snprintf(b, sizeof b, "%.1f ms", double(ns) * 1e-6);
-        return std::string(b);
-    };
-    std::string where = channels_.size() > 1 ? " on channel " + std::to_string(c) : "";
-    // Times are from the instant the round opened (the previous ROUND_END).
-    std::string first = first_after_ns ? ": first pages at +" + ms(first_after_ns) : "";
-    std::string state = state_after_ns ? ", the platform state from +" + ms(state_after_ns) : "";
-    opt_.log(label() + ": the stream's tail" + where + ": round " + std::to_string(round) + " (" +
-             std::to_string(pages) + " pages" + first + ") to END at +" + ms(end_ns - start_ns) + " (reading " +
-             ms(read_ns) +
-             ", applying " + ms(apply_ns) + " in " + std::to_string(calls) + " domain calls" + state +
-             "), the last page applied " + ms(drained_after_ns) + " after END");
-}
-
-void Receiver::channel_failed(std::exception_ptr e)
-{
-    {
-        std::lock_guard<std::mutex> l(error_lock_);
-        if (!error_)
-            error_ = e;
-    }
-    if (!failed_.exchange(true)) {
-        // Wake the other channels' readers; the write sides stay open so the
-        // source can still be told why (DONE on channel 0).
-        for (auto& ch : channels_)
-            ::shutdown(ch->fd, SHUT_RD);
-    }
-}
-
-void Receiver::channel_main(std::uint32_t c)
-{
-    try {
-        read_channel(c);
-    } catch (...) {
-        channel_failed(std::current_exception());
-    }
-}
-
+// The destination's protocol, step by step (docs/stream-format.md, Order
+// of records): read the header and accept or refuse it, receive every
+// channel's rounds, restore the platform state, then either hand the
+// paused domain to the caller (one-way) or ask for COMMIT, start the domain
+// and report it started.  Any failure before the start destroys the copy
+// and tells the source (fail).
 ReceiveResult Receiver::run()
 {
     try {
-        phase_ = Phase::negotiate;
-        Channel& ch0 = *channels_[0];
-        try {
-            wire::read_magic(ch0.src, wire::kSourceMagic);
-        } catch (const StreamError& e) {
-            throw StreamError("the peer is not a fastmig sender (" + e.cause() + ")");
-        }
-        auto rec = first_record(ch0);
-        if (rec.type == wire::RecordType::outcome_query)
-            return answer_query(rec.body);
-        if (opt_.queries_only && rec.type == wire::RecordType::header)
-            refuse(wire::kAcceptInternal, "this receiver took its one migration and now only answers outcome "
-                                          "queries (fastmig receive --keep-listening takes more)");
-        if (rec.type != wire::RecordType::header)
-            throw StreamError(std::string("expected HEADER first, got ") +
-                              wire::record_type_name(static_cast<std::uint32_t>(rec.type)));
-        // A source speaking another version gets a refusal it can report,
-        // not a dropped connection: the version field never moves.
-        if (rec.body.size() >= 4) {
-            std::uint32_t v = std::uint32_t(rec.body[0]) | std::uint32_t(rec.body[1]) << 8 |
-                              std::uint32_t(rec.body[2]) << 16 | std::uint32_t(rec.body[3]) << 24;
-            if (!wire::readable_version(v))
-                refuse(wire::kAcceptBadVersion, "stream version " + std::to_string(v) +
-                                                    " is not supported (this receiver speaks version " +
-                                                    wire::readable_versions() + ")");
-        }
-        auto h = wire::parse_header(rec.body);
-        res_.source_name = h.domain_name;
-        wire::Channels chans;
-        if (h.features & wire::kFeatureChannels) {
-            rec = ch0.reader.read();
-            if (rec.type != wire::RecordType::channels)
-                throw StreamError(std::string("expected CHANNELS after HEADER, got ") +
-                                  wire::record_type_name(static_cast<std::uint32_t>(rec.type)));
-            chans = wire::parse_channels(rec.body);
-        }
-        if (h.features & wire::kFeatureOutcome)
-            read_migration_id(ch0);
-        accept_or_refuse(h, chans.count, chans.session);
-        if (mid_) {
-            // Before READY, hence before any COMMIT: a source that asks
-            // later always finds its migration here.
-            opt_.outcomes->announce(*mid_, dom_->name());
-            announced_ = true;
-        }
-        failpoint("recv:before-round0");
-
-        phase_ = Phase::receive;
-        Stopwatch recv;
-        {
-            std::vector<std::thread> threads;
-            for (std::uint32_t c = 1; c < channels_.size(); ++c)
-                threads.emplace_back([this, c] {
-                    name_this_thread("fm-recv-" + std::to_string(c));
-                    channel_main(c);
-                });
-            channel_main(0);
-            for (auto& t : threads)
-                t.join();
-        }
-        if (failed_)
-            std::rethrow_exception(error_);
-        res_.receive_ms = recv.seconds() * 1e3;
-        for (auto& ch : channels_) {
-            res_.bytes_received += ch->counts.bytes;
-            res_.pages_written += ch->counts.written;
-            res_.pages_zeroed += ch->counts.zeroed;
-            res_.pages_deflate += ch->counts.deflate;
-            res_.pages_xbzrle += ch->counts.xbzrle;
-        }
-
-        // Never start a domain with memory the stream did not cover.
-        std::uint64_t seen = seen_.count();
-        if (seen != res_.nr_pages)
-            throw StreamError("the stream ended with " + std::to_string(res_.nr_pages - seen) + " pages never sent");
-
-        phase_ = Phase::restore;
-        if (opt_.one_way && opt_.log) {
-            char after[48] = "";
-            if (end_ns_)
-                std::snprintf(after, sizeof after, " %.1f ms after END", double(monotonic_ns() - end_ns_) / 1e6);
-            opt_.log(label() + ": stream complete (" + std::to_string(res_.rounds) + " rounds)" + after +
-                     ", restoring the platform state");
-        }
-        Stopwatch restore;
-        dom_->restore_state(state_);
-        res_.restore_ms = restore.seconds() * 1e3;
-
-        if (opt_.one_way) {
-            // Built and paused: the caller starts it (libxl, after its own
-            // records and, for a migration, xl's handshake).
-            phase_ = Phase::finish;
-            res_.bytes_received = ch0.reader.bytes_read() + wire::kSourceMagic.size();
-            dom_->set_orphan_policy(OrphanPolicy::none);
-            if (opt_.built)
-                opt_.built(*dom_, res_);
-            return res_;
-        }
-
-        // Built and paused: ask for COMMIT.  Until it arrives the source owns
-        // the domain, so any failure here destroys this copy.
-        phase_ = Phase::commit;
-        wire::Ready ready;
-        ready.pages_written = res_.pages_written;
-        ready.bytes_received = res_.bytes_received;
-        // verify_digest stays 0 here: the digest is computed after the
-        // domain runs (it reads 8 bytes per page: milliseconds for a large
-        // guest, which would otherwise count as downtime) and goes in DONE.
-        send(0, wire::encode_ready(ready));
-        if (mid_ && opt_.outcome_pending)
-            opt_.outcome_pending(*mid_, true);
-        failpoint("recv:after-ready");
-        ch0.src.set_timeout(opt_.commit_timeout);
-        rec = ch0.reader.read();
-        if (rec.type != wire::RecordType::commit)
-            throw StreamError(std::string("expected COMMIT after READY, got ") +
-                              wire::record_type_name(static_cast<std::uint32_t>(rec.type)));
-        wire::parse_commit(rec.body);
-        res_.bytes_received += ch0.reader.bytes_read() + wire::kSourceMagic.size() - ch0.counts.bytes;
-
-        phase_ = Phase::resume;
-        // Write-ahead: the decision is on disk before the domain runs, and
-        // an outcome query that came first (the source gave up waiting)
-        // wins: then this copy never runs.
-        if (announced_ && !opt_.outcomes->decide_commit(*mid_))
-            throw Error("COMMIT arrived after the source's outcome query had given the migration up; not started");
-        dom_->unpause(); // drops the orphan policy in the same step
-        res_.resumed_at_ns = dom_->clock().resumed_at_ns;
-        // Running here from now on: no failure below may destroy it.
-        phase_ = Phase::finish;
-        // The checksums were taken from the stream as it was applied, so
-        // computing their digest now, with the guest running, is exact.
-        if (res_.verify)
-            res_.verify_digest = wire::page_digest(sums_);
-        if (announced_) {
-            try {
-                opt_.outcomes->mark_started(*mid_, res_.verify_digest);
-            } catch (const std::exception& e) {
-                // The domain runs regardless; a query would get `unknown`.
-                if (opt_.log)
-                    opt_.log(label() + ": finish: the domain runs, but its outcome record was not updated (" +
-                             e.what() + ")");
-            }
-        }
-        failpoint("recv:after-commit");
-
-        wire::Done d;
-        d.status = 0;
-        d.resumed_at_ns = res_.resumed_at_ns;
-        d.pages_written = res_.pages_written;
-        d.bytes_received = res_.bytes_received;
-        d.verify_digest = res_.verify_digest;
-        try {
-            send_done(d);
-        } catch (const std::exception& e) {
-            res_.done_delivered = false;
-            res_.done_error = e.what();
-            if (opt_.log)
-                opt_.log(label() + ": finish: the domain runs here, but DONE did not reach the source (" +
-                         e.what() + "); the source keeps its copy paused until an admin destroys it");
-        }
-        if (announced_) {
-            // `started` went to the page cache before DONE (queries and a
-            // restarted receiver see it); to the disk only now, outside the
-            // source's wait.
-            try {
-                opt_.outcomes->flush(*mid_);
-            } catch (const std::exception& e) {
-                if (opt_.log)
-                    opt_.log(label() + ": finish: the domain runs, but its outcome record was not flushed (" +
-                             e.what() + "): a crash of this host would leave it `committed` (a query: unknown)");
-            }
-        }
-        if (mid_ && res_.done_delivered)
-            await_done_ack(ch0);
+        if (auto query = negotiate())
+            return *query;
+        receive_all();
+        restore();
+        if (opt_.one_way)
+            return hand_over_paused();
+        await_commit();
+        start();
+        report_started();
         return res_;
     } catch (const std::exception& ex) {
-        std::string cause = ex.what();
-        Phase ph = phase_;
-        std::string who = label();
-        if (auto* e = dynamic_cast<const Error*>(&ex)) {
-            cause = e->cause();
-            if (e->has_context()) {
-                ph = e->phase();
-                who = e->domain();
-            }
-            if (dynamic_cast<const StreamError*>(&ex) && !dynamic_cast<const AuthError*>(&ex))
-                cause = "malformed stream: " + cause;
-        }
-        if ((dom_ || accepted_) && phase_ != Phase::finish) {
-            if (announced_) {
-                // Before the copy goes: from here a query says "not committed".
-                try {
-                    opt_.outcomes->decide_destroyed_by_owner(*mid_);
-                } catch (const std::exception& o) {
-                    cause += std::string("; recording the outcome failed: ") + o.what();
-                }
-            }
-            if (dom_) {
-                try {
-                    dom_->destroy();
-                    cause += "; the incoming domain was destroyed";
-                } catch (const std::exception& d) {
-                    cause += std::string("; destroying the incoming domain failed: ") + d.what();
-                }
-            }
-            // Tell the source, which then keeps its domain running.
-            try {
-                wire::Done d;
-                d.status = 1;
-                d.message = cause.substr(0, wire::kMaxMessageLength);
-                send_done(d);
-            } catch (...) {
-            }
-        }
-        throw Error(who, ph, cause);
+        fail(ex);
     }
+}
+
+// Magic, HEADER (or an outcome query, answered instead), CHANNELS,
+// MIGRATION_ID, then ACCEPT or a refusal.
+std::optional<ReceiveResult> Receiver::negotiate()
+{
+    phase_ = Phase::negotiate;
+    Channel& ch0 = *channels_[0];
+    try {
+        wire::read_magic(ch0.src, wire::kSourceMagic);
+    } catch (const StreamError& e) {
+        throw StreamError("the peer is not a fastmig sender (" + e.cause() + ")");
+    }
+    auto rec = first_record(ch0);
+    if (rec.type == wire::RecordType::outcome_query)
+        return answer_query(rec.body);
+    if (opt_.queries_only && rec.type == wire::RecordType::header)
+        refuse(wire::kAcceptInternal, "this receiver took its one migration and now only answers outcome "
+                                      "queries (fastmig receive --keep-listening takes more)");
+    if (rec.type != wire::RecordType::header)
+        throw StreamError(std::string("expected HEADER first, got ") +
+                          wire::record_type_name(static_cast<std::uint32_t>(rec.type)));
+    // A source speaking another version gets a refusal it can report,
+    // not a dropped connection: the version field never moves.
+    if (rec.body.size() >= 4) {
+        const auto v = bytes::load_le<std::uint32_t>(rec.body.data());
+        if (!wire::readable_version(v))
+            refuse(wire::kAcceptBadVersion, "stream version " + std::to_string(v) +
+                                                " is not supported (this receiver speaks version " +
+                                                wire::readable_versions() + ")");
+    }
+    auto h = wire::parse_header(rec.body);
+    res_.source_name = h.domain_name;
+    wire::Channels chans;
+    if (h.features & wire::kFeatureChannels) {
+        rec = ch0.reader.read();
+        if (rec.type != wire::RecordType::channels)
+            throw StreamError(std::string("expected CHANNELS after HEADER, got ") +
+                              wire::record_type_name(static_cast<std::uint32_t>(rec.type)));
+        chans = wire::parse_channels(rec.body);
+    }
+    if (h.features & wire::kFeatureOutcome)
+        read_migration_id(ch0);
+    accept_or_refuse(h, chans.count, chans.session);
+    if (mid_) {
+        // Before READY, hence before any COMMIT: a source that asks
+        // later always finds its migration here.
+        opt_.outcomes->announce(*mid_, dom_->name());
+        announced_ = true;
+    }
+    failpoint("recv:before-round0");
+    return std::nullopt;
+}
+
+// Every channel's rounds until its END; then every pfn must have come.
+void Receiver::receive_all()
+{
+    phase_ = Phase::receive;
+    Stopwatch recv;
+    {
+        std::vector<std::thread> threads;
+        for (std::uint32_t c = 1; c < channels_.size(); ++c)
+            threads.emplace_back([this, c] {
+                name_this_thread("fm-recv-" + std::to_string(c));
+                channel_main(c);
+            });
+        channel_main(0);
+        for (auto& t : threads)
+            t.join();
+    }
+    if (failed_)
+        std::rethrow_exception(error_);
+    res_.receive_ms = recv.seconds() * 1e3;
+    for (auto& ch : channels_) {
+        res_.bytes_received += ch->counts.bytes;
+        res_.pages_written += ch->counts.written;
+        res_.pages_zeroed += ch->counts.zeroed;
+        res_.pages_deflate += ch->counts.deflate;
+        res_.pages_xbzrle += ch->counts.xbzrle;
+    }
+
+    // Never start a domain with memory the stream did not cover.
+    std::uint64_t seen = pages_.seen.count();
+    if (seen != res_.nr_pages)
+        throw StreamError("the stream ended with " + std::to_string(res_.nr_pages - seen) + " pages never sent");
+}
+
+void Receiver::restore()
+{
+    phase_ = Phase::restore;
+    if (opt_.one_way && opt_.log) {
+        char after[48] = "";
+        if (end_ns_)
+            std::snprintf(after, sizeof after, " %.1f ms after END", double(monotonic_ns() - end_ns_) / 1e6);
+        opt_.log(label() + ": stream complete (" + std::to_string(res_.rounds) + " rounds)" + after +
+                 ", restoring the platform state");
+    }
+    Stopwatch timer;
+    dom_->restore_state(state_);
+    res_.restore_ms = timer.seconds() * 1e3;
+}
+
+// One-way: built and paused, the domain goes to the caller.
+ReceiveResult Receiver::hand_over_paused()
+{
+    Channel& ch0 = *channels_[0];
+    // Built and paused: the caller starts it (libxl, after its own
+    // records and, for a migration, xl's handshake).
+    phase_ = Phase::finish;
+    res_.bytes_received = ch0.reader.bytes_read() + wire::kSourceMagic.size();
+    dom_->set_orphan_policy(OrphanPolicy::none);
+    if (opt_.built)
+        opt_.built(*dom_, res_);
+    return res_;
+}
+
+// READY, then COMMIT (within commit_timeout).
+void Receiver::await_commit()
+{
+    Channel& ch0 = *channels_[0];
+    // Built and paused: ask for COMMIT.  Until it arrives the source owns
+    // the domain, so any failure here destroys this copy.
+    phase_ = Phase::commit;
+    wire::Ready ready;
+    ready.pages_written = res_.pages_written;
+    ready.bytes_received = res_.bytes_received;
+    // verify_digest stays 0 here: the digest is computed after the
+    // domain runs (it reads 8 bytes per page: milliseconds for a large
+    // guest, which would otherwise count as downtime) and goes in DONE.
+    send(0, wire::encode_ready(ready));
+    if (mid_ && opt_.outcome_pending)
+        opt_.outcome_pending(*mid_, true);
+    failpoint("recv:after-ready");
+    ch0.src.set_timeout(opt_.commit_timeout);
+    auto rec = ch0.reader.read();
+    if (rec.type != wire::RecordType::commit)
+        throw StreamError(std::string("expected COMMIT after READY, got ") +
+                          wire::record_type_name(static_cast<std::uint32_t>(rec.type)));
+    wire::parse_commit(rec.body);
+    res_.bytes_received += ch0.reader.bytes_read() + wire::kSourceMagic.size() - ch0.counts.bytes;
+}
+
+// The decision on disk first, then the domain runs.
+void Receiver::start()
+{
+    phase_ = Phase::resume;
+    // Write-ahead: the decision is on disk before the domain runs, and
+    // an outcome query that came first (the source gave up waiting)
+    // wins: then this copy never runs.
+    if (announced_ && !opt_.outcomes->decide_commit(*mid_))
+        throw Error("COMMIT arrived after the source's outcome query had given the migration up; not started");
+    dom_->unpause(); // drops the orphan policy in the same step
+    res_.resumed_at_ns = dom_->clock().resumed_at_ns;
+    // Running here from now on: no failure below may destroy it.
+    phase_ = Phase::finish;
+    // The checksums were taken from the stream as it was applied, so
+    // computing their digest now, with the guest running, is exact.
+    if (res_.verify)
+        res_.verify_digest = wire::page_digest(pages_.sums);
+    if (announced_) {
+        try {
+            opt_.outcomes->mark_started(*mid_, res_.verify_digest);
+        } catch (const std::exception& e) {
+            // The domain runs regardless; a query would get `unknown`.
+            if (opt_.log)
+                opt_.log(label() + ": finish: the domain runs, but its outcome record was not updated (" +
+                         e.what() + ")");
+        }
+    }
+    failpoint("recv:after-commit");
+}
+
+// DONE to the source; the outcome record to disk; DONE_ACK.
+void Receiver::report_started()
+{
+    Channel& ch0 = *channels_[0];
+    wire::Done d;
+    d.status = 0;
+    d.resumed_at_ns = res_.resumed_at_ns;
+    d.pages_written = res_.pages_written;
+    d.bytes_received = res_.bytes_received;
+    d.verify_digest = res_.verify_digest;
+    try {
+        send_done(d);
+    } catch (const std::exception& e) {
+        res_.done_delivered = false;
+        res_.done_error = e.what();
+        if (opt_.log)
+            opt_.log(label() + ": finish: the domain runs here, but DONE did not reach the source (" +
+                     e.what() + "); the source keeps its copy paused until an admin destroys it");
+    }
+    if (announced_) {
+        // `started` went to the page cache before DONE (queries and a
+        // restarted receiver see it); to the disk only now, outside the
+        // source's wait.
+        try {
+            opt_.outcomes->flush(*mid_);
+        } catch (const std::exception& e) {
+            if (opt_.log)
+                opt_.log(label() + ": finish: the domain runs, but its outcome record was not flushed (" +
+                         e.what() + "): a crash of this host would leave it `committed` (a query: unknown)");
+        }
+    }
+    if (mid_ && res_.done_delivered)
+        await_done_ack(ch0);
+}
+
+// Any failure, labelled with the domain and phase.  Before the start the
+// copy is destroyed (and its outcome recorded) and the source told in DONE,
+// so that it keeps its domain running.
+void Receiver::fail(const std::exception& ex)
+{
+    std::string cause = ex.what();
+    Phase ph = phase_;
+    std::string who = label();
+    if (auto* e = dynamic_cast<const Error*>(&ex)) {
+        cause = e->cause();
+        if (e->has_context()) {
+            ph = e->phase();
+            who = e->domain();
+        }
+        if (e->kind() == ErrorKind::stream)
+            cause = "malformed stream: " + cause;
+    }
+    if ((dom_ || accepted_) && phase_ != Phase::finish) {
+        if (announced_) {
+            // Before the copy goes: from here a query says "not committed".
+            try {
+                opt_.outcomes->decide_destroyed_by_owner(*mid_);
+            } catch (const std::exception& o) {
+                cause += std::string("; recording the outcome failed: ") + o.what();
+            }
+        }
+        if (dom_) {
+            try {
+                dom_->destroy();
+                cause += "; the incoming domain was destroyed";
+            } catch (const std::exception& d) {
+                cause += std::string("; destroying the incoming domain failed: ") + d.what();
+            }
+        }
+        // Tell the source, which then keeps its domain running.
+        try {
+            wire::Done d;
+            d.status = 1;
+            d.message = cause.substr(0, wire::kMaxMessageLength);
+            send_done(d);
+        } catch (...) {
+        }
+    }
+    throw Error(who, ph, cause);
 }
 
 // MIGRATION_ID follows HEADER (and CHANNELS) with feature OUTCOME.
@@ -968,11 +518,11 @@ void Receiver::await_done_ack(Channel& ch0)
     }
 }
 
-} // namespace
+} // namespace receiving
 
 ReceiveResult receive_domain(int fd, DomainProvider& provider, const ReceiveOptions& opt)
 {
-    Receiver r(fd, provider, opt);
+    receiving::Receiver r(fd, provider, opt);
     return r.run();
 }
 

@@ -39,9 +39,9 @@ const char* orphan_policy_name(OrphanPolicy p)
     return "unknown";
 }
 
-Error::Error(std::string domain, Phase phase, const std::string& cause)
+Error::Error(std::string domain, Phase phase, const std::string& cause, ErrorKind kind)
     : std::runtime_error(domain + ": " + phase_name(phase) + ": " + cause),
-      cause_(cause), domain_(std::move(domain)), phase_(phase), has_context_(true)
+      cause_(cause), domain_(std::move(domain)), phase_(phase), has_context_(true), kind_(kind)
 {
 }
 
@@ -49,7 +49,23 @@ Error Error::with_context(const std::string& domain, Phase phase) const
 {
     if (has_context_)
         return *this;
-    return Error(domain, phase, cause_);
+    return Error(domain, phase, cause_, kind_);
+}
+
+Error Error::relabelled(const std::string& cause) const
+{
+    return has_context_ ? Error(domain_, phase_, cause, kind_) : Error(cause, kind_);
+}
+
+void raise(const Error& e)
+{
+    switch (e.kind()) {
+    case ErrorKind::local: throw e;
+    case ErrorKind::stream: throw StreamError(e);
+    case ErrorKind::auth: throw AuthError(e);
+    case ErrorKind::in_doubt: throw InDoubtError(e);
+    }
+    throw e;
 }
 
 void throw_errno(const std::string& what)

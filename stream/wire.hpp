@@ -1,4 +1,4 @@
-// The fastmig stream format, version 1: encoders and validating decoders.
+// The fastmig stream format, version 2: encoders and validating decoders.
 // The normative description is docs/stream-format.md; this header is its code.
 //
 // Layout (all integers little endian):
@@ -14,6 +14,7 @@
 // corrupt stream yields a StreamError naming the record and the field.
 #pragma once
 
+#include "stream/checksum.hpp"
 #include "stream/types.hpp"
 
 #include <array>
@@ -384,25 +385,5 @@ void parse_page_batch(std::span<const std::uint8_t> body, std::uint64_t nr_pages
 // Refuses (StreamError) a batch with a page whose encoding needs a feature
 // bit that is not in `features` (the set the destination accepted).
 void check_batch_features(const PageBatch& batch, std::uint64_t features);
-
-// ---- checksums ------------------------------------------------------------
-
-// CRC32C (ISA-L crc32_iscsi) used for records.  Returns the running,
-// un-complemented value so that it chains: crc32c(b, crc32c(a)) equals
-// crc32c(a followed by b).  The standard CRC-32C, as stored in a record, is
-// ~crc32c(data) (0xe3069283 for "123456789").
-// The implementation is ISA-L's instruction-based one or its table, whichever
-// runs faster on this machine (timed once; see wire.cpp; FASTMIG_CRC32C
-// forces one): they compute the same CRC.
-std::uint32_t crc32c(std::span<const std::uint8_t> data, std::uint32_t seed = 0xffffffffu);
-// Which one, and the rates that chose it (for logs).
-const std::string& crc32c_implementation();
-// One of them by name (tests: both must agree); data below 2 GiB.
-std::uint32_t crc32c_with(std::span<const std::uint8_t> data, bool table, std::uint32_t seed = 0xffffffffu);
-// Per-page checksum used by verification (ISA-L crc64 ECMA reflected).
-std::uint64_t page_checksum(std::span<const std::uint8_t> page);
-// Digest of a whole domain: CRC64 over the little-endian array of per-page
-// checksums in pfn order.  Source and destination compute it the same way.
-std::uint64_t page_digest(std::span<const std::uint64_t> page_checksums);
 
 } // namespace fastmig::wire

@@ -1,7 +1,6 @@
 // CHANNELS and CHANNEL_HELLO bodies (see docs/stream-format.md, Channels).
 #include "stream/wire.hpp"
-
-#include <cstring>
+#include "stream/bytes.hpp"
 
 namespace fastmig::wire {
 
@@ -11,10 +10,8 @@ namespace {
 std::vector<std::uint8_t> body16(std::uint32_t a, std::uint64_t b)
 {
     std::vector<std::uint8_t> v(16, 0);
-    for (int i = 0; i < 4; ++i)
-        v[i] = static_cast<std::uint8_t>(a >> (8 * i));
-    for (int i = 0; i < 8; ++i)
-        v[8 + i] = static_cast<std::uint8_t>(b >> (8 * i));
+    bytes::store_le(v.data(), a);
+    bytes::store_le(v.data() + 8, b);
     return v;
 }
 
@@ -22,16 +19,9 @@ void split16(const char* what, std::span<const std::uint8_t> body, std::uint32_t
 {
     if (body.size() != 16)
         throw StreamError(std::string(what) + ": body is " + std::to_string(body.size()) + " bytes, must be 16");
-    std::uint32_t reserved = 0;
-    a = 0;
-    b = 0;
-    for (int i = 0; i < 4; ++i) {
-        a |= std::uint32_t(body[i]) << (8 * i);
-        reserved |= std::uint32_t(body[4 + i]) << (8 * i);
-    }
-    for (int i = 0; i < 8; ++i)
-        b |= std::uint64_t(body[8 + i]) << (8 * i);
-    if (reserved != 0)
+    a = bytes::load_le<std::uint32_t>(body.data());
+    b = bytes::load_le<std::uint64_t>(body.data() + 8);
+    if (bytes::load_le<std::uint32_t>(body.data() + 4) != 0)
         throw StreamError(std::string(what) + ": reserved field is not 0");
 }
 

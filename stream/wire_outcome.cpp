@@ -1,23 +1,13 @@
 // MIGRATION_ID, OUTCOME_QUERY, OUTCOME and DONE_ACK bodies (see
 // docs/stream-format.md, Resolving a lost COMMIT).
 #include "stream/wire_outcome.hpp"
+#include "stream/bytes.hpp"
 
 #include <cstring>
 
 namespace fastmig::wire {
 
 namespace {
-
-std::uint32_t le32(const std::uint8_t* p)
-{
-    return std::uint32_t(p[0]) | std::uint32_t(p[1]) << 8 | std::uint32_t(p[2]) << 16 | std::uint32_t(p[3]) << 24;
-}
-
-void put_le(std::uint8_t* p, std::uint64_t v, int bytes)
-{
-    for (int i = 0; i < bytes; ++i)
-        p[i] = static_cast<std::uint8_t>(v >> (8 * i));
-}
 
 MigrationId id_body(const char* what, std::span<const std::uint8_t> body)
 {
@@ -73,10 +63,10 @@ std::vector<std::uint8_t> encode_outcome(const OutcomeReply& r)
 {
     const std::string m = r.message.substr(0, kMaxMessageLength);
     std::vector<std::uint8_t> b(kOutcomeFixed + m.size(), 0);
-    put_le(b.data(), static_cast<std::uint32_t>(r.answer), 4);
-    put_le(b.data() + 4, m.size(), 4);
+    bytes::store_le(b.data(), static_cast<std::uint32_t>(r.answer));
+    bytes::store_le(b.data() + 4, static_cast<std::uint32_t>(m.size()));
     std::memcpy(b.data() + 8, r.id.data(), r.id.size());
-    put_le(b.data() + 24, r.verify_digest, 8);
+    bytes::store_le(b.data() + 24, r.verify_digest);
     std::memcpy(b.data() + kOutcomeFixed, m.data(), m.size());
     return encode_record(RecordType::outcome, b);
 }
@@ -87,16 +77,16 @@ OutcomeReply parse_outcome(std::span<const std::uint8_t> body)
         throw StreamError("outcome: body is " + std::to_string(body.size()) + " bytes, at least " +
                           std::to_string(kOutcomeFixed) + " needed");
     OutcomeReply r;
-    const std::uint32_t answer = le32(body.data());
+    const std::uint32_t answer = bytes::load_le<std::uint32_t>(body.data());
     if (answer < 1 || answer > 3)
         throw StreamError("outcome: answer " + std::to_string(answer) + " is not 1..3");
     r.answer = static_cast<OutcomeAnswer>(answer);
-    const std::uint32_t len = le32(body.data() + 4);
+    const std::uint32_t len = bytes::load_le<std::uint32_t>(body.data() + 4);
     if (len > kMaxMessageLength || body.size() != kOutcomeFixed + len)
         throw StreamError("outcome: message_length " + std::to_string(len) + " does not match a body of " +
                           std::to_string(body.size()) + " bytes");
     std::memcpy(r.id.data(), body.data() + 8, r.id.size());
-    r.verify_digest = std::uint64_t(le32(body.data() + 24)) | std::uint64_t(le32(body.data() + 28)) << 32;
+    r.verify_digest = bytes::load_le<std::uint64_t>(body.data() + 24);
     r.message.assign(reinterpret_cast<const char*>(body.data()) + kOutcomeFixed, len);
     return r;
 }

@@ -17,6 +17,7 @@
 // 7 bytes, versus 2-3 bytes of headers for a split: a small loss, and the
 // scan never looks at a byte twice).
 #include "stream/codec/codec.hpp"
+#include "stream/bytes.hpp"
 
 #include <algorithm>
 #include <bit>
@@ -26,29 +27,13 @@ namespace fastmig::codec {
 
 namespace {
 
-std::uint64_t load64(const std::uint8_t* p)
-{
-    std::uint64_t v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-}
+std::uint64_t load64(const std::uint8_t* p) { return bytes::load_le<std::uint64_t>(p); }
 
-// Byte index (in memory order) of the first / last non-zero byte of a
-// non-zero XOR of two little-endian loads.
-unsigned first_diff(std::uint64_t x)
-{
-    if constexpr (std::endian::native == std::endian::little)
-        return static_cast<unsigned>(std::countr_zero(x)) / 8;
-    else
-        return static_cast<unsigned>(std::countl_zero(x)) / 8;
-}
-unsigned last_diff(std::uint64_t x)
-{
-    if constexpr (std::endian::native == std::endian::little)
-        return 7 - static_cast<unsigned>(std::countl_zero(x)) / 8;
-    else
-        return 7 - static_cast<unsigned>(std::countr_zero(x)) / 8;
-}
+// Byte index of the first / last non-zero byte of a non-zero XOR of two
+// little-endian loads: the low byte of a little-endian load is the first in
+// memory on every host.
+unsigned first_diff(std::uint64_t x) { return static_cast<unsigned>(std::countr_zero(x)) / 8; }
+unsigned last_diff(std::uint64_t x) { return 7 - static_cast<unsigned>(std::countl_zero(x)) / 8; }
 
 std::size_t varint_size(std::size_t v) { return v < 0x80 ? 1 : v < 0x4000 ? 2 : 3; }
 

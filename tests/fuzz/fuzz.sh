@@ -34,9 +34,10 @@ cxxflags="-std=c++20 -O1 -g -fno-omit-frame-pointer $san -I$top_srcdir -I$buildd
 libs="-lisal -lz $(pkg-config --libs nettle 2>/dev/null || echo -lnettle) -pthread"
 
 # The engine sources the targets need (no Xen, no sim backend).
-engine="stream/types.cpp stream/failpoint.cpp stream/wire.cpp stream/wire_channels.cpp
+engine="stream/types.cpp stream/failpoint.cpp stream/wire.cpp stream/wire_batch.cpp stream/wire_channels.cpp stream/checksum.cpp
         stream/classify.cpp stream/transport.cpp stream/precopy_policy.cpp stream/send_pipeline.cpp
-        stream/sender.cpp stream/receiver.cpp stream/codec/deflate.cpp stream/codec/xbzrle.cpp
+        stream/sender.cpp stream/receiver.cpp stream/receive_records.cpp stream/page_applier.cpp
+        stream/codec/deflate.cpp stream/codec/xbzrle.cpp
         stream/codec/page_cache.cpp stream/codec/policy.cpp
         stream/auth_key.cpp stream/auth_record.cpp stream/auth_aead.cpp stream/auth_handshake.cpp
         stream/domain/xen/pv_frames.cpp stream/domain/xen/pv_page_types.cpp stream/domain/xen/pv_pagetable.cpp

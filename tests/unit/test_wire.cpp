@@ -6,6 +6,7 @@
 
 #include "stream_error_check.hpp"
 
+#include "stream/bytes.hpp"
 #include "stream/wire.hpp"
 #include "stream/wire_outcome.hpp"
 #include "tests/unit/iovec_bytes.hpp"
@@ -1131,4 +1132,51 @@ BOOST_AUTO_TEST_CASE(crc32c_instruction_and_table_agree)
                0xe3069283u);
     const std::string& what = crc32c_implementation();
     BOOST_TEST((what.find("crc32_iscsi") != std::string::npos), what);
+}
+
+BOOST_AUTO_TEST_CASE(bytes_are_little_endian)
+{
+    std::uint8_t b[8];
+    fastmig::bytes::store_le<std::uint32_t>(b, 0x04030201u);
+    BOOST_TEST((b[0] == 1 && b[1] == 2 && b[2] == 3 && b[3] == 4));
+    fastmig::bytes::store_le<std::uint64_t>(b, 0x0807060504030201ull);
+    for (int i = 0; i < 8; ++i)
+        BOOST_TEST(b[i] == i + 1);
+    BOOST_TEST(fastmig::bytes::load_le<std::uint16_t>(b + 1) == 0x0302u);
+    BOOST_TEST(fastmig::bytes::load_le<std::uint64_t>(b) == 0x0807060504030201ull);
+    std::vector<std::uint8_t> v;
+    fastmig::bytes::append_le<std::uint32_t>(v, 0xa1b2c3d4u);
+    BOOST_TEST((v == std::vector<std::uint8_t>{0xd4, 0xc3, 0xb2, 0xa1}));
+}
+
+// Relabelling keeps the kind, and raise() throws it as the class the kind
+// names: a relabelled StreamError is still caught as one.
+BOOST_AUTO_TEST_CASE(relabelled_errors_keep_their_kind)
+{
+    using fastmig::ErrorKind;
+    const fastmig::Error kinds[] = {fastmig::Error("e"), fastmig::StreamError("e"), fastmig::AuthError("e"),
+                                    fastmig::InDoubtError("e")};
+    const ErrorKind want[] = {ErrorKind::local, ErrorKind::stream, ErrorKind::auth, ErrorKind::in_doubt};
+    for (int i = 0; i < 4; ++i) {
+        const auto labelled = kinds[i].with_context("dom", fastmig::Phase::commit);
+        BOOST_TEST((labelled.kind() == want[i]));
+        BOOST_TEST(labelled.what() == std::string("dom: commit: e"));
+        const auto wrapped = labelled.relabelled("channel 2: " + labelled.cause());
+        BOOST_TEST((wrapped.kind() == want[i]));
+        BOOST_TEST(wrapped.what() == std::string("dom: commit: channel 2: e"));
+        BOOST_TEST((kinds[i].relabelled("x").kind() == want[i]));
+    }
+    BOOST_CHECK_THROW(fastmig::raise(kinds[1].relabelled("x")), fastmig::StreamError);
+    BOOST_CHECK_THROW(fastmig::raise(kinds[2].relabelled("x")), fastmig::AuthError);
+    BOOST_CHECK_THROW(fastmig::raise(kinds[3].with_context("d", fastmig::Phase::commit)), fastmig::InDoubtError);
+    try {
+        fastmig::raise(kinds[0].relabelled("x"));
+    } catch (const fastmig::StreamError&) {
+        BOOST_FAIL("a local error was raised as a StreamError");
+    } catch (const fastmig::Error& e) {
+        BOOST_TEST((e.kind() == ErrorKind::local));
+        BOOST_TEST(e.what() == std::string("x"));
+    }
+    BOOST_TEST(fastmig::AuthError("e").is_stream());
+    BOOST_TEST(!fastmig::InDoubtError("e").is_stream());
 }

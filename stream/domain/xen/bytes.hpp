@@ -1,12 +1,12 @@
-// Little-endian field access in record bodies and guest structures (x86 is
-// little endian; memcpy keeps unaligned access defined).
+// Bounds-checked little-endian field access in record bodies and guest
+// structures, over the byte order of stream/bytes.hpp.
 #pragma once
 
+#include "stream/bytes.hpp"
 #include "stream/types.hpp"
 
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <span>
 #include <string>
 #include <vector>
@@ -18,9 +18,7 @@ template <class T> T load(std::span<const std::uint8_t> b, std::size_t off)
     if (off + sizeof(T) > b.size())
         throw Error("field at offset " + std::to_string(off) + " beyond a " + std::to_string(b.size()) +
                     "-byte structure");
-    T v;
-    std::memcpy(&v, b.data() + off, sizeof v);
-    return v;
+    return bytes::load_le<T>(b.data() + off);
 }
 
 template <class T> void store(std::span<std::uint8_t> b, std::size_t off, T v)
@@ -28,14 +26,10 @@ template <class T> void store(std::span<std::uint8_t> b, std::size_t off, T v)
     if (off + sizeof(T) > b.size())
         throw Error("field at offset " + std::to_string(off) + " beyond a " + std::to_string(b.size()) +
                     "-byte structure");
-    std::memcpy(b.data() + off, &v, sizeof v);
+    bytes::store_le(b.data() + off, v);
 }
 
-template <class T> void append(std::vector<std::uint8_t>& out, T v)
-{
-    auto* p = reinterpret_cast<const std::uint8_t*>(&v);
-    out.insert(out.end(), p, p + sizeof v);
-}
+template <class T> void append(std::vector<std::uint8_t>& out, T v) { bytes::append_le(out, v); }
 
 inline std::string hex(std::uint64_t v)
 {
