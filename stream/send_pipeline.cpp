@@ -69,7 +69,7 @@ SendPipeline::SendPipeline(Domain& dom, std::vector<auth::RecordWriter*> writers
         if (gate_) {
             policies_.back()->policy.emplace(cfg_.compression, dom_.nr_pages());
             // Raw until the link is measured (CompressionGate).
-            policies_.back()->policy->set_verdict(gate_->verdict().compress, gate_->verdict().ratio_needed);
+            policies_.back()->policy->set_verdict(gate_->verdict().compress(), gate_->verdict().ratio_needed);
         }
     }
     try {
@@ -226,6 +226,9 @@ void SendPipeline::update_rates()
 {
     if (!gate_)
         return;
+    const double now = double(monotonic_ns()) * 1e-9;
+    if (!gate_->due(now))
+        return;
     PipelineCounters c = counters();
     codec::GateSample g;
     g.wire_bytes = c.wire_bytes;
@@ -233,20 +236,24 @@ void SendPipeline::update_rates()
     g.write_s = double(c.write_ns) * 1e-9 / double(channels());
     g.compress_in = c.deflate_in;
     g.compress_s = double(c.compress_ns) * 1e-9;
+    g.now_s = now;
     double busy = 0, rwnd = 0;
     bool tcp = true;
     for (auto* w : writers_)
         tcp = tcp && tcp_chrono(w->fd(), busy, rwnd);
     if (tcp) {
         g.tcp_busy_s = busy;
-        g.now_s = double(monotonic_ns()) * 1e-9;
         g.channels = channels();
         g.tcp_rwnd_limited_s = rwnd;
     }
+    const codec::GateVerdict before = gate_->verdict();
     const codec::GateVerdict& v = gate_->update(g);
+    // The workers' locks only when the verdict changed.
+    if (v.reason == before.reason && (v.ratio_needed == before.ratio_needed || !v.compress()))
+        return;
     for (auto& wp : policies_) {
         std::lock_guard<std::mutex> l(wp->lock);
-        wp->policy->set_verdict(v.compress, v.ratio_needed);
+        wp->policy->set_verdict(v.compress(), v.ratio_needed);
     }
 }
 

@@ -98,7 +98,9 @@ public:
     // Re-estimate the link rate (bytes per second of writers' busy time, so
     // it is not limited by how fast workers feed them) and the compressors'
     // rate, and let the compression policy decide whether compressing pays.
-    // Cheap; the producer calls it every ~100 ms.  Producer thread only.
+    // Call it often (the producer does every 1024 pages): it samples only
+    // every CompressionGate::kUpdateInterval, and between those costs one
+    // clock read.  Producer thread only.
     void update_rates();
     // Whether the workers compress now, and why (the last update_rates();
     // nullopt without a compressor).  Producer thread only.
