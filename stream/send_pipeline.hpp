@@ -142,6 +142,7 @@ private:
     std::vector<std::unique_ptr<std::mutex>> cache_locks_;
     std::vector<std::unique_ptr<WorkerPolicy>> policies_;
     std::optional<codec::CompressionGate> gate_; // decides for every worker's policy (update_rates)
+    bool same_host_ = false;                     // every channel's peer is on this host (GateSample::same_host)
 
     std::mutex m_;
     std::condition_variable idle_cv_;

@@ -212,6 +212,12 @@ struct GateSample {
     double tcp_busy_s = -1, tcp_rwnd_limited_s = -1;
     double now_s = -1;     // a monotonic clock, seconds (negative: unknown)
     unsigned channels = 1; // how many sockets the TCP figures sum
+    // The destination runs on this host (a TCP peer on a loopback address or
+    // on the socket's own address) and no bandwidth cap makes a link: the
+    // "link" is then a kernel memcpy on the same cores as the compressors
+    // and the destination's inflaters, and its apparent rate is the
+    // destination's CPU speed, not a wire's.  Compressing can only slow both.
+    bool same_host = false;
 };
 struct GateVerdict {
     // Why the gate went the way it did; only link_bound compresses.
@@ -219,6 +225,7 @@ struct GateVerdict {
         no_estimate,       // the link is not measured yet
         destination_bound, // the receive window held the sender back
         link_outruns,      // the link is faster than the compressors
+        same_host,         // the destination shares this host's cores (GateSample::same_host)
         link_bound,        // the link is the bottleneck: compress regions above ratio_needed
     };
     Reason reason = Reason::no_estimate;

@@ -190,6 +190,9 @@ std::string GateVerdict::why() const
                " of the time; " + rates + "): raw";
     case Reason::link_outruns:
         return rates + ": the link outruns the compressors, raw";
+    case Reason::same_host:
+        return "the destination is on this host (" + rates +
+               "; the link is a memcpy on the compressors' cores): raw";
     case Reason::link_bound:
     case Reason::no_estimate:
         break;
@@ -249,6 +252,8 @@ const GateVerdict& CompressionGate::update(const GateSample& s)
     v_.ratio_needed = std::numeric_limits<double>::infinity();
     if (v_.link_rate == 0) {
         v_.reason = GateVerdict::Reason::no_estimate;
+    } else if (s.same_host) {
+        v_.reason = GateVerdict::Reason::same_host;
     } else if (v_.destination_bound >= kDestinationBound) {
         v_.reason = GateVerdict::Reason::destination_bound;
     } else {

@@ -670,6 +670,25 @@ BOOST_AUTO_TEST_CASE(gate_cpu_bound_receiver_is_not_a_slow_link)
     BOOST_TEST(p.destination_bound == -1.0);
 }
 
+BOOST_AUTO_TEST_CASE(gate_destination_on_this_host_stays_raw)
+{
+    // Over loopback the writers wait for a destination that shares the
+    // cores: 200 MB/s looks like a link slower than two compressors, but
+    // every compressed byte costs the destination's CPU too.  Raw, with the
+    // reason; the same figures from a remote destination compress.
+    GateSample g = sample(0.5, 0.2e9, 32u << 20, 0.5e9);
+    g.same_host = true;
+    CompressionGate gate(2);
+    const auto& v = gate.update(g);
+    BOOST_TEST(!v.compress());
+    BOOST_TEST((v.reason == GateVerdict::Reason::same_host));
+    BOOST_TEST(v.link_rate == 0.2e9, boost::test_tools::tolerance(0.01));
+    BOOST_TEST(v.why().find("on this host") != std::string::npos, v.why());
+    g.same_host = false;
+    CompressionGate remote(2);
+    BOOST_TEST(remote.update(g).compress());
+}
+
 BOOST_AUTO_TEST_CASE(gate_reports_how_busy_the_link_was)
 {
     // A scripted clock: two channels, each with data in flight 0.3 s of
