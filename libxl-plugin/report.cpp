@@ -113,7 +113,7 @@ std::string report_json(const MigrationReport& r)
         if (const auto& c = rs.compression) {
             // Which way the compression policy went at the round's end, and why.
             Json cj;
-            cj.add("compressing", c->compress)
+            cj.add("compressing", c->compress())
                 .add("link_bytes_per_s", c->link_rate)
                 .add("compress_bytes_per_s", c->compress_rate)
                 .add("compress_rate_measured", c->compress_rate_measured);
@@ -129,7 +129,7 @@ std::string report_json(const MigrationReport& r)
                 cj.add("link_busy", c->link_busy);
             else
                 cj.add_raw("link_busy", "null");
-            cj.add("why", c->why);
+            cj.add("why", c->why());
             rj.add_raw("compression", cj.str());
         }
         rounds += (i ? "," : "") + rj.str();

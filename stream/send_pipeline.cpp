@@ -5,9 +5,11 @@
 #include "stream/page_memory.hpp"
 #include "stream/transport.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
+#include <arpa/inet.h>
 #include <linux/tcp.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -41,6 +43,49 @@ struct SendPipeline::Job {
     PipelineCounters counts;
 };
 
+namespace {
+
+// The sender-side TCP chrono of a socket (Linux 4.10+): seconds with data
+// to send, and of them, held back by the receiver's window.  False when fd
+// is not a TCP socket (a pipe from libxl) or the kernel does not say.
+bool tcp_chrono(int fd, double& busy_s, double& rwnd_limited_s)
+{
+    tcp_info ti{};
+    socklen_t len = sizeof ti;
+    if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 ||
+        len < offsetof(tcp_info, tcpi_rwnd_limited) + sizeof ti.tcpi_rwnd_limited)
+        return false;
+    busy_s += double(ti.tcpi_busy_time) * 1e-6;
+    rwnd_limited_s += double(ti.tcpi_rwnd_limited) * 1e-6;
+    return true;
+}
+
+// Whether a TCP socket's peer is on this host: a loopback address, or the
+// socket's own address.  False for anything else (a pipe or a UNIX socket
+// from libxl may lead to ssh and another host).
+bool peer_on_this_host(int fd)
+{
+    sockaddr_storage peer{}, self{};
+    socklen_t lp = sizeof peer, ls = sizeof self;
+    if (::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &lp) < 0 ||
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&self), &ls) < 0 || peer.ss_family != self.ss_family)
+        return false;
+    if (peer.ss_family == AF_INET) {
+        const auto& p = reinterpret_cast<const sockaddr_in&>(peer).sin_addr;
+        const auto& s = reinterpret_cast<const sockaddr_in&>(self).sin_addr;
+        return (ntohl(p.s_addr) >> 24) == 127 || p.s_addr == s.s_addr;
+    }
+    if (peer.ss_family == AF_INET6) {
+        const auto& p = reinterpret_cast<const sockaddr_in6&>(peer).sin6_addr;
+        const auto& s = reinterpret_cast<const sockaddr_in6&>(self).sin6_addr;
+        const bool v4_loopback = IN6_IS_ADDR_V4MAPPED(&p) && p.s6_addr[12] == 127;
+        return IN6_IS_ADDR_LOOPBACK(&p) || v4_loopback || std::memcmp(&p, &s, sizeof p) == 0;
+    }
+    return false;
+}
+
+} // namespace
+
 SendPipeline::SendPipeline(Domain& dom, std::vector<auth::RecordWriter*> writers, PipelineConfig cfg)
     : dom_(dom), writers_(std::move(writers)), cfg_(cfg), bucket_(cfg.max_bandwidth),
       free_(2 * cfg.threads + 3 * writers_.size() + 2), work_(2 * cfg.threads + writers_.size())
@@ -62,14 +107,19 @@ SendPipeline::SendPipeline(Domain& dom, std::vector<auth::RecordWriter*> writers
             caches_.push_back(std::make_unique<codec::PageCache>(cfg_.xbzrle_cache_bytes / writers_.size()));
         cache_locks_.push_back(std::make_unique<std::mutex>());
     }
-    if (cfg_.compression.algorithm != codec::Algorithm::none)
+    if (cfg_.compression.algorithm != codec::Algorithm::none) {
         gate_.emplace(cfg_.threads);
+        // With --max-bandwidth the token bucket is the link, wherever the
+        // destination runs.
+        same_host_ = cfg_.max_bandwidth <= 0 &&
+                     std::all_of(writers_.begin(), writers_.end(), [](auto* w) { return peer_on_this_host(w->fd()); });
+    }
     for (unsigned t = 0; t < cfg_.threads; ++t) {
         policies_.push_back(std::make_unique<WorkerPolicy>());
         if (gate_) {
             policies_.back()->policy.emplace(cfg_.compression, dom_.nr_pages());
             // Raw until the link is measured (CompressionGate).
-            policies_.back()->policy->set_verdict(gate_->verdict().compress, gate_->verdict().ratio_needed);
+            policies_.back()->policy->set_verdict(gate_->verdict().compress(), gate_->verdict().ratio_needed);
         }
     }
     try {
@@ -203,28 +253,12 @@ PipelineCounters SendPipeline::counters() const
     return counters_;
 }
 
-namespace {
-
-// The sender-side TCP chrono of a socket (Linux 4.10+): seconds with data
-// to send, and of them, held back by the receiver's window.  False when fd
-// is not a TCP socket (a pipe from libxl) or the kernel does not say.
-bool tcp_chrono(int fd, double& busy_s, double& rwnd_limited_s)
-{
-    tcp_info ti{};
-    socklen_t len = sizeof ti;
-    if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 ||
-        len < offsetof(tcp_info, tcpi_rwnd_limited) + sizeof ti.tcpi_rwnd_limited)
-        return false;
-    busy_s += double(ti.tcpi_busy_time) * 1e-6;
-    rwnd_limited_s += double(ti.tcpi_rwnd_limited) * 1e-6;
-    return true;
-}
-
-} // namespace
-
 void SendPipeline::update_rates()
 {
     if (!gate_)
+        return;
+    const double now = double(monotonic_ns()) * 1e-9;
+    if (!gate_->due(now))
         return;
     PipelineCounters c = counters();
     codec::GateSample g;
@@ -233,20 +267,25 @@ void SendPipeline::update_rates()
     g.write_s = double(c.write_ns) * 1e-9 / double(channels());
     g.compress_in = c.deflate_in;
     g.compress_s = double(c.compress_ns) * 1e-9;
+    g.now_s = now;
+    g.same_host = same_host_;
     double busy = 0, rwnd = 0;
     bool tcp = true;
     for (auto* w : writers_)
         tcp = tcp && tcp_chrono(w->fd(), busy, rwnd);
     if (tcp) {
         g.tcp_busy_s = busy;
-        g.now_s = double(monotonic_ns()) * 1e-9;
         g.channels = channels();
         g.tcp_rwnd_limited_s = rwnd;
     }
+    const codec::GateVerdict before = gate_->verdict();
     const codec::GateVerdict& v = gate_->update(g);
+    // The workers' locks only when the verdict changed.
+    if (v.reason == before.reason && (v.ratio_needed == before.ratio_needed || !v.compress()))
+        return;
     for (auto& wp : policies_) {
         std::lock_guard<std::mutex> l(wp->lock);
-        wp->policy->set_verdict(v.compress, v.ratio_needed);
+        wp->policy->set_verdict(v.compress(), v.ratio_needed);
     }
 }
 

@@ -98,7 +98,9 @@ public:
     // Re-estimate the link rate (bytes per second of writers' busy time, so
     // it is not limited by how fast workers feed them) and the compressors'
     // rate, and let the compression policy decide whether compressing pays.
-    // Cheap; the producer calls it every ~100 ms.  Producer thread only.
+    // Call it often (the producer does every 1024 pages): it samples only
+    // every CompressionGate::kUpdateInterval, and between those costs one
+    // clock read.  Producer thread only.
     void update_rates();
     // Whether the workers compress now, and why (the last update_rates();
     // nullopt without a compressor).  Producer thread only.
@@ -140,6 +142,7 @@ private:
     std::vector<std::unique_ptr<std::mutex>> cache_locks_;
     std::vector<std::unique_ptr<WorkerPolicy>> policies_;
     std::optional<codec::CompressionGate> gate_; // decides for every worker's policy (update_rates)
+    bool same_host_ = false;                     // every channel's peer is on this host (GateSample::same_host)
 
     std::mutex m_;
     std::condition_variable idle_cv_;

@@ -254,9 +254,6 @@ void Sender::negotiate()
 
 void Sender::report(bool force)
 {
-    // Every call (each 1024 pfns queued): the compression verdict must
-    // reach the workers before they encode far past the first 4 MiB.
-    pipe_->update_rates();
     if (!force && last_progress_.seconds() < 0.1)
         return;
     last_progress_.restart();
@@ -289,10 +286,13 @@ void Sender::run_round(unsigned round, const DirtyBitmap* dirty, bool stop_copy)
     auto queue = [&](Pfn p) {
         pipe_->add(p, round);
         ++per_channel[wire::channel_of(p, nch)];
-        // Often enough that the compression verdict (update_rates) follows
-        // within a small guest's first round too.
-        if ((p & 0x3ff) == 0)
+        // Often enough that the compression verdict follows within a small
+        // guest's first round too (update_rates samples at most every
+        // CompressionGate::kUpdateInterval).
+        if ((p & 0x3ff) == 0) {
+            pipe_->update_rates();
             report(false);
+        }
     };
     if (!dirty) {
         round_target_ = dom_.nr_pages();
@@ -616,7 +616,7 @@ SendResult Sender::run()
                           (unsigned long long)cur_.pages, (unsigned long long)cur_.zero_pages,
                           (unsigned long long)cur_.deflate_pages, (unsigned long long)cur_.xbzrle_pages,
                           double(cur_.bytes) / (1 << 20), cur_.seconds * 1e3);
-            log(line + d.why + (cur_.compression ? "; compression: " + cur_.compression->why : std::string()));
+            log(line + d.why + (cur_.compression ? "; compression: " + cur_.compression->why() : std::string()));
             if (round == 0)
                 failpoint("send:mid-precopy");
             ++round;

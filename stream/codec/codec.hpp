@@ -10,8 +10,8 @@
 //    for re-dirtied pages whose change is small (dpdk mbufs, counters).
 //  * Selective compression: CompressionPolicy decides per region whether a
 //    group is worth compressing, from the ratio it achieved there lately and
-//    a cheap entropy probe, and stops compressing when the link is faster
-//    than the compressors.
+//    a cheap entropy probe; CompressionGate stops it when the link is faster
+//    than the compressors or the destination is the bottleneck.
 #pragma once
 
 #include "stream/types.hpp"
@@ -126,7 +126,7 @@ struct CompressionConfig {
     // core to compress (level 1, binary-like data) plus the destination's
     // inflate; below it the saving no longer clearly pays for the CPU of
     // both ends.  Text (~5) and binary structures (~2) pass, random (1.0)
-    // does not.  set_rates raises the bar when the link is fast.
+    // does not.  The gate's verdict raises the bar when the link is fast.
     double min_ratio = 1.3;
     std::uint32_t region_pages = 256;  // 1 MiB regions
     std::uint32_t reprobe_after = 64;  // groups sent raw before a region is tried again
@@ -153,15 +153,9 @@ public:
     // region whose average falls below max(min_ratio, ratio_needed()) goes
     // raw for reprobe_after groups.
     void record(Pfn first_pfn, std::size_t raw_bytes, std::size_t compressed_bytes);
-    // Stop compressing when the link outruns the compressors: called by the
-    // engine with its estimates (bytes/s; compress rate per thread on
-    // compressible data).  Compression resumes when the link becomes the
-    // bottleneck again.  Rule (derived in policy.cpp): compress a region iff
-    // its ratio R > 1 / (1 - L / (C T)), i.e. never when L >= C T.
-    // Non-positive arguments mean "unknown": the ratio rule alone applies.
-    void set_rates(double link_bytes_per_s, double compress_bytes_per_s, unsigned threads);
-    // The same decision taken elsewhere (CompressionGate): compress at all,
-    // and the ratio a region must reach.
+    // CompressionGate's verdict: compress at all, and the ratio a region
+    // must reach (max'd with min_ratio).  Compression resumes when a later
+    // verdict says the link is the bottleneck again.
     void set_verdict(bool pays, double ratio_needed);
     // True while compressing can pay at the current rates.
     bool link_bound() const;
@@ -169,8 +163,8 @@ public:
     std::uint64_t probes() const { return probes_; }
 
     // The ratio a group must be expected to reach for compressing it to pay
-    // at the current rates (1 when no rates were given; infinity when the
-    // link outruns the compressors).  See set_rates for the derivation.
+    // at the current rates (1 until a verdict came; infinity while
+    // compressing does not pay).  The derivation is in policy.cpp.
     double ratio_needed() const { return ratio_needed_; }
     // Ratio achieved over every group recorded so far (raw / compressed).
     double overall_ratio() const;
@@ -192,9 +186,11 @@ private:
 
 // Whether compressing can pay at all, from what the source measures; the
 // verdict goes to every worker's CompressionPolicy (set_verdict).  The
-// pipeline calls update() every ~100 ms with its figures so far; tests call
-// it with scripted ones.  The rule (CompressionPolicy::set_rates, derived in
-// policy.cpp) is unchanged; what is new (issue 16):
+// pipeline asks every 1024 pages whether an update is due() and, at most
+// every kUpdateInterval, calls update() with its figures so far; tests call
+// it with a scripted clock and scripted figures.  The rule (derived in
+// policy.cpp): compress a region iff its ratio R > 1 / (1 - L / (C T)).
+// What decides L and C (issue 16):
 //   - no evidence, no compression: raw until kEvidenceBytes went out, so the
 //     link is measured before anything is compressed; then the link is
 //     re-measured every interval (kLinkInterval), not averaged since the start;
@@ -214,18 +210,36 @@ struct GateSample {
     // chrono): time with data to send, and the part of it the receiver's
     // window held the sender back.  Negative: unknown (not a TCP socket).
     double tcp_busy_s = -1, tcp_rwnd_limited_s = -1;
-    double now_s = -1;     // a monotonic clock (negative: unknown)
+    double now_s = -1;     // a monotonic clock, seconds (negative: unknown)
     unsigned channels = 1; // how many sockets the TCP figures sum
+    // The destination runs on this host (a TCP peer on a loopback address or
+    // on the socket's own address) and no bandwidth cap makes a link: the
+    // "link" is then a kernel memcpy on the same cores as the compressors
+    // and the destination's inflaters, and its apparent rate is the
+    // destination's CPU speed, not a wire's.  Compressing can only slow both.
+    bool same_host = false;
 };
 struct GateVerdict {
-    bool compress = false;
+    // Why the gate went the way it did; only link_bound compresses.
+    enum class Reason : std::uint8_t {
+        no_estimate,       // the link is not measured yet
+        destination_bound, // the receive window held the sender back
+        link_outruns,      // the link is faster than the compressors
+        same_host,         // the destination shares this host's cores (GateSample::same_host)
+        link_bound,        // the link is the bottleneck: compress regions above ratio_needed
+    };
+    Reason reason = Reason::no_estimate;
+    bool compress() const { return reason == Reason::link_bound; }
     double ratio_needed = 0;                 // a region compresses while its ratio is above this
     double link_rate = 0;                    // bytes/s (0: unknown yet)
     double compress_rate = 0;                // per thread, bytes/s
     bool compress_rate_measured = false;     // false: the nominal rate
     double destination_bound = -1;           // share of the last interval the receive window limited (-1: unknown)
     double link_busy = -1;                   // share of the last interval's wall time the sockets had data in flight (-1: unknown)
-    std::string why;
+    unsigned threads = 1;                    // compressing threads the rule counted
+    // The reason with the figures, for the log and --json: built when asked
+    // (once a round), not at every update.
+    std::string why() const;
 };
 class CompressionGate {
 public:
@@ -241,8 +255,16 @@ public:
     // mid-run is followed; the first estimate comes at kEvidenceBytes.
     static constexpr double kLinkInterval = 0.25;
     static constexpr double kDestinationBound = 0.5;
+    // The shortest interval the gate judges on: samples closer together
+    // than this would only cost the pipeline (a TCP_INFO per channel, every
+    // worker's policy lock) without a new figure.
+    static constexpr double kUpdateInterval = kMinInterval;
 
     explicit CompressionGate(unsigned threads, double nominal_compress_rate = kNominalCompressRate);
+    // Whether a sample taken at now_s (the clock of GateSample::now_s) is
+    // worth an update(): kUpdateInterval after the last one; always before
+    // the first link estimate, and without a clock (negative).
+    bool due(double now_s) const;
     const GateVerdict& update(const GateSample& s);
     const GateVerdict& verdict() const { return v_; }
 
@@ -253,6 +275,7 @@ private:
     double busy_mark_ = 0, rwnd_mark_ = 0, time_mark_ = -1; // TCP figures and clock where the current interval started
     std::uint64_t link_mark_bytes_ = 0;    // writers' figures where the current link interval started
     double link_mark_s_ = 0;
+    double last_update_s_ = -1;
 };
 
 } // namespace fastmig::codec

@@ -1,4 +1,4 @@
-// Selective compression: entropy probe and CompressionPolicy.
+// Selective compression: entropy probe, CompressionPolicy and CompressionGate.
 #include "stream/codec/codec.hpp"
 
 #include <algorithm>
@@ -168,17 +168,6 @@ std::string mb(double bytes_per_s)
 
 } // namespace
 
-void CompressionPolicy::set_rates(double link_bytes_per_s, double compress_bytes_per_s, unsigned threads)
-{
-    if (!(link_bytes_per_s > 0) || !(compress_bytes_per_s > 0) || threads == 0) {
-        // Unknown rates: judge regions by their ratio alone.
-        set_verdict(true, 1.0);
-        return;
-    }
-    const double need = ratio_needed_for(link_bytes_per_s, compress_bytes_per_s, threads);
-    set_verdict(std::isfinite(need), need);
-}
-
 void CompressionPolicy::set_verdict(bool pays, double ratio_needed)
 {
     compress_pays_ = pays;
@@ -187,16 +176,50 @@ void CompressionPolicy::set_verdict(bool pays, double ratio_needed)
 
 bool CompressionPolicy::link_bound() const { return compress_pays_; }
 
+std::string GateVerdict::why() const
+{
+    if (reason == Reason::no_estimate)
+        return "no link estimate yet: raw";
+    const std::string rates = "link " + mb(link_rate) + ", compressors " + mb(compress_rate) + " x " +
+                              std::to_string(threads) + (compress_rate_measured ? "" : " (nominal)");
+    char b[64];
+    switch (reason) {
+    case Reason::destination_bound:
+        std::snprintf(b, sizeof b, "%.0f%%", destination_bound * 100);
+        return "the destination is the bottleneck (its receive window held the sender back " + std::string(b) +
+               " of the time; " + rates + "): raw";
+    case Reason::link_outruns:
+        return rates + ": the link outruns the compressors, raw";
+    case Reason::same_host:
+        return "the destination is on this host (" + rates +
+               "; the link is a memcpy on the compressors' cores): raw";
+    case Reason::link_bound:
+    case Reason::no_estimate:
+        break;
+    }
+    std::snprintf(b, sizeof b, "%.2f", ratio_needed);
+    return rates + ": compress regions above ratio " + b;
+}
+
 CompressionGate::CompressionGate(unsigned threads, double nominal_compress_rate)
     : threads_(threads ? threads : 1), nominal_(nominal_compress_rate)
 {
     v_.compress_rate = nominal_;
     v_.ratio_needed = std::numeric_limits<double>::infinity();
-    v_.why = "no link estimate yet: raw";
+    v_.threads = threads_;
+}
+
+bool CompressionGate::due(double now_s) const
+{
+    // Until the link is measured every sample may be the one that brings
+    // the evidence (kEvidenceBytes): the first verdict comes without delay.
+    return now_s < 0 || v_.link_rate == 0 || now_s >= last_update_s_ + kUpdateInterval;
 }
 
 const GateVerdict& CompressionGate::update(const GateSample& s)
 {
+    if (s.now_s >= 0)
+        last_update_s_ = s.now_s;
     // The destination's share of the stall, over the last interval long
     // enough to judge (the verdict of the previous one stands meanwhile).
     if (s.tcp_busy_s >= 0 && s.tcp_rwnd_limited_s >= 0) {
@@ -226,31 +249,17 @@ const GateVerdict& CompressionGate::update(const GateSample& s)
         link_mark_bytes_ = s.wire_bytes;
         link_mark_s_ = s.write_s;
     }
+    v_.ratio_needed = std::numeric_limits<double>::infinity();
     if (v_.link_rate == 0) {
-        v_.compress = false;
-        v_.ratio_needed = std::numeric_limits<double>::infinity();
-        v_.why = "no link estimate yet: raw";
-        return v_;
-    }
-    const std::string rates = "link " + mb(v_.link_rate) + ", compressors " + mb(v_.compress_rate) + " x " +
-                              std::to_string(threads_) + (v_.compress_rate_measured ? "" : " (nominal)");
-    if (v_.destination_bound >= kDestinationBound) {
-        v_.compress = false;
-        v_.ratio_needed = std::numeric_limits<double>::infinity();
-        char b[64];
-        std::snprintf(b, sizeof b, "%.0f%%", v_.destination_bound * 100);
-        v_.why = "the destination is the bottleneck (its receive window held the sender back " + std::string(b) +
-                 " of the time; " + rates + "): raw";
-        return v_;
-    }
-    v_.ratio_needed = ratio_needed_for(v_.link_rate, v_.compress_rate, threads_);
-    v_.compress = std::isfinite(v_.ratio_needed);
-    if (v_.compress) {
-        char b[64];
-        std::snprintf(b, sizeof b, "%.2f", v_.ratio_needed);
-        v_.why = rates + ": compress regions above ratio " + b;
+        v_.reason = GateVerdict::Reason::no_estimate;
+    } else if (s.same_host) {
+        v_.reason = GateVerdict::Reason::same_host;
+    } else if (v_.destination_bound >= kDestinationBound) {
+        v_.reason = GateVerdict::Reason::destination_bound;
     } else {
-        v_.why = rates + ": the link outruns the compressors, raw";
+        v_.ratio_needed = ratio_needed_for(v_.link_rate, v_.compress_rate, threads_);
+        v_.reason = std::isfinite(v_.ratio_needed) ? GateVerdict::Reason::link_bound
+                                                   : GateVerdict::Reason::link_outruns;
     }
     return v_;
 }

@@ -1,8 +1,8 @@
 // Micro-benchmark of the page codecs (`make bench-codec`): what each
 // compressor costs and achieves on each kind of simulated page, at group
 // sizes 1 and 16; zero detection; the entropy probe; XBZRLE.  One thread:
-// the numbers are per core, which is what CompressionPolicy::set_rates
-// wants; rates are per CPU second of the benchmark thread.  Prints a table, then one JSON line (prefix "JSON ").
+// the numbers are per core, which is what CompressionGate's rule
+// counts (a rate per compressing thread); rates are per CPU second of the benchmark thread.  Prints a table, then one JSON line (prefix "JSON ").
 //
 //   codec-bench [--quick] [--pages N]
 #include "stream/codec/codec.hpp"
@@ -22,7 +22,7 @@ using sim::PageKind;
 namespace {
 
 // The thread's CPU time, not the wall clock: the rates are per core (what
-// CompressionPolicy::set_rates takes) and stay meaningful on a machine
+// CompressionGate's rule counts) and stay meaningful on a machine
 // that is busy with other work, where wall-clock rates would measure the
 // scheduler instead.
 double cpu_seconds()

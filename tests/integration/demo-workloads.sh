@@ -37,12 +37,34 @@ PY
   echo "$wl $mem: total $total ms, $rounds rounds, $bytes bytes"
 }
 
+# Over loopback the destination shares this host's cores: the compression
+# gate sends raw and says why; with --max-bandwidth the token bucket is a
+# link again and the gate judges it (issue 16).
+check_same_host() {  # check_same_host yes|no [extra demo options]
+  local want=$1; shift
+  local out="$WORK/demo-same-host-$want.json"
+  fm demo --memory 256M --workload web --json "$@" >"$out" || { cat "$out"; return 1; }
+  python3 - "$out" "$want" <<'PY'
+import json, sys
+r = json.loads(open(sys.argv[1]).read().splitlines()[-1])
+whys = [rs["compression"]["why"] for rs in r["round_stats"]]
+same = ["on this host" in w for w in whys]
+if sys.argv[2] == "yes":
+    assert all(same), whys
+    assert r["pages_deflate"] == 0, r["pages_deflate"]
+else:
+    assert not any(same), whys
+PY
+}
+
 for wl in idle after-load dpdk web random; do
   ok "demo $wl 256M verified" -- check_demo 256M "$wl"
 done
 ok "demo dpdk 512M with a 1 ms target verified" -- check_demo 512M dpdk --downtime-ms 1
 ok "demo web 256M with 3 rounds max verified" -- check_demo 256M web --max-rounds 3 --rate-scale 20
 ok "demo random 1G verified" -- check_demo 1G random
+ok "demo over loopback: raw, the destination is on this host" -- check_same_host yes
+ok "demo over loopback with --max-bandwidth: the gate judges the cap" -- check_same_host no --max-bandwidth 200M
 for seed in 2 3 4; do
   ok "demo idle 256M seed $seed verified" -- check_demo 256M idle --seed "$seed" --rate-scale 100
 done

@@ -587,7 +587,7 @@ BOOST_AUTO_TEST_CASE(selective_compression_sends_random_regions_raw)
     BOOST_REQUIRE_MESSAGE(o.sent, o.send_error + " / " + o.receive_error);
     BOOST_TEST((prov.last->mem == src.snapshot_));
     BOOST_TEST(o.sent->pages_deflate > 1000u, (o.sent->round_stats.front().compression
-                                                     ? o.sent->round_stats.front().compression->why
+                                                     ? o.sent->round_stats.front().compression->why()
                                                      : std::string("no verdict")));
     BOOST_TEST(o.sent->pages_data - o.sent->pages_deflate > 1000u); // random pages went raw
     // The random regions were probed, found incompressible and skipped: far
