@@ -68,9 +68,24 @@ make -s -C "$here/../../guest-agent" fastmig-guest-agent >&2 \
   || die "building guest-agent/fastmig-guest-agent failed (static Xen libraries: libxen-dev)"
 install -m 0755 "$here/../../guest-agent/fastmig-guest-agent" "$g/bin/fastmig-guest-agent"
 kver=$(cat "$img/kernel-version")
+# Debian 12 ships them as .ko, Debian 13 as .ko.xz (busybox's insmod in the
+# guest takes them uncompressed); one built into the kernel needs no file.
 for m in xen-evtchn xen-gntalloc; do
-  debugfs -R "dump /lib/modules/$kver/kernel/drivers/xen/$m.ko $g/lib/modules/$m.ko" "$img/rootfs.img" >/dev/null 2>&1
-  [[ -s $g/lib/modules/$m.ko ]] || die "$m.ko not found in $img/rootfs.img (kernel $kver)"
+  d=/lib/modules/$kver/kernel/drivers/xen/$m.ko
+  for z in "" .xz .zst; do
+    debugfs -R "dump $d$z $work/$m.ko$z" "$img/rootfs.img" >/dev/null 2>&1
+    [[ -s $work/$m.ko$z ]] || continue
+    case $z in
+      "") mv "$work/$m.ko" "$g/lib/modules/$m.ko" ;;
+      .xz) xz -dc "$work/$m.ko$z" >"$g/lib/modules/$m.ko" ;;
+      .zst) zstd -qdc "$work/$m.ko$z" >"$g/lib/modules/$m.ko" ;;
+    esac
+    break
+  done
+  [[ -s $g/lib/modules/$m.ko ]] && continue
+  debugfs -R "cat /lib/modules/$kver/modules.builtin" "$img/rootfs.img" 2>/dev/null \
+    | grep -qx "kernel/drivers/xen/$m.ko" \
+    || die "$m.ko (.xz, .zst) not found in $img/rootfs.img, nor built into kernel $kver"
 done
 
 j=$work/job
