@@ -744,7 +744,12 @@ SendResult Sender::run()
                 dom_.set_orphan_policy(OrphanPolicy::none);
             } catch (const std::exception&) {
             }
-            cause += "; the domain keeps running on the source";
+            // Say what is true now: a guest that shut down or crashed by
+            // itself mid-migration (Xen: the suspend found it shut down)
+            // must not be reported as running.
+            cause += dom_.running() ? "; the domain keeps running on the source"
+                                    : "; the domain stays on the source but is NOT running there (fastmig did not "
+                                      "suspend it: it shut down, crashed or was paused by someone else)";
         }
         if (e.has_context())
             throw Error(e.domain(), e.phase(), cause);

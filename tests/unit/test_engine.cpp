@@ -172,6 +172,29 @@ BOOST_AUTO_TEST_CASE(zero_and_free_pages_are_cleared_in_dirty_new_memory)
     BOOST_TEST(zero_pages > 1000u);
 }
 
+BOOST_AUTO_TEST_CASE(a_source_that_shut_down_is_not_called_running)
+{
+    // What the Xen backend meets when the guest shuts down by itself as it
+    // is asked to suspend (nested Xen: a triple fault at the suspend
+    // request): suspend() fails and the domain is gone, not running.
+    struct ShutsDown : FakeDomain {
+        using FakeDomain::FakeDomain;
+        void suspend(std::chrono::milliseconds) override
+        {
+            shut = true;
+            throw Error("fake", Phase::stop_copy, "the domain is shut down (reason 1) instead of suspending");
+        }
+        bool running() const override { return !shut && FakeDomain::running(); }
+        std::atomic<bool> shut{false};
+    } src(600, 3);
+    FakeProvider prov;
+    auto o = migrate(src, prov);
+    BOOST_TEST(!o.sent);
+    BOOST_TEST(o.send_error.find("instead of suspending") != std::string::npos, o.send_error);
+    BOOST_TEST(o.send_error.find("keeps running") == std::string::npos, o.send_error);
+    BOOST_TEST(o.send_error.find("NOT running there") != std::string::npos, o.send_error);
+}
+
 BOOST_AUTO_TEST_CASE(refused_by_destination_keeps_source_running)
 {
     FakeDomain src(4096, 2);
