@@ -67,6 +67,7 @@ std::uint64_t now_ns()
 
 struct Options {
     std::string kpageflags = "/proc/kpageflags";
+    std::string iomem = "/proc/iomem"; // "none": scan every pfn
     std::size_t pages = 16;
     bool scan_only = false;
     bool verbose = false;
@@ -94,9 +95,20 @@ hints::ScanResult scan(const Options& o, std::uint64_t nr_pages)
     }
     const std::uint64_t t0 = now_ns();
     const double c0 = cpu_ms();
+    // Only the guest's RAM: its pfn space may be mostly holes (PVH, HVM).
+    std::vector<agent::PfnSpan> spans;
+    if (o.iomem != "none") {
+        std::ifstream f(o.iomem);
+        std::stringstream text;
+        text << f.rdbuf();
+        spans = agent::ram_spans_from_iomem(text.str(), nr_pages);
+    }
+    const std::size_t ram_spans = spans.size();
+    if (spans.empty())
+        spans.push_back({0, nr_pages}); // no map (no root, no file): every pfn
     agent::ScanStats st;
     try {
-        r.ranges = agent::scan_kpageflags(fd, nr_pages, st);
+        r.ranges = agent::scan_kpageflags(fd, spans, st);
     } catch (const std::exception& e) {
         log(e.what());
         r.refused = true;
@@ -105,9 +117,10 @@ hints::ScanResult scan(const Options& o, std::uint64_t nr_pages)
     ::close(fd);
     r.scan_ns = now_ns() - t0;
     char msg[200];
-    std::snprintf(msg, sizeof msg, "scan: %llu pfns, %llu free pages in %zu ranges, %.1f ms (%.1f ms CPU)",
-                  (unsigned long long)st.pfns, (unsigned long long)st.free, r.ranges.size(), r.scan_ns / 1e6,
-                  cpu_ms() - c0);
+    std::snprintf(msg, sizeof msg,
+                  "scan: %llu pfns (%zu RAM spans), %llu free pages in %zu ranges, %.1f ms (%.1f ms CPU)",
+                  (unsigned long long)st.pfns, ram_spans, (unsigned long long)st.free, r.ranges.size(),
+                  r.scan_ns / 1e6, cpu_ms() - c0);
     if (o.verbose || o.scan_only)
         log(msg);
     return r;
@@ -283,11 +296,13 @@ void usage(FILE* f)
 {
     std::fprintf(f,
                  "usage: fastmig-guest-agent [--pages N] [--verbose]\n"
-                 "       fastmig-guest-agent --scan-only [--kpageflags FILE] [--limit PFNS]\n"
+                 "       fastmig-guest-agent --scan-only [--kpageflags FILE] [--iomem FILE|none] [--limit PFNS]\n"
                  "  Reports this guest's free page frames to dom0 for fastmig's live migration.\n"
                  "  --pages N       pages granted to dom0 for the answers (1..64, default 16)\n"
                  "  --scan-only     scan once, print what it found and what it cost, and exit\n"
                  "  --kpageflags F  read F instead of /proc/kpageflags (tests)\n"
+                 "  --iomem F       take the RAM ranges from F instead of /proc/iomem;\n"
+                 "                  none: scan every pfn (tests)\n"
                  "  --limit PFNS    scan only pfns below PFNS (--scan-only)\n"
                  "  --verbose       log every scan\n");
 }
@@ -317,6 +332,8 @@ int main(int argc, char** argv)
             o.scan_only = true;
         } else if (a == "--kpageflags") {
             o.kpageflags = value();
+        } else if (a == "--iomem") {
+            o.iomem = value();
         } else if (a == "--limit") {
             limit = std::strtoull(value().c_str(), nullptr, 10);
         } else if (a == "--verbose") {

@@ -31,8 +31,20 @@ scan_finds() { # scan_finds PATTERN [OPTION...]
   local pat=$1; shift
   "$AGENT" --scan-only --kpageflags "$work/kpf" "$@" 2>&1 | tee /dev/stderr | grep -q "$pat"
 }
-ok "scan of a synthetic kpageflags: pages and ranges" -- scan_finds "10000 pfns, 1102 free pages in 4 ranges"
-ok "--limit stops the scan (dom0's pfn count)" -- scan_finds "5500 pfns, 600 free pages in 2 ranges" --limit 5500
+ok "scan of a synthetic kpageflags: pages and ranges" -- scan_finds "10000 pfns (0 RAM spans), 1102 free pages in 4 ranges" --iomem none
+ok "--limit stops the scan (dom0's pfn count)" -- scan_finds "5500 pfns (0 RAM spans), 600 free pages in 2 ranges" --limit 5500 --iomem none
+# RAM at pfns [0, 100) and [5000, 5500) only, as /proc/iomem says it (the
+# rest a hole, a nested line and a device range): only those are read.
+cat >"$work/iomem" <<'IOMEM'
+00000000-00063fff : System RAM
+  00010000-00020fff : Kernel code
+000a0000-000bffff : PCI Bus 0000:00
+01388000-0157bfff : System RAM
+fee00000-fee00fff : Local APIC
+IOMEM
+ok "--iomem: only the System RAM spans are read" -- scan_finds "600 pfns (2 RAM spans), 600 free pages in 2 ranges" --iomem "$work/iomem"
+printf '00000000-00000000 : System RAM\n' >"$work/iomem-hidden"
+ok "--iomem with hidden addresses (no root): every pfn" -- scan_finds "10000 pfns (0 RAM spans), 1102 free pages" --iomem "$work/iomem-hidden"
 
 fails() { # fails STATUS PATTERN COMMAND...
   local want=$1 pat=$2 rc=0; shift 2

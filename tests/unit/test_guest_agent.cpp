@@ -109,6 +109,53 @@ BOOST_AUTO_TEST_CASE(random_flags_match_a_bit_by_bit_reference)
     BOOST_TEST(cut == reference(f, 77777));
 }
 
+BOOST_AUTO_TEST_CASE(iomem_gives_the_whole_pages_of_top_level_system_ram)
+{
+    const std::string iomem = "00000000-00000fff : Reserved\n"
+                              "00001000-0009fbff : System RAM\n" // ends mid-page: 0x9f is partial
+                              "  00001000-00001fff : nested, not a range of its own\n"
+                              "000a0000-000fffff : PCI Bus 0000:00\n"
+                              "00100000-1fffffff : System RAM\n"
+                              "  01000000-01ffffff : Kernel code\n"
+                              "garbage line\n"
+                              "zz-yy : System RAM\n"
+                              "fc000000-fcffffff : System RAM\n" // beyond the limit below
+                              "00200000-002fffff : System RAM\n"; // out of order: skipped
+    auto s = agent::ram_spans_from_iomem(iomem, 0x20000);
+    BOOST_TEST_REQUIRE(s.size() == 2u);
+    BOOST_TEST(s[0].first == 1u);
+    BOOST_TEST(s[0].count == 0x9eu); // pfns 1..0x9e: 0x9f is not whole
+    BOOST_TEST(s[1].first == 0x100u);
+    BOOST_TEST(s[1].count == 0x20000u - 0x100u);
+    // The limit (dom0's pfn count) clips a span.
+    auto cut = agent::ram_spans_from_iomem(iomem, 0x150);
+    BOOST_TEST_REQUIRE(cut.size() == 2u);
+    BOOST_TEST(cut[1].count == 0x50u);
+    // Read without root, every address is 0: no map at all.
+    BOOST_TEST(agent::ram_spans_from_iomem("00000000-00000000 : System RAM\n", ~0ull).empty());
+    BOOST_TEST(agent::ram_spans_from_iomem("", ~0ull).empty());
+}
+
+BOOST_AUTO_TEST_CASE(a_scan_over_spans_reads_only_them)
+{
+    std::vector<std::uint64_t> f(3000);
+    for (std::size_t i = 0; i < f.size(); ++i)
+        f[i] = i % 3 ? kBuddy : 0; // free pages everywhere, holes included
+    FlagsFile file(f);
+    agent::ScanStats st;
+    auto r = agent::scan_kpageflags(file.fd, std::vector<agent::PfnSpan>{{10, 20}, {2000, 5000}}, st, 7);
+    BOOST_TEST(st.pfns == 20u + 1000u); // the second span ends with the file
+    std::uint64_t free = 0;
+    for (const auto& x : r) {
+        const bool in_first = x.first >= 10 && x.end() <= 30;
+        const bool in_second = x.first >= 2000 && x.end() <= 3000;
+        BOOST_TEST((in_first || in_second), "range " << x.first << "+" << x.count << " outside the spans");
+        free += x.count;
+    }
+    BOOST_TEST(free == st.free);
+    BOOST_TEST(free == 14u + 667u);
+}
+
 BOOST_AUTO_TEST_CASE(an_unreadable_file_is_an_error_not_an_empty_scan)
 {
     agent::ScanStats st;
