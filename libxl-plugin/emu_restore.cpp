@@ -50,12 +50,10 @@ int run_emu_restore(const EmuArgs& a, XenopsdLink& xenopsd, helper::HelperBacken
         // part before its xc_domain_restore now, outside the downtime.
         xen::RestorePlatform platform;
         try {
+            // Refuses a malformed key, the generation id too (xenguest finds
+            // that one only after the whole body, in set_genid): before any
+            // page, so the source still runs the guest when the error comes.
             platform = xen::parse_restore_platform(backend.platform_keys(a.domid));
-            // xenguest finds a malformed generation id only after the whole
-            // body (set_genid): refused here, before any page, the source
-            // still runs the guest when the error comes.
-            if (!platform.generation_id.empty())
-                xen::parse_generation_id(platform.generation_id);
             log_line(who + ": platform: " + xen::describe(platform));
             backend.apply_platform(a.domid, platform, HelperBackend::PlatformStep::before_stream);
         } catch (const Error& e) {

@@ -87,6 +87,8 @@ BOOST_AUTO_TEST_CASE(malformed_values_are_refused_by_name)
     refused({{"vcpu/cap", "-1"}}, "platform/vcpu/cap = \"-1\": not a number");
     // A long value is cut in the message.
     refused({{"vcpu/weight", std::string(100, '9')}}, "99999...\": not a number");
+    refused({{"generation-id", "12:x"}}, "platform/generation-id = \"12:x\": not two numbers A:B");
+    refused({{"generation-id", "0:5"}}, "a half is 0");
 }
 
 BOOST_AUTO_TEST_CASE(generation_id_as_xenguest_checks_it)

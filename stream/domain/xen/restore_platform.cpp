@@ -110,6 +110,8 @@ RestorePlatform parse_restore_platform(const PlatformKeyReader& read)
     if (std::string v = read("vcpu/cap"); !v.empty())
         p.cap = std::uint16_t(number("vcpu/cap", v, 65535));
     p.generation_id = read("generation-id");
+    if (!p.generation_id.empty())
+        parse_generation_id(p.generation_id); // refused here, with the other keys, before any page
     return p;
 }
 

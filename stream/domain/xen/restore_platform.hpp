@@ -43,9 +43,9 @@ struct RestorePlatform {
     std::uint16_t weight = 0, cap = 0;
     // platform/generation-id, "A:B" (decimal, or 0x hex): written into the
     // guest at HVM_PARAM_VM_GENERATION_ID_ADDR once its memory is restored.
-    // Not checked by the parse: the emu-manager checks it before the body
-    // (parse_generation_id), for any guest; xenguest reads it only after
-    // the body, and only when the guest has that address.
+    // Checked by the parse (parse_generation_id), for any guest, so a
+    // malformed one is refused before the body; xenguest reads it only
+    // after the body, and only when the guest has that address.
     std::string generation_id;
 };
 
