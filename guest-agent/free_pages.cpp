@@ -35,6 +35,19 @@ std::vector<ipc::hints::Range> RangeBuilder::finish()
 
 namespace {
 
+// Calls f on each piece of text between any of the separators in seps.
+template <class F> void for_each_piece(const std::string& text, const char* seps, F f)
+{
+    std::size_t i = 0;
+    while (i < text.size()) {
+        std::size_t j = text.find_first_of(seps, i);
+        if (j == std::string::npos)
+            j = text.size();
+        f(text.substr(i, j - i));
+        i = j + 1;
+    }
+}
+
 // Adds the flags of pfns [span.first, span.first + span.count) to b; false
 // when the file ended inside the span (no pfn beyond it exists).
 bool scan_span(int fd, PfnSpan span, RangeBuilder& b, std::vector<std::uint64_t>& buf, ScanStats& stats)
@@ -85,45 +98,33 @@ std::vector<PfnSpan> ram_spans_from_iomem(const std::string& text, std::uint64_t
 {
     constexpr std::uint64_t kPage = 4096;
     std::vector<PfnSpan> out;
-    std::size_t i = 0;
-    while (i < text.size()) {
-        std::size_t j = text.find('\n', i);
-        if (j == std::string::npos)
-            j = text.size();
-        const std::string line = text.substr(i, j - i);
-        i = j + 1;
+    for_each_piece(text, "\n", [&](const std::string& line) {
         // Top level only: nested lines (indented) are parts of a range.
         if (line.empty() || line[0] == ' ')
-            continue;
+            return;
         unsigned long long start = 0, end = 0;
         int name_at = -1;
         if (std::sscanf(line.c_str(), "%llx-%llx : %n", &start, &end, &name_at) != 2 || name_at < 0)
-            continue;
+            return;
         if (line.compare(std::size_t(name_at), std::string::npos, "System RAM") != 0 || end < start)
-            continue;
+            return;
         const std::uint64_t first = (std::uint64_t(start) + kPage - 1) / kPage; // whole pages only
         const std::uint64_t last = end == ~0ull ? end / kPage : (std::uint64_t(end) + 1) / kPage;
         if (last <= first || first >= limit || (!out.empty() && first < out.back().first + out.back().count))
-            continue; // empty, beyond dom0's count, or out of order: skipped
+            return; // empty, beyond dom0's count, or out of order: skipped
         out.push_back({first, std::min(last, limit) - first});
-    }
+    });
     return out; // hidden addresses (0-0) hold no whole page: none
 }
 
 bool cmdline_poisons_pages(const std::string& cmdline)
 {
     // Words of the command line; page_poison=1/on/y turns it on.
-    std::size_t i = 0;
-    while (i < cmdline.size()) {
-        std::size_t j = cmdline.find_first_of(" \t\n", i);
-        if (j == std::string::npos)
-            j = cmdline.size();
-        const std::string w = cmdline.substr(i, j - i);
-        if (w == "page_poison=1" || w == "page_poison=on" || w == "page_poison=y")
-            return true;
-        i = j + 1;
-    }
-    return false;
+    bool on = false;
+    for_each_piece(cmdline, " \t\n", [&](const std::string& w) {
+        on = on || w == "page_poison=1" || w == "page_poison=on" || w == "page_poison=y";
+    });
+    return on;
 }
 
 } // namespace fastmig::agent
