@@ -40,8 +40,11 @@ ok "a seekable read-write stream fd is refused (exit 1, error line)" -- bad_fd
 
 # --- live migration through socketpairs ----------------------------------------
 G=$(new_guest 64M web)
+# --max-bandwidth 40M stretches precopy to about a second, so that the
+# progress check below sees several lines (one per 100 ms at most); unlimited,
+# the 64 MiB went in ~200 ms and CI once saw only "info 99" before the suspend.
 migrate() {
-  FASTMIG_HELPER_OPTIONS="--threads 2 --no-free-hints" run "$T/m.out" migrate --domid "$G" --live || return 1
+  FASTMIG_HELPER_OPTIONS="--threads 2 --no-free-hints --max-bandwidth 40M" run "$T/m.out" migrate --domid "$G" --live || return 1
   D=$(incoming)
   has "$T/m.out" "save: result:0 0 -> Qemu record and End written" && has "$T/m.out" "restore: result:xenguest 0 0" &&
     has "$T/m.out" "restore: Qemu record intact" && has "$T/m.out" "restore: End read" &&
