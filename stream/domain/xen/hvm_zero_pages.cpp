@@ -9,11 +9,16 @@ namespace fastmig::xen {
 void WaitingZeroPages::add(std::span<const Pfn> pfns)
 {
     std::lock_guard<std::mutex> g(m_);
-    for (Pfn p : pfns) {
+    for (Pfn p : pfns)
         if (p >= waiting_.size())
             throw Error("zero page at gfn " + hex(p) + " beyond the guest's " + std::to_string(waiting_.size()) +
                         " pages");
+    for (Pfn p : pfns) {
+        if (waiting_[p])
+            continue;
         waiting_[p] = 1;
+        ++count_;
+        cursor_ = std::min(cursor_, p);
     }
 }
 
@@ -21,14 +26,16 @@ void WaitingZeroPages::written(std::span<const Pfn> pfns)
 {
     std::lock_guard<std::mutex> g(m_);
     for (Pfn p : pfns)
-        if (p < waiting_.size())
+        if (p < waiting_.size() && waiting_[p]) {
             waiting_[p] = 0;
+            --count_;
+        }
 }
 
 std::uint64_t WaitingZeroPages::count() const
 {
     std::lock_guard<std::mutex> g(m_);
-    return std::uint64_t(std::count(waiting_.begin(), waiting_.end(), 1));
+    return count_;
 }
 
 } // namespace fastmig::xen

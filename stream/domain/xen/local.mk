@@ -16,6 +16,7 @@ stream_domain_xen_libfmxenpv_a_SOURCES = \
 	stream/domain/xen/hvm_records.hpp stream/domain/xen/hvm_records.cpp \
 	stream/domain/xen/hvm_state.hpp stream/domain/xen/hvm_state.cpp \
 	stream/domain/xen/hvm_zero_pages.hpp stream/domain/xen/hvm_zero_pages.cpp \
+	stream/domain/xen/zero_page_clearer.hpp stream/domain/xen/zero_page_clearer.cpp \
 	stream/domain/xen/guest_checks.hpp stream/domain/xen/guest_checks.cpp \
 	stream/domain/xen/guest_hints.hpp stream/domain/xen/guest_hints.cpp \
 	stream/domain/xen/restore_platform.hpp stream/domain/xen/restore_platform.cpp \
@@ -27,6 +28,12 @@ tests_unit_xen_pv_test_SOURCES = tests/unit/test_xen_pv.cpp tests/unit/stream_er
 tests_unit_xen_pv_test_CPPFLAGS = $(UNIT_CPPFLAGS)
 tests_unit_xen_pv_test_LDADD = stream/domain/xen/libfmxenpv.a $(UNIT_LDADD)
 TESTS += tests/unit/xen_pv.test
+
+check_PROGRAMS += tests/unit/zero_page_clearer.test
+tests_unit_zero_page_clearer_test_SOURCES = tests/unit/test_zero_page_clearer.cpp
+tests_unit_zero_page_clearer_test_CPPFLAGS = $(UNIT_CPPFLAGS)
+tests_unit_zero_page_clearer_test_LDADD = stream/domain/xen/libfmxenpv.a $(UNIT_LDADD)
+TESTS += tests/unit/zero_page_clearer.test
 
 check_PROGRAMS += tests/unit/guest_hints.test
 tests_unit_guest_hints_test_SOURCES = tests/unit/test_guest_hints.cpp
