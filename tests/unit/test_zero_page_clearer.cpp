@@ -244,6 +244,26 @@ BOOST_AUTO_TEST_CASE(destruction_while_busy_joins)
     }
 }
 
+BOOST_AUTO_TEST_CASE(stop_leaves_the_rest_pending_and_drain_clears_it)
+{
+    FakeMemory mem(4096);
+    mem.pause = 20ms;
+    ZeroPageClearer c(4096, mem.fn(), 1024);
+    c.add(range(0, 4096));
+    wait_for(mem.busy);
+    c.stop();
+    BOOST_TEST(!mem.busy);
+    const auto left = c.pending();
+    BOOST_TEST(left >= 1024u);
+    BOOST_TEST(left <= 3072u);
+    std::this_thread::sleep_for(40ms);
+    BOOST_TEST(c.pending() == left); // no thread clears any more
+    mem.pause = 0ms;
+    auto d = c.drain();
+    BOOST_TEST(d.at_end == left);
+    BOOST_TEST(d.background + d.at_end == 4096u);
+}
+
 // The pure pending set as the clearer uses it (resolve_next, settle).
 BOOST_AUTO_TEST_CASE(pending_set_resolves_lowest_first)
 {

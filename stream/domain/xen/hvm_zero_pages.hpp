@@ -81,6 +81,14 @@ public:
         return done(todo, populate);
     }
 
+    // f() with the lock held: no population runs meanwhile (f must not
+    // call this object).
+    template <class F> void locked(F&& f)
+    {
+        std::lock_guard<std::mutex> g(m_);
+        f();
+    }
+
 private:
     // With m_ held.
     template <class Populate> std::size_t done(const std::vector<Pfn>& todo, Populate& populate)

@@ -10,6 +10,7 @@
 #include "stream/domain/xen/pv_records.hpp"
 #include "stream/domain/xen/pv_state.hpp"
 #include "stream/domain/xen/xen_handles.hpp"
+#include "stream/domain/xen/zero_page_clearer.hpp"
 
 #include "stream/clock.hpp"
 
@@ -95,16 +96,18 @@ public:
     void zero_pages(std::span<const Pfn> pfns) override { clear_pages(pfns, Phase::receive); }
 
     // Frames from populate_physmap are not scrubbed when a running guest
-    // freed them (Xen scrubs only a dying domain's pages): allocate and
-    // clear, a mapping per batch.  HVM/PVH: a zero page may be a hole (MMIO,
-    // Xen's frames) that must stay unpopulated; which it is comes with the
-    // source's hole map, so these wait for it (early state, or the end).
+    // freed them (Xen scrubs only a dying domain's pages): allocated and
+    // cleared.  PV: by the clearer's thread, off the stream's path
+    // (zero_page_clearer.hpp), the rest at the end.  HVM/PVH: a zero page
+    // may be a hole (MMIO, Xen's frames) that must stay unpopulated; which
+    // it is comes with the source's hole map, so these wait for it (early
+    // state, or the end).
     void zero_fresh_pages(std::span<const Pfn> pfns) override
     {
-        if (!hvm_)
-            return clear_pages(pfns, Phase::receive);
         for (Pfn p : pfns)
             check_pfn(p, Phase::receive);
+        if (!hvm_)
+            return clearer_->add(pfns);
         waiting_->add(pfns);
     }
 
@@ -114,6 +117,8 @@ public:
     {
         if (dst.size() != pfns.size() * kPageSize)
             throw Error(who_, Phase::receive, "read buffer does not match the page count");
+        if (clearer_)
+            clearer_->settle(pfns); // a page still to clear reads as zeros, cleared now
         std::vector<Pfn> present;
         std::vector<std::size_t> where;
         for (std::size_t i = 0; i < pfns.size(); ++i) {
@@ -185,7 +190,11 @@ public:
             PfnTypeMap types(p2m_.size());
             types.apply(blob.data);
             auto tables = early_.to_localise(types);
-            localise(tables, types, Phase::receive, &early_);
+            // A table still to clear is cleared first (it is read), and the
+            // clearer stays quiet meanwhile: every p2m entry a table refers
+            // to is settled, none half-populated.
+            clearer_->settle(tables);
+            clearer_->quiet([&] { localise(tables, types, Phase::receive, &early_); });
             char line[160];
             std::snprintf(line, sizeof line, "early: %zu page tables localised in %.1f ms, before the suspension",
                           tables.size(), double(monotonic_ns() - t0) / 1e6);
@@ -211,6 +220,8 @@ public:
 
     void destroy() override
     {
+        if (clearer_)
+            clearer_->stop(); // its thread populates no more
         if (!p_.destroy_on_failure) {
             log_("restore failed: the domain is left paused for the toolstack that created it to destroy");
             return;
@@ -270,6 +281,10 @@ private:
                 fail_errno(who_, Phase::setup, "cannot make the target domain 64-bit");
         }
         p2m_.assign(nr_pages, kInvalidFrame);
+        clearer_ = std::make_unique<ZeroPageClearer>(nr_pages, [this](std::span<const Pfn> ps) {
+            populate_zeroed(ps, clear_phase_);
+            early_.forget(ps);
+        });
     }
 
     void check_pfn(Pfn pfn, Phase ph) const
@@ -344,10 +359,13 @@ private:
     {
         if (waiting_)
             waiting_->written(pfns);
+        if (clearer_)
+            clearer_->written(pfns);
     }
 
-    // Frames for pfns, cleared (called by WaitingZeroPages::resolve, which
-    // holds its lock: a concurrent write of one of them waits).
+    // Frames for pfns, cleared (called by WaitingZeroPages::resolve and the
+    // PV clearer, with the pending lock held: a concurrent write or read of
+    // one of them waits).
     void populate_zeroed(std::span<const Pfn> pfns, Phase ph)
     {
         for (std::size_t off = 0; off < pfns.size(); off += kBatch) {
@@ -457,6 +475,8 @@ private:
         StepLog steps;
         auto lap = [&](const std::string& what) { steps.lap(what); };
         PvState st = parse_pv_state(state, p2m_.size(), info_.max_vcpu_id);
+        drain_clearer();
+        lap("free pages cleared");
         // First, as libxc does it with the static data: the vCPUs' xsave
         // and MSR state below are checked against this policy.
         if (set_cpu_policy(st.cpuid_policy, st.msr_policy, Phase::restore))
@@ -682,6 +702,20 @@ private:
         }
     }
 
+    // The PV clearer's pages not cleared yet are cleared now: the guest
+    // must not run on a frame another domain freed.  In the downtime, so
+    // its time is logged.
+    void drain_clearer()
+    {
+        clear_phase_ = Phase::restore;
+        auto d = clearer_->drain();
+        char line[160];
+        std::snprintf(line, sizeof line,
+                      "free pages: %llu cleared in the background, %llu at the end in %.1f ms",
+                      (unsigned long long)d.background, (unsigned long long)d.at_end, double(d.ns) / 1e6);
+        log_(line);
+    }
+
     RestoreParams p_;
     const std::string who_;
     LogFn log_;
@@ -700,6 +734,10 @@ private:
     bool restored_ = false;
     std::uint64_t resumed_at_ = 0;
     std::uint64_t setcontext_ns_ = 0;
+    std::atomic<Phase> clear_phase_{Phase::receive}; // the clearer's errors say where
+    // PV: the zero and free pages named for the first time, cleared by its
+    // thread.  Last: destroyed (joined) first, before what it uses.
+    std::unique_ptr<ZeroPageClearer> clearer_;
 };
 
 } // namespace

@@ -55,6 +55,16 @@ public:
     // The pending pages among pfns cleared now, by the caller: read next.
     void settle(std::span<const Pfn> pfns);
 
+    // f() while the thread clears nothing: every frame number in the p2m
+    // is settled (none half-populated), e.g. for a page-table localisation
+    // that reads the p2m for every entry.  f must not call this object.
+    template <class F> void quiet(F&& f)
+    {
+        rethrow();
+        Turn t(*this);
+        pages_.locked(f);
+    }
+
     struct Drained {
         std::uint64_t background = 0; // pages the thread cleared
         std::uint64_t at_end = 0;     // pages drain() cleared itself
@@ -63,6 +73,10 @@ public:
     // Stops the thread and clears the rest.  Throws the clearer's error.
     // Once.
     Drained drain();
+
+    // The thread stops after its chunk and is joined; what is left stays
+    // pending (a failed restore: the domain is destroyed next).
+    void stop();
 
     std::uint64_t pending() const { return pages_.count(); }
 
@@ -81,7 +95,6 @@ private:
 
     void run();
     void rethrow(); // the thread's error, if any (m_ not held)
-    void stop();
 
     WaitingZeroPages pages_;
     const ClearFn clear_;
