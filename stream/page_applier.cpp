@@ -3,6 +3,7 @@
 #include "stream/checksum.hpp"
 
 #include <array>
+#include <cstdio>
 #include <string>
 
 namespace fastmig {
@@ -17,6 +18,28 @@ void DestinationPages::reset(std::uint64_t nr_pages, bool v)
         zero_sum = wire::page_checksum(zero);
         sums.assign(nr_pages, zero_sum);
     }
+}
+
+std::optional<std::string> SlowBatchLog::note(std::uint32_t round, std::uint64_t pages, std::uint64_t took_ns,
+                                               std::uint64_t now_ns)
+{
+    if (took_ns < threshold_ns_)
+        return std::nullopt;
+    if (last_ns_ && now_ns - *last_ns_ < every_ns_) {
+        ++left_out_;
+        return std::nullopt;
+    }
+    char line[224];
+    std::snprintf(line, sizeof line,
+                  "receive: slow page batch: round %u, %llu pages applied in %.1f ms (over %.0f ms: the channel "
+                  "stops reading meanwhile, and the source's silence limit counts it)",
+                  round, (unsigned long long)pages, double(took_ns) / 1e6, double(threshold_ns_) / 1e6);
+    std::string s = line;
+    if (left_out_)
+        s += "; " + std::to_string(left_out_) + " more slow batches since the last such line";
+    last_ns_ = now_ns;
+    left_out_ = 0;
+    return s;
 }
 
 PageApplier::PageApplier(DestinationPages& pages, ChannelCounts& counts, std::uint64_t features)

@@ -18,6 +18,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <string>
 #include <vector>
 
 namespace fastmig {
@@ -37,6 +39,31 @@ struct DestinationPages {
 struct ChannelCounts {
     std::uint64_t written = 0, zeroed = 0, deflate = 0, xbzrle = 0, bytes = 0;
     std::uint64_t domain_calls = 0; // writes, reads and zeroings asked of the domain (applier's thread)
+};
+
+// A batch that takes long to go into the domain holds its channel: once
+// the applier's queue is full the reader stops reading, and the source's
+// silence limit (--timeout-ms) counts that time (issue 19: 30 s of clearing
+// free pages failed a migration).  Such a batch is logged, with its round,
+// page count and time, at most one line per `every` per channel so that a
+// slow host does not flood the log; the line counts the ones left out.
+class SlowBatchLog {
+public:
+    static constexpr std::uint64_t kThresholdNs = 2'000'000'000, kEveryNs = 10'000'000'000;
+    explicit SlowBatchLog(std::uint64_t threshold_ns = kThresholdNs, std::uint64_t every_ns = kEveryNs)
+        : threshold_ns_(threshold_ns), every_ns_(every_ns)
+    {
+    }
+
+    // A batch of `round` with `pages` pages took `took_ns`, ending at
+    // `now_ns` (monotonic): the line to log (after the domain), if any.
+    std::optional<std::string> note(std::uint32_t round, std::uint64_t pages, std::uint64_t took_ns,
+                                    std::uint64_t now_ns);
+
+private:
+    const std::uint64_t threshold_ns_, every_ns_;
+    std::optional<std::uint64_t> last_ns_; // the last line's time
+    std::uint64_t left_out_ = 0;           // slow batches since, not logged
 };
 
 class PageApplier {

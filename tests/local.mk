@@ -29,6 +29,12 @@ tests_unit_commit_test_CPPFLAGS = $(UNIT_CPPFLAGS)
 tests_unit_commit_test_LDADD = $(UNIT_LDADD)
 TESTS += tests/unit/policy.test tests/unit/engine.test tests/unit/commit.test
 
+check_PROGRAMS += tests/unit/slow_batch_log.test
+tests_unit_slow_batch_log_test_SOURCES = tests/unit/test_slow_batch_log.cpp
+tests_unit_slow_batch_log_test_CPPFLAGS = $(UNIT_CPPFLAGS)
+tests_unit_slow_batch_log_test_LDADD = $(UNIT_LDADD)
+TESTS += tests/unit/slow_batch_log.test
+
 # Integration tests (TAP): the real fastmig binary, sim domains in their own
 # processes, loopback TCP only.
 TESTS += tests/integration/cli.sh tests/integration/demo-workloads.sh
