@@ -64,6 +64,7 @@ stream_domain_xen_libfmxen_a_SOURCES = \
 	stream/domain/xen/xen_common.cpp stream/domain/xen/xen_abi_check.cpp \
 	stream/domain/xen/xen_suspend.hpp stream/domain/xen/xen_suspend.cpp \
 	stream/domain/xen/xen_save.cpp stream/domain/xen/xen_restore.cpp \
+	stream/domain/xen/xen_restore_domain.hpp stream/domain/xen/xen_restore_end.cpp \
 	stream/domain/xen/xen_platform.cpp
 # Link order for users (the save helper, the command line):
 #   $(FASTMIG_XEN_LIBS) before $(FASTMIG_LIBS).
