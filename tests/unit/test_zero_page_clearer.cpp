@@ -98,6 +98,19 @@ void wait_for(const std::atomic<bool>& flag)
     BOOST_REQUIRE(flag);
 }
 
+// A clearer of n pages, all added, its thread in its first chunk of 1024
+// (each chunk takes `pause`).
+struct Busy {
+    Busy(std::size_t n, std::chrono::microseconds pause) : mem(n), c(n, mem.fn(), 1024)
+    {
+        mem.pause = pause;
+        c.add(range(0, n));
+        wait_for(mem.busy);
+    }
+    FakeMemory mem;
+    ZeroPageClearer c;
+};
+
 } // namespace
 
 BOOST_AUTO_TEST_CASE(every_page_cleared_once_in_chunks)
@@ -131,11 +144,8 @@ BOOST_AUTO_TEST_CASE(a_pfn_beyond_the_guest_is_refused)
 
 BOOST_AUTO_TEST_CASE(a_page_written_during_a_clear_is_never_wiped)
 {
-    FakeMemory mem(4096);
-    mem.pause = 50ms;
-    ZeroPageClearer c(4096, mem.fn(), 1024);
-    c.add(range(0, 4096));
-    wait_for(mem.busy); // the first chunk, [0, 1024), is being cleared
+    Busy b(4096, 50ms);  // the first chunk, [0, 1024), is being cleared
+    auto& [mem, c] = b;
     // One page of the chunk in progress (waits for it), one of a later chunk.
     const std::vector<Pfn> w = {500, 3000};
     c.written(w);
@@ -152,11 +162,8 @@ BOOST_AUTO_TEST_CASE(a_page_written_during_a_clear_is_never_wiped)
 
 BOOST_AUTO_TEST_CASE(a_page_read_during_a_clear_reads_as_zeros)
 {
-    FakeMemory mem(4096);
-    mem.pause = 30ms;
-    ZeroPageClearer c(4096, mem.fn(), 1024);
-    c.add(range(0, 4096));
-    wait_for(mem.busy);
+    Busy b(4096, 30ms);
+    auto& [mem, c] = b;
     // 100 is in the chunk in progress (half cleared now), 2000 and 4000 in
     // later ones (dirty now).
     const std::vector<Pfn> r = {100, 2000, 4000, 2000};
@@ -174,11 +181,8 @@ BOOST_AUTO_TEST_CASE(a_page_read_during_a_clear_reads_as_zeros)
 
 BOOST_AUTO_TEST_CASE(drain_waits_for_the_chunk_in_progress_and_clears_the_rest)
 {
-    FakeMemory mem(8192);
-    mem.pause = 20ms;
-    ZeroPageClearer c(8192, mem.fn(), 1024);
-    c.add(range(0, 8192));
-    wait_for(mem.busy);
+    Busy b(8192, 20ms);
+    auto& [mem, c] = b;
     auto d = c.drain();
     BOOST_TEST(!mem.busy);
     BOOST_TEST(d.background >= 1024u); // the chunk it was in
@@ -246,11 +250,8 @@ BOOST_AUTO_TEST_CASE(destruction_while_busy_joins)
 
 BOOST_AUTO_TEST_CASE(stop_leaves_the_rest_pending_and_drain_clears_it)
 {
-    FakeMemory mem(4096);
-    mem.pause = 20ms;
-    ZeroPageClearer c(4096, mem.fn(), 1024);
-    c.add(range(0, 4096));
-    wait_for(mem.busy);
+    Busy b(4096, 20ms);
+    auto& [mem, c] = b;
     c.stop();
     BOOST_TEST(!mem.busy);
     const auto left = c.pending();

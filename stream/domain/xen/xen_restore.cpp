@@ -277,14 +277,8 @@ void XenRestoreDomain::ensure_populated(std::span<const Pfn> pfns, Phase ph)
 void XenRestoreDomain::clear_pages(std::span<const Pfn> pfns, Phase ph)
 {
     unpend(pfns);
-    for (std::size_t off = 0; off < pfns.size(); off += kBatch) {
-        auto ps = pfns.subspan(off, std::min(kBatch, pfns.size() - off));
-        ensure_populated(ps, ph);
-        auto map = map_pfns(ps, PROT_READ | PROT_WRITE, ph);
-        for (std::size_t i = 0; i < ps.size(); ++i)
-            std::memset(map.page(i), 0, kPageSize);
-        early_.forget(ps);
-    }
+    populate_zeroed(pfns, ph);
+    early_.forget(pfns);
 }
 
 ForeignMap XenRestoreDomain::map_pfns(std::span<const Pfn> pfns, int prot, Phase ph)
