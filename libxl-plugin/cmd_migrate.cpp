@@ -3,7 +3,7 @@
 #include "libxl-plugin/netns.hpp"
 #include "libxl-plugin/report.hpp"
 
-#include "stream/auth.hpp"
+#include "stream/auth/auth.hpp"
 #include "stream/clock.hpp"
 #include "stream/codec/codec.hpp"
 #include "stream/domain/sim/sim.hpp"

@@ -9,6 +9,7 @@ stream_libfmstream_a_SOURCES = \
 	stream/dirty_bitmap.hpp \
 	stream/domain.hpp \
 	stream/wire.hpp stream/wire_internal.hpp stream/wire.cpp stream/wire_batch.cpp stream/wire_channels.cpp \
+	stream/wire_writer.hpp stream/wire_writer.cpp \
 	stream/checksum.hpp stream/checksum.cpp \
 	stream/classify.hpp stream/classify.cpp \
 	stream/transport.hpp stream/transport.cpp \
