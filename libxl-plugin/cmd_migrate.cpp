@@ -10,6 +10,7 @@
 #include "stream/outcome_store.hpp"
 #include "stream/receiver.hpp"
 #include "stream/sender.hpp"
+#include "stream/spawn.hpp"
 #include "stream/transport.hpp"
 
 #include <cerrno>
@@ -17,6 +18,7 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -493,7 +495,30 @@ int cmd_resolve(const std::vector<std::string>& args)
                            " stays paused: look at the destination (README.md, 'When a migration fails')");
 }
 
-int cmd_demo(const std::vector<std::string>& args)
+namespace {
+
+// What `fastmig demo` was asked for.
+struct DemoPlan {
+    sim::SimConfig cfg;
+    SendOptions so;
+    unsigned channels = 2;
+    std::string psk_path; // handed on to the receiver
+    bool json = false;
+    bool keep = false;
+    std::chrono::milliseconds warmup{500};
+    std::string raddr;
+    std::optional<std::string> rns, sns;
+
+    void say(const std::string& s) const
+    {
+        if (!json) {
+            std::printf("%s\n", s.c_str());
+            std::fflush(stdout);
+        }
+    }
+};
+
+DemoPlan demo_plan(const std::vector<std::string>& args)
 {
     auto valued = kSendValued;
     valued.insert({"memory", "workload", "seed", "warmup-ms", "rate-scale", "sender-netns", "receiver-netns",
@@ -503,36 +528,40 @@ int cmd_demo(const std::vector<std::string>& args)
     Options o(args, valued, flags);
     if (!o.positional().empty())
         throw UsageError("demo takes no positional argument: '" + o.positional()[0] + "'");
-    sim::SimConfig cfg = sim_config(o);
-    SendOptions so;
-    unsigned channels = 2;
-    apply_send_options(o, so, channels);
-    so.verify = !o.flag("no-verify");
-    std::string psk_path;
-    so.psk = load_psk(o, &psk_path);
-    so.suite = load_cipher(o, !so.psk.empty());
-    bool json = o.flag("json");
-    auto warmup = std::chrono::milliseconds(o.uint_or("warmup-ms", 500));
-    std::string raddr = o.get_or("receiver-address", "127.0.0.1");
-    auto rns = o.get("receiver-netns"), sns = o.get("sender-netns");
-    if ((rns || sns) && !o.get("receiver-address"))
+    DemoPlan p;
+    p.cfg = sim_config(o);
+    apply_send_options(o, p.so, p.channels);
+    p.so.verify = !o.flag("no-verify");
+    p.so.psk = load_psk(o, &p.psk_path);
+    p.so.suite = load_cipher(o, !p.so.psk.empty());
+    p.json = o.flag("json");
+    p.keep = o.flag("keep");
+    p.warmup = std::chrono::milliseconds(o.uint_or("warmup-ms", 500));
+    p.raddr = o.get_or("receiver-address", "127.0.0.1");
+    p.rns = o.get("receiver-netns");
+    p.sns = o.get("sender-netns");
+    if ((p.rns || p.sns) && !o.get("receiver-address"))
         throw UsageError("--sender-netns/--receiver-netns need --receiver-address (the receiver's address in its namespace)");
-    auto say = [&](const std::string& s) {
-        if (!json) {
-            std::printf("%s\n", s.c_str());
-            std::fflush(stdout);
-        }
-    };
+    return p;
+}
 
-    say("creating a " + human_bytes(double(cfg.memory_bytes)) + " sim domain running '" + cfg.workload + "'...");
-    Stopwatch create_sw;
-    int src_id = sim::create_domain(cfg);
-    say("  sim:" + std::to_string(src_id) + " ready in " + std::to_string(int(create_sw.seconds() * 1000)) + " ms");
+std::string bracketed(const std::string& addr)
+{
+    return addr.find(':') != std::string::npos ? "[" + addr + "]" : addr;
+}
 
+// The source, the receiver process and the destination the receiver made:
+// what the demo removes when it ends (the destination only on failure or
+// without --keep).
+struct DemoRun {
+    int src_id = -1;
     int dest_id = -1;
     pid_t receiver = -1;
-    int result_pipe[2] = {-1, -1};
-    auto cleanup = [&](bool destroy_dest) {
+    Fd result; // the receiver's result pipe: "port=N", then its key=value result
+
+    void cleanup(bool destroy_dest)
+    {
+        result.reset();
         if (receiver > 0) {
             ::kill(receiver, SIGTERM);
             ::waitpid(receiver, nullptr, 0);
@@ -550,129 +579,131 @@ int cmd_demo(const std::vector<std::string>& args)
             } catch (...) {
             }
         }
-    };
+    }
+};
 
+// The receiver is a separate process, as on a real destination host.  It
+// listens on a free port and reports it on the result pipe; returns it.
+std::string start_receiver(const DemoPlan& p, DemoRun& run)
+{
+    SpawnSpec spec;
+    const std::string bin = sim::fastmig_binary();
+    // The demo's sender does not resolve a lost COMMIT: no records kept.
+    spec.argv = {bin, "receive", "--listen", bracketed(p.raddr) + ":0", "--result-fd", "4", "--quiet",
+                 "--accept-timeout-ms", "60000", "--timeout-ms", std::to_string(p.so.io_timeout.count()),
+                 "--outcome-dir", "none"};
+    if (p.rns)
+        spec.argv.insert(spec.argv.end(), {"--netns", *p.rns});
+    if (!p.psk_path.empty())
+        spec.argv.insert(spec.argv.end(), {"--psk-file", p.psk_path, "--cipher", auth::suite_name(p.so.suite)});
+    spec.report_fd = 4;
+    spec.exec_failed = "cannot execute " + bin + " (set FASTMIG_BIN)\n";
+    Spawned child = spawn_reporting(spec);
+    run.receiver = child.pid;
+    run.result = std::move(child.report);
+    // The first line from the receiver is its port (or an error).
+    std::string first = read_report_line(run.result.get(), std::nullopt, 256).text;
+    if (first.rfind("port=", 0) != 0)
+        throw Error("the receiver did not start" + (first.empty() ? std::string() : ": " + first));
+    return first.substr(5);
+}
+
+std::string demo_banner(const DemoPlan& p, int src_id, const HostPort& dest)
+{
+    const SendOptions& so = p.so;
+    return "migrating sim:" + std::to_string(src_id) + " to a receiver on " + dest.str() + " (" +
+           std::to_string(so.pipeline.threads) + " threads, " + std::to_string(p.channels) + " channels, " +
+           codec::algorithm_name(so.pipeline.compression.algorithm) + ", downtime target " +
+           std::to_string(so.policy.downtime_target_ms).substr(0, 5) + " ms" +
+           (so.psk.empty() ? ""
+                           : auth::encrypts(so.suite) ? std::string(", encrypted with ") + auth::suite_name(so.suite)
+                                                      : std::string(", authenticated, not encrypted")) +
+           ")...";
+}
+
+// Sends the source to the receiver on `port`: the sender's half of the
+// report.  On failure, learns from the receiver the destination it made
+// (if any), so that the cleanup removes it.
+MigrationReport send_to_receiver(DemoPlan& p, DemoRun& run, const std::string& port)
+{
+    auto dom = sim::attach(run.src_id);
+    HostPort dest = parse_host_port(bracketed(p.raddr) + ":" + port);
+    p.say(demo_banner(p, run.src_id, dest));
+    Fd conn = tcp_connect(dest, p.so.io_timeout);
+    set_channels(p.so, p.channels, dest);
+    ProgressLine pl(!p.json && isatty(2));
+    p.so.progress = [&](const Progress& pr) { pl.update(pr); };
+    MigrationReport rep;
+    rep.workload = p.cfg.workload;
+    rep.memory_bytes = p.cfg.memory_bytes;
+    rep.compress = codec::algorithm_name(p.so.pipeline.compression.algorithm);
+    double cpu_before = self_cpu_ms();
     try {
-        // The receiver is a separate process, as on a real destination host.
-        // It listens on a free port and reports it on the result pipe.
-        if (::pipe2(result_pipe, O_CLOEXEC) != 0)
-            throw_errno("pipe");
-        std::string bin = sim::fastmig_binary();
-        std::string listen = (raddr.find(':') != std::string::npos ? "[" + raddr + "]" : raddr) + ":0";
-        std::string to = std::to_string(so.io_timeout.count());
-        // The demo's sender does not resolve a lost COMMIT: no records kept.
-        std::vector<std::string> rargs = {bin, "receive", "--listen", listen, "--result-fd", "4", "--quiet",
-                                          "--accept-timeout-ms", "60000", "--timeout-ms", to, "--outcome-dir", "none"};
-        if (rns) {
-            rargs.push_back("--netns");
-            rargs.push_back(*rns);
-        }
-        if (!psk_path.empty()) {
-            rargs.push_back("--psk-file");
-            rargs.push_back(psk_path);
-            rargs.push_back("--cipher");
-            rargs.push_back(auth::suite_name(so.suite));
-        }
-        receiver = ::fork();
-        if (receiver < 0)
-            throw_errno("fork");
-        if (receiver == 0) {
-            // Move the pipe out of the way first: it may already be fd 4, and
-            // dup2 onto itself would keep close-on-exec set.
-            int r = ::fcntl(result_pipe[1], F_DUPFD, 10);
-            ::dup2(r, 4);
-            std::vector<char*> argv;
-            for (auto& a : rargs)
-                argv.push_back(const_cast<char*>(a.c_str()));
-            argv.push_back(nullptr);
-            ::execv(bin.c_str(), argv.data());
-            std::fprintf(stderr, "fastmig demo: cannot start the receiver %s: %s\n", bin.c_str(), std::strerror(errno));
-            ::_exit(127);
-        }
-        ::close(result_pipe[1]);
-        result_pipe[1] = -1;
-        // The first line from the receiver is its port (or an error).
-        std::string first;
-        for (char c; first.size() < 256;) {
-            ssize_t n = ::read(result_pipe[0], &c, 1);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n <= 0 || c == '\n')
-                break;
-            first += c;
-        }
-        if (first.rfind("port=", 0) != 0)
-            throw Error("the receiver did not start" + (first.empty() ? std::string() : ": " + first));
-        std::string port = first.substr(5);
-
-        if (sns)
-            enter_netns(*sns);
-        std::this_thread::sleep_for(warmup);
-        auto dom = sim::attach(src_id);
-        HostPort dest = parse_host_port((raddr.find(':') != std::string::npos ? "[" + raddr + "]" : raddr) + ":" + port);
-        say("migrating sim:" + std::to_string(src_id) + " to a receiver on " + dest.str() + " (" +
-            std::to_string(so.pipeline.threads) + " threads, " + std::to_string(channels) + " channels, " +
-            codec::algorithm_name(so.pipeline.compression.algorithm) + ", downtime target " +
-            std::to_string(so.policy.downtime_target_ms).substr(0, 5) + " ms" +
-            (so.psk.empty() ? ""
-                            : auth::encrypts(so.suite) ? std::string(", encrypted with ") + auth::suite_name(so.suite)
-                                                       : std::string(", authenticated, not encrypted")) +
-            ")...");
-        Fd conn = tcp_connect(dest, so.io_timeout);
-        set_channels(so, channels, dest);
-        ProgressLine pl(!json && isatty(2));
-        so.progress = [&](const Progress& p) { pl.update(p); };
-        MigrationReport rep;
-        rep.workload = cfg.workload;
-        rep.memory_bytes = cfg.memory_bytes;
-        rep.compress = codec::algorithm_name(so.pipeline.compression.algorithm);
-        double cpu_before = self_cpu_ms();
-        try {
-            rep.send = send_domain(*dom, conn.get(), so);
-        } catch (...) {
-            pl.finish();
-            auto kv = parse_kv(fd_text(result_pipe[0]));
-            if (kv.count("destination"))
-                dest_id = parse_sim_domain(kv["destination"]);
-            throw;
-        }
+        rep.send = send_domain(*dom, conn.get(), p.so);
+    } catch (...) {
         pl.finish();
-        rep.sender_rss_kib = self_rss_kib();
-        rep.sender_cpu_ms = self_cpu_ms() - cpu_before;
+        auto kv = parse_kv(fd_text(run.result.get()));
+        if (kv.count("destination"))
+            run.dest_id = parse_sim_domain(kv["destination"]);
+        throw;
+    }
+    pl.finish();
+    rep.sender_rss_kib = self_rss_kib();
+    rep.sender_cpu_ms = self_cpu_ms() - cpu_before;
+    return rep;
+}
 
-        auto kv = parse_kv(fd_text(result_pipe[0]));
-        ::close(result_pipe[0]);
-        result_pipe[0] = -1;
-        int status = 0;
-        rusage ru{};
-        ::wait4(receiver, &status, 0, &ru);
-        receiver = -1;
-        rep.receiver_rss_kib = ru.ru_maxrss;
-        rep.receiver_cpu_ms = cpu_ms(ru);
-        if (kv.count("error"))
-            throw Error("receiver: " + kv["error"]);
-        if (!kv.count("destination"))
-            throw Error("the receiver exited without a result (status " + std::to_string(status) + ")");
-        rep.destination = kv["destination"];
-        dest_id = parse_sim_domain(rep.destination);
-        // Both sim domains live on this host: one monotonic clock.
-        if (rep.send.paused_at_ns && rep.send.resumed_at_ns >= rep.send.paused_at_ns)
-            rep.downtime_ms = double(rep.send.resumed_at_ns - rep.send.paused_at_ns) / 1e6;
+// The receiver's half of the report: its result, its resources, the downtime.
+void collect_receiver(DemoRun& run, MigrationReport& rep)
+{
+    auto kv = parse_kv(fd_text(run.result.get()));
+    run.result.reset();
+    int status = 0;
+    rusage ru{};
+    ::wait4(run.receiver, &status, 0, &ru);
+    run.receiver = -1;
+    rep.receiver_rss_kib = ru.ru_maxrss;
+    rep.receiver_cpu_ms = cpu_ms(ru);
+    if (kv.count("error"))
+        throw Error("receiver: " + kv["error"]);
+    if (!kv.count("destination"))
+        throw Error("the receiver exited without a result (status " + std::to_string(status) + ")");
+    rep.destination = kv["destination"];
+    run.dest_id = parse_sim_domain(rep.destination);
+    // Both sim domains live on this host: one monotonic clock.
+    if (rep.send.paused_at_ns && rep.send.resumed_at_ns >= rep.send.paused_at_ns)
+        rep.downtime_ms = double(rep.send.resumed_at_ns - rep.send.paused_at_ns) / 1e6;
+}
 
-        if (json) {
+} // namespace
+
+int cmd_demo(const std::vector<std::string>& args)
+{
+    DemoPlan p = demo_plan(args);
+    p.say("creating a " + human_bytes(double(p.cfg.memory_bytes)) + " sim domain running '" + p.cfg.workload + "'...");
+    Stopwatch create_sw;
+    DemoRun run;
+    run.src_id = sim::create_domain(p.cfg);
+    p.say("  sim:" + std::to_string(run.src_id) + " ready in " + std::to_string(int(create_sw.seconds() * 1000)) + " ms");
+    try {
+        const std::string port = start_receiver(p, run);
+        if (p.sns)
+            enter_netns(*p.sns);
+        std::this_thread::sleep_for(p.warmup);
+        MigrationReport rep = send_to_receiver(p, run, port);
+        collect_receiver(run, rep);
+        if (p.json) {
             std::printf("%s\n", report_json(rep).c_str());
         } else {
             std::printf("%s", report_table(rep).c_str());
-            if (o.flag("keep"))
+            if (p.keep)
                 std::printf("the destination domain %s keeps running (fastmig sim destroy %d)\n",
-                            rep.destination.c_str(), dest_id);
+                            rep.destination.c_str(), run.dest_id);
         }
-        cleanup(!o.flag("keep"));
+        run.cleanup(!p.keep);
         return rep.send.verified && !*rep.send.verified ? 1 : 0;
     } catch (...) {
-        if (result_pipe[0] >= 0)
-            ::close(result_pipe[0]);
-        cleanup(true);
+        run.cleanup(true);
         throw;
     }
 }

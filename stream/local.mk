@@ -13,6 +13,7 @@ stream_libfmstream_a_SOURCES = \
 	stream/checksum.hpp stream/checksum.cpp \
 	stream/classify.hpp stream/classify.cpp \
 	stream/transport.hpp stream/transport.cpp \
+	stream/spawn.hpp stream/spawn.cpp \
 	stream/precopy_policy.hpp stream/precopy_policy.cpp \
 	stream/bounded_queue.hpp stream/token_bucket.hpp stream/page_memory.hpp \
 	stream/send_pipeline.hpp stream/send_pipeline.cpp \
