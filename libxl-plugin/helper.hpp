@@ -28,6 +28,14 @@ int run_restore(const RestoreArgs& a, LibxlLink& libxl, HelperBackend& backend);
 //   --agent-timeout-ms MS    bound on the exchange with it (1..20000; 10000)
 void helper_send_options(SendOptions& so, xen::GuestHintOptions* hints = nullptr);
 
+// The options of a one-way save (libxl's helper, the emu-manager drop-in):
+// helper_send_options, the guest agent's hints given to `backend`, no
+// verification, the source kept for its caller to destroy, a 30 s bound on
+// the caller's suspension.
+SendOptions one_way_save_options(HelperBackend& backend, bool live);
+// "saving domain 5 (sim:3), N pages, live, T threads"
+std::string saving_line(const std::string& who, const Domain& dom, const SendOptions& so);
+
 // FASTMIG_HELPER_SETTLE_MS (default 10000; 0: no wait): how long the worker
 // waits after the hand-over for libxl to be done with the domain before it
 // tears down (HelperBackend::wait_settled).  Error for a malformed value.
