@@ -43,6 +43,10 @@ std::chrono::milliseconds settle_limit();
 // That wait; never throws.
 void settle_before_teardown(HelperBackend& backend, std::uint32_t domid, bool source, std::chrono::milliseconds max);
 
+// What libxl hands over that fastmig's helper cannot take (save and
+// restore alike): a checkpointed stream (Remus/COLO), a closed io_fd.
+void check_plain_stream(std::uint32_t stream_type, int io_fd, const std::string& who);
+
 // "domain 5 (sim:3)": libxl's domid and what it maps to.
 std::string domain_label(std::uint32_t domid, const std::string& backend_name);
 

@@ -114,6 +114,16 @@ SendOptions one_way_save_options(HelperBackend& backend, bool live)
     return so;
 }
 
+void check_plain_stream(std::uint32_t stream_type, int io_fd, const std::string& who)
+{
+    if (stream_type != kStreamPlain)
+        throw Error(who, Phase::setup,
+                    "checkpointed streams (Remus/COLO, stream_type " + std::to_string(stream_type) +
+                        ") are not supported by fastmig's helper; use the stock libxl-save-helper");
+    if (::fcntl(io_fd, F_GETFD) < 0)
+        throw Error(who, Phase::setup, "io_fd " + std::to_string(io_fd) + " is not an open descriptor");
+}
+
 std::string saving_line(const std::string& who, const Domain& dom, const SendOptions& so)
 {
     return "saving " + who + ", " + std::to_string(dom.nr_pages()) + " pages, " + (so.live ? "live" : "not live") +
@@ -147,17 +157,6 @@ private:
     std::uint32_t domid_;
     bool on_ = false;
 };
-
-// What libxl hands over that fastmig's helper cannot take.
-void check_save_args(const SaveArgs& a, const std::string& who)
-{
-    if (a.stream_type != kStreamPlain)
-        throw Error(who, Phase::setup,
-                    "checkpointed streams (Remus/COLO, stream_type " + std::to_string(a.stream_type) +
-                        ") are not supported by fastmig's helper; use the stock libxl-save-helper");
-    if (::fcntl(a.io_fd, F_GETFD) < 0)
-        throw Error(who, Phase::setup, "io_fd " + std::to_string(a.io_fd) + " is not an open descriptor");
-}
 
 // Suspension goes through libxl's suspend callback (libxl asks the guest,
 // saves the device model, records that the guest responded), unless the
@@ -196,7 +195,7 @@ int run_save(const SaveArgs& a, LibxlLink& libxl, HelperBackend& backend)
     std::string who = domain_label(a.domid, "");
     QemuLogDirty qemu(libxl, a.domid);
     try {
-        check_save_args(a, who);
+        check_plain_stream(a.stream_type, a.io_fd, who);
         SendOptions so = one_way_save_options(backend, a.xcflags & kXcflagsLive);
         const auto settle = settle_limit();
         backend.set_log([&](const std::string& line) { libxl.log(XtlLevel::detail, line); });
