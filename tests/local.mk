@@ -100,6 +100,13 @@ tests_unit_codec_test_CPPFLAGS = $(UNIT_CPPFLAGS)
 tests_unit_codec_test_LDADD = $(UNIT_LDADD)
 TESTS += tests/unit/codec.test
 
+# Starting a helper that reports on a pipe (stream/spawn.hpp).
+check_PROGRAMS += tests/unit/spawn.test
+tests_unit_spawn_test_SOURCES = tests/unit/test_spawn.cpp
+tests_unit_spawn_test_CPPFLAGS = $(UNIT_CPPFLAGS)
+tests_unit_spawn_test_LDADD = $(UNIT_LDADD)
+TESTS += tests/unit/spawn.test
+
 # Authenticated channels (stream/auth/; docs/stream-format.md,
 # Authentication and Encryption).
 check_PROGRAMS += tests/unit/auth.test
