@@ -23,6 +23,8 @@ namespace fastmig::emu {
 
 namespace {
 
+using namespace fastmig::helper;
+
 // Progress as a user sees it in XenCenter or Xen Orchestra: pages sent so
 // far over pages sent plus pages still to send in this round (the stock
 // emu-manager's measure), capped at 99 until the result.  A new round adds
@@ -49,6 +51,66 @@ private:
     std::uint64_t before_ = 0, round_pages_ = 0;
 };
 
+// QEMU's dirty log is switched by QMP for a live save with `-dm qemu`, as
+// the stock emu-manager does (argv takes no other device model but vgpu,
+// which went to the stock path before).  No -dm is a guest without a device
+// model (xenopsd's PVH): nothing to switch.  The backend answers "HVM
+// class" for PVH too (right for libxl, which answers at once for PVH); the
+// first run of make nested-xapi sent a PVH guest to the stock path here for
+// want of -dm qemu.
+void switch_qemu_dirty_log(const EmuArgs& a, helper::HelperBackend& backend, Domain& inner, const SendOptions& so,
+                           const std::string& who)
+{
+    if (!(so.live && a.dm == "qemu" && backend.needs_qemu_logdirty(inner)))
+        return;
+    const std::string sock = qmp_socket_path(a.domid);
+    try {
+        qmp_enable_dirty_log(sock, std::chrono::seconds(10));
+    } catch (const Error& e) {
+        throw Error(who, Phase::setup, e.cause());
+    }
+    log_line(who + ": QEMU's dirty logging switched on (" + sock + ")");
+}
+
+// Progress to xenopsd, the engine's log lines to the log.
+void report_to_xenopsd(SendOptions& so, XenopsdLink& xenopsd, const std::string& who)
+{
+    so.progress = [&xenopsd, meter = ProgressMeter()](const Progress& p) mutable {
+        try {
+            xenopsd.progress(meter.percent(p));
+        } catch (const std::exception&) {
+            // xenopsd gone: its reader has cancelled the stream already.
+        }
+    };
+    so.log = [who](const std::string& line) { log_line(who + ": " + line); };
+}
+
+// Once END is out: `result:0 0` to xenopsd, which then writes its records
+// after the body, and goes on when this process has closed the pipes and
+// exited; the worker's teardown comes after.
+struct HandOver {
+    bool done = false;
+    std::string error;
+
+    void operator()(const SendResult& r, const CallerSuspendedDomain& dom, NonBlocking& nb, XenopsdLink& xenopsd,
+                    const std::string& who)
+    {
+        try {
+            if (dom.suspend_calls() != 1)
+                throw Error("internal: suspend was asked " + std::to_string(dom.suspend_calls()) + " times");
+            nb.restore(); // before xenopsd writes on the fd again
+            log_line(saved_summary(who, r));
+            xenopsd.progress(100);
+            xenopsd.send("result:0 0");
+            done = true;
+            xenopsd.close();
+            release_supervisor();
+        } catch (const std::exception& e) {
+            error = e.what();
+        }
+    }
+};
+
 } // namespace
 
 int run_emu_save(const EmuArgs& a, XenopsdLink& xenopsd, helper::HelperBackend& backend, const ToStock& to_stock)
@@ -56,18 +118,7 @@ int run_emu_save(const EmuArgs& a, XenopsdLink& xenopsd, helper::HelperBackend& 
     using namespace fastmig::helper;
     std::string who = domain_label(a.domid, "");
     try {
-        SendOptions so;
-        xen::GuestHintOptions hints;
-        helper_send_options(so, &hints);
-        backend.set_guest_hints(hints);
-        so.one_way = true;
-        so.live = a.live;
-        so.verify = false;
-        so.release_source = false; // xenopsd destroys it, after the destination runs it
-        // xenopsd's `done` is awaited for the done timeout; the backend's own
-        // confirmation afterwards is quick.
-        so.suspend_timeout = std::chrono::seconds(30);
-
+        SendOptions so = one_way_save_options(backend, a.live);
         backend.set_log(log_line);
         // Nothing is written and no line exchanged yet: whatever fastmig
         // cannot take (a guest type the backend refuses, a domain it cannot
@@ -80,26 +131,9 @@ int run_emu_save(const EmuArgs& a, XenopsdLink& xenopsd, helper::HelperBackend& 
             to_stock(std::string("the ") + backend.name() + " backend cannot take it (" + e.what() + ")");
         }
         who = domain_label(a.domid, inner->name());
-        // QEMU's dirty log is switched by QMP for a live save with `-dm qemu`,
-        // as the stock emu-manager does (argv takes no other device model
-        // but vgpu, which went to the stock path above).  No -dm is a guest
-        // without a device model (xenopsd's PVH): nothing to switch.  The
-        // backend answers "HVM class" for PVH too (right for libxl, which
-        // answers at once for PVH); the first run of make nested-xapi sent
-        // a PVH guest to the stock path here for want of -dm qemu.
-        const bool qmp = so.live && a.dm == "qemu" && backend.needs_qemu_logdirty(*inner);
         xenopsd.start_reader();
-        if (qmp) {
-            const std::string sock = qmp_socket_path(a.domid);
-            try {
-                qmp_enable_dirty_log(sock, std::chrono::seconds(10));
-            } catch (const Error& e) {
-                throw Error(who, Phase::setup, e.cause());
-            }
-            log_line(who + ": QEMU's dirty logging switched on (" + sock + ")");
-        }
-        log_line("saving " + who + ", " + std::to_string(inner->nr_pages()) + " pages, " +
-                 (so.live ? "live" : "not live") + ", " + std::to_string(so.pipeline.threads) + " threads");
+        switch_qemu_dirty_log(a, backend, *inner, so, who);
+        log_line(saving_line(who, *inner, so));
         // xenopsd suspends the guest; the backend only confirms (main()
         // set FASTMIG_HELPER_SUSPEND=libxl for the Xen backend).
         CallerSuspendedDomain dom(*inner, [&]() -> std::string {
@@ -109,50 +143,24 @@ int run_emu_save(const EmuArgs& a, XenopsdLink& xenopsd, helper::HelperBackend& 
         });
         if (auto line = widen_pipe(a.fd, kSourcePipeBytes); !line.empty())
             log_line(who + ": " + line);
-        ProgressMeter meter;
-        so.progress = [&](const Progress& p) {
-            try {
-                xenopsd.progress(meter.percent(p));
-            } catch (const std::exception&) {
-                // xenopsd gone: its reader has cancelled the stream already.
-            }
-        };
-        so.log = [&](const std::string& line) { log_line(who + ": " + line); };
+        report_to_xenopsd(so, xenopsd, who);
 
         // xenopsd writes the Libxc header; the body follows it directly.
         xenopsd.round_trip("prepare:xenguest");
         NonBlocking nb(a.fd);
-        bool handed_over = false;
-        std::string handover_error;
-        so.on_handover = [&](const SendResult& r) {
-            try {
-                if (dom.suspend_calls() != 1)
-                    throw Error("internal: suspend was asked " + std::to_string(dom.suspend_calls()) + " times");
-                nb.restore(); // before xenopsd writes on the fd again
-                log_line(saved_summary(who, r));
-                xenopsd.progress(100);
-                xenopsd.send("result:0 0");
-                handed_over = true;
-                // xenopsd goes on when this process has closed the pipes and
-                // exited; the worker's teardown comes after.
-                xenopsd.close();
-                release_supervisor();
-            } catch (const std::exception& e) {
-                handover_error = e.what();
-            }
-        };
+        HandOver handover;
+        so.on_handover = [&](const SendResult& r) { handover(r, dom, nb, xenopsd, who); };
         try {
             send_domain(dom, a.fd, so);
         } catch (const std::exception& e) {
-            if (!handed_over)
+            if (!handover.done)
                 throw;
             log_line(who + ": after the hand-over: " + e.what()); // xenopsd has the result
         }
-        if (handed_over)
-            failpoint("emu:after-handover"); // xenopsd has moved on; the teardown is ours
-        if (!handed_over)
+        if (!handover.done)
             throw Error(who, Phase::finish,
-                        handover_error.empty() ? "internal: END went out without a hand-over" : handover_error);
+                        handover.error.empty() ? "internal: END went out without a hand-over" : handover.error);
+        failpoint("emu:after-handover"); // xenopsd has moved on; the teardown is ours
         return kExitOk;
     } catch (const std::exception& e) {
         std::string msg = error_line(a.domid, who, Phase::setup, e);

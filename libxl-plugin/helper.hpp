@@ -28,12 +28,24 @@ int run_restore(const RestoreArgs& a, LibxlLink& libxl, HelperBackend& backend);
 //   --agent-timeout-ms MS    bound on the exchange with it (1..20000; 10000)
 void helper_send_options(SendOptions& so, xen::GuestHintOptions* hints = nullptr);
 
+// The options of a one-way save (libxl's helper, the emu-manager drop-in):
+// helper_send_options, the guest agent's hints given to `backend`, no
+// verification, the source kept for its caller to destroy, a 30 s bound on
+// the caller's suspension.
+SendOptions one_way_save_options(HelperBackend& backend, bool live);
+// "saving domain 5 (sim:3), N pages, live, T threads"
+std::string saving_line(const std::string& who, const Domain& dom, const SendOptions& so);
+
 // FASTMIG_HELPER_SETTLE_MS (default 10000; 0: no wait): how long the worker
 // waits after the hand-over for libxl to be done with the domain before it
 // tears down (HelperBackend::wait_settled).  Error for a malformed value.
 std::chrono::milliseconds settle_limit();
 // That wait; never throws.
 void settle_before_teardown(HelperBackend& backend, std::uint32_t domid, bool source, std::chrono::milliseconds max);
+
+// What libxl hands over that fastmig's helper cannot take (save and
+// restore alike): a checkpointed stream (Remus/COLO), a closed io_fd.
+void check_plain_stream(std::uint32_t stream_type, int io_fd, const std::string& who);
 
 // "domain 5 (sim:3)": libxl's domid and what it maps to.
 std::string domain_label(std::uint32_t domid, const std::string& backend_name);

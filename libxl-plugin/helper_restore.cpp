@@ -57,12 +57,7 @@ int run_restore(const RestoreArgs& a, LibxlLink& libxl, HelperBackend& backend)
     int rc = -1;
     bool results_sent = false, completed_early = false;
     try {
-        if (a.stream_type != kStreamPlain)
-            throw Error(who, Phase::setup,
-                        "checkpointed streams (Remus/COLO, stream_type " + std::to_string(a.stream_type) +
-                            ") are not supported by fastmig's helper; use the stock libxl-save-helper");
-        if (::fcntl(a.io_fd, F_GETFD) < 0)
-            throw Error(who, Phase::setup, "io_fd " + std::to_string(a.io_fd) + " is not an open descriptor");
+        check_plain_stream(a.stream_type, a.io_fd, who);
 
         RestoreParams params{a.domid, a.store_evtchn, a.store_domid, a.console_evtchn, a.console_domid};
         backend.set_log([&](const std::string& line) { libxl.log(XtlLevel::detail, line); });

@@ -97,41 +97,107 @@ void helper_send_options(SendOptions& so, xen::GuestHintOptions* hints)
     so.channels = 1;
 }
 
+SendOptions one_way_save_options(HelperBackend& backend, bool live)
+{
+    SendOptions so;
+    xen::GuestHintOptions hints;
+    helper_send_options(so, &hints);
+    backend.set_guest_hints(hints);
+    so.one_way = true;
+    so.live = live;
+    so.verify = false;
+    so.release_source = false; // the caller destroys it (xl save, after xl's handshake, or xenopsd)
+    // The caller's suspension (libxl's suspend callback, whose reply timeout
+    // bounds it; xenopsd's `done`) is awaited this long; the backend's own
+    // confirmation afterwards is quick (libxl: 60 s).
+    so.suspend_timeout = std::chrono::seconds(30);
+    return so;
+}
+
+void check_plain_stream(std::uint32_t stream_type, int io_fd, const std::string& who)
+{
+    if (stream_type != kStreamPlain)
+        throw Error(who, Phase::setup,
+                    "checkpointed streams (Remus/COLO, stream_type " + std::to_string(stream_type) +
+                        ") are not supported by fastmig's helper; use the stock libxl-save-helper");
+    if (::fcntl(io_fd, F_GETFD) < 0)
+        throw Error(who, Phase::setup, "io_fd " + std::to_string(io_fd) + " is not an open descriptor");
+}
+
+std::string saving_line(const std::string& who, const Domain& dom, const SendOptions& so)
+{
+    return "saving " + who + ", " + std::to_string(dom.nr_pages()) + " pages, " + (so.live ? "live" : "not live") +
+           ", " + std::to_string(so.pipeline.threads) + " threads";
+}
+
+namespace {
+
+// QEMU's log-dirty, once libxl switched it on, goes off on every way
+// out (libxc's HVM cleanup does so on success and failure alike).
+class QemuLogDirty {
+public:
+    QemuLogDirty(LibxlLink& libxl, std::uint32_t domid) : libxl_(libxl), domid_(domid) {}
+    void on(const std::string& who)
+    {
+        if (libxl_.switch_qemu_logdirty(domid_, true) != 0)
+            throw Error(who, Phase::setup, "libxl could not switch QEMU's log-dirty mode on");
+        on_ = true;
+    }
+    void off(const std::string& who)
+    {
+        if (!on_)
+            return;
+        on_ = false;
+        if (libxl_.switch_qemu_logdirty(domid_, false) != 0)
+            libxl_.log(XtlLevel::warn, who + ": finish: libxl could not switch QEMU's log-dirty mode off");
+    }
+
+private:
+    LibxlLink& libxl_;
+    std::uint32_t domid_;
+    bool on_ = false;
+};
+
+// Suspension goes through libxl's suspend callback (libxl asks the guest,
+// saves the device model, records that the guest responded), unless the
+// backend suspends the guest itself (then no ask).  xl resumes the domain
+// after a failed save (libxl_domain_resume in xl save and xl migrate), and
+// so does CallerSuspendedDomain when libxl refuses.
+CallerSuspendedDomain::AskFn libxl_suspend(const SaveArgs& a, LibxlLink& libxl, bool self_suspend,
+                                           const std::string& who)
+{
+    if (self_suspend)
+        return {};
+    if (!libxl.provides(Msg::suspend))
+        throw Error(who, Phase::setup,
+                    "libxl did not provide the suspend callback (cbflags " + std::to_string(a.cbflags) + ")");
+    return [&libxl]() -> std::string {
+        int r = libxl.suspend();
+        return r == 1 ? std::string() : "libxl's suspend callback failed (answered " + std::to_string(r) + ", expected 1)";
+    };
+}
+
+// Progress and the engine's log lines go to libxl.
+void report_to_libxl(SendOptions& so, LibxlLink& libxl, const std::string& who)
+{
+    so.progress = [&libxl](const Progress& p) {
+        libxl.progress(p.stop_copy ? "fastmig: stop-and-copy round " + std::to_string(p.round)
+                                   : "Frames iteration " + std::to_string(p.round),
+                       p.pages_done, p.pages_round);
+    };
+    so.log = [&libxl, who](const std::string& line) { libxl.log(XtlLevel::detail, who + ": " + line); };
+}
+
+} // namespace
+
 int run_save(const SaveArgs& a, LibxlLink& libxl, HelperBackend& backend)
 {
     std::string who = domain_label(a.domid, "");
-    // QEMU's log-dirty, once libxl switched it on, goes off on every way
-    // out (libxc's HVM cleanup does so on success and failure alike).
-    bool qemu_on = false;
-    auto qemu_off = [&] {
-        if (!qemu_on)
-            return;
-        qemu_on = false;
-        if (libxl.switch_qemu_logdirty(a.domid, false) != 0)
-            libxl.log(XtlLevel::warn, who + ": finish: libxl could not switch QEMU's log-dirty mode off");
-    };
+    QemuLogDirty qemu(libxl, a.domid);
     try {
-        if (a.stream_type != kStreamPlain)
-            throw Error(who, Phase::setup,
-                        "checkpointed streams (Remus/COLO, stream_type " + std::to_string(a.stream_type) +
-                            ") are not supported by fastmig's helper; use the stock libxl-save-helper");
-        if (::fcntl(a.io_fd, F_GETFD) < 0)
-            throw Error(who, Phase::setup, "io_fd " + std::to_string(a.io_fd) + " is not an open descriptor");
-
-        SendOptions so;
-        xen::GuestHintOptions hints;
-        helper_send_options(so, &hints);
-        backend.set_guest_hints(hints);
+        check_plain_stream(a.stream_type, a.io_fd, who);
+        SendOptions so = one_way_save_options(backend, a.xcflags & kXcflagsLive);
         const auto settle = settle_limit();
-        so.one_way = true;
-        so.live = a.xcflags & kXcflagsLive;
-        so.verify = false;
-        so.release_source = false; // libxl destroys it (xl save, or after xl's handshake)
-        // libxl's reply timeout bounds its suspend callback, and the
-        // backend's confirmation afterwards is quick; a backend that
-        // suspends the guest itself waits this long for it (libxl: 60 s).
-        so.suspend_timeout = std::chrono::seconds(30);
-
         backend.set_log([&](const std::string& line) { libxl.log(XtlLevel::detail, line); });
         std::unique_ptr<Domain> inner;
         try {
@@ -140,40 +206,13 @@ int run_save(const SaveArgs& a, LibxlLink& libxl, HelperBackend& backend)
             throw Error(who, Phase::setup, e.cause());
         }
         who = domain_label(a.domid, inner->name());
-        const bool self_suspend = backend.suspends_itself(*inner);
-        if (!self_suspend && !libxl.provides(Msg::suspend))
-            throw Error(who, Phase::setup,
-                        "libxl did not provide the suspend callback (cbflags " + std::to_string(a.cbflags) + ")");
-        libxl.log(XtlLevel::info, "fastmig: saving " + who + ", " + std::to_string(inner->nr_pages()) + " pages, " +
-                                      (so.live ? "live" : "not live") + ", " + std::to_string(so.pipeline.threads) +
-                                      " threads");
-        // Suspension goes through libxl's suspend callback (libxl asks the
-        // guest, saves the device model, records that the guest responded),
-        // unless the backend suspends the guest itself.  xl resumes the
-        // domain after a failed save (libxl_domain_resume in xl save and xl
-        // migrate), and so does CallerSuspendedDomain when libxl refuses.
-        CallerSuspendedDomain::AskFn ask;
-        if (!self_suspend)
-            ask = [&]() -> std::string {
-                int r = libxl.suspend();
-                return r == 1 ? std::string()
-                              : "libxl's suspend callback failed (answered " + std::to_string(r) + ", expected 1)";
-            };
-        CallerSuspendedDomain dom(*inner, ask);
+        CallerSuspendedDomain dom(*inner, libxl_suspend(a, libxl, backend.suspends_itself(*inner), who));
+        libxl.log(XtlLevel::info, "fastmig: " + saving_line(who, *inner, so));
         if (auto line = widen_pipe(a.io_fd, kSourcePipeBytes); !line.empty())
             libxl.log(XtlLevel::detail, who + ": " + line);
-        so.progress = [&](const Progress& p) {
-            libxl.progress(p.stop_copy ? "fastmig: stop-and-copy round " + std::to_string(p.round)
-                                       : "Frames iteration " + std::to_string(p.round),
-                           p.pages_done, p.pages_round);
-        };
-        so.log = [&](const std::string& line) { libxl.log(XtlLevel::detail, who + ": " + line); };
-
-        if (backend.needs_qemu_logdirty(*inner)) {
-            if (libxl.switch_qemu_logdirty(a.domid, true) != 0)
-                throw Error(who, Phase::setup, "libxl could not switch QEMU's log-dirty mode on");
-            qemu_on = true;
-        }
+        report_to_libxl(so, libxl, who);
+        if (backend.needs_qemu_logdirty(*inner))
+            qemu.on(who);
 
         // The result is final once END is out: say so, switch QEMU's
         // log-dirty off (as libxc's cleanup does before it returns), and
@@ -193,7 +232,7 @@ int run_save(const SaveArgs& a, LibxlLink& libxl, HelperBackend& backend)
         so.on_handover = [&](const SendResult& r) {
             try {
                 saved(r);
-                qemu_off();
+                qemu.off(who);
                 nb.restore();
                 libxl.complete(0, 0);
                 completed_early = true;
@@ -208,17 +247,15 @@ int run_save(const SaveArgs& a, LibxlLink& libxl, HelperBackend& backend)
         nb.restore();
         if (completed_early)
             failpoint("helper:after-handover"); // libxl has moved on; the teardown is ours
-        if (completed_early || failed) {
-            qemu_off();
+        qemu.off(who);
+        if (completed_early || failed)
             return completed_early ? 0 : -1;
-        }
-        qemu_off();
         saved(r);
         return 0;
     } catch (const std::exception& e) {
         libxl.log(XtlLevel::error, "fastmig: save failed: " + error_line(a.domid, who, Phase::setup, e));
         try {
-            qemu_off();
+            qemu.off(who);
         } catch (const std::exception& e2) {
             libxl.log(XtlLevel::warn, who + ": QEMU's log-dirty mode not switched off: " + e2.what());
         }

@@ -12,7 +12,8 @@ fastmig_SOURCES = \
 	libxl-plugin/fastmig_main.cpp \
 	libxl-plugin/report.hpp libxl-plugin/report.cpp \
 	libxl-plugin/netns.hpp libxl-plugin/netns.cpp \
-	libxl-plugin/cmd_migrate.cpp \
+	libxl-plugin/migrate_cli.hpp libxl-plugin/migrate_cli.cpp \
+	libxl-plugin/cmd_migrate.cpp libxl-plugin/cmd_receive.cpp libxl-plugin/cmd_demo.cpp \
 	libxl-plugin/cmd_sim.cpp \
 	libxl-plugin/cmd_status.cpp \
 	libxl-plugin/status_files.hpp libxl-plugin/status_files.cpp \

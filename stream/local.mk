@@ -9,9 +9,11 @@ stream_libfmstream_a_SOURCES = \
 	stream/dirty_bitmap.hpp \
 	stream/domain.hpp \
 	stream/wire.hpp stream/wire_internal.hpp stream/wire.cpp stream/wire_batch.cpp stream/wire_channels.cpp \
+	stream/wire_writer.hpp stream/wire_writer.cpp \
 	stream/checksum.hpp stream/checksum.cpp \
 	stream/classify.hpp stream/classify.cpp \
 	stream/transport.hpp stream/transport.cpp \
+	stream/spawn.hpp stream/spawn.cpp \
 	stream/precopy_policy.hpp stream/precopy_policy.cpp \
 	stream/bounded_queue.hpp stream/token_bucket.hpp stream/page_memory.hpp \
 	stream/send_pipeline.hpp stream/send_pipeline.cpp \

@@ -3,7 +3,7 @@
 // platform state, READY, COMMIT, the start and DONE; outcome queries.
 #include "stream/receiver_internal.hpp"
 
-#include "stream/auth.hpp"
+#include "stream/auth/auth.hpp"
 #include "stream/bytes.hpp"
 #include "stream/clock.hpp"
 #include "stream/failpoint.hpp"

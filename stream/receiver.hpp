@@ -4,7 +4,7 @@
 // destroyed and the source is told why (DONE with an error status).
 #pragma once
 
-#include "stream/auth_suite.hpp"
+#include "stream/auth/suite.hpp"
 #include "stream/domain.hpp"
 #include "stream/wire_outcome.hpp"
 

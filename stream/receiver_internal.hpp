@@ -5,13 +5,14 @@
 
 #include "stream/receiver.hpp"
 
-#include "stream/auth.hpp"
+#include "stream/auth/auth.hpp" // kTagSize (receive_records.cpp)
 #include "stream/batch_applier.hpp"
 #include "stream/clock.hpp"
 #include "stream/page_applier.hpp"
 #include "stream/tail_timer.hpp"
 #include "stream/transport.hpp"
 #include "stream/wire.hpp"
+#include "stream/wire_writer.hpp"
 
 #include <atomic>
 #include <exception>
@@ -42,7 +43,7 @@ struct Channel {
     Fd owned; // extra channels are owned here; channel 0 belongs to the caller
     SocketSource src;
     wire::RecordReader reader;
-    auth::RecordWriter writer; // tags records once the connection is authenticated
+    wire::RecordWriter writer; // tags records once the connection is authenticated
     bool magic_sent = false;
     ChannelCounts counts;
     // The second stage and its buffers (read_channel).  They outlive the

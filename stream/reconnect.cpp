@@ -1,7 +1,7 @@
 // OUTCOME_QUERY on a new connection: see stream/reconnect.hpp.
 #include "stream/reconnect.hpp"
 
-#include "stream/auth.hpp"
+#include "stream/auth/auth.hpp"
 #include "stream/clock.hpp"
 #include "stream/transport.hpp"
 
@@ -18,7 +18,7 @@ wire::OutcomeReply ask_once(const wire::MigrationId& id, const std::vector<std::
                             const ResolveOptions& opt, std::chrono::milliseconds timeout)
 {
     Fd fd(opt.connect(timeout));
-    auth::RecordWriter w(fd.get(), timeout);
+    wire::RecordWriter w(fd.get(), timeout);
     SocketSource src(fd.get(), timeout);
     wire::RecordReader r(src);
     std::span<const std::uint8_t> prefix{wire::kSourceMagic.data(), wire::kSourceMagic.size()};

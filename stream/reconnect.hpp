@@ -5,7 +5,7 @@
 // only a definite answer from the destination lets the source act.
 #pragma once
 
-#include "stream/auth_suite.hpp"
+#include "stream/auth/suite.hpp"
 #include "stream/wire_outcome.hpp"
 
 #include <chrono>

@@ -11,7 +11,7 @@
 // each holding 2 x batch_pages x 4 KiB (pages + encoded output).
 #pragma once
 
-#include "stream/auth.hpp"
+#include "stream/auth/auth.hpp"
 #include "stream/bounded_queue.hpp"
 #include "stream/codec/codec.hpp"
 #include "stream/domain.hpp"

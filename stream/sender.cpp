@@ -1,6 +1,6 @@
 #include "stream/sender.hpp"
 
-#include "stream/auth.hpp"
+#include "stream/auth/auth.hpp"
 #include "stream/clock.hpp"
 #include "stream/failpoint.hpp"
 #include "stream/reconnect.hpp"

@@ -306,7 +306,7 @@ struct Record {
 };
 
 // Checks the tag that follows every record of an authenticated connection
-// (docs: Authentication); implemented in stream/auth.hpp, so this header
+// (docs: Authentication); implemented in stream/auth/auth.hpp, so this header
 // needs no crypto library.
 class RecordVerifier {
 public:

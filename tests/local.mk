@@ -106,6 +106,26 @@ tests_unit_codec_test_CPPFLAGS = $(UNIT_CPPFLAGS)
 tests_unit_codec_test_LDADD = $(UNIT_LDADD)
 TESTS += tests/unit/codec.test
 
+# Starting a helper that reports on a pipe (stream/spawn.hpp).
+check_PROGRAMS += tests/unit/spawn.test
+tests_unit_spawn_test_SOURCES = tests/unit/test_spawn.cpp
+tests_unit_spawn_test_CPPFLAGS = $(UNIT_CPPFLAGS)
+tests_unit_spawn_test_LDADD = $(UNIT_LDADD)
+TESTS += tests/unit/spawn.test
+
+# Authenticated channels (stream/auth/; docs/stream-format.md,
+# Authentication and Encryption).
+check_PROGRAMS += tests/unit/auth.test
+tests_unit_auth_test_SOURCES = tests/unit/test_auth.cpp tests/unit/fake_domain.hpp tests/unit/migrate_pairs.hpp
+tests_unit_auth_test_CPPFLAGS = $(UNIT_CPPFLAGS)
+tests_unit_auth_test_LDADD = $(UNIT_LDADD)
+check_PROGRAMS += tests/unit/aead.test
+tests_unit_aead_test_SOURCES = tests/unit/test_aead.cpp tests/unit/fake_domain.hpp tests/unit/migrate_pairs.hpp
+tests_unit_aead_test_CPPFLAGS = $(UNIT_CPPFLAGS)
+tests_unit_aead_test_LDADD = $(UNIT_LDADD)
+TESTS += tests/unit/auth.test tests/unit/aead.test tests/integration/auth.sh
+EXTRA_DIST += tests/integration/auth.sh
+
 # Codec micro-benchmark: not built by default nor by `make check`;
 # `make bench-codec` builds and runs it (BENCH_CODEC_ARGS=--quick for a
 # short run).

@@ -4,7 +4,7 @@
 // encrypted record cost (Encryption).  `make bench-auth`, also run by
 // `make bench-crypto`; not part of `make check`.  Numbers on a shared
 // machine are noisy: run it a few times.
-#include "stream/auth.hpp"
+#include "stream/auth/auth.hpp"
 #include "stream/wire.hpp"
 
 #include <chrono>

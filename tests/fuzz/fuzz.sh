@@ -39,7 +39,7 @@ engine="stream/types.cpp stream/failpoint.cpp stream/wire.cpp stream/wire_batch.
         stream/sender.cpp stream/receiver.cpp stream/receive_records.cpp stream/page_applier.cpp
         stream/codec/deflate.cpp stream/codec/xbzrle.cpp
         stream/codec/page_cache.cpp stream/codec/policy.cpp
-        stream/auth_key.cpp stream/auth_record.cpp stream/auth_aead.cpp stream/auth_handshake.cpp
+        stream/auth/key.cpp stream/auth/record_mac.cpp stream/auth/aead.cpp stream/auth/handshake.cpp stream/wire_writer.cpp
         stream/domain/xen/pv_frames.cpp stream/domain/xen/pv_page_types.cpp stream/domain/xen/pv_pagetable.cpp
         stream/domain/xen/pv_records.cpp stream/domain/xen/pv_state.cpp stream/domain/xen/hvm_records.cpp
         stream/domain/xen/hvm_state.cpp stream/domain/xen/state_records.cpp stream/domain/xen/restore_platform.cpp

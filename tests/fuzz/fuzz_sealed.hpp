@@ -6,7 +6,7 @@
 // are reached through decryption; the others test the tag check itself.
 #pragma once
 
-#include "stream/auth.hpp"
+#include "stream/auth/auth.hpp"
 #include "stream/wire.hpp"
 
 #include <cstdint>

@@ -1,4 +1,4 @@
-// Encrypted records (stream/auth_aead.cpp; docs/stream-format.md,
+// Encrypted records (stream/auth/aead.cpp; docs/stream-format.md,
 // Encryption): both AEAD suites seal and open records, every altered byte,
 // replay, reorder or drop is refused, keys differ per direction and per
 // suite, suites must match, and the engine migrates bit-exact encrypted.
@@ -7,7 +7,7 @@
 
 #include "fake_domain.hpp"
 #include "migrate_pairs.hpp"
-#include "stream/auth.hpp"
+#include "stream/auth/auth.hpp"
 #include "stream/receiver.hpp"
 #include "stream/sender.hpp"
 #include "stream/transport.hpp"
@@ -236,7 +236,7 @@ BOOST_AUTO_TEST_CASE(direction_keys_differ_after_the_handshake)
     for (auto suite : kAeads) {
         Pair p;
         const auth::Key psk(32, 0x5a);
-        auth::RecordWriter sw(p.a.get(), std::chrono::seconds(5)), dw(p.b.get(), std::chrono::seconds(5));
+        wire::RecordWriter sw(p.a.get(), std::chrono::seconds(5)), dw(p.b.get(), std::chrono::seconds(5));
         SocketSource ss(p.a.get(), std::chrono::seconds(5)), ds(p.b.get(), std::chrono::seconds(5));
         wire::RecordReader sr(ss), dr(ds);
         const auto rec = wire::encode_platform_state(3, pattern(40));

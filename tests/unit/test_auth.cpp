@@ -1,4 +1,4 @@
-// Authenticated channels (stream/auth.hpp; docs/stream-format.md,
+// Authenticated channels (stream/auth/auth.hpp; docs/stream-format.md,
 // Authentication): the key file, the handshake, the record tags, and the
 // engine with a key on both sides, one side, or different keys.
 #define BOOST_TEST_MODULE auth
@@ -6,7 +6,7 @@
 
 #include "fake_domain.hpp"
 #include "migrate_pairs.hpp"
-#include "stream/auth.hpp"
+#include "stream/auth/auth.hpp"
 #include "stream/receiver.hpp"
 #include "stream/sender.hpp"
 #include "stream/transport.hpp"
@@ -67,8 +67,8 @@ bool contains(const std::string& s, const std::string& part) { return s.find(par
 std::vector<std::uint8_t> tagged_stream(const std::vector<std::vector<std::uint8_t>>& records, std::uint8_t key)
 {
     Pair p;
-    auth::RecordWriter w(p.a.get(), std::chrono::seconds(1));
-    w.set_mac(std::make_unique<auth::RecordMac>(key16(key)));
+    wire::RecordWriter w(p.a.get(), std::chrono::seconds(1));
+    w.set_sealer(std::make_unique<auth::MacSealer>(std::make_unique<auth::RecordMac>(key16(key))));
     std::size_t total = 0;
     for (auto& r : records)
         total += w.write(r);
@@ -225,7 +225,7 @@ BOOST_AUTO_TEST_CASE(handshake_keys_both_directions)
 {
     Pair p;
     const auto psk = key_of(0x5a);
-    auth::RecordWriter sw(p.a.get(), std::chrono::seconds(5)), dw(p.b.get(), std::chrono::seconds(5));
+    wire::RecordWriter sw(p.a.get(), std::chrono::seconds(5)), dw(p.b.get(), std::chrono::seconds(5));
     SocketSource ss(p.a.get(), std::chrono::seconds(5)), ds(p.b.get(), std::chrono::seconds(5));
     wire::RecordReader sr(ss), dr(ds);
     auto dest = std::async(std::launch::async, [&] {

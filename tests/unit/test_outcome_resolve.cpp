@@ -7,7 +7,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include "fake_domain.hpp"
-#include "stream/auth.hpp"
+#include "stream/auth/auth.hpp"
 #include "stream/outcome_store.hpp"
 #include "temp_dir.hpp"
 #include "stream/reconnect.hpp"

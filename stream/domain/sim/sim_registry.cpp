@@ -13,6 +13,7 @@
 #include "stream/domain/sim/sim_internal.hpp"
 #include "stream/domain/sim/sim_workload.hpp"
 
+#include "stream/spawn.hpp"
 #include "stream/types.hpp"
 
 #include <algorithm>
@@ -27,8 +28,6 @@
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <linux/close_range.h>
 #include <unistd.h>
 
 namespace fastmig::sim {
@@ -174,9 +173,9 @@ std::string log_tail(int id)
     return nl == std::string::npos ? s : s.substr(nl + 1);
 }
 
-// Starts `fastmig sim serve ARGS --id N --lock-fd L --ready-fd W` as a
-// daemon (double fork + setsid: it survives the creator and its terminal,
-// and init reaps it), waits for its "ok" on the ready pipe.
+// Starts `fastmig sim serve ARGS --id N --lock-fd 4 --ready-fd 3` as a
+// daemon (it survives the creator and its terminal, and init reaps it),
+// waits for its "ok" on the ready pipe.
 int spawn_domain(std::vector<std::string> args, std::chrono::milliseconds timeout)
 {
     int lock_fd = -1;
@@ -190,95 +189,41 @@ int spawn_domain(std::vector<std::string> args, std::chrono::milliseconds timeou
         clean_stale();
         return Error("sim domain " + std::to_string(id) + ": " + cause);
     };
-    int pipefd[2];
-    if (::pipe2(pipefd, O_CLOEXEC) < 0)
-        throw fail(std::string("pipe: ") + std::strerror(errno));
-    std::string bin = fastmig_binary();
-    args.insert(args.begin(), {bin, "sim", "serve"});
-    args.insert(args.end(), {"--id", std::to_string(id), "--lock-fd", std::to_string(lock_fd), "--ready-fd",
-                             std::to_string(pipefd[1])});
-    std::vector<char*> argv;
-    for (auto& a : args)
-        argv.push_back(a.data());
-    argv.push_back(nullptr);
-    int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-    int logfd = ::open(log_path(id).c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (devnull < 0 || logfd < 0) {
-        ::close(pipefd[0]);
-        ::close(pipefd[1]);
+    Fd devnull(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    Fd logfd(::open(log_path(id).c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!devnull || !logfd)
         throw fail("cannot open /dev/null or " + log_path(id));
+    SpawnSpec spec;
+    spec.argv = {fastmig_binary(), "sim", "serve"};
+    spec.argv.insert(spec.argv.end(), args.begin(), args.end());
+    spec.argv.insert(spec.argv.end(), {"--id", std::to_string(id), "--lock-fd", "4", "--ready-fd", "3"});
+    spec.fds = {{devnull.get(), 0}, {logfd.get(), 1}, {logfd.get(), 2}, {lock_fd, 4}};
+    spec.report_fd = 3;
+    spec.detach = true;
+    spec.exec_failed = "error: cannot execute the fastmig binary (set FASTMIG_BIN)\n";
+    Spawned daemon;
+    try {
+        daemon = spawn_reporting(spec);
+    } catch (const Error& e) {
+        throw fail(e.cause());
     }
-    pid_t child = ::fork();
-    if (child == 0) {
-        // Only async-signal-safe calls from here to exec.
-        ::setsid();
-        if (::fork() != 0)
-            ::_exit(0);
-        sigset_t none;
-        sigemptyset(&none);
-        ::sigprocmask(SIG_SETMASK, &none, nullptr);
-        ::dup2(devnull, 0);
-        ::dup2(logfd, 1);
-        ::dup2(logfd, 2);
-        // A guest must not hold its creator's descriptors (sockets, result
-        // pipes): someone waiting for their EOF would wait for the guest's
-        // whole life.  Keep only the two it is given.
-        ::close_range(3, ~0u, CLOSE_RANGE_CLOEXEC);
-        ::fcntl(lock_fd, F_SETFD, 0);
-        ::fcntl(pipefd[1], F_SETFD, 0);
-        ::execvp(argv[0], argv.data());
-        static const char msg[] = "error: cannot execute the fastmig binary (set FASTMIG_BIN)\n";
-        [[maybe_unused]] ssize_t w = ::write(pipefd[1], msg, sizeof msg - 1);
-        ::_exit(127);
-    }
-    int fork_errno = errno;
-    ::close(devnull);
-    ::close(logfd);
-    ::close(pipefd[1]);
     // The daemon holds the lock now (same open file); drop our reference so
     // its death alone frees the id.
     ::close(lock_fd);
     lock_fd = -1;
-    if (child < 0) {
-        ::close(pipefd[0]);
-        throw fail(std::string("fork: ") + std::strerror(fork_errno));
+    ReportLine line;
+    try {
+        line = read_report_line(daemon.report.get(), timeout, 4096);
+    } catch (const Error& e) {
+        throw fail(e.cause());
     }
-    int status;
-    while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
-    }
-    // Read the ready line.
-    std::string line;
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    bool eof = false;
-    while (line.find('\n') == std::string::npos && !eof) {
-        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-        if (left.count() <= 0) {
-            ::close(pipefd[0]);
-            throw fail("not ready within " + std::to_string(timeout.count()) + " ms (killed)");
-        }
-        pollfd p{pipefd[0], POLLIN, 0};
-        int r = ::poll(&p, 1, int(std::min<long long>(left.count(), 1 << 30)));
-        if (r < 0 && errno != EINTR) {
-            ::close(pipefd[0]);
-            throw fail(std::string("poll: ") + std::strerror(errno));
-        }
-        if (r <= 0)
-            continue;
-        char buf[512];
-        ssize_t n = ::read(pipefd[0], buf, sizeof buf);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            eof = true;
-        else if (line.size() < 4096)
-            line.append(buf, std::size_t(n));
-    }
-    ::close(pipefd[0]);
-    if (line.rfind("ok", 0) == 0)
+    if (line.timed_out)
+        throw fail("not ready within " + std::to_string(timeout.count()) + " ms (killed)");
+    if (line.text.rfind("ok", 0) == 0)
         return id;
     std::string cause;
-    if (line.rfind("error: ", 0) == 0)
-        cause = line.substr(7, line.find('\n') - 7);
+    if (line.text.rfind("error: ", 0) == 0)
+        cause = line.text.substr(7);
     else {
         cause = "the process exited before it was ready";
         if (std::string t = log_tail(id); !t.empty())

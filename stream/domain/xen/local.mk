@@ -63,7 +63,9 @@ stream_domain_xen_libfmxen_a_SOURCES = \
 	stream/domain/xen/xen_domain.hpp stream/domain/xen/xen_handles.hpp \
 	stream/domain/xen/xen_common.cpp stream/domain/xen/xen_abi_check.cpp \
 	stream/domain/xen/xen_suspend.hpp stream/domain/xen/xen_suspend.cpp \
-	stream/domain/xen/xen_save.cpp stream/domain/xen/xen_restore.cpp \
+	stream/domain/xen/xen_save_domain.hpp stream/domain/xen/xen_save.cpp \
+	stream/domain/xen/xen_save_pages.cpp stream/domain/xen/xen_save_free.cpp stream/domain/xen/xen_save_state.cpp \
+	stream/domain/xen/xen_restore.cpp \
 	stream/domain/xen/xen_restore_domain.hpp stream/domain/xen/xen_restore_end.cpp \
 	stream/domain/xen/xen_platform.cpp
 # Link order for users (the save helper, the command line):

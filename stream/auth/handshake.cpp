@@ -1,6 +1,6 @@
 // The pre-shared-key handshake (docs/stream-format.md, Handshake): nonces,
 // the suite, HKDF-SHA256 key schedule, HMAC-SHA256 proofs, all from nettle.
-#include "stream/auth.hpp"
+#include "stream/auth/auth.hpp"
 #include "stream/bytes.hpp"
 
 #include <cstring>
@@ -106,12 +106,13 @@ struct Schedule {
     // Keys the write side for direction `send` ("S->D" or "D->S") and the
     // read side for the other.  Suite 1 keeps its labels of before the
     // ciphers; an AEAD's label names it, so no key serves two suites.
-    void key(RecordWriter& w, wire::RecordReader& r, Suite suite, const char* send, const char* recv) const
+    void key(wire::RecordWriter& w, wire::RecordReader& r, Suite suite, const char* send, const char* recv) const
     {
         std::uint8_t k[kAeadKeySize];
         if (!encrypts(suite)) {
             record_key(std::string(kKeyPrefix) + send, k, kRecordKeySize);
-            w.set_mac(std::make_unique<RecordMac>(std::span<const std::uint8_t>(k, kRecordKeySize)));
+            w.set_sealer(std::make_unique<MacSealer>(
+                std::make_unique<RecordMac>(std::span<const std::uint8_t>(k, kRecordKeySize))));
             record_key(std::string(kKeyPrefix) + recv, k, kRecordKeySize);
             r.set_verifier(std::make_unique<RecordTagVerifier>(std::span<const std::uint8_t>(k, kRecordKeySize)));
         } else {
@@ -132,7 +133,7 @@ bool same(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b)
 
 } // namespace
 
-void authenticate_to_destination(const Key& psk, RecordWriter& w, wire::ByteSource& src, wire::RecordReader& r,
+void authenticate_to_destination(const Key& psk, wire::RecordWriter& w, wire::ByteSource& src, wire::RecordReader& r,
                                  Suite suite)
 {
     std::uint8_t nonce_s[kNonceSize];
@@ -180,7 +181,7 @@ void authenticate_to_destination(const Key& psk, RecordWriter& w, wire::ByteSour
     ks.key(w, r, suite, kSD, kDS);
 }
 
-void authenticate_source(const Key& psk, std::span<const std::uint8_t> hello_in, RecordWriter& w, wire::RecordReader& r,
+void authenticate_source(const Key& psk, std::span<const std::uint8_t> hello_in, wire::RecordWriter& w, wire::RecordReader& r,
                          Suite suite)
 {
     check_prefix("auth_hello", hello_in, kHelloSize, suite);

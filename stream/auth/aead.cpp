@@ -1,7 +1,7 @@
 // Encrypted records (docs/stream-format.md, Encryption): AES-256-GCM or
 // ChaCha20-Poly1305 from nettle, keyed per direction of a connection, with
 // the record's sequence number as nonce.
-#include "stream/auth.hpp"
+#include "stream/auth/auth.hpp"
 #include "stream/bytes.hpp"
 
 #include <algorithm>

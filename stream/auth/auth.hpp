@@ -7,9 +7,10 @@
 // ChaCha20-Poly1305, constant-time compare); nothing here implements one.
 #pragma once
 
-#include "stream/auth_suite.hpp"
+#include "stream/auth/suite.hpp"
 #include "stream/transport.hpp"
 #include "stream/wire.hpp"
+#include "stream/wire_writer.hpp"
 
 #include <array>
 #include <chrono>
@@ -128,17 +129,8 @@ private:
     RecordAead aead_;
 };
 
-// What a keyed RecordWriter does to each record: appends to `out` the
-// pieces that carry it on the wire, tag included (they may point into the
-// sealer's own buffer, valid until the next call), returns their bytes.
-class RecordSealer {
-public:
-    virtual ~RecordSealer() = default;
-    virtual std::size_t seal(std::span<const iovec> record, std::vector<iovec>& out) = 0;
-};
-
 // Suite 1: the record as it is (page data where it lies), then its tag.
-class MacSealer : public RecordSealer {
+class MacSealer : public wire::RecordSealer {
 public:
     explicit MacSealer(std::unique_ptr<RecordMac> mac) : mac_(std::move(mac)) {}
     std::size_t seal(std::span<const iovec> record, std::vector<iovec>& out) override;
@@ -151,7 +143,7 @@ private:
 // Suites 2 and 3: the record is encrypted from where its pieces lie into
 // the sealer's buffer (encryption cannot leave the pages untouched in the
 // domain, so this is the one pass over them); header in clear with crc 0.
-class AeadSealer : public RecordSealer {
+class AeadSealer : public wire::RecordSealer {
 public:
     AeadSealer(Suite suite, std::span<const std::uint8_t> key) : aead_(suite, key) {}
     std::size_t seal(std::span<const iovec> record, std::vector<iovec>& out) override;
@@ -161,52 +153,25 @@ private:
     std::vector<std::uint8_t> buf_;
 };
 
-// One connection's write side: one record per call, sealed (tagged, or
-// encrypted and tagged) in the same sendmsg once the connection is keyed.
-// Thread safe: the sequence number and the order on the wire advance under
-// one lock, so sealing happens on the thread that writes, which for page
-// batches is the channel's own writer stage (channels seal in parallel).
-class RecordWriter {
-public:
-    RecordWriter(int fd, std::chrono::milliseconds timeout) : fd_(fd), timeout_(timeout) {}
-    int fd() const { return fd_; }
-    void set_sealer(std::unique_ptr<RecordSealer> s);
-    void set_mac(std::unique_ptr<RecordMac> m) { set_sealer(std::make_unique<MacSealer>(std::move(m))); }
-    bool authenticated() const { return sealer_ != nullptr; }
-    // Writes `prefix` (a magic: never tagged), then the record (may be
-    // empty: then only the prefix).  Returns the bytes written.
-    std::size_t write(std::span<const iovec> record, std::span<const std::uint8_t> prefix = {});
-    std::size_t write(std::span<const std::uint8_t> record, std::span<const std::uint8_t> prefix = {});
-    std::uint64_t bytes_written()
-    {
-        std::lock_guard<std::mutex> l(lock_);
-        return bytes_written_;
-    }
-
-private:
-    int fd_;
-    std::chrono::milliseconds timeout_;
-    std::mutex lock_;
-    std::uint64_t bytes_written_ = 0;
-    std::vector<iovec> iov_; // prefix + sealed record, reused
-    std::unique_ptr<RecordSealer> sealer_;
-};
+// The writer moved to stream/wire_writer.hpp; this name stays until
+// stream/sender.* and stream/send_pipeline.* say wire::RecordWriter.
+using RecordWriter = wire::RecordWriter;
 
 // ---- handshake --------------------------------------------------------------
 
 // Source side, on a new connection: writes the source magic and
 // AUTH_HELLO offering `suite`, reads the reply magic and AUTH_CHALLENGE,
 // checks the destination's proof, answers AUTH_PROOF, then keys `w` and
-// `r` for `suite`.  Throws AuthError (wrong key, refusal, a destination
+// `r` for `suite` (a MacSealer or an AeadSealer for `w`).  Throws AuthError (wrong key, refusal, a destination
 // that wants another suite) with a one-line cause.
-void authenticate_to_destination(const Key& psk, RecordWriter& w, wire::ByteSource& src, wire::RecordReader& r,
+void authenticate_to_destination(const Key& psk, wire::RecordWriter& w, wire::ByteSource& src, wire::RecordReader& r,
                                  Suite suite);
 
 // Destination side, after the source magic and an AUTH_HELLO (`hello`, its
 // body) were read: refuses (AuthError) a suite other than `suite`, answers
 // the reply magic and AUTH_CHALLENGE, reads AUTH_PROOF, checks it, then
 // keys `w` and `r`.
-void authenticate_source(const Key& psk, std::span<const std::uint8_t> hello, RecordWriter& w, wire::RecordReader& r,
+void authenticate_source(const Key& psk, std::span<const std::uint8_t> hello, wire::RecordWriter& w, wire::RecordReader& r,
                          Suite suite);
 
 } // namespace fastmig::auth

@@ -1,5 +1,5 @@
 // The pre-shared key: its file, its text form, and random bytes.
-#include "stream/auth.hpp"
+#include "stream/auth/auth.hpp"
 
 #include <cerrno>
 #include <cstdio>

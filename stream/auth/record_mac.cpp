@@ -1,7 +1,8 @@
 // Record tags: UMAC-128 (nettle) keyed per direction of a connection, with
 // the record's sequence number as nonce (docs/stream-format.md, Record
-// tags); and the writer that seals each record with a tag or an AEAD.
-#include "stream/auth.hpp"
+// tags): the verifier and the sealer that plug into wire::RecordReader and
+// wire::RecordWriter.
+#include "stream/auth/auth.hpp"
 #include "stream/bytes.hpp"
 
 #include <nettle/memops.h>
@@ -56,48 +57,6 @@ std::size_t MacSealer::seal(std::span<const iovec> record, std::vector<iovec>& o
     tag_ = mac_->next_tag(record);
     out.push_back({tag_.data(), tag_.size()});
     return bytes + tag_.size();
-}
-
-void RecordWriter::set_sealer(std::unique_ptr<RecordSealer> s)
-{
-    std::lock_guard<std::mutex> l(lock_);
-    sealer_ = std::move(s);
-}
-
-std::size_t RecordWriter::write(std::span<const iovec> record, std::span<const std::uint8_t> prefix)
-{
-    std::lock_guard<std::mutex> l(lock_);
-    if (!sealer_ || record.empty()) {
-        // Unkeyed, or the prefix alone: the iovecs go out as they are.
-        std::size_t bytes = prefix.size();
-        for (const iovec& v : record)
-            bytes += v.iov_len;
-        if (prefix.empty()) {
-            if (bytes)
-                write_all(fd_, record, timeout_);
-        } else {
-            iov_.clear();
-            iov_.push_back({const_cast<std::uint8_t*>(prefix.data()), prefix.size()});
-            iov_.insert(iov_.end(), record.begin(), record.end());
-            write_all(fd_, iov_, timeout_);
-        }
-        bytes_written_ += bytes;
-        return bytes;
-    }
-    // Prefix and sealed record in one sendmsg; the array is reused (under the lock).
-    iov_.clear();
-    if (!prefix.empty())
-        iov_.push_back({const_cast<std::uint8_t*>(prefix.data()), prefix.size()});
-    const std::size_t bytes = prefix.size() + sealer_->seal(record, iov_);
-    write_all(fd_, iov_, timeout_);
-    bytes_written_ += bytes;
-    return bytes;
-}
-
-std::size_t RecordWriter::write(std::span<const std::uint8_t> record, std::span<const std::uint8_t> prefix)
-{
-    iovec v{const_cast<std::uint8_t*>(record.data()), record.size()};
-    return write(record.empty() ? std::span<const iovec>() : std::span<const iovec>(&v, 1), prefix);
 }
 
 } // namespace fastmig::auth
