@@ -92,6 +92,18 @@ runs_after() {
 ok "migrate: the restored guest runs once libxl unpauses it (its memory changes)" -- runs_after
 fm sim destroy "$G" >/dev/null 2>&1; fm sim destroy "$D" >/dev/null 2>&1
 
+slow_batch() {  # a batch slower than 2 s is named once (domain, phase, pages, time), and the migration still completes
+  S=$(new_guest 4M idle)
+  FASTMIG_FAILPOINTS=recv:apply-batch=sleep:2100 FASTMIG_HELPER_SIM_DOMAIN=$S \
+    FASTMIG_HELPER_OPTIONS="--threads 2 --no-free-hints --max-rounds 1" \
+    "$FAKE" --helper "$HELPER" pair >"$T/sb.out" 2>&1 || { cat "$T/sb.out"; return 1; }
+  cat "$T/sb.out"
+  has "$T/sb.out" "save: complete retval=0" && has "$T/sb.out" "restore: complete retval=0" &&
+    [ "$(grep -c 'domain [0-9]*: sim:[0-9]*: receive: slow page batch: round [0-9]*, [0-9]* pages applied in 2[0-9][0-9][0-9]\.[0-9] ms' "$T/sb.out")" -eq 1 ]
+}
+ok "migrate: a page batch slower than 2 s is logged once, naming the domain, and the migration completes" -- slow_batch
+fm sim destroy "$S" >/dev/null 2>&1; for d in $(incoming); do fm sim destroy "$d" >/dev/null 2>&1; done
+
 # --- switch_qemu_logdirty (HVM guests with a device model) ------------------
 # As libxc for an HVM domain: QEMU's log-dirty on before the first round, off
 # once END is out and before complete; off again on a failure after it was
