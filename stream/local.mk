@@ -10,10 +10,10 @@ stream_libfmstream_a_SOURCES = \
 	stream/domain.hpp \
 	stream/wire.hpp stream/wire_internal.hpp stream/wire.cpp stream/wire_batch.cpp stream/wire_channels.cpp \
 	stream/checksum.hpp stream/checksum.cpp \
-	stream/classify.hpp stream/classify.cpp \
 	stream/transport.hpp stream/transport.cpp \
 	stream/precopy_policy.hpp stream/precopy_policy.cpp \
 	stream/bounded_queue.hpp stream/token_bucket.hpp stream/page_memory.hpp \
+	stream/page_encoder.hpp stream/page_encoder.cpp \
 	stream/send_pipeline.hpp stream/send_pipeline.cpp \
 	stream/sender.hpp stream/sender.cpp \
 	stream/batch_applier.hpp stream/page_applier.hpp stream/page_applier.cpp \
