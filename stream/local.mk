@@ -15,7 +15,8 @@ stream_libfmstream_a_SOURCES = \
 	stream/bounded_queue.hpp stream/token_bucket.hpp stream/page_memory.hpp \
 	stream/page_encoder.hpp stream/page_encoder.cpp \
 	stream/send_pipeline.hpp stream/send_pipeline.cpp \
-	stream/sender.hpp stream/sender.cpp \
+	stream/sender.hpp stream/sender_internal.hpp stream/sender.cpp stream/send_opening.cpp stream/send_commit.cpp \
+	stream/domain_checksums.cpp \
 	stream/batch_applier.hpp stream/page_applier.hpp stream/page_applier.cpp \
 	stream/tail_timer.hpp \
 	stream/receiver.hpp stream/receiver_internal.hpp stream/receiver.cpp stream/receive_records.cpp

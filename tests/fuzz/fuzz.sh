@@ -36,7 +36,8 @@ libs="-lisal -lz $(pkg-config --libs nettle 2>/dev/null || echo -lnettle) -pthre
 # The engine sources the targets need (no Xen, no sim backend).
 engine="stream/types.cpp stream/failpoint.cpp stream/wire.cpp stream/wire_batch.cpp stream/wire_channels.cpp stream/checksum.cpp
         stream/page_encoder.cpp stream/transport.cpp stream/precopy_policy.cpp stream/send_pipeline.cpp
-        stream/sender.cpp stream/receiver.cpp stream/receive_records.cpp stream/page_applier.cpp
+        stream/sender.cpp stream/send_opening.cpp stream/send_commit.cpp stream/domain_checksums.cpp
+        stream/receiver.cpp stream/receive_records.cpp stream/page_applier.cpp
         stream/codec/deflate.cpp stream/codec/xbzrle.cpp
         stream/codec/page_cache.cpp stream/codec/policy.cpp
         stream/auth_key.cpp stream/auth_record.cpp stream/auth_aead.cpp stream/auth_handshake.cpp
