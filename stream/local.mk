@@ -12,7 +12,7 @@ stream_libfmstream_a_SOURCES = \
 	stream/checksum.hpp stream/checksum.cpp \
 	stream/transport.hpp stream/transport.cpp \
 	stream/precopy_policy.hpp stream/precopy_policy.cpp \
-	stream/bounded_queue.hpp stream/token_bucket.hpp stream/page_memory.hpp \
+	stream/bounded_queue.hpp stream/token_bucket.hpp stream/page_memory.hpp stream/first_error.hpp \
 	stream/page_encoder.hpp stream/page_encoder.cpp \
 	stream/send_pipeline.hpp stream/send_pipeline.cpp \
 	stream/sender.hpp stream/sender_internal.hpp stream/sender.cpp stream/send_opening.cpp stream/send_commit.cpp \

@@ -129,10 +129,9 @@ SendPipeline::~SendPipeline()
 void SendPipeline::fail(std::exception_ptr e)
 {
     {
+        // Under m_: drain() tests failed() under it and must not miss the wake-up.
         std::lock_guard<std::mutex> l(m_);
-        if (!error_)
-            error_ = e;
-        failed_ = true;
+        error_.set(e);
     }
     // Wake every stage: they stop at their next queue operation.
     free_.close();
@@ -142,14 +141,6 @@ void SendPipeline::fail(std::exception_ptr e)
     idle_cv_.notify_all();
 }
 
-void SendPipeline::rethrow_if_failed()
-{
-    if (failed_) {
-        std::lock_guard<std::mutex> l(m_);
-        std::rethrow_exception(error_);
-    }
-}
-
 void SendPipeline::submit(Job* job)
 {
     {
@@ -157,7 +148,7 @@ void SendPipeline::submit(Job* job)
         ++outstanding_;
     }
     if (!work_.push(job))
-        rethrow_if_failed();
+        error_.rethrow_if_failed();
 }
 
 void SendPipeline::queue(std::vector<Job*>& pending, Pfn pfn, std::uint32_t round, bool free_only)
@@ -167,7 +158,7 @@ void SendPipeline::queue(std::vector<Job*>& pending, Pfn pfn, std::uint32_t roun
     if (!job) {
         auto j = free_.pop();
         if (!j)
-            rethrow_if_failed();
+            error_.rethrow_if_failed();
         job = *j;
         job->channel = c;
         job->round = round;
@@ -192,7 +183,7 @@ void SendPipeline::send_record(unsigned channel, std::vector<std::uint8_t> recor
 {
     auto j = free_.pop();
     if (!j)
-        rethrow_if_failed();
+        error_.rethrow_if_failed();
     Job* job = *j;
     job->channel = channel;
     job->free_only = false;
@@ -203,7 +194,7 @@ void SendPipeline::send_record(unsigned channel, std::vector<std::uint8_t> recor
         ++outstanding_;
     }
     if (!out_[channel]->push(job))
-        rethrow_if_failed();
+        error_.rethrow_if_failed();
 }
 
 void SendPipeline::drain()
@@ -217,9 +208,8 @@ void SendPipeline::drain()
             }
         }
     std::unique_lock<std::mutex> l(m_);
-    idle_cv_.wait(l, [&] { return outstanding_ == 0 || failed_; });
-    if (failed_)
-        std::rethrow_exception(error_);
+    idle_cv_.wait(l, [&] { return outstanding_ == 0 || error_.failed(); });
+    error_.rethrow_if_failed();
 }
 
 PipelineCounters SendPipeline::counters() const

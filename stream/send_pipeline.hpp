@@ -16,6 +16,7 @@
 #include "stream/bounded_queue.hpp"
 #include "stream/codec/codec.hpp"
 #include "stream/domain.hpp"
+#include "stream/first_error.hpp"
 #include "stream/page_encoder.hpp"
 #include "stream/token_bucket.hpp"
 #include "stream/wire.hpp"
@@ -71,7 +72,6 @@ private:
     void worker_main(unsigned index);
     void writer_main(unsigned channel);
     void fail(std::exception_ptr e);
-    void rethrow_if_failed();
     void submit(Job* job);
     void queue(std::vector<Job*>& pending, Pfn pfn, std::uint32_t round, bool free_only);
 
@@ -99,8 +99,7 @@ private:
     std::mutex m_;
     std::condition_variable idle_cv_;
     std::uint64_t outstanding_ = 0;
-    std::exception_ptr error_;
-    std::atomic<bool> failed_{false};
+    FirstError error_; // set under m_ (drain waits on idle_cv_ for it)
 
     mutable std::mutex counters_lock_;
     PipelineCounters counters_;
