@@ -19,9 +19,9 @@ bool is_zero_page(const std::uint8_t* page)
 } // namespace
 
 PageBatch::PageBatch(std::uint32_t batch_pages)
-    : memory(std::size_t{batch_pages} * kPageSize + std::size_t{batch_pages} * (kPageSize + 64)),
+    : memory(std::size_t{batch_pages} * kPageSize + std::size_t{batch_pages} * wire::kMaxEncodedPage),
       pages(memory.data()), encoded(memory.data() + std::size_t{batch_pages} * kPageSize),
-      encoded_size(std::size_t{batch_pages} * (kPageSize + 64))
+      encoded_size(std::size_t{batch_pages} * wire::kMaxEncodedPage)
 {
     pfns.reserve(batch_pages);
 }
