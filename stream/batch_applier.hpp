@@ -13,6 +13,7 @@
 
 #include "stream/bounded_queue.hpp"
 #include "stream/clock.hpp"
+#include "stream/first_error.hpp"
 #include "stream/types.hpp"
 #include "stream/wire.hpp"
 
@@ -89,9 +90,8 @@ public:
     void drain()
     {
         std::unique_lock<std::mutex> l(m_);
-        done_cv_.wait(l, [&] { return error_ || applied_ == submitted_; });
-        if (error_)
-            std::rethrow_exception(error_);
+        done_cv_.wait(l, [&] { return error_.failed() || applied_ == submitted_; });
+        error_.rethrow_if_failed();
     }
 
 private:
@@ -103,8 +103,8 @@ private:
                 apply_((*s)->batch);
             } catch (...) {
                 {
-                    std::lock_guard<std::mutex> l(m_);
-                    error_ = std::current_exception();
+                    std::lock_guard<std::mutex> l(m_); // drain() waits for it under m_
+                    error_.set(std::current_exception());
                 }
                 done_cv_.notify_all();
                 work_.close();
@@ -123,9 +123,7 @@ private:
 
     [[noreturn]] void rethrow()
     {
-        std::lock_guard<std::mutex> l(m_);
-        if (error_)
-            std::rethrow_exception(error_);
+        error_.rethrow_if_failed();
         throw Error("internal: the batch applier stopped without an error");
     }
 
@@ -135,7 +133,7 @@ private:
     mutable std::mutex m_;
     std::condition_variable done_cv_;
     std::uint64_t submitted_ = 0, applied_ = 0, busy_ns_ = 0;
-    std::exception_ptr error_;
+    FirstError error_; // the only one: the applier stops at its first
     std::thread thread_;
 };
 

@@ -1,110 +1,265 @@
-#include "stream/sender.hpp"
+#include "stream/sender_internal.hpp"
 
-#include "stream/auth/auth.hpp"
-#include "stream/clock.hpp"
 #include "stream/failpoint.hpp"
-#include "stream/reconnect.hpp"
-#include "stream/transport.hpp"
-#include "stream/wire.hpp"
 #include "stream/wire_outcome.hpp"
 
-#include <array>
 #include <cstdio>
-#include <cstdlib>
-#include <memory>
-#include <random>
 
-#include <poll.h>
+namespace fastmig::sending {
 
-namespace fastmig {
+Sender::Sender(Domain& dom, int fd, const SendOptions& opt) : dom_(dom), fds_{fd}, opt_(opt), policy_(opt.policy)
+{
+    if (opt_.channels < 1 || opt_.channels > wire::kMaxChannels)
+        throw Error("channels must be 1.." + std::to_string(wire::kMaxChannels));
+    if (opt_.channels > 1 && !opt_.connect_channel)
+        throw Error("several channels need a way to connect them");
+    if (opt_.one_way && (opt_.channels != 1 || opt_.verify || !opt_.psk.empty()))
+        throw Error("a one-way stream has one channel, no verification and no authentication (no reply comes "
+                    "back)");
+    if (opt_.pipeline.batch_pages == 0 || opt_.pipeline.batch_pages > wire::kMaxBatchPages)
+        throw Error("batch size must be 1.." + std::to_string(wire::kMaxBatchPages) + " pages");
+    replies_.push_back(std::make_unique<ReplyChannel>(fd, opt.io_timeout));
+    writers_.push_back(std::make_unique<wire::RecordWriter>(fd, opt.io_timeout));
+}
 
-namespace {
-
-// What a one-way stream may leave in its pipe or socket at a round's end: the
-// default pipe size, so the final backlog is what stock libxc's would be.
-constexpr std::size_t kOneWayBacklog = 64 * 1024;
-
-// One connection's reply direction (destination to source).
-struct ReplyChannel {
-    ReplyChannel(int fd, std::chrono::milliseconds timeout) : src(fd, timeout), reader(src) {}
-    SocketSource src;
-    wire::RecordReader reader;
-};
-
-class Sender {
-public:
-    Sender(Domain& dom, int fd, const SendOptions& opt) : dom_(dom), fds_{fd}, opt_(opt), policy_(opt.policy)
-    {
-        if (opt_.channels < 1 || opt_.channels > wire::kMaxChannels)
-            throw Error("channels must be 1.." + std::to_string(wire::kMaxChannels));
-        if (opt_.channels > 1 && !opt_.connect_channel)
-            throw Error("several channels need a way to connect them");
-        if (opt_.one_way && (opt_.channels != 1 || opt_.verify || !opt_.psk.empty()))
-            throw Error("a one-way stream has one channel, no verification and no authentication (no reply comes "
-                        "back)");
-        if (opt_.pipeline.batch_pages == 0 || opt_.pipeline.batch_pages > wire::kMaxBatchPages)
-            throw Error("batch size must be 1.." + std::to_string(wire::kMaxBatchPages) + " pages");
-        replies_.push_back(std::make_unique<ReplyChannel>(fd, opt.io_timeout));
-        writers_.push_back(std::make_unique<auth::RecordWriter>(fd, opt.io_timeout));
+SendResult Sender::run()
+{
+    res_.domain = dom_.name();
+    res_.nr_pages = dom_.nr_pages();
+    res_.channels = opt_.channels;
+    res_.threads = opt_.pipeline.threads;
+    try {
+        set_up();
+        precopy();
+        stop_and_copy();
+        if (opt_.one_way)
+            return hand_over();
+        return finish();
+    } catch (const Error& e) {
+        roll_back(e);
     }
+}
 
-    SendResult run();
+// Negotiates the stream and starts the pipeline.
+void Sender::set_up()
+{
+    // If this process dies before COMMIT, the domain runs on here.
+    dom_.set_orphan_policy(OrphanPolicy::resume);
+    negotiate();
+    res_.negotiate_ms = total_.seconds() * 1e3;
+    Stopwatch setup;
+    std::vector<wire::RecordWriter*> ws;
+    for (auto& w : writers_)
+        ws.push_back(w.get());
+    pipe_ = std::make_unique<SendPipeline>(dom_, ws, opt_.pipeline);
+    phase_ = Phase::precopy;
+    failpoint("send:before-round0");
+    dirty_ = DirtyBitmap(dom_.nr_pages());
+    res_.setup_ms = setup.seconds() * 1e3;
+}
 
-private:
-    void negotiate();
-    void send_opening(std::span<const std::uint8_t> prefix);
-    void check_accept(const wire::Accept& a);
-    void explain_failed_opening();
-    void authenticate(unsigned channel);
-    // Opens a connection: authenticates it with a key, or starts it with
-    // the magic; returns the prefix the first record must carry (the magic
-    // when unauthenticated, nothing otherwise).
-    std::span<const std::uint8_t> open_connection(unsigned channel);
-    void read_reply_magic(unsigned channel);
-    void run_round(unsigned round, const DirtyBitmap* dirty, bool stop_copy);
-    void send_state();
-    void send_early_state();
-    void send_control(std::vector<std::uint8_t> rec);
-    wire::Record next_reply(unsigned channel, wire::RecordType want);
-    void wait_round_acks(unsigned round);
-    wire::Ready wait_ready();
-    void check_peer_before_commit();
-    wire::Done commit();
-    wire::Done resolve_lost_commit(const std::string& lost);
-    void report(bool force);
-    void log(const std::string& line)
-    {
-        if (opt_.log)
-            opt_.log(line);
+void Sender::read_free_hints()
+{
+    if (opt_.free_page_hints) {
+        free_.resize(dom_.nr_pages());
+        if (dom_.free_page_hints(free_) == 0)
+            free_ = DirtyBitmap();
     }
-    std::string peer_reason();
-    std::uint64_t features() const;
-    SendResult hand_over();
-    void take_counters();
+}
 
-    Domain& dom_;
-    std::vector<int> fds_;
-    std::vector<Fd> owned_; // the extra channels' sockets
-    const SendOptions& opt_;
-    PrecopyPolicy policy_;
-    std::vector<std::unique_ptr<ReplyChannel>> replies_;
-    std::vector<std::unique_ptr<auth::RecordWriter>> writers_; // per channel; tags records once keyed
-    std::unique_ptr<SendPipeline> pipe_;
-    SendResult res_;
-    Phase phase_ = Phase::setup;
-    Stopwatch total_;
-    Stopwatch last_progress_;
-    RoundStats cur_;
-    std::uint64_t round_target_ = 0;
-    std::uint64_t round_base_pages_ = 0;
-    std::uint64_t control_bytes_ = 0; // records written outside the pipeline
-    DirtyBitmap free_;      // free-page hints read before round 0
-    DirtyBitmap sent_free_; // pages whose last copy sent was FREE
-    bool suspended_ = false;
-    bool committing_ = false; // COMMIT may have left: never resume from here
-    std::uint64_t session_ = 0; // names this migration's extra channels to the destination
-    std::optional<wire::MigrationId> mid_; // feature OUTCOME: what the destination records our outcome under
-};
+// Live rounds while the policy asks for more (none when not live).
+void Sender::precopy()
+{
+    Stopwatch precopy;
+    if (opt_.live) {
+        dom_.enable_dirty_log();
+        // Read after logging started: a free page the guest uses from now
+        // on is dirty and goes again with its data.
+        read_free_hints();
+    }
+    while (opt_.live) {
+        Stopwatch rt;
+        run_round(round_, round_ == 0 ? nullptr : &dirty_, false);
+        // Wait until the destination has applied the round: the round's
+        // time is then the end-to-end rate (not the rate at which socket
+        // buffers filled), and no backlog is left in flight to be
+        // drained inside the downtime.
+        wait_round_acks(round_);
+        cur_.seconds = rt.seconds();
+        send_early_state();
+        cur_.dirty_after = dom_.fetch_and_clear_dirty(dirty_);
+        Decision d = judge_round();
+        if (round_ == 0)
+            failpoint("send:mid-precopy");
+        ++round_;
+        if (d.stop) {
+            res_.stop_reason = d.reason;
+            res_.stop_why = d.why;
+            break;
+        }
+    }
+    res_.precopy_ms = precopy.seconds() * 1e3;
+}
+
+// The policy's decision after a precopy round, kept in the round's figures
+// and logged.
+Decision Sender::judge_round()
+{
+    RoundSample s{round_, cur_.pages, cur_.pages - cur_.zero_pages - cur_.free_pages, cur_.bytes, cur_.seconds,
+                  cur_.dirty_after};
+    Decision d = policy_.after_round(s);
+    pipe_->update_rates();
+    cur_.predicted_downtime_ms = d.predicted_downtime_ms;
+    cur_.compression = pipe_->compression_verdict();
+    res_.round_stats.push_back(cur_);
+    report(true);
+    char line[240];
+    std::snprintf(line, sizeof line,
+                  "round %u: %llu pages (%llu zero, %llu deflate, %llu xbzrle), %.1f MiB in %.1f ms; ", round_,
+                  (unsigned long long)cur_.pages, (unsigned long long)cur_.zero_pages,
+                  (unsigned long long)cur_.deflate_pages, (unsigned long long)cur_.xbzrle_pages,
+                  double(cur_.bytes) / (1 << 20), cur_.seconds * 1e3);
+    log(line + d.why + (cur_.compression ? "; compression: " + cur_.compression->why() : std::string()));
+    return d;
+}
+
+// Suspends the domain and sends the rest: the last pages, the platform
+// state, END on every channel.  All of this is downtime.
+void Sender::stop_and_copy()
+{
+    phase_ = Phase::stop_copy;
+    Stopwatch sc;
+    dom_.suspend(opt_.suspend_timeout);
+    suspended_ = true;
+    failpoint("send:stop-copy");
+    res_.paused_at_ns = dom_.clock().paused_at_ns;
+    paused_.restart();
+    // Left to send: the set fetched after the last precopy round (which
+    // the policy judged small enough) plus whatever the guest dirtied
+    // between that fetch and the suspension.
+    // Its parts are logged: all of this is downtime.
+    double fetched_ms = 0, pages_ms = 0, state_ms = 0;
+    if (opt_.live) {
+        DirtyBitmap late(dom_.nr_pages());
+        dom_.fetch_and_clear_dirty(late);
+        dirty_.merge(late);
+        fetched_ms = paused_.seconds() * 1e3;
+        run_round(round_, &dirty_, true);
+    } else {
+        // Not live: the guest stopped before any page went, so one round
+        // of every page is the whole image (hints are stable now).
+        read_free_hints();
+        run_round(round_, nullptr, true);
+    }
+    pages_ms = paused_.seconds() * 1e3;
+    send_state();
+    state_ms = paused_.seconds() * 1e3;
+    for (unsigned c = 1; c < fds_.size(); ++c)
+        pipe_->send_record(c, wire::encode_end());
+    pipe_->send_record(0, wire::encode_end());
+    pipe_->drain();
+    char line[240];
+    std::snprintf(line, sizeof line,
+                  "stop-and-copy: %llu pages, %.2f MiB, state and END written %.1f ms after the suspension "
+                  "(dirty log read at %.1f ms, pages written at %.1f ms, state read at %.1f ms)",
+                  (unsigned long long)cur_.pages, double(cur_.bytes) / (1 << 20), paused_.seconds() * 1e3, fetched_ms,
+                  pages_ms, state_ms);
+    log(line);
+    cur_.seconds = sc.seconds();
+    cur_.compression = pipe_->compression_verdict();
+    res_.round_stats.push_back(cur_);
+    res_.stop_copy_ms = sc.seconds() * 1e3;
+    res_.rounds = round_ + 1;
+    report(true);
+}
+
+// READY, COMMIT, DONE: the domain runs at the destination.  Then the source
+// is verified (if asked) and released.
+SendResult Sender::finish()
+{
+    Stopwatch ready_wait;
+    wait_ready(); // READY carries nothing the source needs: the digest comes in DONE
+    res_.ready_wait_ms = ready_wait.seconds() * 1e3;
+    failpoint("send:before-commit");
+    Stopwatch commit_wait;
+    wire::Done done = commit();
+    res_.commit_ms = commit_wait.seconds() * 1e3;
+    res_.source_downtime_ms = paused_.seconds() * 1e3;
+    res_.resumed_at_ns = done.resumed_at_ns;
+    double to_done_ms = total_.seconds() * 1e3;
+    // From here the destination runs the domain: the source must never
+    // be resumed again, whatever happens below.
+    suspended_ = false;
+    committing_ = false;
+    take_counters();
+    pipe_.reset();
+
+    if (opt_.verify) {
+        phase_ = Phase::verify;
+        auto sums = domain_checksums(dom_, sent_free_.size() ? &sent_free_ : nullptr);
+        res_.source_digest = wire::page_digest(sums);
+        res_.destination_digest = done.verify_digest;
+        res_.verified = res_.source_digest == res_.destination_digest;
+    }
+    Stopwatch rel;
+    if (opt_.release_source)
+        dom_.release();
+    res_.release_ms = rel.seconds() * 1e3;
+    res_.total_ms = to_done_ms + res_.release_ms;
+    return res_;
+}
+
+// Whatever failed, the source domain runs on here (resumed if it was
+// suspended), except in doubt after COMMIT; the error says which it is.
+void Sender::roll_back(const Error& e)
+{
+    pipe_.reset(); // stop every pipeline thread before touching the domain
+    std::string cause = e.cause();
+    if (committing_) {
+        // The one case where resuming could run the domain twice.
+        cause += "; the domain is kept PAUSED here (in doubt). Check the destination: if the domain runs "
+                 "there, destroy it here; if not, resume it here. Never both.";
+        if (mid_)
+            cause += " (On the destination, the receiver's outcome record " + wire::migration_id_hex(*mid_) +
+                     ".outcome in its --outcome-dir says 'started' if it ran there.)";
+        throw InDoubtError(e.has_context() ? e.domain() : dom_.name(), Phase::commit, cause);
+    }
+    // One-way: nothing ever comes back, and io_fd may be write-only.
+    if (!opt_.one_way && phase_ != Phase::finish && phase_ != Phase::negotiate && phase_ != Phase::commit &&
+        phase_ != Phase::authenticate) {
+        std::string why = peer_reason();
+        if (!why.empty())
+            cause += " (destination: " + why + ")";
+    }
+    if (phase_ != Phase::verify) {
+        try {
+            dom_.disable_dirty_log();
+        } catch (const std::exception&) {
+        }
+    }
+    if (suspended_) {
+        try {
+            dom_.resume();
+            cause += "; the domain was resumed on the source";
+        } catch (const std::exception& r) {
+            cause += std::string("; RESUMING THE SOURCE FAILED: ") + r.what();
+        }
+    } else if (phase_ != Phase::verify) {
+        try {
+            dom_.set_orphan_policy(OrphanPolicy::none);
+        } catch (const std::exception&) {
+        }
+        // Say what is true now: a guest that shut down or crashed by
+        // itself mid-migration (Xen: the suspend found it shut down)
+        // must not be reported as running.
+        cause += dom_.running() ? "; the domain keeps running on the source"
+                                : "; the domain stays on the source but is NOT running there (fastmig did not "
+                                  "suspend it: it shut down, crashed or was paused by someone else)";
+    }
+    if (e.has_context())
+        throw Error(e.domain(), e.phase(), cause);
+    throw Error(dom_.name(), phase_, cause);
+}
 
 std::uint64_t Sender::features() const
 {
@@ -131,125 +286,6 @@ std::uint64_t Sender::features() const
 void Sender::send_control(std::vector<std::uint8_t> rec)
 {
     control_bytes_ += writers_[0]->write(rec);
-}
-
-void Sender::authenticate(unsigned c)
-{
-    phase_ = Phase::authenticate;
-    auto& rc = *replies_[c];
-    const std::uint64_t before = writers_[c]->bytes_written();
-    try {
-        auth::authenticate_to_destination(opt_.psk, *writers_[c], rc.src, rc.reader, opt_.suite);
-    } catch (const Error& e) {
-        throw Error(dom_.name(), Phase::authenticate,
-                    (c ? "channel " + std::to_string(c) + ": " : std::string()) + e.cause());
-    }
-    control_bytes_ += writers_[c]->bytes_written() - before;
-}
-
-std::span<const std::uint8_t> Sender::open_connection(unsigned c)
-{
-    if (opt_.psk.empty())
-        return {wire::kSourceMagic.data(), wire::kSourceMagic.size()};
-    authenticate(c);
-    return {};
-}
-
-void Sender::read_reply_magic(unsigned c)
-{
-    if (replies_[c]->reader.authenticated())
-        return; // read during the handshake
-    try {
-        wire::read_magic(replies_[c]->src, wire::kReplyMagic);
-    } catch (const StreamError& e) {
-        throw Error("the peer is not a fastmig receiver (" + e.cause() + ")");
-    }
-}
-
-// The header and the records that must reach the destination before its
-// ACCEPT: channel count and session, the migration id.
-void Sender::send_opening(std::span<const std::uint8_t> prefix)
-{
-    wire::StreamHeader h;
-    h.nr_pages = dom_.nr_pages();
-    h.features = features();
-    h.domain_kind = dom_.kind();
-    h.domain_name = dom_.name();
-    control_bytes_ += writers_[0]->write(wire::encode_header(h), prefix);
-    session_ = std::random_device{}() | (std::uint64_t(std::random_device{}()) << 32);
-    if (opt_.channels > 1)
-        send_control(wire::encode_channels({opt_.channels, session_}));
-    if (h.features & wire::kFeatureOutcome) {
-        mid_.emplace();
-        auth::random_bytes(*mid_);
-        send_control(wire::encode_migration_id(*mid_));
-    }
-}
-
-void Sender::check_accept(const wire::Accept& a)
-{
-    if (a.status == wire::kAcceptAuth)
-        throw Error(dom_.name(), Phase::authenticate, "the destination refused: " + a.message);
-    if (a.status != wire::kAcceptOk)
-        throw Error("the destination refused the domain: " + a.message);
-}
-
-// After a failed send of the opening: throws what the destination answered
-// if it refused (or names a peer that is not fastmig); returns when nothing
-// readable came back, and the failed send is all there is to say.
-void Sender::explain_failed_opening()
-{
-    if (opt_.one_way)
-        return;
-    if (!replies_[0]->reader.authenticated()) {
-        try {
-            wire::read_magic(replies_[0]->src, wire::kReplyMagic);
-        } catch (const StreamError& e) {
-            throw Error("the peer is not a fastmig receiver (" + e.cause() + ")");
-        } catch (const Error&) {
-            return;
-        }
-    }
-    wire::Accept a;
-    try {
-        a = wire::parse_accept(next_reply(0, wire::RecordType::accept).body);
-    } catch (const Error&) {
-        return;
-    }
-    check_accept(a);
-}
-
-void Sender::negotiate()
-{
-    auto prefix = open_connection(0);
-    phase_ = Phase::negotiate;
-    try {
-        send_opening(prefix);
-    } catch (const Error&) {
-        // A destination that refuses answers ACCEPT and hangs up, possibly
-        // before this side has written its whole opening: the send then
-        // fails (EPIPE, ECONNRESET), and the answer says more than that.
-        explain_failed_opening();
-        throw;
-    }
-    if (opt_.one_way)
-        return; // nobody answers: the destination checks the header on its own
-
-    read_reply_magic(0);
-    check_accept(wire::parse_accept(next_reply(0, wire::RecordType::accept).body));
-
-    // The destination took the domain: open the other channels.
-    for (std::uint32_t c = 1; c < opt_.channels; ++c) {
-        owned_.emplace_back(opt_.connect_channel());
-        int fd = owned_.back().get();
-        fds_.push_back(fd);
-        replies_.push_back(std::make_unique<ReplyChannel>(fd, opt_.io_timeout));
-        writers_.push_back(std::make_unique<auth::RecordWriter>(fd, opt_.io_timeout));
-        auto hello_prefix = open_connection(c);
-        phase_ = Phase::negotiate;
-        control_bytes_ += writers_[c]->write(wire::encode_channel_hello({c, session_}), hello_prefix);
-        read_reply_magic(c);
-    }
 }
 
 void Sender::report(bool force)
@@ -427,93 +463,6 @@ wire::Ready Sender::wait_ready()
     return wire::parse_ready(next_reply(0, wire::RecordType::ready).body);
 }
 
-// Between READY and COMMIT the destination says nothing.  If it already hung
-// up (or sent anything), COMMIT must not go: the domain resumes here.  This
-// turns "destination died after READY" into a clean fallback instead of an
-// in-doubt outcome, except for a death in the microseconds after this check.
-void Sender::check_peer_before_commit()
-{
-    pollfd p{fds_[0], POLLIN | POLLRDHUP, 0};
-    int r = ::poll(&p, 1, 0);
-    if (r > 0)
-        throw Error("the destination hung up or spoke out of turn after READY; COMMIT not sent");
-}
-
-// Sends COMMIT and waits for DONE.  From the moment COMMIT may have left, a
-// failure is in doubt: the destination may run the domain, so the source
-// keeps it paused (InDoubtError) unless the destination said DONE with an
-// error status (it destroyed its copy: resuming here is safe again).
-wire::Done Sender::commit()
-{
-    phase_ = Phase::commit;
-    // Write-ahead: if this process dies from now on, the domain stays paused.
-    dom_.set_orphan_policy(OrphanPolicy::keep_paused);
-    check_peer_before_commit();
-    committing_ = true;
-    if (mid_ && opt_.on_commit)
-        opt_.on_commit(*mid_);
-    wire::Done done;
-    try {
-        send_control(wire::encode_commit());
-        failpoint("send:after-commit");
-        replies_[0]->src.set_timeout(opt_.done_timeout);
-        done = wire::parse_done(next_reply(0, wire::RecordType::done).body);
-    } catch (const Error& e) {
-        if (!mid_)
-            throw InDoubtError(dom_.name(), Phase::commit,
-                               "COMMIT was sent but the destination's DONE never came (" + e.cause() + ")");
-        return resolve_lost_commit(e.cause());
-    }
-    if (done.status != 0) {
-        committing_ = false; // the destination destroyed its copy
-        throw Error("the destination could not start the domain after COMMIT: " + done.message);
-    }
-    if (mid_) {
-        // The destination need not keep listening for our question.
-        try {
-            send_control(wire::encode_done_ack());
-        } catch (const Error& e) {
-            log(std::string("DONE_ACK not sent (") + e.cause() + "): the destination keeps listening a while");
-        }
-    }
-    return done;
-}
-
-// DONE never came: ask the destination on a new connection (feature
-// OUTCOME).  Only its definite answer moves the domain; anything else
-// leaves it in doubt, paused here.
-wire::Done Sender::resolve_lost_commit(const std::string& lost)
-{
-    const std::string& dest = opt_.resolve.destination;
-    auto say = [this](const std::string& line) {
-        log(line);
-        if (opt_.resolve.log)
-            opt_.resolve.log(line);
-    };
-    say("the connection was lost after COMMIT (" + lost + "); asking " + dest + " for the outcome of migration " +
-        wire::migration_id_hex(*mid_));
-    ResolveOptions ro = opt_.resolve;
-    ro.suite = opt_.suite; // the query connection is keyed like the migration's
-    Resolution r = resolve_outcome(*mid_, opt_.psk, ro, say);
-    if (r.kind == Resolution::committed) {
-        res_.resolved = "committed";
-        wire::Done d;
-        d.verify_digest = r.verify_digest;
-        return d;
-    }
-    if (r.kind == Resolution::not_committed) {
-        committing_ = false; // its copy is destroyed and can never start: resuming here is safe
-        throw Error("the connection was lost after COMMIT (" + lost + "); asked again, the destination " + dest +
-                    " confirmed the domain never ran there (" + r.detail + ")");
-    }
-    char took[64];
-    std::snprintf(took, sizeof took, "%u attempt%s in %.1f s", r.attempts, r.attempts == 1 ? "" : "s", r.seconds);
-    throw InDoubtError(dom_.name(), Phase::commit,
-                       "COMMIT was sent but the destination's DONE never came (" + lost +
-                           "), and asking " + dest + " for the outcome of migration " +
-                           wire::migration_id_hex(*mid_) + " failed (" + took + ": " + r.detail + ")");
-}
-
 // The pipeline's counters into the result; the pipeline itself stays (its
 // teardown is the caller's to time).
 void Sender::take_counters()
@@ -554,249 +503,14 @@ SendResult Sender::hand_over()
     return res_;
 }
 
-SendResult Sender::run()
-{
-    res_.domain = dom_.name();
-    res_.nr_pages = dom_.nr_pages();
-    res_.channels = opt_.channels;
-    res_.threads = opt_.pipeline.threads;
-    try {
-        // If this process dies before COMMIT, the domain runs on here.
-        dom_.set_orphan_policy(OrphanPolicy::resume);
-        negotiate();
-        res_.negotiate_ms = total_.seconds() * 1e3;
-        Stopwatch setup;
-        std::vector<auth::RecordWriter*> ws;
-        for (auto& w : writers_)
-            ws.push_back(w.get());
-        pipe_ = std::make_unique<SendPipeline>(dom_, ws, opt_.pipeline);
+} // namespace fastmig::sending
 
-        auto read_free_hints = [&] {
-            if (opt_.free_page_hints) {
-                free_.resize(dom_.nr_pages());
-                if (dom_.free_page_hints(free_) == 0)
-                    free_ = DirtyBitmap();
-            }
-        };
-        phase_ = Phase::precopy;
-        failpoint("send:before-round0");
-        DirtyBitmap dirty(dom_.nr_pages());
-        res_.setup_ms = setup.seconds() * 1e3;
-        unsigned round = 0;
-        Stopwatch precopy;
-        if (opt_.live) {
-            dom_.enable_dirty_log();
-            // Read after logging started: a free page the guest uses from now
-            // on is dirty and goes again with its data.
-            read_free_hints();
-        }
-        while (opt_.live) {
-            Stopwatch rt;
-            run_round(round, round == 0 ? nullptr : &dirty, false);
-            // Wait until the destination has applied the round: the round's
-            // time is then the end-to-end rate (not the rate at which socket
-            // buffers filled), and no backlog is left in flight to be
-            // drained inside the downtime.
-            wait_round_acks(round);
-            cur_.seconds = rt.seconds();
-            send_early_state();
-            cur_.dirty_after = dom_.fetch_and_clear_dirty(dirty);
-
-            RoundSample s{round, cur_.pages, cur_.pages - cur_.zero_pages - cur_.free_pages, cur_.bytes, cur_.seconds,
-                          cur_.dirty_after};
-            Decision d = policy_.after_round(s);
-            pipe_->update_rates();
-            cur_.predicted_downtime_ms = d.predicted_downtime_ms;
-            cur_.compression = pipe_->compression_verdict();
-            res_.round_stats.push_back(cur_);
-            report(true);
-            char line[240];
-            std::snprintf(line, sizeof line,
-                          "round %u: %llu pages (%llu zero, %llu deflate, %llu xbzrle), %.1f MiB in %.1f ms; ", round,
-                          (unsigned long long)cur_.pages, (unsigned long long)cur_.zero_pages,
-                          (unsigned long long)cur_.deflate_pages, (unsigned long long)cur_.xbzrle_pages,
-                          double(cur_.bytes) / (1 << 20), cur_.seconds * 1e3);
-            log(line + d.why + (cur_.compression ? "; compression: " + cur_.compression->why() : std::string()));
-            if (round == 0)
-                failpoint("send:mid-precopy");
-            ++round;
-            if (d.stop) {
-                res_.stop_reason = d.reason;
-                res_.stop_why = d.why;
-                break;
-            }
-        }
-        res_.precopy_ms = precopy.seconds() * 1e3;
-
-        phase_ = Phase::stop_copy;
-        Stopwatch sc;
-        dom_.suspend(opt_.suspend_timeout);
-        suspended_ = true;
-        failpoint("send:stop-copy");
-        res_.paused_at_ns = dom_.clock().paused_at_ns;
-        Stopwatch paused;
-        // Left to send: the set fetched after the last precopy round (which
-        // the policy judged small enough) plus whatever the guest dirtied
-        // between that fetch and the suspension.
-        // Its parts are logged: all of this is downtime.
-        double fetched_ms = 0, pages_ms = 0, state_ms = 0;
-        if (opt_.live) {
-            DirtyBitmap late(dom_.nr_pages());
-            dom_.fetch_and_clear_dirty(late);
-            dirty.merge(late);
-            fetched_ms = paused.seconds() * 1e3;
-            run_round(round, &dirty, true);
-        } else {
-            // Not live: the guest stopped before any page went, so one round
-            // of every page is the whole image (hints are stable now).
-            read_free_hints();
-            run_round(round, nullptr, true);
-        }
-        pages_ms = paused.seconds() * 1e3;
-        send_state();
-        state_ms = paused.seconds() * 1e3;
-        for (unsigned c = 1; c < fds_.size(); ++c)
-            pipe_->send_record(c, wire::encode_end());
-        pipe_->send_record(0, wire::encode_end());
-        pipe_->drain();
-        {
-            char line[240];
-            std::snprintf(line, sizeof line,
-                          "stop-and-copy: %llu pages, %.2f MiB, state and END written %.1f ms after the suspension "
-                          "(dirty log read at %.1f ms, pages written at %.1f ms, state read at %.1f ms)",
-                          (unsigned long long)cur_.pages, double(cur_.bytes) / (1 << 20), paused.seconds() * 1e3,
-                          fetched_ms, pages_ms, state_ms);
-            log(line);
-        }
-        cur_.seconds = sc.seconds();
-        cur_.compression = pipe_->compression_verdict();
-        res_.round_stats.push_back(cur_);
-        res_.stop_copy_ms = sc.seconds() * 1e3;
-        res_.rounds = round + 1;
-        report(true);
-        if (opt_.one_way)
-            return hand_over();
-
-        Stopwatch ready_wait;
-        wait_ready(); // READY carries nothing the source needs: the digest comes in DONE
-        res_.ready_wait_ms = ready_wait.seconds() * 1e3;
-        failpoint("send:before-commit");
-        Stopwatch commit_wait;
-        wire::Done done = commit();
-        res_.commit_ms = commit_wait.seconds() * 1e3;
-        res_.source_downtime_ms = paused.seconds() * 1e3;
-        res_.resumed_at_ns = done.resumed_at_ns;
-        double to_done_ms = total_.seconds() * 1e3;
-        // From here the destination runs the domain: the source must never
-        // be resumed again, whatever happens below.
-        suspended_ = false;
-        committing_ = false;
-        take_counters();
-        pipe_.reset();
-
-        if (opt_.verify) {
-            phase_ = Phase::verify;
-            auto sums = domain_checksums(dom_, sent_free_.size() ? &sent_free_ : nullptr);
-            res_.source_digest = wire::page_digest(sums);
-            res_.destination_digest = done.verify_digest;
-            res_.verified = res_.source_digest == res_.destination_digest;
-        }
-        Stopwatch rel;
-        if (opt_.release_source)
-            dom_.release();
-        res_.release_ms = rel.seconds() * 1e3;
-        res_.total_ms = to_done_ms + res_.release_ms;
-        return res_;
-    } catch (const Error& e) {
-        pipe_.reset(); // stop every pipeline thread before touching the domain
-        std::string cause = e.cause();
-        if (committing_) {
-            // The one case where resuming could run the domain twice.
-            cause += "; the domain is kept PAUSED here (in doubt). Check the destination: if the domain runs "
-                     "there, destroy it here; if not, resume it here. Never both.";
-            if (mid_)
-                cause += " (On the destination, the receiver's outcome record " + wire::migration_id_hex(*mid_) +
-                         ".outcome in its --outcome-dir says 'started' if it ran there.)";
-            throw InDoubtError(e.has_context() ? e.domain() : dom_.name(), Phase::commit, cause);
-        }
-        // One-way: nothing ever comes back, and io_fd may be write-only.
-        if (!opt_.one_way && phase_ != Phase::finish && phase_ != Phase::negotiate && phase_ != Phase::commit &&
-            phase_ != Phase::authenticate) {
-            std::string why = peer_reason();
-            if (!why.empty())
-                cause += " (destination: " + why + ")";
-        }
-        if (phase_ != Phase::verify) {
-            try {
-                dom_.disable_dirty_log();
-            } catch (const std::exception&) {
-            }
-        }
-        if (suspended_) {
-            try {
-                dom_.resume();
-                cause += "; the domain was resumed on the source";
-            } catch (const std::exception& r) {
-                cause += std::string("; RESUMING THE SOURCE FAILED: ") + r.what();
-            }
-        } else if (phase_ != Phase::verify) {
-            try {
-                dom_.set_orphan_policy(OrphanPolicy::none);
-            } catch (const std::exception&) {
-            }
-            // Say what is true now: a guest that shut down or crashed by
-            // itself mid-migration (Xen: the suspend found it shut down)
-            // must not be reported as running.
-            cause += dom_.running() ? "; the domain keeps running on the source"
-                                    : "; the domain stays on the source but is NOT running there (fastmig did not "
-                                      "suspend it: it shut down, crashed or was paused by someone else)";
-        }
-        if (e.has_context())
-            throw Error(e.domain(), e.phase(), cause);
-        throw Error(dom_.name(), phase_, cause);
-    }
-}
-
-// Same-size page buffer for verification reads.
-struct PageBuffer {
-    explicit PageBuffer(std::size_t pages)
-        : data(static_cast<std::uint8_t*>(std::aligned_alloc(kPageSize, pages * kPageSize)))
-    {
-        if (!data)
-            throw Error("out of memory for a page buffer");
-    }
-    ~PageBuffer() { std::free(data); }
-    PageBuffer(const PageBuffer&) = delete;
-    PageBuffer& operator=(const PageBuffer&) = delete;
-    std::uint8_t* data;
-};
-
-} // namespace
+namespace fastmig {
 
 SendResult send_domain(Domain& dom, int fd, const SendOptions& opt)
 {
-    Sender s(dom, fd, opt);
+    sending::Sender s(dom, fd, opt);
     return s.run();
-}
-
-std::vector<std::uint64_t> domain_checksums(Domain& dom, const DirtyBitmap* as_zero)
-{
-    std::array<std::uint8_t, kPageSize> zero{};
-    const std::uint64_t zero_sum = wire::page_checksum(zero);
-    constexpr std::size_t kBatch = 512;
-    PageBuffer buf(kBatch);
-    std::vector<std::uint64_t> sums(dom.nr_pages());
-    std::vector<Pfn> pfns;
-    for (Pfn base = 0; base < dom.nr_pages(); base += kBatch) {
-        pfns.clear();
-        for (Pfn p = base; p < std::min<Pfn>(base + kBatch, dom.nr_pages()); ++p)
-            pfns.push_back(p);
-        dom.read_pages(pfns, {buf.data, pfns.size() * kPageSize});
-        for (std::size_t i = 0; i < pfns.size(); ++i)
-            sums[pfns[i]] = as_zero && as_zero->test(pfns[i]) ? zero_sum
-                                                               : wire::page_checksum({buf.data + i * kPageSize, kPageSize});
-    }
-    return sums;
 }
 
 } // namespace fastmig

@@ -55,7 +55,15 @@ constexpr std::size_t kRecordHeaderSize = 16;
 // Limits.  A record body above kMaxRecordBody is refused before any buffer is
 // grown, whatever the length field says.
 constexpr std::uint32_t kMaxBatchPages = 1024;
-constexpr std::uint32_t kMaxRecordBody = 16 + kMaxBatchPages * 8 + kMaxBatchPages * (kPageSize + 64);
+// The most bytes one page may take in a PAGE_BATCH, whatever its encoding:
+// an XBZRLE delta or a deflate group's average per page (see PageBatch).  A
+// little more than the page: a deflate stored block, a delta of a scattered
+// change.  The codecs send a page raw rather than exceed it
+// (codec::kMaxXbzrle, codec::kMaxEncodedGroup are this bound).
+constexpr std::uint32_t kMaxEncodedPage = kPageSize + 64;
+// Pages in one deflate group (PageBatch); codec::kMaxGroupPages is this one.
+constexpr std::uint32_t kMaxGroupPages = 16;
+constexpr std::uint32_t kMaxRecordBody = 16 + kMaxBatchPages * 8 + kMaxBatchPages * kMaxEncodedPage;
 constexpr std::uint32_t kMaxNameLength = 255;
 constexpr std::uint32_t kMaxStateBlob = 4u << 20;
 constexpr std::uint32_t kMaxMessageLength = 1024;
@@ -107,8 +115,6 @@ constexpr std::uint32_t kMaxRun = 512; // one channel region (2 MiB of pfns)
 // length 0 are its other pages, in blob order.  1 <= n <= kMaxGroupPages and
 // the blob is 1 .. n * kMaxEncodedPage bytes, so the average per page stays
 // within kMaxEncodedPage and kMaxRecordBody needs no change.
-constexpr std::uint32_t kMaxGroupPages = 16;
-constexpr std::uint32_t kMaxEncodedPage = kPageSize + 64;
 
 // Feature bits in the header.  A destination refuses a bit it does not know.
 enum Feature : std::uint64_t {

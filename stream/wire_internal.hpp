@@ -26,7 +26,7 @@ constexpr unsigned kLengthShift = 44;
 constexpr std::uint64_t kPfnMask = (std::uint64_t{1} << kPfnBits) - 1;
 constexpr std::uint64_t kLengthLimit = std::uint64_t{1} << (64 - kLengthShift);
 static_assert(kMaxPages - 1 <= kPfnMask, "every legal pfn must fit the descriptor");
-static_assert(kPageSize + 64 < kLengthLimit, "every legal page length must fit the descriptor");
+static_assert(kMaxEncodedPage < kLengthLimit, "every legal page length must fit the descriptor");
 
 // kMaxEncodedPage (wire.hpp): a compressed page may legally be a little
 // larger than the page itself (a deflate stored block, an XBZRLE delta of a

@@ -35,6 +35,12 @@ tests_unit_slow_batch_log_test_CPPFLAGS = $(UNIT_CPPFLAGS)
 tests_unit_slow_batch_log_test_LDADD = $(UNIT_LDADD)
 TESTS += tests/unit/slow_batch_log.test
 
+check_PROGRAMS += tests/unit/first_error.test
+tests_unit_first_error_test_SOURCES = tests/unit/test_first_error.cpp
+tests_unit_first_error_test_CPPFLAGS = $(UNIT_CPPFLAGS)
+tests_unit_first_error_test_LDADD = $(UNIT_LDADD)
+TESTS += tests/unit/first_error.test
+
 # Integration tests (TAP): the real fastmig binary, sim domains in their own
 # processes, loopback TCP only.
 TESTS += tests/integration/cli.sh tests/integration/demo-workloads.sh

@@ -153,10 +153,6 @@ private:
     std::vector<std::uint8_t> buf_;
 };
 
-// The writer moved to stream/wire_writer.hpp; this name stays until
-// stream/sender.* and stream/send_pipeline.* say wire::RecordWriter.
-using RecordWriter = wire::RecordWriter;
-
 // ---- handshake --------------------------------------------------------------
 
 // Source side, on a new connection: writes the source magic and

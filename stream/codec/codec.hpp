@@ -15,6 +15,7 @@
 #pragma once
 
 #include "stream/types.hpp"
+#include "stream/wire.hpp"
 
 #include <cstdint>
 #include <memory>
@@ -24,11 +25,12 @@
 
 namespace fastmig::codec {
 
-constexpr std::size_t kMaxGroupPages = 16;
-// Worst-case size of a compressed group or XBZRLE page on the wire; a larger
-// one is sent raw instead.  Also the decoder's bound on input length.
-constexpr std::size_t kMaxEncodedGroup = kMaxGroupPages * (kPageSize + 64);
-constexpr std::size_t kMaxXbzrle = kPageSize + 64;
+// The stream's bounds (wire.hpp owns them): pages in a group, and the
+// worst-case size of a compressed group or XBZRLE page on the wire; a larger
+// one is sent raw instead.  Also the decoders' bound on input length.
+using wire::kMaxGroupPages;
+constexpr std::size_t kMaxEncodedGroup = std::size_t{wire::kMaxGroupPages} * wire::kMaxEncodedPage;
+constexpr std::size_t kMaxXbzrle = wire::kMaxEncodedPage;
 
 enum class Algorithm : std::uint8_t {
     none = 0,

@@ -26,7 +26,6 @@
 // Level 0 is the choice for a link near the compressors' speed (10 Gbit/s:
 // it needs ratio > 3.1 to pay instead of 4.6); the engine may pass it.
 #include "stream/codec/codec.hpp"
-#include "stream/wire.hpp"
 
 #include <algorithm>
 #include <cstring>
@@ -35,9 +34,6 @@
 #include <zlib.h>
 
 namespace fastmig::codec {
-
-static_assert(kMaxGroupPages == wire::kMaxGroupPages, "codec and wire agree on the group size");
-static_assert(kMaxXbzrle == wire::kMaxEncodedPage, "codec and wire agree on the encoded page bound");
 
 const char* algorithm_name(Algorithm a)
 {
@@ -70,7 +66,7 @@ void check_group(std::size_t bytes, const char* what)
 
 void check_blob(std::size_t bytes, std::size_t out_bytes)
 {
-    // A group of n pages may not carry more than n * (kPageSize + 64) bytes
+    // A group of n pages may not carry more than n * wire::kMaxEncodedPage bytes
     // on the wire; the same bound here keeps the inflaters' work linear in
     // what the wire allows, whatever the caller hands in.
     if (bytes == 0 || bytes > out_bytes / kPageSize * kMaxXbzrle)

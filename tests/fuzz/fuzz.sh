@@ -35,8 +35,9 @@ libs="-lisal -lz $(pkg-config --libs nettle 2>/dev/null || echo -lnettle) -pthre
 
 # The engine sources the targets need (no Xen, no sim backend).
 engine="stream/types.cpp stream/failpoint.cpp stream/wire.cpp stream/wire_batch.cpp stream/wire_channels.cpp stream/checksum.cpp
-        stream/classify.cpp stream/transport.cpp stream/precopy_policy.cpp stream/send_pipeline.cpp
-        stream/sender.cpp stream/receiver.cpp stream/receive_records.cpp stream/page_applier.cpp
+        stream/page_encoder.cpp stream/transport.cpp stream/precopy_policy.cpp stream/send_pipeline.cpp
+        stream/sender.cpp stream/send_opening.cpp stream/send_commit.cpp stream/domain_checksums.cpp
+        stream/receiver.cpp stream/receive_records.cpp stream/page_applier.cpp
         stream/codec/deflate.cpp stream/codec/xbzrle.cpp
         stream/codec/page_cache.cpp stream/codec/policy.cpp
         stream/auth/key.cpp stream/auth/record_mac.cpp stream/auth/aead.cpp stream/auth/handshake.cpp stream/wire_writer.cpp
