@@ -229,12 +229,7 @@ void Receiver::on_end(ChannelReading& r, const wire::Record& rec)
 
 void Receiver::channel_failed(std::exception_ptr e)
 {
-    {
-        std::lock_guard<std::mutex> l(error_lock_);
-        if (!error_)
-            error_ = e;
-    }
-    if (!failed_.exchange(true)) {
+    if (error_.set(e)) {
         // Wake the other channels' readers; the write sides stay open so the
         // source can still be told why (DONE on channel 0).
         for (auto& ch : channels_)

@@ -287,8 +287,7 @@ void Receiver::receive_all()
         for (auto& t : threads)
             t.join();
     }
-    if (failed_)
-        std::rethrow_exception(error_);
+    error_.rethrow_if_failed();
     res_.receive_ms = recv.seconds() * 1e3;
     for (auto& ch : channels_) {
         res_.bytes_received += ch->counts.bytes;

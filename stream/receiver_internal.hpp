@@ -8,6 +8,7 @@
 #include "stream/auth/auth.hpp" // kTagSize (receive_records.cpp)
 #include "stream/batch_applier.hpp"
 #include "stream/clock.hpp"
+#include "stream/first_error.hpp"
 #include "stream/page_applier.hpp"
 #include "stream/tail_timer.hpp"
 #include "stream/transport.hpp"
@@ -146,9 +147,7 @@ private:
 
     std::uint64_t end_ns_ = 0; // when channel 0 read END
 
-    std::mutex error_lock_;
-    std::exception_ptr error_;
-    std::atomic<bool> failed_{false};
+    FirstError error_; // the first channel's failure: why the stream stopped
 };
 
 } // namespace fastmig::receiving
