@@ -7,6 +7,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include "stream/domain/xen/xen_domain.hpp"
+#include "stream/domain/xen/xen_handles.hpp" // in_phase
 
 #include <string>
 
@@ -77,4 +78,37 @@ BOOST_AUTO_TEST_CASE(provider_takes_hvm_streams_to_xen)
     BOOST_TEST(hvm.find("xen:32751: setup: ") == 0u);
     BOOST_TEST((hvm.find("cannot open the hypervisor interface") != std::string::npos ||
                 hvm.find("does not exist") != std::string::npos));
+}
+
+// in_phase labels an error that has no domain and phase yet with its own,
+// and the error keeps its kind: it is thrown as the class the kind names, so
+// an AuthError or InDoubtError from inside the backend is still caught as one.
+template <class E> void check_in_phase_keeps(const E& thrown, ErrorKind kind)
+{
+    try {
+        xen::in_phase("xen:7", Phase::restore, [&] { throw thrown; });
+        BOOST_FAIL("nothing thrown");
+    } catch (const E& e) {
+        BOOST_TEST((e.kind() == kind));
+        BOOST_TEST(e.has_context());
+        BOOST_TEST(e.domain() == "xen:7");
+        BOOST_TEST((e.phase() == Phase::restore));
+        BOOST_TEST(e.cause() == thrown.cause());
+    }
+}
+
+BOOST_AUTO_TEST_CASE(in_phase_labels_and_keeps_the_kind)
+{
+    check_in_phase_keeps(Error("mmap failed"), ErrorKind::local);
+    check_in_phase_keeps(StreamError("bad record"), ErrorKind::stream);
+    check_in_phase_keeps(AuthError("tag mismatch"), ErrorKind::auth);
+    check_in_phase_keeps(InDoubtError("no DONE"), ErrorKind::in_doubt);
+    // Already labelled: passed on as it is.
+    try {
+        xen::in_phase("xen:7", Phase::restore, [] { throw StreamError("xen:9", Phase::receive, "short read"); });
+        BOOST_FAIL("nothing thrown");
+    } catch (const StreamError& e) {
+        BOOST_TEST(e.domain() == "xen:9");
+        BOOST_TEST((e.phase() == Phase::receive));
+    }
 }

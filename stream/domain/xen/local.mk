@@ -78,7 +78,9 @@ endif
 if HAVE_XEN
 check_PROGRAMS += tests/unit/xen_backend.test
 tests_unit_xen_backend_test_SOURCES = tests/unit/test_xen_backend.cpp
-tests_unit_xen_backend_test_CPPFLAGS = $(UNIT_CPPFLAGS)
+tests_unit_xen_backend_test_CPPFLAGS = $(UNIT_CPPFLAGS) $(XEN_CFLAGS)
+# Xen's public headers (through xen_handles.hpp) need GNU mode, as libfmxen.
+tests_unit_xen_backend_test_CXXFLAGS = $(AM_CXXFLAGS) -std=gnu++20
 tests_unit_xen_backend_test_LDADD = $(FASTMIG_XEN_LIBS) $(UNIT_LDADD)
 TESTS += tests/unit/xen_backend.test
 endif

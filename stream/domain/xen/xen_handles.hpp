@@ -32,19 +32,16 @@ namespace fastmig::xen {
     throw Error(who, phase, what + ": " + std::strerror(e));
 }
 
-// Runs f; an Error without context gets (who, phase).
+// Runs f; an Error without context gets (who, phase) and keeps its kind
+// (raise: an AuthError or InDoubtError is still caught as one).
 template <class F> auto in_phase(const std::string& who, Phase phase, F&& f) -> decltype(f())
 {
     try {
         return f();
-    } catch (const StreamError& e) {
-        if (e.has_context())
-            throw;
-        throw StreamError(who, phase, e.cause());
     } catch (const Error& e) {
         if (e.has_context())
             throw;
-        throw e.with_context(who, phase);
+        raise(e.with_context(who, phase));
     }
 }
 
