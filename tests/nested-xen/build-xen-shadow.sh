@@ -150,11 +150,19 @@ if [[ -f $out/.done ]]; then
   exit 0
 fi
 
-# A build tree per key, outside the source (which stays pristine).
+# A build tree per key, outside the source (which stays pristine). One whose
+# copy was finished (xen/.config is written last) is resumed: an interrupted
+# build does not start over (it takes tens of minutes on a loaded machine).
 b=$cache/xen-shadow-build-$key
-rm -rf "$b" && mkdir -p "$b"
-cp -a "$src/." "$b/"
-cp "$tmp/config-in" "$b/xen/.config"
+resumed=
+if [[ -f $b/xen/.config ]]; then
+  resumed=" (resumed: earlier attempts' time not counted)"
+  log "resuming the build in $b"
+else
+  rm -rf "$b" && mkdir -p "$b"
+  cp -a "$src/." "$b/"
+  cp "$tmp/config-in" "$b/xen/.config"
+fi
 t0=$(date +%s)
 # Debian's patch that prints the package's version in the banner reads
 # these, as debian/rules sets them.
@@ -164,7 +172,7 @@ if [[ -f $b/debian/control ]]; then
 fi
 mk() { nice -n 19 make -C "$b/xen" --no-print-directory XEN_VENDORVERSION=-shadow "${deb_vars[@]}" "$@"; }
 log "olddefconfig + build in $b (make -j$jobs under nice 19; log: $b/build.log)"
-{ mk olddefconfig && mk -j"$jobs"; } >"$b/build.log" 2>&1 \
+{ mk olddefconfig && mk -j"$jobs"; } >>"$b/build.log" 2>&1 \
   || die "build failed, see the tail of $b/build.log:
 $(tail -n 30 "$b/build.log")"
 secs=$(( $(date +%s) - t0 ))
@@ -189,11 +197,11 @@ echo "$srcid" >"$stage/source"
 echo "$xv" >"$stage/xen-version"
 echo "$banner" >"$stage/banner"
 echo "$cc_id" >"$stage/toolchain"
-echo "$secs" >"$stage/build-seconds"
+echo "$secs$resumed" >"$stage/build-seconds"
 cp "$b/build.log" "$stage/build.log"
 touch "$stage/.done"
 rm -rf "$out" && mv "$stage" "$out"
 rm -rf "$b"
-log "built Xen $banner in ${secs}s: $out; config against the package's:"
+log "built Xen $banner in ${secs}s$resumed: $out; config against the package's:"
 sed 's/^/    /' "$out/config.diff" >&2
 echo "$out"
