@@ -81,7 +81,7 @@ log "image $img: Xen $xv, package $debver ($suite)"
 # --- The source -----------------------------------------------------------
 srcroot=$cache/xen-src
 mkdir -p "$srcroot"
-src= srcid=
+src= srcid= srckey=   # srckey: what the build is made of (the cache key's part)
 # 1. Debian's source package, fetched and checked by apt from a private
 #    sources list (deb-src of the suite, its updates and its security archive).
 A=$srcroot/apt-$suite
@@ -96,14 +96,14 @@ apt_o=(-o "Dir::Etc::sourcelist=$A/sources.list" -o Dir::Etc::sourceparts=- -o "
        -o APT::Sandbox::User=root)
 dd=$srcroot/deb-$debver
 if [[ -d $dd/xen-src/xen ]]; then
-  src=$dd/xen-src srcid="debian $debver"
+  src=$dd/xen-src srcid="debian $debver" srckey="debian $debver"
 else
   mkdir -p "$dd"
   if apt-get "${apt_o[@]}" -qq update >"$dd/apt.log" 2>&1 \
      && (cd "$dd" && apt-get "${apt_o[@]}" source --download-only "xen=$debver") >>"$dd/apt.log" 2>&1 \
      && dpkg-source -x "$dd/xen_$debver.dsc" "$dd/xen-src.tmp" >>"$dd/apt.log" 2>&1; then
     mv "$dd/xen-src.tmp" "$dd/xen-src"
-    src=$dd/xen-src srcid="debian $debver"
+    src=$dd/xen-src srcid="debian $debver" srckey="debian $debver"
   else
     rm -rf "$dd/xen-src.tmp"
     log "Debian's source package xen $debver could not be had:"
@@ -117,10 +117,11 @@ if [[ -z $src ]]; then
   git -C "$git" rev-parse -q --verify HEAD^{commit} >/dev/null 2>&1 || die "FASTMIG_XEN_GIT=$git is not a git repository"
   want=${upstream##*-g}; [[ $upstream == *-g* ]] || want=
   rel=RELEASE-${upstream%%[+~]*}
+  have_want=0
+  [[ -n $want ]] && git -C "$git" rev-parse -q --verify "$want^{commit}" >/dev/null && have_want=1
   ref=${FASTMIG_XEN_REF:-}
   if [[ -z $ref ]]; then
-    if [[ -n $want ]] && git -C "$git" rev-parse -q --verify "$want^{commit}" >/dev/null; then ref=$want
-    else ref=$rel; fi
+    ref=$rel; [[ $have_want == 1 ]] && ref=$want
   fi
   commit=$(git -C "$git" rev-parse -q --verify "$ref^{commit}") || die "$git has no $ref"
   src=$srcroot/git-${commit:0:12}
@@ -129,9 +130,12 @@ if [[ -z $src ]]; then
     git -C "$git" archive --format=tar "$commit" | tar -xf - -C "$src.tmp"
     mv "$src.tmp" "$src"
   fi
+  srckey="git $commit"
   srcid="upstream git $ref = ${commit:0:12} ($(git -C "$git" describe --tags "$commit" 2>/dev/null || echo '?'))"
   if [[ -n $want && $commit != "$want"* ]]; then
-    srcid+="; NOT Debian's $upstream (commit $want is not in $git): "$(git -C "$git" log -1 --format='%h %cs %s' "$commit")"; no Debian patches"
+    srcid+="; NOT Debian's $upstream (commit $want"
+    [[ $have_want == 1 ]] || srcid+=" is not in $git"
+    srcid+="): $(git -C "$git" log -1 --format='%h %cs %s' "$commit"); no Debian patches"
   else
     srcid+="; Debian's upstream commit, without Debian's patches"
   fi
@@ -142,7 +146,7 @@ log "source: $srcid"
 cc_id="$(gcc --version | head -n1); $(ld --version | head -n1)"
 sed -E 's/^# CONFIG_SHADOW_PAGING is not set$/CONFIG_SHADOW_PAGING=y/' "$tmp/config-debian" >"$tmp/config-in"
 grep -q '^CONFIG_SHADOW_PAGING=y$' "$tmp/config-in" || echo CONFIG_SHADOW_PAGING=y >>"$tmp/config-in"
-key=$( { echo "$srcid"; cat "$tmp/config-in"; echo "$cc_id"; } | sha256sum | cut -c1-16)
+key=$( { echo "$srckey"; cat "$tmp/config-in"; echo "$cc_id"; } | sha256sum | cut -c1-16)
 out=$cache/xen-shadow-$key
 if [[ -f $out/.done ]]; then
   log "cached: $out ($(cat "$out/banner"))"
