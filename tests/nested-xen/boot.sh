@@ -18,7 +18,13 @@
 # time limit; on any failure or on exit QEMU is killed, so nothing is left
 # running. The results directory of the job disk is copied to
 # OUTDIR/results with debugfs (no mount needed).
-# Env: FASTMIG_NESTED_CPU replaces the CPU model (TCG) below;
+# Env: FASTMIG_NESTED_XEN boots another hypervisor than the image's: a
+#        directory made by build-xen-shadow.sh (xen.elf, xen-version, config),
+#        or its xen.elf; it must be the image's Xen version (dom0's tools are
+#        the image's). Which one booted, its banner and xl info's virt_caps
+#        go to OUTDIR/hypervisor.txt; when its config has shadow paging,
+#        virt_caps must say "shadow" or the run fails;
+#      FASTMIG_NESTED_CPU replaces the CPU model (TCG) below;
 #      FASTMIG_NESTED_XEN_ARGS / FASTMIG_NESTED_DOM0_ARGS add options;
 #      T_XEN, T_DOM0, T_OFF override the phase limits (seconds).
 set -euo pipefail
@@ -66,7 +72,21 @@ mkdir -p "$out"
 serial=$out/serial.log
 : >"$serial"
 
-xen=$img/xen.elf
+# The image's Xen, or FASTMIG_NESTED_XEN's of the same version.
+xv=$(cat "$img/xen-version" 2>/dev/null || echo 4.17)   # 4.17 before images recorded it
+xen=$img/xen.elf xen_config= xen_from=image
+if [[ -n ${FASTMIG_NESTED_XEN:-} ]]; then
+  if [[ -d $FASTMIG_NESTED_XEN ]]; then xd=$FASTMIG_NESTED_XEN xen=$FASTMIG_NESTED_XEN/xen.elf
+  else xen=$FASTMIG_NESTED_XEN xd=$(dirname "$FASTMIG_NESTED_XEN"); fi
+  [[ -f $xen ]] || die "FASTMIG_NESTED_XEN=$FASTMIG_NESTED_XEN: no $xen (build-xen-shadow.sh makes one)"
+  [[ $(head -c4 "$xen" | od -An -tx1 | tr -d ' ') == 7f454c46 ]] || die "FASTMIG_NESTED_XEN: $xen is not an ELF file (a decompressed xen.gz)"
+  fxv=$(cat "$xd/xen-version" 2>/dev/null) || die "FASTMIG_NESTED_XEN: no $xd/xen-version, so its Xen version is unknown"
+  [[ $fxv == "$xv" ]] || die "FASTMIG_NESTED_XEN is Xen $fxv but the image's tools are $xv"
+  [[ -f $xd/config ]] && xen_config=$xd/config
+  xen_from="FASTMIG_NESTED_XEN ($(cat "$xd/source" 2>/dev/null || echo "source unknown"))"
+fi
+{ echo "hypervisor: $xen"; echo "from: $xen_from"; echo "sha256: $(sha256sum <"$xen" | cut -c1-16)"; } >"$out/hypervisor.txt"
+log "hypervisor: $xen ($xen_from)"
 xen_args=$NESTED_XEN_ARGS
 case $accel in
   tcg)
@@ -81,8 +101,8 @@ case $accel in
     # ("emulation failure"), so the copy we boot has those replaced by NOPs
     # of the same length. cet=no-shstk,no-ibt keeps Xen from enabling CET.
     accel_args=(-enable-kvm -cpu host,-arch-capabilities)
-    xen=$out/xen-kvm.elf
-    python3 - "$img/xen.elf" "$xen" <<'PY'
+    xen_src=$xen xen=$out/xen-kvm.elf
+    python3 - "$xen_src" "$xen" <<'PY'
 import re, sys
 d = bytearray(open(sys.argv[1], 'rb').read())
 n = 0
@@ -163,9 +183,8 @@ phase() {
   done
 }
 : >"$out/boot-timings.txt"
-# The image's Xen (4.17 before images recorded it) is the one that boots.
-xv=$(cat "$img/xen-version" 2>/dev/null || echo 4.17)
 phase xen-banner "Xen version ${xv//./\\.}" "$T_XEN"
+echo "banner: $(grep -m1 -oE 'Xen version [^ ]+ \([^)]*\)' "$serial")" >>"$out/hypervisor.txt"
 phase dom0-kernel 'Linux version' "$T_DOM0"
 phase dom0-init 'FASTMIG-DOM0: up' "$T_DOM0"
 # dom0 stops the job itself at $tjob (then kills it 10 s later) and still
@@ -193,6 +212,15 @@ rm -rf "$out/results"
 e2fsck -fy "$job" >"$out/job-fsck.txt" 2>&1 || (( $? <= 1 )) \
   || log "e2fsck of $job says $(tail -n1 "$out/job-fsck.txt"); reading it anyway"
 debugfs -R "rdump /results $out" "$job" >/dev/null 2>&1 || die "could not read results from $job"
+# Which hypervisor ran, as dom0's xl saw it; a shadow-paging build that
+# does not offer shadow paging is not the hypervisor this run was meant for.
+caps=$(awk -F': *' '/^virt_caps/ { print $2; exit }' "$out/results/xl-info.txt" 2>/dev/null || true)
+xver=$(awk -F': *' '/^xen_(major|minor|extra)/ { v = v $2 (/major/ ? "." : "") } END { print v }' "$out/results/xl-info.txt" 2>/dev/null || true)
+echo "xl info: xen $xver; virt_caps: ${caps:-unknown}" >>"$out/hypervisor.txt"
+log "$(sed -n 's/^banner: //p' "$out/hypervisor.txt"); xl info: xen $xver, virt_caps: ${caps:-unknown}"
+if [[ -n $xen_config ]] && grep -qx 'CONFIG_SHADOW_PAGING=y' "$xen_config"; then
+  [[ " $caps " == *" shadow "* ]] || die "$xen was built with shadow paging but virt_caps is '${caps:-unknown}'"
+fi
 rc=$(cat "$out/results/rc" 2>/dev/null || echo missing)
 log "job exit code: $rc; results in $out/results"
 [[ $rc == 0 ]] || die "the job in dom0 failed (rc=$rc); see $out/results/run.log and $serial"

@@ -13,6 +13,8 @@
 #      FASTMIG_HELPER_BIN     fastmig's libxl-save-helper to test beside the
 #                             stock one (make nested-check sets it to this
 #                             build's, when built with the Xen libraries)
+#      FASTMIG_NESTED_XEN     boot this hypervisor instead of the image's
+#                             (build-xen-shadow.sh's directory; boot.sh)
 #      FASTMIG_LIBXL_SO       a patched libxenlight.so.4.17.0 for dom0
 #                             (xen-patches/build-libxl.sh; make nested-libxl);
 #                             HELPERS may then name stock-early and

@@ -17,6 +17,11 @@
 #                        Debian 13 chroot and run its make check there
 #                        (build-in-trixie.sh); the nested 4.20 image then
 #                        takes it: FASTMIG_NESTED_SUITE=trixie (README.md)
+#   make nested-xen-shadow  the trixie image's Xen 4.20 rebuilt with shadow
+#                        paging (build-xen-shadow.sh; needs FASTMIG_XEN_GIT
+#                        when Debian's source package cannot be fetched) and
+#                        print its directory; a run boots it with
+#                        FASTMIG_NESTED_XEN=<dir> (README.md, "Xen 4.20")
 #   make nested-libxl    build Debian's libxenlight with xen-patches/*.patch
 #                        (xen-patches/build-libxl.sh) and print its path;
 #                        give it to a run as FASTMIG_LIBXL_SO=<path>
@@ -30,6 +35,7 @@ EXTRA_DIST += \
 	tests/nested-xen/nested.mk \
 	tests/nested-xen/build-image.sh \
 	tests/nested-xen/build-in-trixie.sh \
+	tests/nested-xen/build-xen-shadow.sh \
 	tests/nested-xen/make-job.sh \
 	tests/nested-xen/boot.sh \
 	tests/nested-xen/nested-check.sh \
@@ -47,13 +53,16 @@ EXTRA_DIST += \
 	xen-patches/build-libxl.sh \
 	xen-patches/0001-libxl-attach-nics-while-the-stream-is-read.patch
 
-.PHONY: nested-image nested-check nested-libxl nested-trixie-build nested-xapi
+.PHONY: nested-image nested-check nested-libxl nested-trixie-build nested-xapi nested-xen-shadow
 
 nested-image:
 	bash $(NESTED_DIR)/build-image.sh
 
 nested-trixie-build:
 	bash $(NESTED_DIR)/build-in-trixie.sh
+
+nested-xen-shadow:
+	bash $(NESTED_DIR)/build-xen-shadow.sh
 
 nested-libxl:
 	bash $(srcdir)/xen-patches/build-libxl.sh
