@@ -352,7 +352,12 @@ def cmd_policy(a):
 
 # ---------------------------------------------------------------- plot
 def cmd_plot(a):
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        # Optional (tests/bench/README.md): the tables are the result.
+        print("plot: skipped, python3-matplotlib is not installed (apt-get install python3-matplotlib)")
+        return 0
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     recs = [r for r in load(a.file) if r.get("round_stats")]
