@@ -112,7 +112,14 @@ refused_address_space() {
   fm sim info "$id" | grep -q "state: running" || return 1
   fm sim destroy "$id"
 }
-ok "destination refuses a guest its address space cannot map (ulimit -v)" -- refused_address_space
+if [ -n "${FASTMIG_SANITIZER:-}" ]; then
+  # ASan/TSan map terabytes of shadow memory: under ulimit -v the receiver
+  # dies before main (make faults runs this case as dst-address-space).
+  tap_n=$((tap_n + 1))
+  echo "ok $tap_n - destination refuses a guest its address space cannot map (ulimit -v) # SKIP $FASTMIG_SANITIZER build"
+else
+  ok "destination refuses a guest its address space cannot map (ulimit -v)" -- refused_address_space
+fi
 
 not_fastmig_peer() {
   local port id
