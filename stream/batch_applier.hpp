@@ -35,10 +35,14 @@ public:
         wire::PageBatch batch;
     };
     using ApplyFn = std::function<void(wire::PageBatch&)>;
+    // Told each applied batch and what it took (the applier times every
+    // batch for busy_ns() already), on the applier's thread, no lock held.
+    using AppliedFn = std::function<void(const wire::PageBatch&, std::uint64_t took_ns, std::uint64_t now_ns)>;
 
     // depth: batches in flight (each up to a record of the largest type).
-    BatchApplier(ApplyFn apply, std::string thread_name, std::size_t depth = 3)
-        : apply_(std::move(apply)), work_(depth), free_(depth)
+    static constexpr std::size_t kDepth = 3;
+    BatchApplier(ApplyFn apply, std::string thread_name, std::size_t depth = kDepth, AppliedFn applied = nullptr)
+        : apply_(std::move(apply)), applied_fn_(std::move(applied)), work_(depth), free_(depth)
     {
         for (std::size_t i = 0; i < depth; ++i) {
             slots_.push_back(std::make_unique<Slot>());
@@ -111,12 +115,15 @@ private:
                 free_.close();
                 return;
             }
+            const std::uint64_t t1 = monotonic_ns();
             {
                 std::lock_guard<std::mutex> l(m_);
                 ++applied_;
-                busy_ns_ += monotonic_ns() - t0;
+                busy_ns_ += t1 - t0;
             }
             done_cv_.notify_all();
+            if (applied_fn_)
+                applied_fn_((*s)->batch, t1 - t0, t1);
             free_.push(*s);
         }
     }
@@ -128,6 +135,7 @@ private:
     }
 
     ApplyFn apply_;
+    AppliedFn applied_fn_;
     std::vector<std::unique_ptr<Slot>> slots_;
     BoundedQueue<Slot*> work_, free_;
     mutable std::mutex m_;

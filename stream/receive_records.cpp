@@ -38,15 +38,15 @@ void Receiver::read_channel(std::uint32_t c)
     Channel& ch = *channels_[c];
     ch.pages = std::make_unique<PageApplier>(pages_, ch.counts, features_);
     ch.applier = std::make_unique<BatchApplier>(
-        [this, &ch, slow = SlowBatchLog()](wire::PageBatch& b) mutable {
-            const std::uint64_t t0 = monotonic_ns();
+        [this, &ch](wire::PageBatch& b) {
             failpoint("recv:apply-batch");
             ch.pages->apply(*dom_, b);
-            const std::uint64_t t1 = monotonic_ns();
-            if (auto line = slow.note(b.round, b.page_count, t1 - t0, t1); line && opt_.log)
-                opt_.log(dom_->name() + ": " + *line);
         },
-        "fm-apply-" + std::to_string(c));
+        "fm-apply-" + std::to_string(c), BatchApplier::kDepth,
+        [this, slow = SlowBatchLog()](const wire::PageBatch& b, std::uint64_t took_ns, std::uint64_t now_ns) mutable {
+            if (auto line = slow.note(b.round, b.page_count, took_ns, now_ns); line && opt_.log)
+                opt_.log(dom_->name() + ": " + *line);
+        });
     try {
         // The reader's own buffer too (the records before the pages are
         // done with: nothing points into it any more).
